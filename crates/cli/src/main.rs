@@ -1,0 +1,74 @@
+//! The `crossdock` binary: one subcommand per phase, plus planning and checks.
+//! Libraries do the work and return typed errors; this crate wires clients, flags,
+//! signals and exit codes, and reports errors with anyhow.
+
+mod aws;
+mod exit;
+mod export;
+mod load;
+mod logging;
+mod pipeline;
+mod plan;
+mod relay;
+mod shutdown;
+mod verify;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Move DynamoDB tables to Google Cloud: export to S3, relay to GCS, load into
+/// Spanner, Bigtable or PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "crossdock", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    log: logging::LogArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Dump one DynamoDB table to S3 (raises and restores read capacity).
+    Export(export::Args),
+    /// Copy dump files from S3 to GCS as their events arrive on SQS; write `_SUCCESS`.
+    Relay(relay::Args),
+    /// Load a relayed table into its target, from its `_SUCCESS` marker.
+    Load(load::Args),
+    /// Size a migration: segments, capacity, instances, time and egress per table.
+    Plan(plan::Args),
+    /// Compare a loaded table with its marker.
+    Verify(verify::Args),
+    /// Pipeline files: `validate`.
+    Pipeline(pipeline::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::Code::Failure.into();
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Export(a) => export::run(a).await,
+            Command::Relay(a) => relay::run(a).await,
+            Command::Load(a) => load::run(a).await,
+            Command::Plan(a) => plan::run(a).await,
+            Command::Verify(a) => verify::run(a).await,
+            Command::Pipeline(a) => pipeline::run(a).await,
+        }
+    });
+    match result {
+        Ok(code) => code.into(),
+        Err(e) => {
+            let code = exit::code_of(&e);
+            eprintln!("error: {e:#}");
+            code.into()
+        }
+    }
+}

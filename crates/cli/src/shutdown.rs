@@ -1,0 +1,27 @@
+//! The shutdown future handed to every long-running `run()`: resolves on Ctrl-C or
+//! SIGTERM. Tests drive the same `run()`s with their own futures.
+
+#[allow(dead_code)] // used by the long-running phases as they land
+pub async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown requested (signal)");
+}

@@ -1,0 +1,357 @@
+//! The one place that maps object keys between the phases:
+//! S3 dump key ↔ (batch, table, timestamp, relative name) ↔ GCS key.
+//!
+//! ```text
+//! s3://{src}/{prefix}{batch}/{table}/{timestamp}/{relative}
+//! gs://{dst}/{batch}/{table}/{timestamp}/{relative, data parts with the codec's extension}
+//! ```
+
+use crate::codec::Codec;
+use std::fmt;
+
+/// Why a key or name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    #[error("key {key:?} is not under prefix {prefix:?}")]
+    OutsidePrefix { key: String, prefix: String },
+    #[error("key {key:?} does not have the form {{batch}}/{{table}}/{{timestamp}}/{{file}}")]
+    Shape { key: String },
+    #[error("{what} {value:?} is not allowed: {why}")]
+    Invalid { what: &'static str, value: String, why: &'static str },
+    #[error("file {name:?} in {key:?} is not a crossdock dump file (expected _schema.json, data/seg-NNNNN-part-NNNNN.json[.gz|.zst|.bz2], manifests/seg-NNNNN-of-NNNNN.json, _SUCCESS or _LOADED)")]
+    UnknownFile { key: String, name: String },
+}
+
+fn invalid(what: &'static str, value: &str, why: &'static str) -> LayoutError {
+    LayoutError::Invalid { what, value: value.to_string(), why }
+}
+
+/// Checks one path segment used for a batch id: non-empty, no `/`, not `.`/`..`, no
+/// control characters. Spaces, `+`, `%` and unicode are fine (keys are not URLs).
+pub fn validate_segment(what: &'static str, s: &str) -> Result<(), LayoutError> {
+    if s.is_empty() {
+        return Err(invalid(what, s, "it is empty"));
+    }
+    if s == "." || s == ".." {
+        return Err(invalid(what, s, "`.` and `..` would escape the table's prefix"));
+    }
+    if s.contains('/') {
+        return Err(invalid(what, s, "it contains `/`"));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(invalid(what, s, "it contains control characters"));
+    }
+    if s.len() > 512 {
+        return Err(invalid(what, s, "it is longer than 512 bytes"));
+    }
+    Ok(())
+}
+
+/// DynamoDB table names: 3–255 characters of `[A-Za-z0-9_.-]`.
+pub fn validate_table(name: &str) -> Result<(), LayoutError> {
+    if !(3..=255).contains(&name.len()) {
+        return Err(invalid("table name", name, "DynamoDB table names are 3 to 255 characters"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+        return Err(invalid("table name", name, "DynamoDB table names use only A-Z a-z 0-9 _ . -"));
+    }
+    if name == ".." || name.chars().all(|c| c == '.') {
+        return Err(invalid("table name", name, "`..` would escape the prefix"));
+    }
+    Ok(())
+}
+
+/// An export timestamp: `YYYY-MM-DDTHH-MM-SSZ` (UTC, sortable, no `:`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Timestamp(String);
+
+const TS_FORMAT: &[time::format_description::FormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]T[hour]-[minute]-[second]Z");
+
+impl Timestamp {
+    pub fn parse(s: &str) -> Result<Self, LayoutError> {
+        time::PrimitiveDateTime::parse(s, TS_FORMAT)
+            .map_err(|_| invalid("timestamp", s, "expected YYYY-MM-DDTHH-MM-SSZ (UTC)"))?;
+        Ok(Timestamp(s.to_string()))
+    }
+    pub fn from_datetime(t: time::OffsetDateTime) -> Self {
+        let utc = t.to_offset(time::UtcOffset::UTC);
+        // Formatting a valid datetime with a static description cannot fail.
+        Timestamp(utc.format(TS_FORMAT).unwrap_or_default())
+    }
+    pub fn now() -> Self {
+        Self::from_datetime(time::OffsetDateTime::now_utc())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Timestamp {
+    type Error = LayoutError;
+    fn try_from(s: String) -> Result<Self, LayoutError> {
+        Timestamp::parse(&s)
+    }
+}
+impl From<Timestamp> for String {
+    fn from(t: Timestamp) -> String {
+        t.0
+    }
+}
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One table export: everything under `{batch}/{table}/{timestamp}/`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportId {
+    pub batch: String,
+    pub table: String,
+    pub timestamp: Timestamp,
+}
+
+impl ExportId {
+    pub fn new(batch: &str, table: &str, timestamp: Timestamp) -> Result<Self, LayoutError> {
+        validate_segment("batch", batch)?;
+        validate_table(table)?;
+        Ok(ExportId { batch: batch.into(), table: table.into(), timestamp })
+    }
+
+    /// `{batch}/{table}/{timestamp}/`, the part shared by S3 and GCS keys.
+    pub fn dir(&self) -> String {
+        format!("{}/{}/{}/", self.batch, self.table, self.timestamp)
+    }
+
+    /// S3 key of a file of this export under the source prefix.
+    pub fn s3_key(&self, prefix: &str, file: &DumpFile) -> String {
+        format!("{prefix}{}{}", self.dir(), file.s3_name())
+    }
+
+    /// GCS object name of a file of this export once relayed with `codec`.
+    pub fn gcs_key(&self, file: &DumpFile, codec: Codec) -> String {
+        format!("{}{}", self.dir(), file.gcs_name(codec))
+    }
+
+    /// GCS object name of the table's `_SUCCESS` marker.
+    pub fn marker_key(&self) -> String {
+        self.gcs_key(&DumpFile::Success, Codec::None)
+    }
+}
+
+impl fmt::Display for ExportId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.batch, self.table, self.timestamp)
+    }
+}
+
+/// A file of an export, by role. Data parts carry the codec they are stored with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DumpFile {
+    /// `_schema.json`
+    Schema,
+    /// `data/seg-SSSSS-part-PPPPP.json[ext]`
+    Part { segment: u32, part: u32, codec: Codec },
+    /// `manifests/seg-SSSSS-of-NNNNN.json`
+    Manifest { segment: u32, total: u32 },
+    /// `_capacity.json` (exporter state; not relayed)
+    Capacity,
+    /// `_checkpoint/seg-SSSSS.json` (exporter state; not relayed)
+    Checkpoint { segment: u32 },
+    /// `_SUCCESS` (GCS only; written by the relay)
+    Success,
+    /// `_LOADED` (GCS only; written by the loader)
+    Loaded,
+    /// `_progress/…` per-file load progress (GCS only; written by the loader)
+    LoadProgress { segment: u32, part: u32 },
+}
+
+impl DumpFile {
+    /// Name relative to the export directory, as stored in S3.
+    pub fn s3_name(&self) -> String {
+        match *self {
+            DumpFile::Schema => "_schema.json".into(),
+            DumpFile::Part { segment, part, codec } => {
+                format!("data/seg-{segment:05}-part-{part:05}.json{}", codec.extension())
+            }
+            DumpFile::Manifest { segment, total } => format!("manifests/seg-{segment:05}-of-{total:05}.json"),
+            DumpFile::Capacity => "_capacity.json".into(),
+            DumpFile::Checkpoint { segment } => format!("_checkpoint/seg-{segment:05}.json"),
+            DumpFile::Success => "_SUCCESS".into(),
+            DumpFile::Loaded => "_LOADED".into(),
+            DumpFile::LoadProgress { segment, part } => format!("_progress/seg-{segment:05}-part-{part:05}.json"),
+        }
+    }
+
+    /// Name relative to the export directory once relayed with `codec`: data parts are
+    /// re-encoded and get the codec's extension; everything else is copied as is.
+    pub fn gcs_name(&self, codec: Codec) -> String {
+        match *self {
+            DumpFile::Part { segment, part, .. } => DumpFile::Part { segment, part, codec }.s3_name(),
+            other => other.s3_name(),
+        }
+    }
+
+    /// Whether the relay copies this file to GCS (exporter state stays in S3).
+    pub fn is_relayed(&self) -> bool {
+        matches!(self, DumpFile::Schema | DumpFile::Part { .. } | DumpFile::Manifest { .. })
+    }
+
+    /// Parses a relative name (`data/seg-00001-part-00002.json.gz`, …).
+    pub fn parse(name: &str) -> Option<DumpFile> {
+        fn num(s: &str) -> Option<u32> {
+            (s.len() == 5 && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+        }
+        match name {
+            "_schema.json" => return Some(DumpFile::Schema),
+            "_capacity.json" => return Some(DumpFile::Capacity),
+            "_SUCCESS" => return Some(DumpFile::Success),
+            "_LOADED" => return Some(DumpFile::Loaded),
+            _ => {}
+        }
+        if let Some(rest) = name.strip_prefix("data/seg-") {
+            let (seg, rest) = rest.split_once("-part-")?;
+            let (part, ext) = rest.split_at(rest.find('.')?);
+            let codec = ext.strip_prefix(".json").and_then(Codec::from_extension)?;
+            return Some(DumpFile::Part { segment: num(seg)?, part: num(part)?, codec });
+        }
+        if let Some(rest) = name.strip_prefix("manifests/seg-") {
+            let (seg, rest) = rest.split_once("-of-")?;
+            let total = rest.strip_suffix(".json")?;
+            return Some(DumpFile::Manifest { segment: num(seg)?, total: num(total)? });
+        }
+        if let Some(rest) = name.strip_prefix("_checkpoint/seg-") {
+            return Some(DumpFile::Checkpoint { segment: num(rest.strip_suffix(".json")?)? });
+        }
+        if let Some(rest) = name.strip_prefix("_progress/seg-") {
+            let (seg, rest) = rest.split_once("-part-")?;
+            return Some(DumpFile::LoadProgress { segment: num(seg)?, part: num(rest.strip_suffix(".json")?)? });
+        }
+        None
+    }
+}
+
+/// A parsed object key: which export, which file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpKey {
+    pub export: ExportId,
+    pub file: DumpFile,
+}
+
+impl DumpKey {
+    /// Parses an S3 key under `prefix` (which is empty or ends with `/`).
+    pub fn from_s3_key(prefix: &str, key: &str) -> Result<DumpKey, LayoutError> {
+        let rest = key
+            .strip_prefix(prefix)
+            .ok_or_else(|| LayoutError::OutsidePrefix { key: key.into(), prefix: prefix.into() })?;
+        Self::from_relative(key, rest)
+    }
+
+    /// Parses a GCS object name (`{batch}/{table}/{timestamp}/{file}`).
+    pub fn from_gcs_key(key: &str) -> Result<DumpKey, LayoutError> {
+        Self::from_relative(key, key)
+    }
+
+    fn from_relative(key: &str, rest: &str) -> Result<DumpKey, LayoutError> {
+        let mut it = rest.splitn(4, '/');
+        let (Some(batch), Some(table), Some(ts), Some(name)) = (it.next(), it.next(), it.next(), it.next()) else {
+            return Err(LayoutError::Shape { key: key.into() });
+        };
+        for seg in name.split('/') {
+            validate_segment("file name", seg)?;
+        }
+        let export = ExportId::new(batch, table, Timestamp::parse(ts)?)?;
+        let file = DumpFile::parse(name)
+            .ok_or_else(|| LayoutError::UnknownFile { key: key.into(), name: name.into() })?;
+        Ok(DumpKey { export, file })
+    }
+}
+
+/// Checks an S3 source prefix: empty, or `/`-terminated segments that are each valid.
+pub fn validate_prefix(prefix: &str) -> Result<(), LayoutError> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    let Some(body) = prefix.strip_suffix('/') else {
+        return Err(invalid("prefix", prefix, "a non-empty prefix must end with `/`"));
+    };
+    body.split('/').try_for_each(|s| validate_segment("prefix segment", s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts() -> Timestamp {
+        Timestamp::parse("2026-11-23T09-30-00Z").expect("valid")
+    }
+
+    #[test]
+    fn awkward_batch_names_round_trip_s3_to_gcs_to_parts() {
+        let export = ExportId::new("run 1+été%20", "Orders.v2-x_y", ts())
+            .expect("valid export id");
+        let part = DumpFile::Part { segment: 3, part: 12, codec: Codec::None };
+        let s3 = export.s3_key("dumps/", &part);
+        assert_eq!(s3, "dumps/run 1+été%20/Orders.v2-x_y/2026-11-23T09-30-00Z/data/seg-00003-part-00012.json");
+        let parsed = DumpKey::from_s3_key("dumps/", &s3).expect("parses");
+        assert_eq!(parsed, DumpKey { export: export.clone(), file: part });
+
+        let gcs = export.gcs_key(&parsed.file, Codec::Zstd);
+        assert_eq!(gcs, "run 1+été%20/Orders.v2-x_y/2026-11-23T09-30-00Z/data/seg-00003-part-00012.json.zst");
+        let back = DumpKey::from_gcs_key(&gcs).expect("parses");
+        assert_eq!(back.export, export);
+        assert_eq!(back.file, DumpFile::Part { segment: 3, part: 12, codec: Codec::Zstd });
+    }
+
+    #[test]
+    fn every_file_kind_round_trips() {
+        let files = [
+            DumpFile::Schema,
+            DumpFile::Part { segment: 0, part: 0, codec: Codec::Gzip },
+            DumpFile::Part { segment: 99999, part: 1, codec: Codec::Bzip2 },
+            DumpFile::Manifest { segment: 4, total: 8 },
+            DumpFile::Capacity,
+            DumpFile::Checkpoint { segment: 2 },
+            DumpFile::Success,
+            DumpFile::Loaded,
+            DumpFile::LoadProgress { segment: 1, part: 2 },
+        ];
+        for f in files {
+            assert_eq!(DumpFile::parse(&f.s3_name()), Some(f), "{}", f.s3_name());
+        }
+        assert!(DumpFile::Schema.is_relayed() && !DumpFile::Capacity.is_relayed());
+    }
+
+    #[test]
+    fn dot_dot_and_bad_names_are_refused() {
+        let e = DumpKey::from_s3_key("", "../Orders/2026-11-23T09-30-00Z/_schema.json").expect_err("..");
+        assert!(e.to_string().contains("escape"), "{e}");
+        assert!(DumpKey::from_s3_key("", "b/Orders/2026-11-23T09-30-00Z/data/../_schema.json").is_err());
+        assert!(DumpKey::from_s3_key("", "b//2026-11-23T09-30-00Z/_schema.json").is_err());
+        assert!(DumpKey::from_s3_key("", "b/no spaces in tables/2026-11-23T09-30-00Z/_schema.json").is_err());
+        assert!(DumpKey::from_s3_key("", "b/Orders/2026-11-23 09:30/_schema.json").is_err());
+        assert!(matches!(
+            DumpKey::from_s3_key("", "b/Orders/2026-11-23T09-30-00Z/notes.txt"),
+            Err(LayoutError::UnknownFile { .. })
+        ));
+        assert!(matches!(
+            DumpKey::from_s3_key("dumps/", "other/b/Orders/2026-11-23T09-30-00Z/_schema.json"),
+            Err(LayoutError::OutsidePrefix { .. })
+        ));
+        assert!(ExportId::new("..", "Orders", ts()).is_err());
+        assert!(ExportId::new("b", "ab", ts()).is_err());
+        assert!(validate_prefix("dumps").is_err());
+        assert!(validate_prefix("a/../").is_err());
+        assert_eq!(validate_prefix("a/b/"), Ok(()));
+    }
+
+    #[test]
+    fn timestamps_are_sortable_utc() {
+        let t = Timestamp::from_datetime(time::macros::datetime!(2026-01-02 03:04:05 UTC));
+        assert_eq!(t.as_str(), "2026-01-02T03-04-05Z");
+        assert!(Timestamp::parse("2026-01-02T03:04:05Z").is_err());
+    }
+}

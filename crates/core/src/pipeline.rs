@@ -1,0 +1,351 @@
+//! Pipeline files (TOML): which tables move, where they are dumped and relayed, which
+//! targets they land in and with what batch settings. Parsed with
+//! `deny_unknown_fields`, validated in one [`PipelineFile::build`] step.
+//!
+//! String values in `[targets.*]` may use `${VAR}` to read the environment (so one
+//! file serves the demo, CI and production).
+
+use crate::codec::Codec;
+use crate::layout::{validate_prefix, validate_table};
+use crate::routing::{Route, RouteRule};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Why a pipeline file was refused. Messages name the field and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("cannot parse pipeline file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("pipeline file {path}: {field}: {message}")]
+    Invalid { path: String, field: String, message: String },
+}
+
+/// Where the DynamoDB tables are dumped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// S3 bucket receiving the dumps.
+    pub bucket: String,
+    /// Key prefix inside the bucket: empty, or ending with `/`.
+    #[serde(default)]
+    pub prefix: String,
+    /// AWS region of the tables and bucket (defaults to the environment's).
+    pub region: Option<String>,
+    /// Share of the table's read capacity the export may use, in (0, 1.5].
+    #[serde(default = "default_read_ratio")]
+    pub read_ratio: f64,
+}
+
+fn default_read_ratio() -> f64 {
+    0.5
+}
+
+/// Where the relay writes, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Destination GCS bucket (defaults to the source bucket's name).
+    pub bucket: Option<String>,
+    /// Codec for data parts.
+    #[serde(default)]
+    pub codec: Codec,
+    /// Codec level (defaults to the codec's CLI default).
+    pub level: Option<i32>,
+}
+
+/// One target database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum TargetConfig {
+    /// Cloud Spanner: `database = "projects/P/instances/I/databases/D"`.
+    Spanner { database: String },
+    /// PostgreSQL: `url = "postgres://…"`, tables created in `schema`.
+    Postgres {
+        url: String,
+        #[serde(default = "default_pg_schema")]
+        schema: String,
+    },
+    /// Bigtable: project, instance, and the single column family used.
+    Bigtable {
+        project: String,
+        instance: String,
+        #[serde(default = "default_family")]
+        column_family: String,
+    },
+}
+
+fn default_pg_schema() -> String {
+    "public".into()
+}
+fn default_family() -> String {
+    "d".into()
+}
+
+impl TargetConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TargetConfig::Spanner { .. } => "spanner",
+            TargetConfig::Postgres { .. } => "postgres",
+            TargetConfig::Bigtable { .. } => "bigtable",
+        }
+    }
+    fn route(&self) -> Route {
+        match self {
+            TargetConfig::Bigtable { .. } => Route::WideColumn,
+            _ => Route::Relational,
+        }
+    }
+}
+
+/// The targets, one per route.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetsConfig {
+    /// Spanner or PostgreSQL: tables with secondary indexes (under `route = "auto"`).
+    pub relational: Option<TargetConfig>,
+    /// Bigtable: tables without secondary indexes.
+    pub wide_column: Option<TargetConfig>,
+}
+
+/// Batch knobs; anything unset uses the target's tuned default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Starting rows per batch.
+    pub rows: Option<usize>,
+    /// Upper bound of rows per batch (never above the service limit).
+    pub max_rows: Option<usize>,
+    /// Parallel writers.
+    pub writers: Option<usize>,
+    /// Adapt the batch size to throughput and throttling (default true).
+    pub adaptive: Option<bool>,
+}
+
+impl BatchConfig {
+    /// Field-wise override: `self`'s values win over `base`.
+    pub fn or(self, base: BatchConfig) -> BatchConfig {
+        BatchConfig {
+            rows: self.rows.or(base.rows),
+            max_rows: self.max_rows.or(base.max_rows),
+            writers: self.writers.or(base.writers),
+            adaptive: self.adaptive.or(base.adaptive),
+        }
+    }
+}
+
+/// One table of the pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// DynamoDB table name.
+    pub name: String,
+    /// Overrides the pipeline's route rule for this table.
+    pub route: Option<RouteRule>,
+    /// Name of the table in the target (defaults to the DynamoDB name, sanitised).
+    pub destination: Option<String>,
+    /// Overrides of the pipeline's batch settings.
+    #[serde(default)]
+    pub batch: BatchConfig,
+}
+
+/// A pipeline file as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// A name for logs and metrics.
+    pub name: String,
+    pub source: SourceConfig,
+    pub relay: RelayConfig,
+    #[serde(default)]
+    pub targets: TargetsConfig,
+    /// Default route rule (`auto`, `relational`, `wide-column`).
+    #[serde(default)]
+    pub route: RouteRule,
+    /// Default batch settings for every table.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub tables: Vec<TableConfig>,
+}
+
+/// A validated pipeline, ready for the phases.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    pub name: String,
+    pub source: SourceConfig,
+    pub dst_bucket: String,
+    pub codec: Codec,
+    pub level: i32,
+    pub relational: Option<TargetConfig>,
+    pub wide_column: Option<TargetConfig>,
+    pub route: RouteRule,
+    pub batch: BatchConfig,
+    pub tables: Vec<TableConfig>,
+}
+
+impl PipelineFile {
+    /// Parses TOML text; `path` is used in messages.
+    pub fn parse(path: &str, text: &str) -> Result<PipelineFile, PipelineError> {
+        toml::from_str(text).map_err(|e| PipelineError::Parse { path: path.into(), message: e.to_string() })
+    }
+
+    /// Validates and resolves `${VAR}` references with `env`.
+    pub fn build(self, path: &str, env: impl Fn(&str) -> Option<String>) -> Result<Pipeline, PipelineError> {
+        let bad = |field: &str, message: String| PipelineError::Invalid { path: path.into(), field: field.into(), message };
+        let s = &self.source;
+        if s.bucket.is_empty() {
+            return Err(bad("source.bucket", "must name the S3 bucket the dumps go to".into()));
+        }
+        validate_prefix(&s.prefix).map_err(|e| bad("source.prefix", e.to_string()))?;
+        if !(s.read_ratio > 0.0 && s.read_ratio <= 1.5) {
+            return Err(bad("source.read_ratio", format!("{} is outside (0, 1.5]", s.read_ratio)));
+        }
+        let level = self.relay.codec.level(self.relay.level).map_err(|e| bad("relay.level", e.to_string()))?;
+        let resolve = |field: &str, t: Option<TargetConfig>, route: Route| -> Result<Option<TargetConfig>, PipelineError> {
+            let Some(t) = t else { return Ok(None) };
+            if t.route() != route {
+                return Err(bad(field, format!("a {} target cannot serve the {route:?} route", t.kind())));
+            }
+            let sub = |v: &str| expand(v, &env).map_err(|m| bad(field, m));
+            Ok(Some(match t {
+                TargetConfig::Spanner { database } => TargetConfig::Spanner { database: sub(&database)? },
+                TargetConfig::Postgres { url, schema } => TargetConfig::Postgres { url: sub(&url)?, schema: sub(&schema)? },
+                TargetConfig::Bigtable { project, instance, column_family } => TargetConfig::Bigtable {
+                    project: sub(&project)?,
+                    instance: sub(&instance)?,
+                    column_family: sub(&column_family)?,
+                },
+            }))
+        };
+        let relational = resolve("targets.relational", self.targets.relational, Route::Relational)?;
+        let wide_column = resolve("targets.wide_column", self.targets.wide_column, Route::WideColumn)?;
+        let mut seen = BTreeSet::new();
+        for (i, t) in self.tables.iter().enumerate() {
+            validate_table(&t.name).map_err(|e| bad(&format!("tables[{i}].name"), e.to_string()))?;
+            if !seen.insert(t.name.as_str()) {
+                return Err(bad(&format!("tables[{i}].name"), format!("table {:?} is listed twice", t.name)));
+            }
+        }
+        for (field, b) in std::iter::once(("batch".to_string(), &self.batch))
+            .chain(self.tables.iter().enumerate().map(|(i, t)| (format!("tables[{i}].batch"), &t.batch)))
+        {
+            if b.rows == Some(0) || b.max_rows == Some(0) || b.writers == Some(0) {
+                return Err(bad(&field, "rows, max_rows and writers must be at least 1".into()));
+            }
+        }
+        let dst_bucket = self.relay.bucket.clone().unwrap_or_else(|| s.bucket.clone());
+        Ok(Pipeline {
+            name: self.name,
+            source: self.source,
+            dst_bucket,
+            codec: self.relay.codec,
+            level,
+            relational,
+            wide_column,
+            route: self.route,
+            batch: self.batch,
+            tables: self.tables,
+        })
+    }
+}
+
+/// Replaces `${VAR}` with the variable's value; an unset variable is an error.
+fn expand(v: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = v;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find('}') else {
+            return Err(format!("unterminated ${{ in {v:?}"));
+        };
+        let var = &rest[start + 2..start + len];
+        out.push_str(&env(var).ok_or_else(|| format!("environment variable {var} is not set (used in {v:?})"))?);
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl Pipeline {
+    /// The configuration of `table` (a default entry if the file does not list it).
+    pub fn table(&self, table: &str) -> TableConfig {
+        self.tables.iter().find(|t| t.name == table).cloned().unwrap_or(TableConfig {
+            name: table.into(),
+            route: None,
+            destination: None,
+            batch: BatchConfig::default(),
+        })
+    }
+
+    /// The route rule, target and batch settings for a table.
+    pub fn target_for(&self, table: &str, schema: &crate::schema::TableSchema) -> (Route, Option<&TargetConfig>, BatchConfig) {
+        let t = self.table(table);
+        let route = t.route.unwrap_or(self.route).route(schema);
+        let target = match route {
+            Route::Relational => self.relational.as_ref(),
+            Route::WideColumn => self.wide_column.as_ref(),
+        };
+        (route, target, t.batch.or(self.batch))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::tests::sample_schema;
+
+    const FILE: &str = r#"
+name = "demo"
+[source]
+bucket = "dumps"
+prefix = "exports/"
+[relay]
+bucket = "landing"
+codec = "gzip"
+[targets.relational]
+kind = "postgres"
+url = "${PG_URL}"
+[targets.wide_column]
+kind = "bigtable"
+project = "p"
+instance = "i"
+[batch]
+writers = 4
+[[tables]]
+name = "Orders"
+route = "wide-column"
+[tables.batch]
+rows = 500
+"#;
+
+    fn env(v: &str) -> Option<String> {
+        (v == "PG_URL").then(|| "postgres://localhost/db".to_string())
+    }
+
+    #[test]
+    fn parses_builds_and_routes() {
+        let p = PipelineFile::parse("demo.toml", FILE).expect("parses").build("demo.toml", env).expect("valid");
+        assert_eq!((p.dst_bucket.as_str(), p.codec, p.level), ("landing", Codec::Gzip, 6));
+        assert_eq!(p.relational, Some(TargetConfig::Postgres { url: "postgres://localhost/db".into(), schema: "public".into() }));
+        let schema = sample_schema();
+        let (route, target, batch) = p.target_for("Orders", &schema);
+        assert_eq!((route, target.map(TargetConfig::kind)), (Route::WideColumn, Some("bigtable")));
+        assert_eq!((batch.rows, batch.writers), (Some(500), Some(4)));
+        let (route, target, _) = p.target_for("Other", &schema);
+        assert_eq!((route, target.map(TargetConfig::kind)), (Route::Relational, Some("postgres")));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = PipelineFile::parse("x.toml", &FILE.replace("codec = \"gzip\"", "codec = \"gzip\"\ncolour = 1")).expect_err("unknown key");
+        assert!(e.to_string().contains("unknown field `colour`"), "{e}");
+        let build = |text: &str| PipelineFile::parse("x.toml", text).expect("parses").build("x.toml", env).expect_err("invalid").to_string();
+        assert!(build(&FILE.replace("${PG_URL}", "${NOPE}")).contains("NOPE is not set"));
+        assert!(build(&FILE.replace("prefix = \"exports/\"", "prefix = \"exports\"")).contains("source.prefix"));
+        assert!(build(&FILE.replace("[source]", "[source]\nread_ratio = 2.0")).contains("source.read_ratio"));
+        assert!(build(&FILE.replace("kind = \"postgres\"\nurl = \"${PG_URL}\"", "kind = \"bigtable\"\nproject = \"p\"\ninstance = \"i\"")).contains("targets.relational"));
+        assert!(build(&FILE.replace("name = \"Orders\"", "name = \"../x\"")).contains("tables[0].name"));
+        assert!(build(&format!("{FILE}\n[[tables]]\nname = \"Orders\"\n")).contains("listed twice"));
+        assert!(build(&FILE.replace("codec = \"gzip\"", "codec = \"gzip\"\nlevel = 12")).contains("relay.level"));
+    }
+}

@@ -1,0 +1,168 @@
+//! The one module for sizing maths: export segments and read capacity, target batch
+//! sizes under service limits, and the adaptive batch controller. `crossdock plan` and
+//! the phases call the same functions.
+
+/// Spanner: mutations per commit, counting every column and index entry.
+pub const SPANNER_MAX_MUTATIONS: usize = 80_000;
+/// Spanner: bytes per commit.
+pub const SPANNER_MAX_COMMIT_BYTES: usize = 100 * 1024 * 1024;
+/// Bigtable: mutations (SetCell, DeleteFromColumn, …) per MutateRows request.
+pub const BIGTABLE_MAX_MUTATIONS: usize = 100_000;
+/// Bigtable: row key size.
+pub const BIGTABLE_MAX_ROW_KEY_BYTES: usize = 4 * 1024;
+/// DynamoDB: upper bound of Scan TotalSegments.
+pub const DYNAMODB_MAX_SEGMENTS: u32 = 1_000_000;
+/// DynamoDB: a Scan page is at most 1 MB.
+pub const DYNAMODB_MAX_PAGE_BYTES: u64 = 1024 * 1024;
+/// Headroom kept below hard limits (estimates of row size are averages).
+const SAFETY: f64 = 0.9;
+
+/// Default TotalSegments for a table: about one per GiB, at least one per worker.
+pub fn default_segments(table_bytes: u64, workers: u32) -> u32 {
+    let per_gib = table_bytes.div_ceil(1 << 30);
+    (per_gib.min(u64::from(DYNAMODB_MAX_SEGMENTS)) as u32).max(workers).max(1)
+}
+
+/// Read capacity units a full scan of `bytes` consumes (4 KB per unit; eventually
+/// consistent reads cost half).
+pub fn scan_rcu(bytes: u64, consistent: bool) -> f64 {
+    let units = bytes as f64 / 4096.0;
+    if consistent {
+        units
+    } else {
+        units / 2.0
+    }
+}
+
+/// Seconds to scan `bytes` at `rcu_per_second`.
+pub fn export_seconds(bytes: u64, rcu_per_second: f64, consistent: bool) -> f64 {
+    if rcu_per_second <= 0.0 {
+        return f64::INFINITY;
+    }
+    scan_rcu(bytes, consistent) / rcu_per_second
+}
+
+/// The read-capacity budget of an export: `ratio` of the provisioned (raised) capacity.
+pub fn export_rcu_budget(provisioned_rcu: i64, ratio: f64) -> f64 {
+    provisioned_rcu.max(0) as f64 * ratio
+}
+
+/// Spanner mutations one row costs: every written column, plus every column of every
+/// secondary index entry the row produces.
+pub fn spanner_mutations_per_row(columns: usize, index_columns: &[usize]) -> usize {
+    columns + index_columns.iter().sum::<usize>()
+}
+
+/// Rows per Spanner commit: under 80,000 mutations and 100 MB, with headroom.
+pub fn spanner_rows_per_commit(mutations_per_row: usize, max_row_bytes: usize) -> usize {
+    let by_mutations = (SPANNER_MAX_MUTATIONS as f64 * SAFETY) as usize / mutations_per_row.max(1);
+    let by_bytes = (SPANNER_MAX_COMMIT_BYTES as f64 * SAFETY) as usize / max_row_bytes.max(1);
+    by_mutations.min(by_bytes).max(1)
+}
+
+/// Rows per Bigtable MutateRows request: under 100,000 mutations (one SetCell per
+/// attribute, plus one row-delete so a re-load replaces the row).
+pub fn bigtable_rows_per_request(max_cells_per_row: usize) -> usize {
+    (BIGTABLE_MAX_MUTATIONS / (max_cells_per_row + 1).max(1)).max(1)
+}
+
+/// Additive-increase/multiplicative-decrease batch size: grows while throughput rises
+/// and latency holds, halves on aborts, timeouts and throttling. One per writer.
+#[derive(Debug, Clone)]
+pub struct AdaptiveBatch {
+    size: usize,
+    min: usize,
+    max: usize,
+    best_rows_per_sec: f64,
+    best_latency_secs: f64,
+}
+
+impl AdaptiveBatch {
+    /// Starts at `start` rows, never above `max` (the service limit) or below `min`.
+    pub fn new(start: usize, min: usize, max: usize) -> Self {
+        let max = max.max(1);
+        let min = min.clamp(1, max);
+        AdaptiveBatch { size: start.clamp(min, max), min, max, best_rows_per_sec: 0.0, best_latency_secs: f64::INFINITY }
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Records a successful batch of `rows` that took `secs`.
+    pub fn success(&mut self, rows: usize, secs: f64) {
+        let secs = secs.max(1e-6);
+        let rate = rows as f64 / secs;
+        let latency_holds = secs <= self.best_latency_secs * 2.0 || self.best_latency_secs.is_infinite();
+        if rate >= self.best_rows_per_sec * 0.95 && latency_holds {
+            self.size = (self.size + (self.size / 4).max(1)).min(self.max);
+        }
+        self.best_rows_per_sec = self.best_rows_per_sec.max(rate);
+        self.best_latency_secs = self.best_latency_secs.min(secs);
+    }
+
+    /// Records an abort, timeout or throttle: halve.
+    pub fn backoff(&mut self) {
+        self.size = (self.size / 2).max(self.min);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_track_size_and_workers() {
+        assert_eq!(default_segments(0, 4), 4);
+        assert_eq!(default_segments(10 << 30, 4), 10);
+        assert_eq!(default_segments((10 << 30) + 1, 4), 11);
+        assert_eq!(default_segments(u64::MAX, 1), DYNAMODB_MAX_SEGMENTS);
+    }
+
+    #[test]
+    fn scan_costs_half_a_unit_per_4k_eventually_consistent() {
+        assert_eq!(scan_rcu(4096 * 100, false), 50.0);
+        assert_eq!(scan_rcu(4096 * 100, true), 100.0);
+        assert_eq!(export_seconds(4096 * 1000, 100.0, false), 5.0);
+        assert_eq!(export_rcu_budget(1000, 0.5), 500.0);
+    }
+
+    #[test]
+    fn spanner_batches_stay_under_limits() {
+        let per_row = spanner_mutations_per_row(40, &[3, 5]);
+        assert_eq!(per_row, 48);
+        let rows = spanner_rows_per_commit(per_row, 2_000);
+        assert!(rows * per_row < SPANNER_MAX_MUTATIONS, "{rows}");
+        assert!(rows * per_row >= SPANNER_MAX_MUTATIONS * 8 / 10, "too small: {rows}");
+        let fat = spanner_rows_per_commit(2, 1024 * 1024);
+        assert!(fat * 1024 * 1024 < SPANNER_MAX_COMMIT_BYTES, "{fat}");
+        assert_eq!(spanner_rows_per_commit(200_000, 10), 1);
+    }
+
+    #[test]
+    fn bigtable_requests_stay_under_limits() {
+        let rows = bigtable_rows_per_request(99);
+        assert_eq!(rows, 1000);
+        assert!(rows * 100 <= BIGTABLE_MAX_MUTATIONS);
+    }
+
+    #[test]
+    fn adaptive_batch_grows_while_faster_and_halves_on_throttle() {
+        let mut b = AdaptiveBatch::new(100, 10, 1000);
+        b.success(100, 1.0);
+        assert_eq!(b.size(), 125);
+        b.success(125, 1.0); // 125 rows/s, faster: grow
+        assert_eq!(b.size(), 156);
+        b.success(156, 10.0); // much slower: hold
+        assert_eq!(b.size(), 156);
+        b.backoff();
+        assert_eq!(b.size(), 78);
+        for _ in 0..10 {
+            b.backoff();
+        }
+        assert_eq!(b.size(), 10);
+        let mut top = AdaptiveBatch::new(900, 1, 1000);
+        top.success(900, 0.1);
+        assert_eq!(top.size(), 1000, "never above the service limit");
+    }
+}

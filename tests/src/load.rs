@@ -1,0 +1,1 @@
+//! Harness additions for the load tests.

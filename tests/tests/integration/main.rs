@@ -1,0 +1,8 @@
+//! crossdock's one integration-test binary. Needs the local stack
+//! (`scripts/local-stack up && eval "$(scripts/local-stack env)"`); `scripts/test` does both.
+
+mod cli;
+mod export;
+mod load;
+mod relay;
+mod stack;
