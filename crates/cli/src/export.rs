@@ -1,15 +1,332 @@
-//! `crossdock export` (issue #3).
+//! `crossdock export` (issue #3): dump one DynamoDB table to S3, raising and restoring its
+//! read capacity; `crossdock export restore` puts back capacity left raised by a crash.
+//!
+//! Exit codes: 0 done; 1 failed (incl. table not ACTIVE, no capacity decrease left);
+//! 2 usage error; 3 table or bucket not found; 4 capacity not restored (run
+//! `crossdock export restore`); 5 partial (interrupted: rerun with `--resume`).
 
 use crate::exit::{fail, Code};
+use crossdock_export::lease::{AppAutoscaling, Autoscaler, LeaseCtx, NoAutoscaling};
+use crossdock_export::{Clients, Event, ExportConfig, ExportError, Observer, Raise};
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Flags of `crossdock export`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
-    /// Arguments, accepted for forward compatibility until the subcommand lands.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
+    #[command(subcommand)]
+    command: Option<Sub>,
+    #[command(flatten)]
+    export: ExportArgs,
 }
 
-pub async fn run(_args: Args) -> anyhow::Result<Code> {
-    Err(fail(Code::NotImplemented, "`crossdock export` is not built yet (issue #3); nothing was done"))
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// Restore read capacity left raised by an export that crashed (reads `_capacity.json`).
+    Restore(RestoreArgs),
+}
+
+/// Where exports of a table live.
+#[derive(Debug, Clone, clap::Args)]
+struct Location {
+    /// DynamoDB table name.
+    #[arg(long)]
+    table: Option<String>,
+    /// S3 bucket the dump is written to.
+    #[arg(long, env = "CROSSDOCK_EXPORT_BUCKET")]
+    bucket: Option<String>,
+    /// Key prefix in the bucket (empty, or ending with `/`).
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// AWS region (default: from the environment).
+    #[arg(long)]
+    region: Option<String>,
+    /// Do not read or change Application Auto Scaling targets.
+    #[arg(long)]
+    no_autoscaling: bool,
+    /// Print a one-object JSON summary on stdout.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    at: Location,
+    /// Batch id: groups the tables of one migration run (`{prefix}{batch}/{table}/{timestamp}/`).
+    #[arg(long)]
+    batch: Option<String>,
+    /// Export timestamp `YYYY-MM-DDTHH-MM-SSZ` (default: now; with --resume, the latest).
+    #[arg(long)]
+    timestamp: Option<String>,
+    /// Share of the (raised) provisioned read capacity the scan may consume, in (0, 1.5].
+    #[arg(long, default_value_t = 0.5)]
+    read_ratio: f64,
+    /// Raise read capacity to this many RCU for the export.
+    #[arg(long, conflicts_with = "raise_by")]
+    raise_to: Option<i64>,
+    /// Raise read capacity by this many RCU (the application keeps its current share).
+    #[arg(long)]
+    raise_by: Option<i64>,
+    /// Cap on consumed RCU per second (the only limit for on-demand tables).
+    #[arg(long)]
+    max_rcu: Option<f64>,
+    /// Parallel-scan TotalSegments (default: ~1 per GiB, at least --concurrency).
+    #[arg(long)]
+    segments: Option<u32>,
+    /// Only segments a..b (end exclusive) of TotalSegments, e.g. one slice per pod.
+    #[arg(long, value_parser = parse_range)]
+    segment_range: Option<(u32, u32)>,
+    /// Segments scanned at the same time.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u32,
+    /// Strongly consistent reads (twice the RCU).
+    #[arg(long)]
+    consistent: bool,
+    /// Data parts roll over past this size (bytes; K, M, G suffixes = KiB, MiB, GiB).
+    #[arg(long, default_value = "128M", value_parser = parse_size)]
+    part_size: u64,
+    /// Multipart upload chunk size (≥ 5M).
+    #[arg(long, default_value = "8M", value_parser = parse_size)]
+    chunk_size: u64,
+    /// Continue an interrupted export (same batch; latest timestamp unless --timestamp).
+    #[arg(long)]
+    resume: bool,
+    /// Raise even when no capacity decrease would be left today to restore with.
+    #[arg(long)]
+    force: bool,
+    /// Print the plan (segments, RCU, expected duration) and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Seconds to wait for the table to become ACTIVE after a capacity change.
+    #[arg(long, default_value_t = 1800)]
+    active_timeout: u64,
+    /// No progress line, even on a terminal.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct RestoreArgs {
+    #[command(flatten)]
+    at: Location,
+    /// Only leases of this batch (default: every batch under the prefix).
+    #[arg(long)]
+    batch: Option<String>,
+}
+
+fn parse_range(s: &str) -> Result<(u32, u32), String> {
+    let (a, b) = s.split_once("..").ok_or_else(|| format!("{s:?}: expected START..END, e.g. 0..4"))?;
+    let n = |x: &str| x.trim().parse::<u32>().map_err(|_| format!("{s:?}: {x:?} is not a segment number"));
+    Ok((n(a)?, n(b)?))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>().map(|n| n * mult).map_err(|_| format!("{s:?}: expected a size such as 1048576, 512K, 128M, 1G"))
+}
+
+fn require(v: &Option<String>, flag: &str) -> anyhow::Result<String> {
+    v.clone().ok_or_else(|| fail(Code::Usage, format!("{flag} is required")))
+}
+
+fn code_for(e: &ExportError) -> Code {
+    match e {
+        ExportError::CapacityNotRestored { .. } => Code::CapacityNotRestored,
+        e if e.is_usage() => Code::Usage,
+        e if e.is_not_found() => Code::NotFound,
+        _ => Code::Failure,
+    }
+}
+
+async fn clients(at: &Location) -> Clients {
+    let conf = crate::aws::config(at.region.clone()).await;
+    let autoscaler: Arc<dyn Autoscaler> = if at.no_autoscaling {
+        Arc::new(NoAutoscaling)
+    } else {
+        Arc::new(AppAutoscaling(aws_sdk_applicationautoscaling::Client::new(&conf)))
+    };
+    Clients { ddb: aws_sdk_dynamodb::Client::new(&conf), s3: crate::aws::s3(&conf), autoscaler }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<Code> {
+    match args.command {
+        Some(Sub::Restore(r)) => restore(r).await,
+        None => export(args.export).await,
+    }
+}
+
+async fn restore(a: RestoreArgs) -> anyhow::Result<Code> {
+    let table = require(&a.at.table, "--table")?;
+    let bucket = require(&a.at.bucket, "--bucket")?;
+    crossdock_core::layout::validate_prefix(&a.at.prefix).map_err(|e| fail(Code::Usage, e.to_string()))?;
+    let c = clients(&a.at).await;
+    let ctx = LeaseCtx {
+        ddb: &c.ddb,
+        s3: &c.s3,
+        autoscaler: c.autoscaler.as_ref(),
+        bucket: &bucket,
+        active_timeout: Duration::from_secs(1800),
+    };
+    let reports = crossdock_export::lease::restore_table(&ctx, &a.at.prefix, &table, a.batch.as_deref())
+        .await
+        .map_err(|e| {
+            let code = if e.is_not_found() { Code::NotFound } else { Code::CapacityNotRestored };
+            fail(code, format!("restore of table {table}: {e}"))
+        })?;
+    if a.at.output == Output::Json {
+        println!("{}", serde_json::json!({ "table": table, "restored": reports }));
+    } else if reports.is_empty() {
+        println!("{table}: no unrestored capacity lease under s3://{bucket}/{}; nothing to do", a.at.prefix);
+    } else {
+        for r in &reports {
+            println!("{table}: read capacity restored to {} (lease s3://{bucket}/{})", r.restored_to, r.key);
+        }
+    }
+    Ok(Code::Ok)
+}
+
+async fn export(a: ExportArgs) -> anyhow::Result<Code> {
+    let table = require(&a.at.table, "--table")?;
+    let bucket = require(&a.at.bucket, "--bucket")?;
+    let batch = require(&a.batch, "--batch")?;
+    let timestamp = a
+        .timestamp
+        .as_deref()
+        .map(crossdock_core::Timestamp::parse)
+        .transpose()
+        .map_err(|e| fail(Code::Usage, e.to_string()))?;
+    let mut cfg = ExportConfig::new(&table, &bucket, &batch);
+    cfg.prefix = a.at.prefix.clone();
+    cfg.timestamp = timestamp;
+    cfg.read_ratio = a.read_ratio;
+    cfg.raise = match (a.raise_to, a.raise_by) {
+        (Some(n), _) => Raise::To(n),
+        (None, Some(n)) => Raise::By(n),
+        (None, None) => Raise::None,
+    };
+    cfg.max_rcu = a.max_rcu;
+    cfg.segments = a.segments;
+    cfg.segment_range = a.segment_range;
+    cfg.concurrency = a.concurrency;
+    cfg.consistent = a.consistent;
+    cfg.part_bytes = a.part_size;
+    cfg.chunk_bytes = usize::try_from(a.chunk_size).unwrap_or(usize::MAX);
+    cfg.resume = a.resume;
+    cfg.force = a.force;
+    cfg.active_timeout = Duration::from_secs(a.active_timeout);
+    if a.chunk_size < crossdock_export::writer::MIN_CHUNK_BYTES as u64 {
+        return Err(fail(Code::Usage, "--chunk-size must be at least 5M (S3's minimum multipart chunk)"));
+    }
+    let c = clients(&a.at).await;
+    let json = a.at.output == Output::Json;
+
+    if a.dry_run {
+        let plan = crossdock_export::plan(&c, &cfg).await.map_err(|e| fail(code_for(&e), e.to_string()))?;
+        if json {
+            println!("{}", serde_json::to_string(&plan)?);
+        } else {
+            let fmt_rcu = |b: Option<f64>| b.map_or_else(|| "unlimited".to_string(), |b| format!("{b:.0} RCU/s"));
+            println!("plan for table {} (nothing changed):", plan.table);
+            println!("  billing          {:?}, capacity now {:?}", plan.billing_mode, plan.capacity_now.map(|t| t.read));
+            println!("  raise to         {}", plan.raise_to.map_or_else(|| "no raise".to_string(), |r| format!("{r} RCU")));
+            println!("  decreases today  {}", plan.decreases_today);
+            println!("  budget           {}", fmt_rcu(plan.rcu_budget));
+            println!("  segments         {}..{} of {} ({} at a time)", plan.segments.0, plan.segments.1, plan.total_segments, plan.concurrency);
+            println!("  table estimate   {} items, {} bytes", plan.item_count_estimate, plan.size_bytes_estimate);
+            println!("  expected         {:.0} RCU, {}", plan.expected_rcu, plan.expected_seconds.map_or_else(|| "duration unknown (no size estimate or no limit)".to_string(), |s| format!("{s:.0} s")));
+            println!("  destination      {}<timestamp>/", plan.s3_prefix);
+            for k in &plan.stale_leases {
+                println!("  stale lease      {k} (restored first)");
+            }
+        }
+        return Ok(Code::Ok);
+    }
+
+    let progress = Arc::new(Progress::default());
+    let ticker = (!a.no_progress && !json && std::io::stderr().is_terminal()).then(|| {
+        let p = progress.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                p.print(start.elapsed().as_secs_f64());
+            }
+        })
+    });
+    let result = crossdock_export::run(&c, &cfg, progress.as_ref(), crate::shutdown::signal()).await;
+    if let Some(t) = ticker {
+        t.abort();
+        eprintln!();
+    }
+    let summary = result.map_err(|e| fail(code_for(&e), e.to_string()))?;
+    if json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "{} {}: {} items, {} bytes in {} parts, {:.0} RCU in {:.1} s → {}",
+            summary.table,
+            if summary.complete { "exported" } else { "PARTIALLY exported (rerun with --resume)" },
+            summary.items,
+            summary.bytes,
+            summary.parts,
+            summary.consumed_rcu,
+            summary.duration_secs,
+            summary.s3_prefix
+        );
+        if let (Some(b), Some(r)) = (summary.capacity_before, summary.capacity_raised_to) {
+            println!("  read capacity {} → {} → {}", b.read, r.read, summary.capacity_after.map_or(-1, |t| t.read));
+        }
+    }
+    Ok(if summary.complete { Code::Ok } else { Code::Partial })
+}
+
+/// Counters for the progress line, fed by the export's events.
+#[derive(Debug, Default)]
+struct Progress {
+    items: AtomicU64,
+    bytes: AtomicU64,
+    /// Consumed RCU × 1000.
+    milli_rcu: AtomicU64,
+    size_estimate: AtomicU64,
+}
+
+impl Observer for Progress {
+    fn event(&self, e: &Event) {
+        match e {
+            Event::Started { size_bytes_estimate, .. } => self.size_estimate.store(*size_bytes_estimate, Ordering::Relaxed),
+            Event::Page { items, bytes, consumed_rcu, .. } => {
+                self.items.fetch_add(*items, Ordering::Relaxed);
+                self.bytes.fetch_add(*bytes, Ordering::Relaxed);
+                self.milli_rcu.fetch_add((consumed_rcu * 1000.0) as u64, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Progress {
+    fn print(&self, secs: f64) {
+        let items = self.items.load(Ordering::Relaxed);
+        let mb = self.bytes.load(Ordering::Relaxed) as f64 / 1e6;
+        let rcu = self.milli_rcu.load(Ordering::Relaxed) as f64 / 1000.0;
+        let est = self.size_estimate.load(Ordering::Relaxed) as f64 / 1e6;
+        let eta = if est > mb && mb > 0.0 { format!("ETA {:.0} s", (est - mb) / (mb / secs)) } else { "ETA ?".into() };
+        eprint!("\r{items} items  {mb:.1} MB  {:.0} RCU/s  {eta}   ", rcu / secs.max(1e-3));
+    }
 }

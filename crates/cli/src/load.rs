@@ -1,15 +1,215 @@
-//! `crossdock load` (issue #5).
+//! `crossdock load`: load a relayed table into its target from its `_SUCCESS` marker,
+//! or `--watch` GCS finalize notifications and load each marker as it appears.
+//!
+//! Exit codes: 0 loaded (or already loaded), 1 failure, 2 bad flags/pipeline/routing,
+//! 3 marker or data file not found, 5 interrupted (rerun to continue), 7 the target's
+//! row count differs from the marker's.
 
 use crate::exit::{fail, Code};
+use crossdock_load::run::{self, BatchPlan, LoadOptions, Plan, Routing};
+use crossdock_load::schema::TableModel;
+use crossdock_load::target::bigtable::BigtableTarget;
+use crossdock_load::target::postgres::PostgresTarget;
+use crossdock_load::target::spanner::SpannerTarget;
+use crossdock_load::target::Target;
+use crossdock_load::LoadError;
+use crossdock_core::pipeline::TargetConfig;
+use std::path::PathBuf;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
 
 /// Flags of `crossdock load`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Arguments, accepted for forward compatibility until the subcommand lands.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
+    /// The export's marker: gs://BUCKET/BATCH/TABLE/TIMESTAMP/_SUCCESS.
+    #[arg(long, required_unless_present = "watch")]
+    pub marker: Option<String>,
+    /// Pipeline file (routing, targets, batch settings).
+    #[arg(long)]
+    pub pipeline: PathBuf,
+    /// Watch GCS finalize notifications (Pub/Sub) and load every `_SUCCESS` seen.
+    #[arg(long, conflicts_with = "marker")]
+    pub watch: bool,
+    /// Pub/Sub topic of the bucket's finalize notifications (with --watch).
+    #[arg(long, env = "CROSSDOCK_GCS_EVENTS_TOPIC", default_value = "crossdock-gcs-events")]
+    pub topic: String,
+    /// Pub/Sub subscription to pull from (created on the topic if absent).
+    #[arg(long, default_value = "crossdock-load")]
+    pub subscription: String,
+    /// GCP project of the topic (defaults to CROSSDOCK_GCP_PROJECT).
+    #[arg(long, env = "CROSSDOCK_GCP_PROJECT")]
+    pub project: Option<String>,
+    /// Print the route, the DDL and the batch plan; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Rows that may be rejected (recorded under _rejects/) before the load fails.
+    #[arg(long, default_value_t = 0)]
+    pub max_errors: u64,
+    /// Load again even if `_LOADED` says this destination already has the export.
+    #[arg(long)]
+    pub force: bool,
+    /// `text` or `json` (a summary object on stdout).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
-pub async fn run(_args: Args) -> anyhow::Result<Code> {
-    Err(fail(Code::NotImplemented, "`crossdock load` is not built yet (issue #5); nothing was done"))
+/// The exit code for a loader error.
+pub fn code_for(e: &LoadError) -> Code {
+    match e {
+        LoadError::NotFound { .. } => Code::NotFound,
+        LoadError::Config(_) | LoadError::InvalidMarker { .. } => Code::Usage,
+        LoadError::Interrupted { .. } => Code::Partial,
+        LoadError::CountMismatch { .. } => Code::Mismatch,
+        _ => Code::Failure,
+    }
+}
+
+pub(crate) fn coded(e: LoadError) -> anyhow::Error {
+    let code = code_for(&e);
+    fail(code, e.to_string())
+}
+
+/// Everything resolved for one marker before touching the target.
+pub struct Prepared {
+    pub marker: crossdock_load::marker::Marker,
+    pub routing: Routing,
+    pub model: TableModel,
+}
+
+pub async fn prepare(marker_url: &str, pipeline: &crossdock_core::pipeline::Pipeline) -> anyhow::Result<Prepared> {
+    let client = crossdock_load::gcs::client().await.map_err(coded)?;
+    let marker = crossdock_load::marker::read(client, marker_url).await.map_err(coded)?;
+    let routing = run::route(&marker, pipeline).map_err(coded)?;
+    let kind = run::kind_of(&routing.target);
+    let model = TableModel::infer(kind, &marker.marker.schema, &marker.marker.type_stats, routing.destination.as_deref()).map_err(coded)?;
+    Ok(Prepared { marker, routing, model })
+}
+
+pub(crate) fn export_micros(p: &Prepared) -> i64 {
+    p.marker.marker.export.timestamp.unix_micros()
+}
+
+/// Runs `f` with the target the routing names, connected.
+macro_rules! with_target {
+    ($p:expr, |$t:ident| $body:expr) => {{
+        match &$p.routing.target {
+            TargetConfig::Spanner { database } => {
+                let $t = SpannerTarget::connect(database).await.map_err($crate::load::coded)?;
+                $body
+            }
+            TargetConfig::Postgres { url, schema } => {
+                let $t = PostgresTarget::connect(url, schema).await.map_err($crate::load::coded)?;
+                $body
+            }
+            TargetConfig::Bigtable { project, instance, column_family } => {
+                let $t = BigtableTarget::connect(project, instance, column_family, $crate::load::export_micros(&$p)).await.map_err($crate::load::coded)?;
+                $body
+            }
+        }
+    }};
+}
+pub(crate) use with_target;
+
+fn plan_of<T: Target>(p: &Prepared, t: &T) -> (Plan, BatchPlan) {
+    let batch = run::batch_plan(&t.batch_limits(&p.model), &p.routing.batch);
+    let m = &p.marker.marker;
+    let plan = Plan {
+        marker: p.marker.url.clone(),
+        export: m.export.to_string(),
+        route: p.routing.route,
+        target: t.kind().name(),
+        destination: p.model.name.clone(),
+        files: m.files.len(),
+        items: m.totals.items,
+        ddl: t.ddl(&p.model),
+        batch: batch.clone(),
+        model: p.model.clone(),
+    };
+    (plan, batch)
+}
+
+fn print_plan(plan: &Plan, output: Output) {
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(plan).unwrap_or_default());
+        return;
+    }
+    println!("export      {}", plan.export);
+    println!("route       {:?} → {} table {}", plan.route, plan.target, plan.destination);
+    println!("input       {} file(s), {} item(s)", plan.files, plan.items);
+    println!("columns");
+    for c in &plan.model.columns {
+        println!("  {:<24} {:<14?} from {:?}{}", c.name, c.ty, c.attribute, if c.key { " (key)" } else { "" });
+    }
+    println!("ddl");
+    for s in &plan.ddl {
+        println!("  {s};");
+    }
+    let b = &plan.batch;
+    println!("batches     start {} rows, max {} rows, {} writer(s), adaptive {}", b.start_rows, b.max_rows, b.writers, b.adaptive);
+    println!("            {}", b.basis);
+}
+
+async fn load_one(marker_url: &str, pipeline: &crossdock_core::pipeline::Pipeline, args: &Args) -> anyhow::Result<Code> {
+    let p = prepare(marker_url, pipeline).await?;
+    let opts = LoadOptions { max_errors: args.max_errors, force: args.force };
+    with_target!(p, |t| {
+        let (plan, batch) = plan_of(&p, &t);
+        if args.dry_run {
+            print_plan(&plan, args.output);
+            return Ok(Code::Ok);
+        }
+        let summary = run::load(&p.marker, &t, &p.model, &batch, &opts, crate::shutdown::signal()).await.map_err(coded)?;
+        match args.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default()),
+            Output::Text => println!(
+                "{}: {} into {} table {} — {} rows in target ({} expected, {} rejected), {} file(s) loaded, {} skipped, {} batch(es), {} ms",
+                summary.export,
+                summary.status,
+                summary.target,
+                summary.destination,
+                summary.rows_in_target,
+                summary.items_expected,
+                summary.rejected,
+                summary.files_loaded,
+                summary.files_skipped,
+                summary.batches,
+                summary.duration_ms
+            ),
+        }
+        Ok(Code::Ok)
+    })
+}
+
+pub async fn run(args: Args) -> anyhow::Result<Code> {
+    let pipeline = crate::pipeline::load(&args.pipeline)?;
+    if args.watch {
+        let project = args.project.clone().ok_or_else(|| fail(Code::Usage, "--watch needs --project or CROSSDOCK_GCP_PROJECT"))?;
+        let watcher = crossdock_load::watch::Watcher::new(&project, &args.topic, &args.subscription).await.map_err(coded)?;
+        let shutdown = crate::shutdown::signal();
+        tokio::pin!(shutdown);
+        loop {
+            let urls = tokio::select! {
+                _ = &mut shutdown => return Ok(Code::Ok),
+                r = watcher.next_markers() => r.map_err(coded)?,
+            };
+            for (ack, url) in urls {
+                tracing::info!(marker = %url, "marker finalized");
+                match Box::pin(load_one(&url, &pipeline, &args)).await {
+                    Ok(_) => watcher.ack(&ack).await.map_err(coded)?,
+                    Err(e) => {
+                        // Not acknowledged: Pub/Sub redelivers it; the rerun skips finished files.
+                        tracing::error!(marker = %url, error = %format!("{e:#}"), "load failed");
+                        eprintln!("error: {url}: {e:#}");
+                    }
+                }
+            }
+        }
+    }
+    let marker = args.marker.clone().ok_or_else(|| fail(Code::Usage, "--marker is required"))?;
+    load_one(&marker, &pipeline, &args).await
 }

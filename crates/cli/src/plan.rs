@@ -1,15 +1,226 @@
-//! `crossdock plan` (issue #6).
+//! `crossdock plan`: sizes a migration from DescribeTable with the same maths the phases
+//! use (`crossdock_core::sizing::plan_table`).
 
 use crate::exit::{fail, Code};
+use anyhow::Context as _;
+use aws_sdk_dynamodb::types::{BillingMode, ReturnConsumedCapacity, Select};
+use crossdock_core::routing::Route;
+use crossdock_core::sizing::{self, PlanInputs, TableFacts, TablePlan};
+use std::path::PathBuf;
 
 /// Flags of `crossdock plan`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Arguments, accepted for forward compatibility until the subcommand lands.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
+    /// Pipeline file listing the tables to move.
+    #[arg(long)]
+    pipeline: PathBuf,
+    /// Time budget for moving each table, e.g. `6h`, `90m`, `45s`.
+    #[arg(long, default_value = "6h", value_parser = parse_duration)]
+    deadline: f64,
+    /// Scan workers per export.
+    #[arg(long, default_value_t = 8)]
+    workers: u32,
+    /// Cores per relay instance.
+    #[arg(long, default_value_t = 2)]
+    relay_cores: u32,
+    /// RCU budget for on-demand tables (the export's `--max-rcu`).
+    #[arg(long, default_value_t = 1000.0)]
+    max_rcu: f64,
+    /// Do not measure tables whose size DynamoDB reports as 0 (its estimate is refreshed
+    /// about every 6 hours; new tables and emulators report 0). Measuring is a COUNT scan
+    /// and consumes about half an RCU per 4 KB.
+    #[arg(long)]
+    no_measure: bool,
+    /// `text` (a table) or `json` (one object, for scripts).
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
 }
 
-pub async fn run(_args: Args) -> anyhow::Result<Code> {
-    Err(fail(Code::NotImplemented, "`crossdock plan` is not built yet (issue #6); nothing was done"))
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<f64, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 6h, 90m or 45s"))?;
+    let secs = match unit {
+        "h" => n * 3600.0,
+        "m" => n * 60.0,
+        "s" | "" => n,
+        _ => return Err(format!("{s:?}: unit must be h, m or s")),
+    };
+    if secs > 0.0 {
+        Ok(secs)
+    } else {
+        Err(format!("{s:?}: the deadline must be positive"))
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<Code> {
+    let pipeline = crate::pipeline::load(&args.pipeline)?;
+    if pipeline.tables.is_empty() {
+        return Err(fail(Code::Usage, format!("{}: list the tables to plan under [[tables]]", args.pipeline.display())));
+    }
+    let conf = crate::aws::config(pipeline.source.region.clone()).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&conf);
+    let inputs = PlanInputs {
+        deadline_secs: args.deadline,
+        read_ratio: pipeline.source.read_ratio,
+        on_demand_rcu: args.max_rcu,
+        workers: args.workers,
+        relay_cores: args.relay_cores,
+        codec: pipeline.codec,
+    };
+    let mut plans = Vec::new();
+    for t in &pipeline.tables {
+        let facts = describe(&ddb, &t.name, t.route.unwrap_or(pipeline.route), !args.no_measure).await?;
+        plans.push(sizing::plan_table(&facts, &inputs));
+    }
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "tables": plans, "totals": totals(&plans) }))?),
+        Output::Text => print_text(&plans, &inputs),
+    }
+    Ok(Code::Ok)
+}
+
+async fn describe(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    rule: crossdock_core::routing::RouteRule,
+    measure: bool,
+) -> anyhow::Result<TableFacts> {
+    let out = ddb.describe_table().table_name(table).send().await.map_err(|e| {
+        let e = aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string();
+        if e.contains("ResourceNotFound") {
+            fail(Code::NotFound, format!("table {table} does not exist (check the pipeline file and AWS region)"))
+        } else {
+            anyhow::anyhow!("DescribeTable {table}: {e}")
+        }
+    })?;
+    let d = out.table().with_context(|| format!("DescribeTable {table} returned no table"))?;
+    let on_demand = d.billing_mode_summary().and_then(|b| b.billing_mode()) == Some(&BillingMode::PayPerRequest);
+    let has_indexes = !d.global_secondary_indexes().is_empty() || !d.local_secondary_indexes().is_empty();
+    let mut facts = TableFacts {
+        table: table.into(),
+        size_bytes: d.table_size_bytes().unwrap_or(0).max(0) as u64,
+        item_count: d.item_count().unwrap_or(0).max(0) as u64,
+        provisioned_rcu: if on_demand { None } else { d.provisioned_throughput().and_then(|p| p.read_capacity_units()) },
+        relational: rule.route_by_indexes(has_indexes) == Route::Relational,
+    };
+    if facts.size_bytes == 0 && measure {
+        // An eventually consistent scan costs 0.5 RCU per 4 KB, so the consumed capacity
+        // measures the table's size.
+        let (mut items, mut rcu, mut start) = (0u64, 0f64, None);
+        loop {
+            let page = ddb
+                .scan()
+                .table_name(table)
+                .select(Select::Count)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("measuring {table} (COUNT scan): {}", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            items += page.count().max(0) as u64;
+            rcu += page.consumed_capacity().and_then(|c| c.capacity_units()).unwrap_or(0.0);
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+        facts.item_count = items;
+        facts.size_bytes = (rcu * 2.0 * 4096.0) as u64;
+        tracing::info!(table, items, bytes = facts.size_bytes, "measured the table with a COUNT scan");
+    }
+    Ok(facts)
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Totals {
+    size_bytes: u64,
+    items: u64,
+    /// Tables export in parallel: the longest export.
+    export_secs: f64,
+    relay_instances: u32,
+    loader_writers: u32,
+    spanner_nodes: u32,
+    egress_bytes_by_codec: Vec<(String, u64, f64)>,
+}
+
+fn totals(plans: &[TablePlan]) -> Totals {
+    let mut egress: Vec<(String, u64, f64)> = Vec::new();
+    for p in plans {
+        for e in &p.egress {
+            match egress.iter_mut().find(|(c, ..)| *c == e.codec.name()) {
+                Some(t) => {
+                    t.1 += e.bytes;
+                    t.2 += e.usd;
+                }
+                None => egress.push((e.codec.name().into(), e.bytes, e.usd)),
+            }
+        }
+    }
+    Totals {
+        size_bytes: plans.iter().map(|p| p.size_bytes).sum(),
+        items: plans.iter().map(|p| p.items).sum(),
+        export_secs: plans.iter().map(|p| p.export_secs).fold(0.0, f64::max),
+        relay_instances: plans.iter().map(|p| p.relay_instances).sum(),
+        loader_writers: plans.iter().map(|p| p.loader_writers).sum(),
+        spanner_nodes: plans.iter().map(|p| p.spanner_nodes).sum(),
+        egress_bytes_by_codec: egress,
+    }
+}
+
+fn human_secs(s: f64) -> String {
+    if !s.is_finite() {
+        "∞".into()
+    } else if s >= 3600.0 {
+        format!("{:.1}h", s / 3600.0)
+    } else if s >= 60.0 {
+        format!("{:.1}m", s / 60.0)
+    } else {
+        format!("{s:.1}s")
+    }
+}
+
+fn print_text(plans: &[TablePlan], inputs: &PlanInputs) {
+    println!(
+        "{:<24} {:>10} {:>10} {:>5} {:>8} {:>8} {:>8} {:>6} {:>7} {:>7} {:>8}",
+        "table", "MB", "items", "segs", "RCU→", "RCU/s", "export", "relays", "writers", "spanner", "load"
+    );
+    for p in plans {
+        println!(
+            "{:<24} {:>10.1} {:>10} {:>5} {:>8} {:>8.0} {:>8} {:>6} {:>7} {:>7} {:>8}",
+            p.table,
+            p.size_bytes as f64 / 1e6,
+            p.items,
+            p.segments,
+            p.raise_to_rcu,
+            p.export_rcu_per_sec,
+            human_secs(p.export_secs),
+            p.relay_instances,
+            p.loader_writers,
+            p.spanner_nodes,
+            human_secs(p.load_secs)
+        );
+    }
+    let t = totals(plans);
+    println!(
+        "total: {:.1} MB, {} items; longest export {} (deadline {}, read ratio {}); {} relay instance(s) with {} core(s) at {}; {} loader writer(s); {} Spanner node(s)",
+        t.size_bytes as f64 / 1e6,
+        t.items,
+        human_secs(t.export_secs),
+        human_secs(inputs.deadline_secs),
+        inputs.read_ratio,
+        t.relay_instances,
+        inputs.relay_cores,
+        inputs.codec,
+        t.loader_writers,
+        t.spanner_nodes
+    );
+    for (codec, bytes, usd) in &t.egress_bytes_by_codec {
+        println!("egress with {codec:<5}: {:>10.1} MB ≈ ${usd:.2}", *bytes as f64 / 1e6);
+    }
 }

@@ -1,15 +1,182 @@
-//! `crossdock relay` (issue #4).
+//! `crossdock relay` (issue #4): runs the SQS-driven S3 → GCS relay until SIGTERM,
+//! Ctrl-C, a spot interruption notice or `--until-idle`, serving `/metrics`
+//! (Prometheus) and `/healthz` on `--metrics-addr`.
 
 use crate::exit::{fail, Code};
+use anyhow::Context;
+use crossdock_core::Codec;
+use crossdock_relay::{RelayError, RelaySettings};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 /// Flags of `crossdock relay`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Arguments, accepted for forward compatibility until the subcommand lands.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
+    /// SQS queue URL receiving the source buckets' S3 event notifications.
+    #[arg(long, env = "CROSSDOCK_RELAY_QUEUE")]
+    queue: String,
+    /// Source bucket and destination GCS bucket, `SRC=DST` (or `SRC` for the same
+    /// name). Repeat for several buckets; events for other buckets are ignored.
+    #[arg(long = "dst-bucket-map", value_name = "SRC=DST", required = true)]
+    dst_bucket_map: Vec<String>,
+    /// Key prefix of the dumps in the source buckets (empty or ending with `/`).
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Codec of relayed data parts.
+    #[arg(long, default_value = "zstd")]
+    codec: Codec,
+    /// Compression level (default: the codec's CLI default).
+    #[arg(long)]
+    level: Option<i32>,
+    /// Messages (files) processed at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Compression threads per file (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Upload request size in MiB (rounded down to a multiple of 256 KiB).
+    #[arg(long, default_value_t = 8.0)]
+    chunk_mib: f64,
+    /// Upload rate limit per file, KiB/s.
+    #[arg(long)]
+    rate_limit_kib: Option<u64>,
+    /// Visibility timeout requested and renewed by the heartbeat (default: the queue's).
+    #[arg(long)]
+    visibility_timeout: Option<u32>,
+    /// Long-poll wait, seconds (≤ 20).
+    #[arg(long, default_value_t = 20)]
+    wait_time: u32,
+    /// Seconds a failed message stays invisible before it is retried.
+    #[arg(long, default_value_t = 10)]
+    retry_delay: u32,
+    /// Seconds a drain waits for in-flight copies before releasing their messages.
+    #[arg(long, default_value_t = 100)]
+    drain_deadline: u64,
+    /// Exit after this many seconds with an empty queue and nothing in flight.
+    #[arg(long, value_name = "SECONDS")]
+    until_idle: Option<u64>,
+    /// Instance metadata endpoint polled for spot interruption notices.
+    #[arg(long, env = "AWS_EC2_METADATA_SERVICE_ENDPOINT", default_value = "http://169.254.169.254")]
+    imds_endpoint: String,
+    /// Do not poll instance metadata for spot interruption notices.
+    #[arg(long)]
+    no_spot_poll: bool,
+    /// Seconds between spot notice polls.
+    #[arg(long, default_value_t = 5)]
+    spot_poll: u64,
+    /// Address of the `/metrics` and `/healthz` server (`off` to disable).
+    #[arg(long, default_value = "0.0.0.0:9464")]
+    metrics_addr: String,
+    /// GCS JSON API endpoint (fake-gcs-server); anonymous access when set.
+    #[arg(long, env = "STORAGE_EMULATOR_HOST")]
+    gcs_endpoint: Option<String>,
+    /// Name written as `written_by` in markers (default: host name and pid).
+    #[arg(long)]
+    instance_id: Option<String>,
+    /// AWS region.
+    #[arg(long, env = "AWS_REGION")]
+    region: Option<String>,
 }
 
-pub async fn run(_args: Args) -> anyhow::Result<Code> {
-    Err(fail(Code::NotImplemented, "`crossdock relay` is not built yet (issue #4); nothing was done"))
+fn bucket_map(entries: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut m = BTreeMap::new();
+    for e in entries {
+        let (src, dst) = e.split_once('=').unwrap_or((e.as_str(), e.as_str()));
+        if src.is_empty() || dst.is_empty() {
+            return Err(fail(Code::Usage, format!("--dst-bucket-map {e:?}: expected SRC=DST")));
+        }
+        m.insert(src.to_string(), dst.to_string());
+    }
+    Ok(m)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<Code> {
+    let buckets = bucket_map(&args.dst_bucket_map)?;
+    let mut s = RelaySettings::new(args.queue.clone(), buckets);
+    s.prefix = args.prefix.clone();
+    s.codec = args.codec;
+    s.level = args.level;
+    s.concurrency = args.concurrency;
+    s.threads = args.threads;
+    s.chunk_size = (args.chunk_mib * 1024.0 * 1024.0) as usize;
+    s.rate_limit = args.rate_limit_kib.map(|k| k * 1024);
+    s.visibility_timeout_secs = args.visibility_timeout;
+    s.wait_time_secs = args.wait_time;
+    s.retry_delay_secs = args.retry_delay;
+    s.drain_deadline_secs = args.drain_deadline;
+    s.until_idle_secs = args.until_idle;
+    s.imds_endpoint = (!args.no_spot_poll).then(|| args.imds_endpoint.clone());
+    s.spot_poll_secs = args.spot_poll;
+    s.instance_id = args.instance_id.clone();
+
+    let conf = crate::aws::config(args.region.clone()).await;
+    let s3 = crate::aws::s3(&conf);
+    let sqs = aws_sdk_sqs::Client::new(&conf);
+    let gcs = {
+        let config = match &args.gcs_endpoint {
+            Some(ep) => {
+                let mut c = gcloud_storage::client::ClientConfig::default().anonymous();
+                c.storage_endpoint = ep.clone();
+                c
+            }
+            None => gcloud_storage::client::ClientConfig::default().with_auth().await.context("Google credentials for GCS")?,
+        };
+        gcloud_storage::client::Client::new(config)
+    };
+    let relay = match s.build(s3, sqs, gcs).await {
+        Ok(r) => r,
+        Err(e @ RelayError::Config(_)) => return Err(fail(Code::Usage, e.to_string())),
+        Err(e) => return Err(anyhow::Error::new(e).context("starting the relay")),
+    };
+    if args.metrics_addr != "off" {
+        let addr: SocketAddr = args.metrics_addr.parse().map_err(|e| fail(Code::Usage, format!("--metrics-addr {}: {e}", args.metrics_addr)))?;
+        serve_metrics(addr, relay.health.clone(), relay.visibility).await?;
+    }
+    let summary = crossdock_relay::run(relay, crate::shutdown::signal()).await?;
+    tracing::info!(
+        messages = summary.messages,
+        copied = summary.copied,
+        skipped = summary.skipped,
+        failed = summary.failed,
+        markers = summary.markers_written,
+        released = summary.released,
+        "relay exited"
+    );
+    Ok(Code::Ok)
+}
+
+/// Installs the Prometheus recorder and serves `/metrics` and `/healthz`.
+async fn serve_metrics(addr: SocketAddr, health: crossdock_relay::Health, visibility: u32) -> anyhow::Result<()> {
+    use axum::{http::StatusCode, routing::get, Router};
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
+    for (name, help) in crossdock_relay::metrics::METRICS {
+        metrics::describe_counter!(*name, *help);
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the metrics server to {addr}"))?;
+    tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving /metrics and /healthz");
+    // Healthy while the receive loop keeps polling (a poll lasts ≤ 20 s; allow for
+    // slow calls), and while draining.
+    let max_gap = std::time::Duration::from_secs(60 + u64::from(visibility));
+    let app = Router::new()
+        .route("/metrics", get(move || std::future::ready(handle.render())))
+        .route(
+            "/healthz",
+            get(move || {
+                let h = health.clone();
+                async move {
+                    match h.since_last_poll() {
+                        _ if h.draining() => (StatusCode::OK, "draining\n".to_string()),
+                        None => (StatusCode::OK, "starting\n".to_string()),
+                        Some(d) if d <= max_gap => (StatusCode::OK, "ok\n".to_string()),
+                        Some(d) => (StatusCode::SERVICE_UNAVAILABLE, format!("no receive for {} s\n", d.as_secs())),
+                    }
+                }
+            }),
+        );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(())
 }

@@ -1,15 +1,47 @@
-//! `crossdock verify` (issue #5).
+//! `crossdock verify`: read a loaded table back and compare every row and every
+//! attribute with the export its marker describes. Exit 0 when equal, 7 when not.
 
-use crate::exit::{fail, Code};
+use crate::exit::Code;
+use crate::load::{prepare, with_target, Output};
+use crossdock_core::pipeline::TargetConfig;
+use crossdock_load::target::bigtable::BigtableTarget;
+use crossdock_load::target::postgres::PostgresTarget;
+use crossdock_load::target::spanner::SpannerTarget;
+use std::path::PathBuf;
 
 /// Flags of `crossdock verify`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Arguments, accepted for forward compatibility until the subcommand lands.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
+    /// The export's marker: gs://BUCKET/BATCH/TABLE/TIMESTAMP/_SUCCESS.
+    #[arg(long)]
+    pub marker: String,
+    /// Pipeline file the table was loaded with.
+    #[arg(long)]
+    pub pipeline: PathBuf,
+    /// `text` or `json`.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
-pub async fn run(_args: Args) -> anyhow::Result<Code> {
-    Err(fail(Code::NotImplemented, "`crossdock verify` is not built yet (issue #5); nothing was done"))
+fn coded(e: crossdock_load::LoadError) -> anyhow::Error {
+    crate::exit::fail(crate::load::code_for(&e), e.to_string())
+}
+
+pub async fn run(args: Args) -> anyhow::Result<Code> {
+    let pipeline = crate::pipeline::load(&args.pipeline)?;
+    let p = prepare(&args.marker, &pipeline).await?;
+    let report = with_target!(p, |t| crossdock_load::run::verify(&p.marker, &t, &p.model).await.map_err(coded)?);
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default()),
+        Output::Text => {
+            println!(
+                "{}: {} source items ({} rejected), {} target rows: {} equal, {} missing, {} extra, {} different",
+                p.marker.marker.export, report.source_items, report.rejected, report.target_rows, report.matching, report.missing, report.extra, report.different
+            );
+            for e in &report.examples {
+                println!("  {e}");
+            }
+        }
+    }
+    Ok(if report.ok() { Code::Ok } else { Code::Mismatch })
 }

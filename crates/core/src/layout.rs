@@ -86,6 +86,11 @@ impl Timestamp {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+    /// The instant as Unix microseconds (e.g. Bigtable cell timestamps).
+    pub fn unix_micros(&self) -> i64 {
+        // Always parses: construction validated the text.
+        time::PrimitiveDateTime::parse(&self.0, TS_FORMAT).map_or(0, |t| t.assume_utc().unix_timestamp() * 1_000_000)
+    }
 }
 
 impl TryFrom<String> for Timestamp {
@@ -352,6 +357,7 @@ mod tests {
     fn timestamps_are_sortable_utc() {
         let t = Timestamp::from_datetime(time::macros::datetime!(2026-01-02 03:04:05 UTC));
         assert_eq!(t.as_str(), "2026-01-02T03-04-05Z");
+        assert_eq!(t.unix_micros(), 1_767_323_045_000_000);
         assert!(Timestamp::parse("2026-01-02T03:04:05Z").is_err());
     }
 }

@@ -29,8 +29,13 @@ pub enum RouteRule {
 
 impl RouteRule {
     pub fn route(self, schema: &TableSchema) -> Route {
+        self.route_by_indexes(schema.has_secondary_indexes())
+    }
+
+    /// The route of a table that has (or has not) any GSI/LSI.
+    pub fn route_by_indexes(self, has_secondary_indexes: bool) -> Route {
         match self {
-            RouteRule::Auto if schema.has_secondary_indexes() => Route::Relational,
+            RouteRule::Auto if has_secondary_indexes => Route::Relational,
             RouteRule::Auto => Route::WideColumn,
             RouteRule::Relational => Route::Relational,
             RouteRule::WideColumn => Route::WideColumn,

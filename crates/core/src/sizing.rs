@@ -107,6 +107,142 @@ impl AdaptiveBatch {
     }
 }
 
+/// What a codec does to DynamoDB JSON lines on one core: compression speed (MB/s of
+/// input) and output/input size ratio. Conservative figures for typical item shapes;
+/// `scripts/bench relay` measures the real ones on your data.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct CodecProfile {
+    pub codec: crate::codec::Codec,
+    pub mb_per_sec_per_core: f64,
+    pub ratio: f64,
+}
+
+pub fn codec_profile(codec: crate::codec::Codec) -> CodecProfile {
+    use crate::codec::Codec;
+    let (mb_per_sec_per_core, ratio) = match codec {
+        Codec::Zstd => (250.0, 0.12),
+        Codec::Gzip => (35.0, 0.18),
+        Codec::Bzip2 => (12.0, 0.10),
+        Codec::None => (2000.0, 1.0),
+    };
+    CodecProfile { codec, mb_per_sec_per_core, ratio }
+}
+
+/// AWS internet egress price used for estimates, USD per GB (first pricing tier).
+pub const EGRESS_USD_PER_GB: f64 = 0.09;
+/// Writer vCPUs one Spanner node absorbs (the original migration's finding).
+pub const WRITER_VCPUS_PER_SPANNER_NODE: u32 = 4;
+/// Rows per second one loader writer sustains against a well-sized target.
+pub const LOADER_ROWS_PER_SEC_PER_WRITER: f64 = 2_000.0;
+/// Network throughput one relay instance is planned with, MB/s.
+pub const RELAY_INSTANCE_NETWORK_MB_PER_SEC: f64 = 100.0;
+/// DynamoDB serves at most this many RCU per partition; scans spread over segments.
+pub const DYNAMODB_RCU_PER_PARTITION: f64 = 3_000.0;
+
+/// Inputs of [`plan_table`]: what DescribeTable (or a sample scan) says about a table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableFacts {
+    pub table: String,
+    pub size_bytes: u64,
+    pub item_count: u64,
+    /// Provisioned read capacity now (`None` for on-demand).
+    pub provisioned_rcu: Option<i64>,
+    pub relational: bool,
+}
+
+/// Knobs of a plan.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlanInputs {
+    /// Seconds for the whole table move; the export gets half, the load the other half
+    /// (the relay runs alongside the export).
+    pub deadline_secs: f64,
+    pub read_ratio: f64,
+    /// RCU budget for on-demand tables (`--max-rcu`).
+    pub on_demand_rcu: f64,
+    pub workers: u32,
+    pub relay_cores: u32,
+    pub codec: crate::codec::Codec,
+}
+
+/// The plan for one table.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TablePlan {
+    pub table: String,
+    pub size_bytes: u64,
+    pub items: u64,
+    pub segments: u32,
+    /// Read capacity to raise to (provisioned) or the RCU budget (on-demand).
+    pub raise_to_rcu: i64,
+    /// RCU/s the export consumes.
+    pub export_rcu_per_sec: f64,
+    pub export_secs: f64,
+    pub relay_instances: u32,
+    /// Compression throughput needed, MB/s of raw dump.
+    pub relay_mb_per_sec: f64,
+    pub loader_writers: u32,
+    /// Spanner nodes for the loader's writers (relational tables only).
+    pub spanner_nodes: u32,
+    pub load_secs: f64,
+    /// Egress bytes and cost per codec.
+    pub egress: Vec<EgressEstimate>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EgressEstimate {
+    pub codec: crate::codec::Codec,
+    pub bytes: u64,
+    pub usd: f64,
+}
+
+/// Plans one table: the same maths the exporter (segments, RCU budget), relay (codec
+/// throughput) and loader (writers) use.
+pub fn plan_table(facts: &TableFacts, inputs: &PlanInputs) -> TablePlan {
+    let export_window = (inputs.deadline_secs / 2.0).max(1.0);
+    let needed_rcu = scan_rcu(facts.size_bytes, false) / export_window;
+    let segments = default_segments(facts.size_bytes, inputs.workers);
+    let (raise_to_rcu, export_rcu_per_sec) = match facts.provisioned_rcu {
+        Some(current) => {
+            // The app keeps (1 - ratio) of the table; the export gets `ratio` of the raised total.
+            let wanted = (needed_rcu / inputs.read_ratio).ceil() as i64;
+            let raise = wanted.max(current);
+            (raise, export_rcu_budget(raise, inputs.read_ratio))
+        }
+        None => (inputs.on_demand_rcu as i64, inputs.on_demand_rcu),
+    };
+    let export_rcu_per_sec = export_rcu_per_sec.min(DYNAMODB_RCU_PER_PARTITION * f64::from(segments));
+    let export_secs = export_seconds(facts.size_bytes, export_rcu_per_sec, false);
+    let relay_mb_per_sec = facts.size_bytes as f64 / 1e6 / export_secs.max(export_window).max(1.0);
+    let profile = codec_profile(inputs.codec);
+    let per_instance = (profile.mb_per_sec_per_core * f64::from(inputs.relay_cores.max(1))).min(RELAY_INSTANCE_NETWORK_MB_PER_SEC / profile.ratio.max(0.01));
+    let relay_instances = (relay_mb_per_sec / per_instance).ceil().max(1.0) as u32;
+    let load_window = (inputs.deadline_secs / 2.0).max(1.0);
+    let loader_writers = (facts.item_count as f64 / load_window / LOADER_ROWS_PER_SEC_PER_WRITER).ceil().max(1.0) as u32;
+    let spanner_nodes = if facts.relational { loader_writers.div_ceil(WRITER_VCPUS_PER_SPANNER_NODE).max(1) } else { 0 };
+    let load_secs = facts.item_count as f64 / (f64::from(loader_writers) * LOADER_ROWS_PER_SEC_PER_WRITER);
+    let egress = crate::codec::Codec::ALL
+        .into_iter()
+        .map(|codec| {
+            let bytes = (facts.size_bytes as f64 * codec_profile(codec).ratio) as u64;
+            EgressEstimate { codec, bytes, usd: bytes as f64 / 1e9 * EGRESS_USD_PER_GB }
+        })
+        .collect();
+    TablePlan {
+        table: facts.table.clone(),
+        size_bytes: facts.size_bytes,
+        items: facts.item_count,
+        segments,
+        raise_to_rcu,
+        export_rcu_per_sec,
+        export_secs,
+        relay_instances,
+        relay_mb_per_sec,
+        loader_writers,
+        spanner_nodes,
+        load_secs,
+        egress,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +300,37 @@ mod tests {
         let mut top = AdaptiveBatch::new(900, 1, 1000);
         top.success(900, 0.1);
         assert_eq!(top.size(), 1000, "never above the service limit");
+    }
+
+    #[test]
+    fn plan_raises_capacity_to_meet_the_deadline() {
+        let facts = TableFacts {
+            table: "Orders".into(),
+            size_bytes: 100 << 30,
+            item_count: 30_000_000,
+            provisioned_rcu: Some(500),
+            relational: true,
+        };
+        let inputs = PlanInputs {
+            deadline_secs: 6.0 * 3600.0,
+            read_ratio: 0.5,
+            on_demand_rcu: 1000.0,
+            workers: 8,
+            relay_cores: 2,
+            codec: crate::codec::Codec::Zstd,
+        };
+        let p = plan_table(&facts, &inputs);
+        assert_eq!(p.segments, 100);
+        assert!(p.export_secs <= 3.0 * 3600.0 + 1.0, "export within its half of the deadline: {}", p.export_secs);
+        assert!(p.raise_to_rcu > 500);
+        assert_eq!(p.export_rcu_per_sec, p.raise_to_rcu as f64 * 0.5);
+        assert!(p.spanner_nodes >= 1 && p.spanner_nodes == p.loader_writers.div_ceil(4));
+        let zstd = p.egress.iter().find(|e| e.codec == crate::codec::Codec::Zstd).map(|e| e.bytes);
+        let none = p.egress.iter().find(|e| e.codec == crate::codec::Codec::None).map(|e| e.bytes);
+        assert!(zstd < none);
+
+        // A table already fast enough keeps its capacity.
+        let small = TableFacts { size_bytes: 1 << 20, item_count: 1000, ..facts };
+        assert_eq!(plan_table(&small, &inputs).raise_to_rcu, 500);
     }
 }

@@ -1,1 +1,21 @@
-//! placeholder
+//! crossdock-export: capacity lease, rate-limited parallel scan, DynamoDB JSON dump to S3.
+//!
+//! - [`lease`]: DescribeTable checks, `_capacity.json`, raise, restore (also after a crash).
+//! - [`scan`]: one segment of the parallel scan, with checkpoints for `--resume`.
+//! - [`ratelimit`]: the RCU token bucket and page-size controller.
+//! - [`writer`]: data parts streamed to S3 (PutObject or multipart), checksums, stats.
+//! - [`convert`]: SDK attribute values ↔ core values.
+//! - [`run`]: orchestration, `--dry-run` plan, summary.
+//!
+//! See README.md.
+
+pub mod convert;
+pub mod error;
+pub mod lease;
+pub mod ratelimit;
+pub mod run;
+pub mod scan;
+pub mod writer;
+
+pub use error::ExportError;
+pub use run::{plan, run, Clients, Event, ExportConfig, ExportPlan, ExportSummary, NoObserver, Observer, Raise};

@@ -1,1 +1,22 @@
-//! placeholder
+//! crossdock-load: loads a relayed DynamoDB export into Spanner, Bigtable or
+//! PostgreSQL, driven only by its `_SUCCESS` marker.
+//!
+//! - [`marker`]: read and validate the marker (`gs://bucket/batch/table/ts/_SUCCESS`).
+//! - [`schema`]: type inference → a target-neutral [`schema::TableModel`]; reversible
+//!   identifier encoding; item ↔ row conversion; compatibility diff.
+//! - [`target`]: the [`target::Target`] trait and its `spanner`, `bigtable` and
+//!   `postgres` implementations.
+//! - [`progress`]: per-file progress and reject records in GCS, the `_LOADED` record.
+//! - [`run`]: orchestration (plan, load, indexes, count check) and verification.
+
+pub mod decimal;
+pub mod error;
+pub mod gcs;
+pub mod marker;
+pub mod progress;
+pub mod run;
+pub mod schema;
+pub mod target;
+pub mod watch;
+
+pub use error::LoadError;

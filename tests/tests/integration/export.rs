@@ -1,0 +1,299 @@
+//! `crossdock export` against the local stack: dynalite (DynamoDB, with real UPDATING
+//! phases and ConsumedCapacity) and moto (S3, Application Auto Scaling).
+
+use crossdock_export::lease::{AppAutoscaling, Autoscaler, NoAutoscaling};
+use crossdock_export::{Clients, Event, ExportConfig, ExportError, Observer, Raise};
+use crossdock_core::manifest::{AutoscalingBounds, CapacityLease};
+use crossdock_core::TypeTag;
+use crossdock_tests::export::{create_table, export_dir, fill, get, list, read_capacity, read_dump, same_items, scan_lines};
+use crossdock_tests::resources::{TempBucket, TempTable};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+async fn clients(autoscaler: Arc<dyn Autoscaler>) -> Clients {
+    Clients { ddb: crossdock_tests::dynamodb().await, s3: crossdock_tests::s3().await, autoscaler }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_export_of_50k_items_of_every_type_is_exactly_once_and_matches_manifests() {
+    let c = clients(Arc::new(NoAutoscaling)).await;
+    let table = TempTable::name("expfull");
+    create_table(&c.ddb, &table.name, 1000, 1000).await;
+    fill(&c.ddb, &table.name, 50_000, 200, 16).await;
+    let bucket = TempBucket::new("expfull").await;
+
+    let mut cfg = ExportConfig::new(&table.name, &bucket.name, "2026-11-23");
+    cfg.segments = Some(4);
+    cfg.concurrency = 4;
+    cfg.read_ratio = 1.5;
+    cfg.part_bytes = 6 << 20;
+    cfg.chunk_bytes = 5 << 20;
+    let summary = crossdock_export::run(&c, &cfg, &crossdock_export::NoObserver, std::future::pending()).await.expect("export");
+    assert!(summary.complete && !summary.interrupted, "{summary:?}");
+    assert_eq!(summary.items, 50_000);
+    assert!(summary.consumed_rcu > 0.0);
+
+    let dir = export_dir(&c.s3, &bucket.name, "2026-11-23", &table.name).await;
+    let dump = read_dump(&c.s3, &bucket.name, &dir).await;
+    let scan = scan_lines(&c.ddb, &table.name).await;
+    assert_eq!(scan.len(), 50_000);
+    same_items(&dump.lines, &scan).expect("every item exactly once");
+    assert_eq!(dump.manifests.len(), 4);
+    assert!(dump.keys.iter().any(|k| k.ends_with("_schema.json")));
+    // Parts above one 5 MiB chunk went through multipart upload.
+    assert!(dump.manifests.iter().flat_map(|m| &m.parts).any(|p| p.bytes > 5 << 20), "no multipart-sized part");
+    // Type statistics: every DynamoDB type seen, counts match the items.
+    let mut stats = crossdock_core::manifest::TypeStats::default();
+    for m in &dump.manifests {
+        stats.merge(&m.type_stats);
+    }
+    let seen: std::collections::BTreeSet<TypeTag> = stats.0.values().flat_map(|s| s.types.keys().copied()).collect();
+    assert_eq!(seen.len(), TypeTag::ALL.len(), "{seen:?}");
+    assert_eq!(stats.0["blob"].types[&TypeTag::B], 50_000);
+    assert_eq!(stats.0["price"].fractional_numbers, 50_000 - 50_000 / 100);
+}
+
+/// Records events; on the first scanned page, reads the table's real capacity and
+/// autoscaling bounds (on a helper thread, while the export waits).
+struct Watch {
+    table: String,
+    events: Mutex<Vec<Event>>,
+    at_first_page: Mutex<Option<(i64, Option<AutoscalingBounds>)>>,
+}
+
+impl Observer for Watch {
+    fn event(&self, e: &Event) {
+        let first_page = matches!(e, Event::Page { .. }) && !self.events.lock().expect("lock").iter().any(|x| matches!(x, Event::Page { .. }));
+        self.events.lock().expect("lock").push(e.clone());
+        if first_page {
+            let table = self.table.clone();
+            let seen = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+                rt.block_on(async {
+                    let ddb = crossdock_tests::dynamodb().await;
+                    let aas = AppAutoscaling::from_conf(&crossdock_tests::aws_config().await);
+                    (read_capacity(&ddb, &table).await, aas.read_bounds(&table).await.expect("bounds"))
+                })
+            })
+            .join()
+            .expect("probe");
+            *self.at_first_page.lock().expect("lock") = Some(seen);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_and_autoscaling_minimum_are_raised_before_the_first_scan_and_restored_after() {
+    let conf = crossdock_tests::aws_config().await;
+    let aas = AppAutoscaling::from_conf(&conf);
+    let c = clients(Arc::new(aas.clone())).await;
+    let table = TempTable::name("expcap");
+    create_table(&c.ddb, &table.name, 5, 5).await;
+    fill(&c.ddb, &table.name, 1500, 500, 8).await;
+    // The table is autoscaled: a scalable target on moto's Application Auto Scaling.
+    let original = AutoscalingBounds { min_capacity: 5, max_capacity: 20 };
+    aas.set_read_bounds(&table.name, original).await.expect("register scalable target");
+    let bucket = TempBucket::new("expcap").await;
+
+    let mut cfg = ExportConfig::new(&table.name, &bucket.name, "b");
+    cfg.raise = Raise::To(60);
+    cfg.read_ratio = 1.0;
+    cfg.segments = Some(2);
+    let watch = Watch { table: table.name.clone(), events: Mutex::default(), at_first_page: Mutex::default() };
+    let summary = crossdock_export::run(&c, &cfg, &watch, std::future::pending()).await.expect("export");
+    assert!(summary.complete);
+    assert_eq!(summary.items, 1500);
+
+    let (read_during, bounds_during) = watch.at_first_page.lock().expect("lock").expect("a page was scanned");
+    assert_eq!(read_during, 60, "raised before the first Scan");
+    assert_eq!(bounds_during, Some(AutoscalingBounds { min_capacity: 60, max_capacity: 60 }), "MinCapacity raised with it");
+    assert_eq!(read_capacity(&c.ddb, &table.name).await, 5, "restored after");
+    assert_eq!(aas.read_bounds(&table.name).await.expect("bounds"), Some(original), "autoscaling bounds restored");
+    let events = watch.events.lock().expect("lock").clone();
+    let pos = |f: &dyn Fn(&Event) -> bool| events.iter().position(f).expect("event present");
+    assert!(pos(&|e| matches!(e, Event::LeaseTaken { .. })) < pos(&|e| matches!(e, Event::CapacityRaised { read: 60 })));
+    assert!(pos(&|e| matches!(e, Event::Page { .. })) < pos(&|e| matches!(e, Event::CapacityRestored { read: 5 })));
+    let lease_key = format!("{}_capacity.json", export_dir(&c.s3, &bucket.name, "b", &table.name).await);
+    let lease: CapacityLease = serde_json::from_slice(&get(&c.s3, &bucket.name, &lease_key).await.expect("lease")).expect("lease json");
+    assert!(lease.restored && lease.original.read == 5 && lease.autoscaling == Some(original), "{lease:?}");
+
+    aas.deregister_read(&table.name).await.expect("deregister scalable target");
+}
+
+/// A table of ~4 MB for the fault tests: 3000 items of ~1.3 KB at 5 RCU.
+async fn fault_table(prefix: &str) -> (TempTable, TempBucket, Clients) {
+    let c = clients(Arc::new(NoAutoscaling)).await;
+    let table = TempTable::name(prefix);
+    create_table(&c.ddb, &table.name, 5, 5).await;
+    fill(&c.ddb, &table.name, 3000, 900, 8).await;
+    let bucket = TempBucket::new(prefix).await;
+    (table, bucket, c)
+}
+
+fn spawn_export(table: &str, bucket: &str, extra: &[&str]) -> Child {
+    Command::new(crossdock_tests::crossdock_bin())
+        .args(["export", "--no-autoscaling", "--table", table, "--bucket", bucket, "--batch", "b", "--segments", "2", "--part-size", "256K"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn crossdock")
+}
+
+/// Waits until the export has made a part durable (its first checkpoint exists).
+async fn wait_mid_scan(s3: &aws_sdk_s3::Client, bucket: &str, child: &mut Child) {
+    for _ in 0..600 {
+        if list(s3, bucket, "b/").await.iter().any(|k| k.contains("/_checkpoint/")) {
+            return;
+        }
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!("export ended before the test could interrupt it: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no checkpoint appeared");
+}
+
+fn finish(child: Child) -> (Option<i32>, String, String) {
+    let out = child.wait_with_output().expect("wait");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+async fn lease_of(s3: &aws_sdk_s3::Client, bucket: &str) -> CapacityLease {
+    let key = list(s3, bucket, "b/").await.into_iter().find(|k| k.ends_with("_capacity.json")).expect("lease written");
+    serde_json::from_slice(&get(s3, bucket, &key).await.expect("lease")).expect("lease json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_scan_restores_capacity_and_exits_partial() {
+    let (table, bucket, c) = fault_table("expterm").await;
+    let mut child = spawn_export(&table.name, &bucket.name, &["--raise-to", "40", "--read-ratio", "1", "--output", "json"]);
+    wait_mid_scan(&c.s3, &bucket.name, &mut child).await;
+    assert_eq!(read_capacity(&c.ddb, &table.name).await, 40, "raised while scanning");
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill -TERM");
+    assert!(term.success());
+    let (code, stdout, stderr) = finish(child);
+    assert_eq!(code, Some(5), "partial exit code\n{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json summary");
+    assert_eq!(summary["interrupted"], true);
+    assert_eq!(summary["capacity_restored"], true);
+    assert_eq!(read_capacity(&c.ddb, &table.name).await, 5, "restored after SIGTERM");
+    assert!(lease_of(&c.s3, &bucket.name).await.restored);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_scan_then_export_restore_puts_capacity_back() {
+    let (table, bucket, c) = fault_table("expkill").await;
+    let mut child = spawn_export(&table.name, &bucket.name, &["--raise-to", "40", "--read-ratio", "1"]);
+    wait_mid_scan(&c.s3, &bucket.name, &mut child).await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    assert_eq!(read_capacity(&c.ddb, &table.name).await, 40, "a SIGKILLed export leaves the raise");
+    assert!(!lease_of(&c.s3, &bucket.name).await.restored);
+
+    let out = Command::new(crossdock_tests::crossdock_bin())
+        .args(["export", "restore", "--no-autoscaling", "--table", &table.name, "--bucket", &bucket.name])
+        .output()
+        .expect("run restore");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("restored to 5"));
+    assert_eq!(read_capacity(&c.ddb, &table.name).await, 5);
+    assert!(lease_of(&c.s3, &bucket.name).await.restored);
+
+    let again = Command::new(crossdock_tests::crossdock_bin())
+        .args(["export", "restore", "--no-autoscaling", "--table", &table.name, "--bucket", &bucket.name])
+        .output()
+        .expect("run restore");
+    assert_eq!(again.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_scan_then_resume_exports_every_item_exactly_once_and_restores() {
+    let (table, bucket, c) = fault_table("expresume").await;
+    let mut child = spawn_export(&table.name, &bucket.name, &["--raise-to", "40", "--read-ratio", "1"]);
+    wait_mid_scan(&c.s3, &bucket.name, &mut child).await;
+    // Let a few more parts land, then kill between (or during) part uploads.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    assert_eq!(read_capacity(&c.ddb, &table.name).await, 40);
+
+    // The next export of the table restores the stale lease first, then resumes.
+    let child = spawn_export(&table.name, &bucket.name, &["--resume", "--raise-to", "400", "--read-ratio", "1", "--output", "json"]);
+    let (code, stdout, stderr) = finish(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json summary");
+    assert_eq!(summary["complete"], true);
+    assert_eq!(summary["restored_stale_leases"].as_array().map(Vec::len), Some(1), "{summary}");
+    assert_eq!(summary["items"], 3000);
+    assert_eq!(read_capacity(&c.ddb, &table.name).await, 5);
+
+    let dir = export_dir(&c.s3, &bucket.name, "b", &table.name).await;
+    let dump = read_dump(&c.s3, &bucket.name, &dir).await;
+    same_items(&dump.lines, &scan_lines(&c.ddb, &table.name).await).expect("exactly once after resume");
+    // No part outside the manifests.
+    let listed: Vec<&String> = dump.keys.iter().filter(|k| k.contains("/data/")).collect();
+    assert_eq!(listed.len(), dump.manifests.iter().map(|m| m.parts.len()).sum::<usize>(), "{listed:?}");
+}
+
+fn export_cmd(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(crossdock_tests::crossdock_bin()).arg("export").arg("--no-autoscaling").args(args).output().expect("run");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_with_clear_errors_and_nothing_raised() {
+    let c = clients(Arc::new(NoAutoscaling)).await;
+    let table = TempTable::name("expbad");
+    create_table(&c.ddb, &table.name, 5, 5).await;
+    let bucket = TempBucket::new("expbad").await;
+    let t = table.name.as_str();
+    let b = bucket.name.as_str();
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["--table", "no-such-table-xyz", "--bucket", b, "--batch", "x", "--raise-to", "50"], 3, "does not exist"),
+        (vec!["--table", t, "--bucket", "no-such-bucket-xyz", "--batch", "x", "--raise-to", "50"], 3, "no-such-bucket-xyz"),
+        (vec!["--table", t, "--bucket", b, "--batch", "x", "--read-ratio", "0"], 2, "outside (0, 1.5]"),
+        (vec!["--table", t, "--bucket", b, "--batch", "x", "--read-ratio", "1.6"], 2, "outside (0, 1.5]"),
+        (vec!["--table", t, "--bucket", b, "--batch", "x", "--segments", "4", "--segment-range", "2..5"], 2, "outside TotalSegments 4"),
+        (vec!["--bucket", b, "--batch", "x"], 2, "--table is required"),
+    ];
+    for (args, code, needle) in cases {
+        let (got, _, stderr) = export_cmd(&args);
+        assert_eq!(got, Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    assert_eq!(read_capacity(&c.ddb, t).await, 5);
+    assert!(list(&c.s3, b, "").await.is_empty(), "nothing written");
+
+    // A table that is UPDATING (dynalite takes ~1 s): refused, nothing raised or written.
+    let pt = aws_sdk_dynamodb::types::ProvisionedThroughput::builder().read_capacity_units(7).write_capacity_units(5).build().expect("pt");
+    c.ddb.update_table().table_name(t).provisioned_throughput(pt).send().await.expect("update");
+    let mut cfg = ExportConfig::new(t, b, "x");
+    cfg.raise = Raise::To(50);
+    let err = crossdock_export::run(&c, &cfg, &crossdock_export::NoObserver, std::future::pending()).await.expect_err("UPDATING");
+    assert!(matches!(&err, ExportError::TableNotActive { status, .. } if status == "UPDATING"), "{err}");
+    crossdock_tests::export::wait_active(&c.ddb, t).await;
+    assert_eq!(read_capacity(&c.ddb, t).await, 7, "only the test's own update happened");
+    assert!(list(&c.s3, b, "").await.iter().all(|k| !k.ends_with("_capacity.json")), "no lease");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_prints_the_plan_as_json_and_touches_nothing() {
+    let c = clients(Arc::new(NoAutoscaling)).await;
+    let table = TempTable::name("expdry");
+    create_table(&c.ddb, &table.name, 5, 5).await;
+    let bucket = TempBucket::new("expdry").await;
+    let (code, stdout, stderr) = export_cmd(&[
+        "--table", &table.name, "--bucket", &bucket.name, "--batch", "x", "--raise-by", "45", "--segments", "3", "--dry-run", "--output", "json",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let plan: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json plan");
+    assert_eq!(plan["raise_to"], 50);
+    assert_eq!(plan["total_segments"], 3);
+    assert_eq!(plan["rcu_budget"], 25.0);
+    assert_eq!(plan["capacity_now"]["read"], 5);
+    assert_eq!(read_capacity(&c.ddb, &table.name).await, 5);
+    assert!(list(&c.s3, &bucket.name, "").await.is_empty());
+}

@@ -1,0 +1,417 @@
+//! The loader against the real local servers: one conformance suite run against
+//! Spanner, PostgreSQL and Bigtable; full loads with read-back of every value; batch
+//! limits; SIGKILL + rerun of the real binary; bad inputs; `--dry-run`.
+
+use crossdock_core::item::Item;
+use crossdock_core::pipeline::BatchConfig;
+use crossdock_core::Codec;
+use crossdock_load::marker::Marker;
+use crossdock_load::run::{self, LoadOptions, Summary};
+use crossdock_load::schema::{items_equal, ColumnType, Row, TableModel, TargetKind};
+use crossdock_load::target::bigtable::BigtableTarget;
+use crossdock_load::target::postgres::PostgresTarget;
+use crossdock_load::target::spanner::SpannerTarget;
+use crossdock_load::target::Target;
+use crossdock_load::LoadError;
+use crossdock_tests::load::*;
+use crossdock_tests::resources::*;
+use std::sync::atomic::Ordering;
+
+fn model_for(kind: TargetKind, export: &WrittenExport) -> TableModel {
+    TableModel::infer(kind, &export.marker.schema, &export.marker.type_stats, None).expect("model")
+}
+
+async fn marker_of(export: &WrittenExport) -> Marker {
+    crossdock_load::marker::read(crossdock_tests::gcs().await, &export.marker_url).await.expect("read marker")
+}
+
+async fn spanner(db: &TempSpannerDb) -> SpannerTarget {
+    SpannerTarget::connect(&db.path).await.expect("connect spanner")
+}
+
+async fn postgres(schema: &TempPgSchema) -> PostgresTarget {
+    PostgresTarget::connect(&crossdock_tests::stack_var("CROSSDOCK_PG_URL"), &schema.name).await.expect("connect postgres")
+}
+
+async fn bigtable() -> BigtableTarget {
+    BigtableTarget::connect(&crossdock_tests::gcp_project(), &crossdock_tests::bigtable_instance(), "d", 1_700_000_000_000_000).await.expect("connect bigtable")
+}
+
+/// Reads the whole table back and checks every row equals its source item.
+async fn assert_reads_back<T: Target>(t: &T, model: &TableModel, items: &[Item]) {
+    let rows = t.read_all(model).await.expect("read all");
+    assert_eq!(rows.len(), items.len(), "row count");
+    let key = |i: &Item| model.primary_key.iter().map(|&k| crossdock_load::schema::typed_json(&i[&model.columns[k].attribute])).collect::<Vec<_>>().join("|");
+    let mut by_key: std::collections::HashMap<String, &Item> = items.iter().map(|i| (key(i), i)).collect();
+    for r in &rows {
+        let back = model.to_item(r).expect("decode row");
+        let src = by_key.remove(&key(&back)).unwrap_or_else(|| panic!("unexpected row {back:?}"));
+        assert!(items_equal(src, &back), "{:?}: row differs\nsource: {src:?}\ntarget: {back:?}", t.kind());
+    }
+    assert!(by_key.is_empty(), "missing rows: {:?}", by_key.keys().collect::<Vec<_>>());
+}
+
+/// The shared conformance suite: every target must pass it unchanged.
+async fn conformance<T: Target>(t: &T, model: &TableModel, items: &[Item]) {
+    assert!(t.ensure_table(model).await.expect("ensure_table creates"), "{:?}: first ensure_table creates", t.kind());
+    assert!(!t.ensure_table(model).await.expect("ensure_table again"), "second ensure_table finds it");
+    let rows: Vec<Row> = items.iter().map(|i| model.to_row(i).expect("converts")).collect();
+    let half = rows.len() / 2;
+    t.write_batch(model, &rows[..half]).await.expect("first half");
+    // Overlapping rewrite: upserts, no duplicates.
+    t.write_batch(model, &rows).await.expect("everything");
+    t.write_batch(model, &rows[..3]).await.expect("again");
+    assert_eq!(t.count_rows(model).await.expect("count"), items.len() as u64);
+    assert_reads_back(t, model, items).await;
+    t.create_indexes(model).await.expect("indexes");
+    t.create_indexes(model).await.expect("indexes are idempotent");
+    assert_eq!(t.list_indexes(model).await.expect("list indexes").len(), model.indexes.len());
+    assert!(t.stats().calls.load(Ordering::Relaxed) >= 3);
+    // The same table seen by an export that needs another column type: refused.
+    let mut other = model.clone();
+    let (i, _) = other.columns.iter().enumerate().find(|(_, c)| c.attribute == "pk").expect("pk");
+    other.columns[i].ty = if t.kind() == TargetKind::Bigtable { ColumnType::String } else { ColumnType::Bytes };
+    if t.kind() != TargetKind::Bigtable {
+        match t.ensure_table(&other).await {
+            Err(LoadError::Incompatible { diff, .. }) => assert!(diff.contains(&model.columns[i].name), "{diff}"),
+            r => panic!("incompatible table accepted: {r:?}"),
+        }
+    }
+}
+
+fn sample(n: usize, sort_key: bool, gsi: bool) -> (crossdock_core::schema::TableSchema, Vec<Item>) {
+    (schema(&crossdock_tests::unique_ident("tbl"), sort_key, gsi), all_types_items(n, sort_key))
+}
+
+async fn sample_model(kind: TargetKind, n: usize, gsi: bool) -> (TableModel, Vec<Item>) {
+    let (s, items) = sample(n, true, gsi);
+    let mut stats = crossdock_core::manifest::TypeStats::default();
+    for i in &items {
+        stats.observe(i, |v| crossdock_load::schema::typed_json(v).len());
+    }
+    (TableModel::infer(kind, &s, &stats, None).expect("model"), items)
+}
+
+#[tokio::test]
+async fn conformance_spanner() {
+    let db = TempSpannerDb::new("conf").await;
+    let t = spanner(&db).await;
+    let (model, items) = sample_model(TargetKind::Spanner, 40, true).await;
+    conformance(&t, &model, &items).await;
+}
+
+#[tokio::test]
+async fn conformance_postgres() {
+    let s = TempPgSchema::new("conf").await;
+    let t = postgres(&s).await;
+    let (model, items) = sample_model(TargetKind::Postgres, 40, true).await;
+    conformance(&t, &model, &items).await;
+}
+
+#[tokio::test]
+async fn conformance_bigtable() {
+    let t = bigtable().await;
+    let (mut model, items) = sample_model(TargetKind::Bigtable, 40, false).await;
+    let guard = TempBigtable::name("conf");
+    model.name = guard.name.clone();
+    conformance(&t, &model, &items).await;
+}
+
+async fn load_export<T: Target>(t: &T, export: &WrittenExport, batch: BatchConfig, opts: LoadOptions) -> Result<Summary, LoadError> {
+    let marker = marker_of(export).await;
+    let model = model_for(t.kind(), export);
+    let plan = run::batch_plan(&t.batch_limits(&model), &batch);
+    run::load(&marker, t, &model, &plan, &opts, std::future::pending()).await
+}
+
+async fn verify_all<T: Target>(t: &T, export: &WrittenExport) {
+    let marker = marker_of(export).await;
+    let model = model_for(t.kind(), export);
+    let report = run::verify(&marker, t, &model).await.expect("verify");
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.matching, export.items.len() as u64, "{report:?}");
+    assert_reads_back(t, &model, &export.items).await;
+}
+
+async fn loaded_record(export: &WrittenExport) -> crossdock_core::marker::LoadedRecord {
+    let (bucket, _) = crossdock_load::gcs::parse_url(&export.marker_url).expect("url");
+    let key = export.export.gcs_key(&crossdock_core::layout::DumpFile::Loaded, Codec::None);
+    let body = get(&crossdock_tests::gcs().await, &bucket, &key).await.expect("_LOADED written");
+    serde_json::from_slice(&body).expect("_LOADED parses")
+}
+
+#[tokio::test]
+async fn gsi_table_loads_into_spanner_with_index_and_identical_values() {
+    let bucket = TempGcsBucket::new("ldsp").await;
+    let (s, items) = sample(120, true, true);
+    let export = write_export(&bucket.client, &bucket.name, "b1", s, items, 3, Codec::Zstd).await;
+    let db = TempSpannerDb::new("ld").await;
+    let t = spanner(&db).await;
+    let summary = load_export(&t, &export, BatchConfig::default(), LoadOptions::default()).await.expect("load");
+    assert_eq!((summary.rows_in_target, summary.files_loaded, summary.rejected), (120, 3, 0));
+    assert_eq!(summary.indexes.len(), 1, "{summary:?}");
+    verify_all(&t, &export).await;
+    let rec = loaded_record(&export).await;
+    assert_eq!((rec.target.as_str(), rec.rows_in_target), ("spanner", 120));
+    // A second run finds `_LOADED` and does nothing.
+    let again = load_export(&t, &export, BatchConfig::default(), LoadOptions::default()).await.expect("rerun");
+    assert_eq!(again.status, "already-loaded");
+}
+
+#[tokio::test]
+async fn gsi_table_loads_into_postgres_with_index_and_identical_values() {
+    let bucket = TempGcsBucket::new("ldpg").await;
+    let (s, items) = sample(300, true, true);
+    let export = write_export(&bucket.client, &bucket.name, "b1", s, items, 3, Codec::Gzip).await;
+    let pg = TempPgSchema::new("ld").await;
+    let t = postgres(&pg).await;
+    let summary = load_export(&t, &export, BatchConfig { rows: Some(64), ..Default::default() }, LoadOptions::default()).await.expect("load");
+    assert_eq!((summary.rows_in_target, summary.files_loaded), (300, 3));
+    assert_eq!(summary.indexes.len(), 1, "{summary:?}");
+    verify_all(&t, &export).await;
+    assert_eq!(loaded_record(&export).await.target, "postgres");
+}
+
+#[tokio::test]
+async fn plain_table_loads_into_bigtable_with_identical_values() {
+    let bucket = TempGcsBucket::new("ldbt").await;
+    let (s, items) = sample(200, true, false);
+    let guard = TempBigtable { name: s.table.clone() };
+    let export = write_export(&bucket.client, &bucket.name, "b1", s, items, 2, Codec::Bzip2).await;
+    let t = bigtable().await;
+    let summary = load_export(&t, &export, BatchConfig::default(), LoadOptions::default()).await.expect("load");
+    assert_eq!((summary.rows_in_target, summary.files_loaded), (200, 2));
+    verify_all(&t, &export).await;
+    // Reloading (forced) replaces rows in place: same count, same values.
+    load_export(&t, &export, BatchConfig::default(), LoadOptions { force: true, ..Default::default() }).await.expect("reload");
+    verify_all(&t, &export).await;
+    drop(guard);
+}
+
+#[tokio::test]
+async fn spanner_commits_split_below_80000_mutations_for_wide_indexed_table() {
+    let bucket = TempGcsBucket::new("spw").await;
+    let mut s = schema(&crossdock_tests::unique_ident("wide"), false, true);
+    s.global_secondary_indexes[0].projection = crossdock_core::schema::Projection::All;
+    let rows = 600;
+    let export = write_export(&bucket.client, &bucket.name, "b", s, wide_items(rows, 150, false), 1, Codec::Zstd).await;
+    let db = TempSpannerDb::new("wide").await;
+    let t = spanner(&db).await;
+    let model = model_for(TargetKind::Spanner, &export);
+    let per_row = model.spanner_mutations_per_row();
+    assert!(per_row * rows > 80_000, "the whole file would be one too-large commit: {per_row} × {rows}");
+    let limits = t.batch_limits(&model);
+    // Start at the limit, no adaptation: the biggest commits the loader would ever send.
+    let batch = BatchConfig { rows: Some(limits.max), adaptive: Some(false), writers: Some(1), ..Default::default() };
+    let summary = load_export(&t, &export, batch, LoadOptions::default()).await.expect("load");
+    assert_eq!(summary.rows_in_target, rows as u64);
+    let max = t.stats().max_mutations.load(Ordering::Relaxed);
+    assert!(max <= 80_000 && max >= 60_000, "largest commit had {max} mutations ({per_row} per row)");
+    assert!(t.stats().calls.load(Ordering::Relaxed) >= (per_row * rows).div_ceil(80_000) as u64);
+    verify_all(&t, &export).await;
+}
+
+#[tokio::test]
+async fn bigtable_requests_never_exceed_100000_mutations() {
+    let bucket = TempGcsBucket::new("btw").await;
+    let s = schema(&crossdock_tests::unique_ident("btw").replace('_', "-"), false, false);
+    let guard = TempBigtable { name: s.table.clone() };
+    let rows = 2_500;
+    let export = write_export(&bucket.client, &bucket.name, "b", s, wide_items(rows, 99, false), 1, Codec::Zstd).await;
+    let t = bigtable().await;
+    let model = model_for(TargetKind::Bigtable, &export);
+    let limits = t.batch_limits(&model);
+    let batch = BatchConfig { rows: Some(limits.max), adaptive: Some(false), writers: Some(1), ..Default::default() };
+    let summary = load_export(&t, &export, batch, LoadOptions::default()).await.expect("load");
+    assert_eq!(summary.rows_in_target, rows as u64);
+    let max = t.stats().max_mutations.load(Ordering::Relaxed);
+    assert!(max <= 100_000 && max >= 90_000, "largest request had {max} mutations");
+    assert!(t.stats().calls.load(Ordering::Relaxed) >= 3);
+    drop(guard);
+}
+
+// ---- bad input -------------------------------------------------------------------
+
+#[tokio::test]
+async fn marker_for_missing_file_is_not_found_and_recorded() {
+    let bucket = TempGcsBucket::new("miss").await;
+    let (s, items) = sample(20, true, true);
+    let mut export = write_export(&bucket.client, &bucket.name, "b", s, items, 1, Codec::Zstd).await;
+    let mut ghost = export.marker.files[0].clone();
+    ghost.part = 7;
+    ghost.name = crossdock_core::layout::DumpFile::Part { segment: 0, part: 7, codec: Codec::Zstd }.s3_name();
+    export.marker.files.push(ghost);
+    export.marker.totals.files += 1;
+    export.marker.totals.items += 20;
+    write_marker(&bucket.client, &bucket.name, &export.marker).await;
+    let pg = TempPgSchema::new("miss").await;
+    let t = postgres(&pg).await;
+    match load_export(&t, &export, BatchConfig::default(), LoadOptions::default()).await {
+        Err(LoadError::NotFound { what }) => assert!(what.contains("seg-00000-part-00007"), "{what}"),
+        r => panic!("expected NotFound, got {r:?}"),
+    }
+    let progress = list(&bucket.client, &bucket.name, &format!("{}_progress/", export.export.dir())).await;
+    assert_eq!(progress.len(), 2, "the good file done, the missing one recorded as failed: {progress:?}");
+    let failed = get(&bucket.client, &bucket.name, &progress.iter().find(|p| p.contains("00007")).expect("record")).await.expect("body");
+    assert!(String::from_utf8_lossy(&failed).contains("\"failed\""));
+}
+
+#[tokio::test]
+async fn corrupt_data_file_is_refused_before_any_write() {
+    let bucket = TempGcsBucket::new("corr").await;
+    let (s, items) = sample(20, true, true);
+    let export = write_export(&bucket.client, &bucket.name, "b", s, items, 1, Codec::Zstd).await;
+    let key = format!("{}{}", export.export.dir(), export.marker.files[0].name);
+    let mut body = get(&bucket.client, &bucket.name, &key).await.expect("part");
+    let mid = body.len() / 2;
+    body[mid] ^= 0xFF;
+    put(&bucket.client, &bucket.name, &key, body).await;
+    let pg = TempPgSchema::new("corr").await;
+    let t = postgres(&pg).await;
+    match load_export(&t, &export, BatchConfig::default(), LoadOptions::default()).await {
+        Err(e @ LoadError::CorruptFile { .. }) => assert!(e.to_string().contains(&key), "{e}"),
+        r => panic!("expected CorruptFile, got {r:?}"),
+    }
+    let model = model_for(TargetKind::Postgres, &export);
+    assert_eq!(t.count_rows(&model).await.expect("count"), 0, "nothing from the corrupt file was written");
+}
+
+#[tokio::test]
+async fn value_that_cannot_fit_is_rejected_and_recorded() {
+    let bucket = TempGcsBucket::new("rej").await;
+    let (s, mut items) = sample(30, true, true);
+    items[4].insert("count".into(), crossdock_core::AttributeValue::N("1.5".into()));
+    let mut export = write_export(&bucket.client, &bucket.name, "b", s, items, 1, Codec::Zstd).await;
+    // Statistics that promise integers (as a stale or wrong manifest would): INT64 column.
+    export.marker.type_stats.0.get_mut("count").expect("count stats").fractional_numbers = 0;
+    write_marker(&bucket.client, &bucket.name, &export.marker).await;
+    let pg = TempPgSchema::new("rej").await;
+    let t = postgres(&pg).await;
+    match load_export(&t, &export, BatchConfig::default(), LoadOptions::default()).await {
+        Err(LoadError::TooManyRejects { rejected: 1, max: 0, key, .. }) => {
+            let body = get(&bucket.client, &bucket.name, &key).await.expect("rejects file");
+            let line: serde_json::Value = serde_json::from_slice(body.split(|&b| b == b'\n').next().expect("line")).expect("json");
+            assert_eq!(line["line"], 5);
+            assert!(line["reason"].as_str().is_some_and(|r| r.contains("count") && r.contains("64-bit integer")), "{line}");
+        }
+        r => panic!("expected TooManyRejects, got {r:?}"),
+    }
+    let model = model_for(TargetKind::Postgres, &export);
+    assert_eq!(t.count_rows(&model).await.expect("count"), 0, "the file was refused whole");
+    let summary = load_export(&t, &export, BatchConfig::default(), LoadOptions { max_errors: 1, ..Default::default() }).await.expect("load with 1 allowed");
+    assert_eq!((summary.rows_in_target, summary.rejected), (29, 1));
+    assert_eq!(loaded_record(&export).await.rejected, 1);
+}
+
+#[tokio::test]
+async fn incompatible_existing_table_is_refused_with_a_diff() {
+    let bucket = TempGcsBucket::new("inc").await;
+    let (s, items) = sample(10, true, true);
+    let export = write_export(&bucket.client, &bucket.name, "b", s, items, 1, Codec::Zstd).await;
+    let pg = TempPgSchema::new("inc").await;
+    let model = model_for(TargetKind::Postgres, &export);
+    crossdock_tests::postgres()
+        .await
+        .batch_execute(&format!("CREATE TABLE \"{}\".\"{}\" (pk text, sk bigint, count text, PRIMARY KEY (pk, sk))", pg.name, model.name))
+        .await
+        .expect("pre-existing table");
+    let t = postgres(&pg).await;
+    match load_export(&t, &export, BatchConfig::default(), LoadOptions::default()).await {
+        Err(e @ LoadError::Incompatible { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("count: table has text, export needs int8") && text.contains("price"), "{text}");
+        }
+        r => panic!("expected Incompatible, got {r:?}"),
+    }
+    assert_eq!(t.count_rows(&model).await.expect("count"), 0);
+}
+
+// ---- the real binary -------------------------------------------------------------
+
+fn write_pipeline(dir_prefix: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(crossdock_tests::unique(dir_prefix));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let p = dir.join("pipeline.toml");
+    std::fs::write(&p, text).expect("write pipeline");
+    p
+}
+
+#[tokio::test]
+async fn dry_run_prints_route_ddl_and_batch_plan_and_writes_nothing() {
+    let bucket = TempGcsBucket::new("dry").await;
+    let (s, items) = sample(10, true, true);
+    let export = write_export(&bucket.client, &bucket.name, "b", s, items, 1, Codec::Zstd).await;
+    let pg = TempPgSchema::new("dry").await;
+    let pipeline = write_pipeline("dry", &pipeline_toml("postgres", &pg.name, "", ""));
+    let out = std::process::Command::new(crossdock_tests::crossdock_bin())
+        .args(["load", "--dry-run", "--marker", &export.marker_url, "--pipeline"])
+        .arg(&pipeline)
+        .output()
+        .expect("run crossdock");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{text}", String::from_utf8_lossy(&out.stderr));
+    for want in ["Relational", "postgres", "CREATE TABLE", "CREATE INDEX", "PRIMARY KEY", "batches", "per COPY"] {
+        assert!(text.contains(want), "dry run output lacks {want:?}:\n{text}");
+    }
+    let n: i64 = crossdock_tests::postgres()
+        .await
+        .query_one("SELECT count(*) FROM information_schema.tables WHERE table_schema = $1", &[&pg.name])
+        .await
+        .expect("query")
+        .get(0);
+    assert_eq!(n, 0, "dry run created a table");
+}
+
+#[tokio::test]
+async fn sigkill_mid_load_then_rerun_gives_exact_rows_and_skips_finished_files() {
+    let bucket = TempGcsBucket::new("kill").await;
+    let (s, items) = sample(12_000, true, true);
+    let files = 8;
+    let export = write_export(&bucket.client, &bucket.name, "b", s, items, files, Codec::Zstd).await;
+    let pg = TempPgSchema::new("kill").await;
+    let extra = "[batch]\nrows = 20\nmax_rows = 20\nwriters = 1\nadaptive = false";
+    let pipeline = write_pipeline("kill", &pipeline_toml("postgres", &pg.name, "", extra));
+    let mut child = std::process::Command::new(crossdock_tests::crossdock_bin())
+        .args(["load", "--output", "json", "--marker", &export.marker_url, "--pipeline"])
+        .arg(&pipeline)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start crossdock load");
+    let progress_prefix = format!("{}_progress/", export.export.dir());
+    let mut done_before_kill = 0;
+    for _ in 0..2_000 {
+        done_before_kill = list(&bucket.client, &bucket.name, &progress_prefix).await.len();
+        if done_before_kill >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.kill().expect("SIGKILL");
+    let status = child.wait().expect("wait");
+    assert!(!status.success(), "the load finished before it could be killed");
+    assert!(done_before_kill >= 1 && done_before_kill < files, "{done_before_kill} files done at kill time");
+    let model = model_for(TargetKind::Postgres, &export);
+    let t = postgres(&pg).await;
+    let partial = t.count_rows(&model).await.expect("count");
+    assert!(partial < 12_000, "{partial}");
+
+    let out = std::process::Command::new(crossdock_tests::crossdock_bin())
+        .args(["load", "--output", "json", "--marker", &export.marker_url, "--pipeline"])
+        .arg(&pipeline)
+        .output()
+        .expect("rerun");
+    assert!(out.status.success(), "rerun failed: {}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json summary");
+    assert_eq!(summary["rows_in_target"], 12_000);
+    assert!(summary["files_skipped"].as_u64().is_some_and(|n| n >= 1), "{summary}");
+    assert_eq!(summary["files_skipped"].as_u64().unwrap_or(0) + summary["files_loaded"].as_u64().unwrap_or(0), files as u64);
+    let distinct: i64 = crossdock_tests::postgres()
+        .await
+        .query_one(&format!("SELECT count(DISTINCT (pk, sk)) FROM \"{}\".\"{}\"", pg.name, model.name), &[])
+        .await
+        .expect("distinct")
+        .get(0);
+    assert_eq!(distinct, 12_000);
+    verify_all(&t, &export).await;
+}

@@ -1,0 +1,342 @@
+//! Relay acceptance tests against the local stack: moto S3 with a real bucket
+//! notification → moto SQS → the relay → fake-gcs-server.
+
+use crossdock_core::layout::DumpFile;
+use crossdock_core::Codec;
+use crossdock_tests::relay::*;
+use std::time::Duration;
+
+#[tokio::test]
+async fn notification_path_copies_every_file_and_marks_each_table_once() {
+    let w = Wired::new("relaye2e", 30, None).await;
+    let orders = FakeExport::new("batch 1+x", "Orders", 2, 2, 300);
+    let mut users = FakeExport::new("batch 1+x", "Users.v2", 1, 3, 200);
+    // A native-export style source: gzip parts, decoded and re-encoded by the relay.
+    users.source_codec = Codec::Gzip;
+    let mut settings = w.settings();
+    settings.prefix = "dumps/".into();
+    orders.put_all(&w.src.client, &w.src.name, "dumps/").await;
+    users.put_all(&w.src.client, &w.src.name, "dumps/").await;
+    let summary = crossdock_relay::run(w.relay(settings).await, std::future::pending()).await.expect("relay runs");
+
+    assert_eq!(summary.copied as usize, orders.file_count() + users.file_count(), "{summary:?}");
+    assert_eq!(summary.markers_written, 2, "{summary:?}");
+    assert_eq!(summary.failed, 0, "{summary:?}");
+    let gcs = crossdock_tests::gcs().await;
+    let m = orders.verify_in_gcs(&gcs, &w.gcs.name, Codec::Zstd).await;
+    assert_eq!(m.schema.table, "Orders");
+    users.verify_in_gcs(&gcs, &w.gcs.name, Codec::Zstd).await;
+    // Metadata records provenance: source bucket/key/ETag and sizes.
+    let part = orders.export.gcs_key(&DumpFile::Part { segment: 1, part: 1, codec: Codec::None }, Codec::Zstd);
+    let o = get(&gcs, &w.gcs.name, &part).await.expect("part");
+    let meta = o.metadata.expect("metadata");
+    assert_eq!(meta["crossdock-source-bucket"], w.src.name);
+    assert_eq!(meta["crossdock-source-key"], format!("dumps/{}data/seg-00001-part-00001.json", orders.export.dir()));
+    assert_eq!(meta["crossdock-raw-bytes"], orders.part_raw(1, 1).len().to_string());
+    assert_eq!(meta["crossdock-items"], "300");
+    assert!(!meta["crossdock-source-etag"].is_empty());
+    // Exactly the expected objects: the two exports' files and two markers, nothing else.
+    let names = list_names(&gcs, &w.gcs.name).await;
+    assert_eq!(names.len(), orders.file_count() + users.file_count() + 2, "{names:?}");
+}
+
+#[tokio::test]
+async fn each_codec_round_trips_through_its_standard_cli() {
+    let w = Wired::new("relaycodec", 30, None).await;
+    let gcs = crossdock_tests::gcs().await;
+    for codec in [Codec::Gzip, Codec::Bzip2, Codec::None] {
+        let e = FakeExport::new(&format!("c-{codec}"), "Codecs", 1, 2, 2_000);
+        e.put_all(&w.src.client, &w.src.name, "").await;
+        let mut s = w.settings();
+        s.codec = codec;
+        s.until_idle_secs = Some(3);
+        let summary = crossdock_relay::run(w.relay(s).await, std::future::pending()).await.expect("relay runs");
+        assert_eq!(summary.markers_written, 1, "{codec}: {summary:?}");
+        let m = e.verify_in_gcs(&gcs, &w.gcs.name, codec).await;
+        if codec != Codec::None {
+            assert!(m.totals.stored_bytes * 3 < m.totals.raw_bytes, "{codec} compresses: {:?}", m.totals);
+        }
+    }
+}
+
+#[tokio::test]
+async fn duplicate_deliveries_make_one_copy_and_one_marker() {
+    let w = Wired::new("relaydup", 30, None).await;
+    let e = FakeExport::new("dup", "Dups", 1, 1, 120_000); // one part of ~8 MiB
+    let files = e.files();
+    let part_key = e.export.s3_key("", &DumpFile::Part { segment: 0, part: 0, codec: Codec::None });
+    // Schema and manifest with PutObject; the part with a multipart upload, for which
+    // moto sends two ObjectCreated events (Put and CompleteMultipartUpload).
+    for (f, body) in &files {
+        let key = e.export.s3_key("", f);
+        if key == part_key {
+            let s3 = &w.src.client;
+            let up = s3.create_multipart_upload().bucket(&w.src.name).key(&key).send().await.expect("create mpu");
+            let id = up.upload_id().expect("upload id");
+            let (a, b) = body.split_at(5 << 20);
+            let mut parts = Vec::new();
+            for (i, chunk) in [a, b].into_iter().enumerate() {
+                let n = i as i32 + 1;
+                let r = s3.upload_part().bucket(&w.src.name).key(&key).upload_id(id).part_number(n).body(chunk.to_vec().into()).send().await.expect("upload part");
+                parts.push(aws_sdk_s3::types::CompletedPart::builder().part_number(n).set_e_tag(r.e_tag().map(str::to_string)).build());
+            }
+            s3.complete_multipart_upload()
+                .bucket(&w.src.name)
+                .key(&key)
+                .upload_id(id)
+                .multipart_upload(aws_sdk_s3::types::CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .send()
+                .await
+                .expect("complete mpu");
+        } else {
+            w.src.client.put_object().bucket(&w.src.name).key(&key).body(body.clone().into()).send().await.expect("put");
+        }
+    }
+    // Both multipart events are received together and handled concurrently.
+    let mut s = w.settings();
+    s.concurrency = 8;
+    let a = crossdock_relay::run(w.relay(s).await, std::future::pending()).await.expect("relay a");
+    assert_eq!(a.copied as usize, e.file_count(), "one copy per file: {a:?}");
+    assert_eq!(a.skipped, 1, "the second multipart event was recognised as a duplicate: {a:?}");
+    assert_eq!(a.markers_written, 1, "{a:?}");
+    let gcs = crossdock_tests::gcs().await;
+    let part = e.export.gcs_key(&DumpFile::Part { segment: 0, part: 0, codec: Codec::None }, Codec::Zstd);
+    let gen_before = get(&gcs, &w.gcs.name, &part).await.expect("part").generation;
+    e.verify_in_gcs(&gcs, &w.gcs.name, Codec::Zstd).await;
+
+    // Replaying every file's event once more: all skipped, marker untouched.
+    let marker_gen = get(&gcs, &w.gcs.name, &e.export.marker_key()).await.expect("marker").generation;
+    for (f, _) in &files {
+        let key = e.export.s3_key("", f);
+        let head = w.src.client.head_object().bucket(&w.src.name).key(&key).send().await.expect("head");
+        let body = serde_json::json!({"Records":[{"eventVersion":"2.1","eventSource":"aws:s3","eventName":"ObjectCreated:Put",
+            "s3":{"bucket":{"name": w.src.name},"object":{"key": key.replace(' ', "+"),"eTag": head.e_tag().unwrap_or_default()}}}]});
+        w.queue.client.send_message().queue_url(&w.queue.url).message_body(body.to_string()).send().await.expect("send");
+    }
+    let c = crossdock_relay::run(w.relay(w.settings()).await, std::future::pending()).await.expect("relay c");
+    assert_eq!((c.copied, c.skipped as usize, c.markers_written), (0, e.file_count(), 0), "{c:?}");
+    assert_eq!(get(&gcs, &w.gcs.name, &part).await.expect("part").generation, gen_before);
+    assert_eq!(get(&gcs, &w.gcs.name, &e.export.marker_key()).await.expect("marker").generation, marker_gen);
+}
+
+#[tokio::test]
+async fn heartbeat_keeps_a_slow_copy_from_being_redelivered() {
+    let w = Wired::new("relayhb", 3, None).await;
+    let e = FakeExport::new("hb", "Heartbeat", 1, 1, 30_000); // ~2 MiB part
+    e.put_all(&w.src.client, &w.src.name, "").await;
+    let mut s = w.settings();
+    s.codec = Codec::None;
+    s.chunk_size = 256 << 10;
+    s.rate_limit = Some(256 << 10); // ~8 s for the part: well past the 3 s visibility
+    s.concurrency = 4;
+    let summary = crossdock_relay::run(w.relay(s).await, std::future::pending()).await.expect("relay runs");
+    assert_eq!(summary.failed, 0, "{summary:?}");
+    assert_eq!(summary.copied as usize, e.file_count(), "{summary:?}");
+    assert_eq!(summary.skipped, 0, "no redelivery during the copy: {summary:?}");
+    // TestEvent + one message per file, each received exactly once.
+    assert_eq!(summary.messages as usize, e.file_count() + 1, "{summary:?}");
+    assert!(summary.heartbeats >= 3, "{summary:?}");
+    e.verify_in_gcs(&crossdock_tests::gcs().await, &w.gcs.name, Codec::None).await;
+}
+
+#[tokio::test]
+async fn bad_input_is_logged_counted_and_never_copied() {
+    let w = Wired::new("relaybad", 30, Some(2)).await;
+    let foreign = crossdock_tests::resources::TempBucket::new("relayforeign").await;
+    notify(&foreign.client, &foreign.name, &w.queue.arn).await;
+    let good = FakeExport::new("bad", "Good", 1, 2, 100);
+    good.put_all(&w.src.client, &w.src.name, "").await;
+    // Same layout in a bucket the relay is not configured for.
+    good.put_all(&foreign.client, &foreign.name, "").await;
+    // A key escaping its table with `..`.
+    w.src.client.put_object().bucket(&w.src.name).key("bad/../Good/2026-11-23T09-30-00Z/_schema.json").body(b"{}".to_vec().into()).send().await.expect("put ..");
+    // A truncated gzip part of another table.
+    let broken = FakeExport::new("bad", "Broken", 1, 1, 5_000);
+    let gz = pipe(&["gzip", "-c"], &broken.part_raw(0, 0));
+    let key = broken.export.s3_key("", &DumpFile::Part { segment: 0, part: 0, codec: Codec::Gzip });
+    w.src.client.put_object().bucket(&w.src.name).key(&key).body(gz[..gz.len() / 2].to_vec().into()).send().await.expect("put truncated");
+    // A body that is not JSON.
+    w.queue.client.send_message().queue_url(&w.queue.url).message_body("this is not json").send().await.expect("send");
+
+    let summary = crossdock_relay::run(w.relay(w.settings()).await, std::future::pending()).await.expect("relay runs");
+    let gcs = crossdock_tests::gcs().await;
+    good.verify_in_gcs(&gcs, &w.gcs.name, Codec::Zstd).await;
+    let names = list_names(&gcs, &w.gcs.name).await;
+    assert_eq!(names.len(), good.file_count() + 1, "only the good table and its marker: {names:?}");
+    assert!(summary.ignored as usize >= good.file_count(), "foreign-bucket events ignored: {summary:?}");
+    assert!(summary.failed >= 2, "{summary:?}");
+    let dlq = w.dlq_bodies().await;
+    assert_eq!(dlq.len(), 3, "malformed, `..` key and truncated gzip end in the DLQ: {dlq:?}");
+    assert!(dlq.iter().any(|b| b == "this is not json"));
+    assert!(dlq.iter().any(|b| b.contains("seg-00000-part-00000.json.gz")));
+    assert!(dlq.iter().any(|b| b.contains("bad%2F..%2FGood") || b.contains("bad/../Good")), "{dlq:?}");
+    drop(foreign);
+    let _ = Duration::ZERO;
+}
+
+fn tmp_log(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join("crossdock-relay-tests");
+    std::fs::create_dir_all(&dir).expect("log dir");
+    dir.join(format!("{}.log", crossdock_tests::unique(name)))
+}
+
+#[tokio::test]
+async fn chaos_sigkilled_relays_lose_nothing_and_mark_each_table_once() {
+    let w = Wired::new("relaychaos", 6, None).await;
+    let exports: Vec<FakeExport> = (0..5).map(|t| FakeExport::new("chaos", &format!("Table{t}"), 5, 7, 40)).collect();
+    let total: usize = exports.iter().map(FakeExport::file_count).sum();
+    assert!(total >= 200 && exports.len() >= 5);
+    let log = tmp_log("chaos");
+    let args = w.cli_args();
+    let mut relays: Vec<RelayProcess> = (0..3).map(|_| RelayProcess::spawn(&args, &log)).collect();
+    let put = {
+        let (exports, bucket) = (exports.clone(), w.src.name.clone());
+        tokio::spawn(async move {
+            let s3 = crossdock_tests::s3().await;
+            for e in &exports {
+                e.put_all(&s3, &bucket, "").await;
+            }
+        })
+    };
+    let gcs = crossdock_tests::gcs().await;
+    let mut kills = 0;
+    let until = std::time::Instant::now() + Duration::from_secs(240);
+    let mut all_marked = false;
+    while std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut marked = 0;
+        for e in &exports {
+            if get(&gcs, &w.gcs.name, &e.export.marker_key()).await.is_some() {
+                marked += 1;
+            }
+        }
+        if marked == exports.len() && put.is_finished() {
+            all_marked = true;
+            break;
+        }
+        // SIGKILL one relay mid-flight and start a replacement.
+        let i = kills % relays.len();
+        relays[i].signal("KILL");
+        let _ = relays[i].wait(Duration::from_secs(10)).await;
+        relays[i] = RelayProcess::spawn(&args, &log);
+        kills += 1;
+    }
+    put.await.expect("puts");
+    for r in &mut relays {
+        r.signal("TERM");
+    }
+    for r in &mut relays {
+        let st = r.wait(Duration::from_secs(120)).await.expect("relay exits after SIGTERM");
+        assert!(st.success(), "{st:?}");
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(all_marked, "every table got its marker despite {kills} kills; log {}", log.display());
+    assert!(kills >= 3, "the relays were killed repeatedly ({kills})");
+    for e in &exports {
+        let m = e.verify_in_gcs(&gcs, &w.gcs.name, Codec::Zstd).await;
+        // Not early: the marker was created after every file it lists.
+        let marker_time = get(&gcs, &w.gcs.name, &e.export.marker_key()).await.expect("marker").time_created;
+        for f in &m.files {
+            let o = get(&gcs, &w.gcs.name, &format!("{}{}", e.export.dir(), f.name)).await.expect("file");
+            assert!(o.updated <= marker_time, "{} updated after the marker", f.name);
+        }
+    }
+    // Exactly once: one "_SUCCESS written" per table across every process's log.
+    let written = text.lines().filter(|l| l.contains("_SUCCESS written")).count();
+    assert_eq!(written, exports.len(), "log {}", log.display());
+    assert_eq!(list_names(&gcs, &w.gcs.name).await.len(), total + exports.len());
+}
+
+/// Puts an export of slow-to-upload parts, starts the binary throttled, waits until
+/// it holds the messages, then triggers a drain with `trigger`. The drain deadline
+/// (3 s) is shorter than the copies (≈ 8 s): they are abandoned and released, exit
+/// is 0, and a second relay then finishes the table.
+async fn drain_case(name: &str, spot: Option<&FakeImds>, trigger: impl FnOnce(&RelayProcess)) {
+    let w = Wired::new(name, 30, None).await;
+    let e = FakeExport::new("drain", "Drained", 1, 3, 30_000); // ~2 MiB parts
+    let mut args = w.cli_args();
+    args.extend(["--codec", "none", "--rate-limit-kib", "256", "--chunk-mib", "0.25", "--drain-deadline", "3"].map(String::from));
+    if let Some(imds) = spot {
+        args.retain(|a| a != "--no-spot-poll");
+        args.extend(["--imds-endpoint".to_string(), imds.endpoint.clone(), "--spot-poll".into(), "1".into()]);
+    }
+    let log = tmp_log(name);
+    let mut relay = RelayProcess::spawn(&args, &log);
+    e.put_all(&w.src.client, &w.src.name, "").await;
+    // Wait until the parts are in flight (messages received but not deleted).
+    let in_flight = eventually(Duration::from_secs(30), || async {
+        let a = w
+            .queue
+            .client
+            .get_queue_attributes()
+            .queue_url(&w.queue.url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("attributes");
+        let n: u32 = a
+            .attributes()
+            .and_then(|m| m.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        n >= 3
+    })
+    .await;
+    assert!(in_flight, "the relay took the part messages");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    trigger(&relay);
+    let status = relay.wait(Duration::from_secs(30)).await.expect("exits after the drain deadline");
+    assert!(status.success(), "exit 0 after a drain: {status:?}; log {}", log.display());
+    let text = relay.log_text();
+    assert!(text.contains("draining"), "{text}");
+    assert!(text.contains("message made visible again"), "copies were abandoned and released: {text}");
+    if spot.is_some() {
+        assert!(text.contains("spot interruption notice received"), "{text}");
+    }
+    // Another relay picks the released messages up at once (visibility 0) and finishes.
+    let mut s = w.settings();
+    s.codec = Codec::None;
+    let summary = crossdock_relay::run(w.relay(s).await, std::future::pending()).await.expect("second relay");
+    assert!(summary.copied >= 1, "released parts copied by the second relay: {summary:?}");
+    let gcs = crossdock_tests::gcs().await;
+    e.verify_in_gcs(&gcs, &w.gcs.name, Codec::None).await;
+}
+
+#[tokio::test]
+async fn drain_on_sigterm_exits_zero_and_releases_abandoned_copies() {
+    drain_case("relaydrainterm", None, |r| r.signal("TERM")).await;
+}
+
+#[tokio::test]
+async fn drain_on_spot_notice_exits_zero_and_releases_abandoned_copies() {
+    let imds = FakeImds::start().await;
+    drain_case("relaydrainspot", Some(&imds), |_| imds.serve_notice()).await;
+}
+
+#[tokio::test]
+async fn metrics_and_healthz_are_served() {
+    let w = Wired::new("relaymetrics", 30, None).await;
+    let e = FakeExport::new("m", "Metered", 1, 2, 100);
+    let port = free_port();
+    let mut args = w.cli_args();
+    args.retain(|a| a != "off");
+    let pos = args.iter().position(|a| a == "--metrics-addr").expect("flag");
+    args.insert(pos + 1, format!("127.0.0.1:{port}"));
+    let mut relay = RelayProcess::spawn(&args, &tmp_log("metrics"));
+    e.put_all(&w.src.client, &w.src.name, "").await;
+    let gcs = crossdock_tests::gcs().await;
+    assert!(eventually(Duration::from_secs(60), || async { get(&gcs, &w.gcs.name, &e.export.marker_key()).await.is_some() }).await);
+    let http = reqwest::Client::new();
+    let health = http.get(format!("http://127.0.0.1:{port}/healthz")).send().await.expect("healthz");
+    assert!(health.status().is_success());
+    let body = http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let value = |prefix: &str| -> f64 {
+        body.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(-1.0)
+    };
+    assert_eq!(value("crossdock_relay_objects_total{outcome=\"copied\"}") as usize, e.file_count(), "{body}");
+    assert_eq!(value("crossdock_relay_markers_total{outcome=\"written\"}"), 1.0, "{body}");
+    assert!(value("crossdock_relay_bytes_in_total") > 0.0, "{body}");
+    assert!(body.contains("crossdock_relay_queue_lag_seconds"), "{body}");
+    relay.signal("TERM");
+    assert!(relay.wait(Duration::from_secs(30)).await.expect("exits").success());
+}

@@ -1,0 +1,577 @@
+//! The orchestration of one export: checks, stale-lease restore, `_schema.json`, capacity
+//! lease, parallel scan, restore, summary. [`plan`] is the `--dry-run`: same checks, no
+//! writes.
+
+use crate::error::{invalid, s3_error, ExportError};
+use crate::lease::{self, Autoscaler, HeldLease, LeaseCtx, RestoreReport, TableInfo};
+use crate::ratelimit::RateLimiter;
+use crate::scan::{run_segment, SegmentCtx};
+use crate::writer::{get_json, put_json};
+use crossdock_core::layout::{validate_prefix, DumpFile, ExportId, Timestamp};
+use crossdock_core::schema::{
+    AttributeDefinition, BillingMode, KeyElement, KeyRole, Projection, SecondaryIndex, TableSchema, Throughput,
+};
+use crossdock_core::{sizing, TypeTag, FORMAT_VERSION};
+use futures::StreamExt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Something that happened during an export, for progress displays and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Checks passed, the schema is written; scanning starts (after any raise).
+    Started { export: ExportId, total_segments: u32, size_bytes_estimate: u64, rcu_budget: Option<f64> },
+    /// `_capacity.json` written (nothing raised yet).
+    LeaseTaken { key: String },
+    /// Read capacity raised and the table ACTIVE again.
+    CapacityRaised { read: i64 },
+    /// One Scan page written into the current part.
+    Page { segment: u32, items: u64, bytes: u64, consumed_rcu: f64 },
+    /// A data part is durable in S3 (and its checkpoint follows).
+    PartWritten { segment: u32, items: u64, bytes: u64 },
+    SegmentDone { segment: u32 },
+    /// Read capacity back to the original.
+    CapacityRestored { read: i64 },
+}
+
+/// Receives [`Event`]s synchronously, on the export's task.
+pub trait Observer: Send + Sync {
+    fn event(&self, event: &Event);
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+impl Observer for NoObserver {
+    fn event(&self, _event: &Event) {}
+}
+
+/// How to change read capacity for the export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Raise {
+    /// Leave it as it is.
+    #[default]
+    None,
+    /// Raise to this many RCU.
+    To(i64),
+    /// Raise by this many RCU (the application keeps its current share).
+    By(i64),
+}
+
+/// One export's settings (built from the CLI flags).
+#[derive(Debug, Clone)]
+pub struct ExportConfig {
+    pub table: String,
+    pub bucket: String,
+    /// Key prefix in the bucket: empty or ending with `/`.
+    pub prefix: String,
+    pub batch: String,
+    /// Export timestamp; `None`: now (or, with `resume`, the latest export of the batch).
+    pub timestamp: Option<Timestamp>,
+    /// Share of the (raised) provisioned read capacity the scan may use, in (0, 1.5].
+    pub read_ratio: f64,
+    pub raise: Raise,
+    /// Cap on consumed RCU/s (required to limit on-demand tables).
+    pub max_rcu: Option<f64>,
+    /// TotalSegments; `None`: about one per GiB, at least `concurrency`.
+    pub segments: Option<u32>,
+    /// Segments `start..end` of TotalSegments handled by this process.
+    pub segment_range: Option<(u32, u32)>,
+    /// Segments scanned at the same time.
+    pub concurrency: u32,
+    pub consistent: bool,
+    /// Data parts roll over at the first page boundary past this size.
+    pub part_bytes: u64,
+    /// Multipart upload chunk size (≥ 5 MiB).
+    pub chunk_bytes: usize,
+    pub resume: bool,
+    /// Raise even when no capacity decrease would be left today.
+    pub force: bool,
+    /// How long to wait for the table to become ACTIVE after a capacity change.
+    pub active_timeout: Duration,
+}
+
+impl ExportConfig {
+    /// Defaults for a table/bucket/batch.
+    pub fn new(table: &str, bucket: &str, batch: &str) -> Self {
+        ExportConfig {
+            table: table.into(),
+            bucket: bucket.into(),
+            prefix: String::new(),
+            batch: batch.into(),
+            timestamp: None,
+            read_ratio: 0.5,
+            raise: Raise::None,
+            max_rcu: None,
+            segments: None,
+            segment_range: None,
+            concurrency: 8,
+            consistent: false,
+            part_bytes: 128 * 1024 * 1024,
+            chunk_bytes: crate::writer::DEFAULT_CHUNK_BYTES,
+            resume: false,
+            force: false,
+            active_timeout: Duration::from_secs(1800),
+        }
+    }
+
+    /// Checks everything that needs no network; errors are usage errors.
+    pub fn validate(&self) -> Result<(), ExportError> {
+        crossdock_core::layout::validate_table(&self.table)?;
+        crossdock_core::layout::validate_segment("batch", &self.batch)?;
+        validate_prefix(&self.prefix)?;
+        if self.bucket.is_empty() {
+            return Err(invalid("bucket", "it is empty"));
+        }
+        if !(self.read_ratio > 0.0 && self.read_ratio <= 1.5) {
+            return Err(invalid("read ratio", format!("{} is outside (0, 1.5]", self.read_ratio)));
+        }
+        if let Some(m) = self.max_rcu {
+            if !(m > 0.0 && m.is_finite()) {
+                return Err(invalid("--max-rcu", format!("{m} must be a positive number")));
+            }
+        }
+        match self.raise {
+            Raise::To(n) | Raise::By(n) if n <= 0 => return Err(invalid("raise", format!("{n} RCU must be positive"))),
+            _ => {}
+        }
+        if let Some(s) = self.segments {
+            if s == 0 || s > sizing::DYNAMODB_MAX_SEGMENTS {
+                return Err(invalid("--segments", format!("{s} is outside 1..={}", sizing::DYNAMODB_MAX_SEGMENTS)));
+            }
+        }
+        if let Some((a, b)) = self.segment_range {
+            if a >= b {
+                return Err(invalid("--segment-range", format!("{a}..{b} is empty (the end is exclusive)")));
+            }
+            if let Some(s) = self.segments {
+                if b > s {
+                    return Err(invalid("--segment-range", format!("{a}..{b} is outside TotalSegments {s} (segments 0..{s})")));
+                }
+            }
+        }
+        if self.concurrency == 0 {
+            return Err(invalid("--concurrency", "must be at least 1"));
+        }
+        if self.part_bytes == 0 {
+            return Err(invalid("--part-size", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// The clients an export needs.
+#[derive(Clone)]
+pub struct Clients {
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub autoscaler: Arc<dyn Autoscaler>,
+}
+
+impl std::fmt::Debug for Clients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clients")
+    }
+}
+
+/// What `--dry-run` prints: the plan, computed without touching anything.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExportPlan {
+    pub table: String,
+    pub billing_mode: BillingMode,
+    pub capacity_now: Option<Throughput>,
+    /// Read capacity during the export, if raised.
+    pub raise_to: Option<i64>,
+    pub decreases_today: i64,
+    /// RCU/s the scan may consume (`None`: unlimited).
+    pub rcu_budget: Option<f64>,
+    pub total_segments: u32,
+    pub segments: (u32, u32),
+    pub concurrency: u32,
+    pub item_count_estimate: u64,
+    pub size_bytes_estimate: u64,
+    /// RCU a full scan of the table's size estimate consumes.
+    pub expected_rcu: f64,
+    /// Seconds at the budget (`None`: unlimited budget or unknown size).
+    pub expected_seconds: Option<f64>,
+    /// `s3://bucket/prefix/batch/table/` (the timestamp is added at the start).
+    pub s3_prefix: String,
+    /// Unrestored leases of earlier runs, restored before this export starts.
+    pub stale_leases: Vec<String>,
+}
+
+/// The one-object summary of an export (`--output json`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExportSummary {
+    pub table: String,
+    pub export: ExportId,
+    /// `s3://bucket/prefix/batch/table/timestamp/`
+    pub s3_prefix: String,
+    /// Every segment of this process's range is done (manifests written).
+    pub complete: bool,
+    /// Stopped by the shutdown future (Ctrl-C, SIGTERM): rerun with `--resume`.
+    pub interrupted: bool,
+    pub total_segments: u32,
+    pub segments: (u32, u32),
+    pub segments_done: u32,
+    /// Items, bytes and parts durable in S3 (including parts of resumed segments).
+    pub items: u64,
+    pub bytes: u64,
+    pub parts: u64,
+    /// RCU consumed by this run.
+    pub consumed_rcu: f64,
+    pub rcu_budget: Option<f64>,
+    pub duration_secs: f64,
+    pub capacity_before: Option<Throughput>,
+    pub capacity_raised_to: Option<Throughput>,
+    pub capacity_after: Option<Throughput>,
+    /// False only if a raise happened and could not be undone.
+    pub capacity_restored: bool,
+    pub throttled_requests: u64,
+    /// Leases of earlier crashed runs restored before starting.
+    pub restored_stale_leases: Vec<RestoreReport>,
+    /// RCU consumed in each second of the scan.
+    pub consumed_rcu_per_second: Vec<f64>,
+}
+
+struct Prepared {
+    info: TableInfo,
+    raise_to: Option<Throughput>,
+    budget: Option<f64>,
+    total: u32,
+    range: (u32, u32),
+    workers: u32,
+}
+
+async fn check_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), ExportError> {
+    match s3.head_bucket().bucket(bucket).send().await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let not_found = matches!(&e, aws_sdk_s3::error::SdkError::ServiceError(s) if s.raw().status().as_u16() == 404 || s.err().is_not_found());
+            if not_found {
+                Err(ExportError::BucketNotFound { bucket: bucket.into() })
+            } else {
+                Err(s3_error(bucket, "", "HeadBucket", &e))
+            }
+        }
+    }
+}
+
+fn prepare(cfg: &ExportConfig, info: TableInfo, schema_segments: Option<u32>) -> Result<Prepared, ExportError> {
+    if !info.is_active() {
+        return Err(ExportError::TableNotActive { table: cfg.table.clone(), status: info.status.clone() });
+    }
+    let target = match (cfg.raise, info.throughput) {
+        (Raise::None, _) | (_, None) => None,
+        (Raise::To(n), Some(_)) => Some(n),
+        (Raise::By(n), Some(t)) => Some(t.read.saturating_add(n)),
+    };
+    let raise_to = lease::plan_raise(&info, target, cfg.force)?;
+    let total = match (cfg.segments, schema_segments) {
+        (Some(s), Some(existing)) if s != existing => {
+            return Err(invalid("--segments", format!("{s} differs from the {existing} segments of the export being resumed")))
+        }
+        (Some(s), _) => s,
+        (None, Some(existing)) => existing,
+        (None, None) => sizing::default_segments(info.size_bytes, cfg.concurrency),
+    };
+    let range = cfg.segment_range.unwrap_or((0, total));
+    if range.1 > total || range.0 >= range.1 {
+        return Err(invalid("--segment-range", format!("{}..{} is outside TotalSegments {total} (segments 0..{total})", range.0, range.1)));
+    }
+    let provisioned = raise_to.or(info.throughput).map(|t| sizing::export_rcu_budget(t.read, cfg.read_ratio));
+    let budget = match (provisioned, cfg.max_rcu) {
+        (Some(p), Some(m)) => Some(p.min(m)),
+        (p, m) => p.or(m),
+    };
+    let workers = cfg.concurrency.min(range.1 - range.0).max(1);
+    Ok(Prepared { info, raise_to, budget, total, range, workers })
+}
+
+fn table_dir(cfg: &ExportConfig) -> String {
+    format!("{}{}/{}/", cfg.prefix, cfg.batch, cfg.table)
+}
+
+/// The latest export timestamp of the table in the batch.
+async fn latest_timestamp(s3: &aws_sdk_s3::Client, cfg: &ExportConfig) -> Result<Option<Timestamp>, ExportError> {
+    let dir = table_dir(cfg);
+    let (_, prefixes) = lease::list(s3, &cfg.bucket, &dir, Some("/")).await?;
+    Ok(prefixes
+        .iter()
+        .filter_map(|p| p.strip_prefix(&dir)?.strip_suffix('/').and_then(|t| Timestamp::parse(t).ok()))
+        .max())
+}
+
+/// `--dry-run`: checks and the plan; writes nothing, changes nothing.
+pub async fn plan(clients: &Clients, cfg: &ExportConfig) -> Result<ExportPlan, ExportError> {
+    cfg.validate()?;
+    check_bucket(&clients.s3, &cfg.bucket).await?;
+    let info = lease::describe(&clients.ddb, &cfg.table).await?;
+    let stale = lease::find_unrestored(&clients.s3, &cfg.bucket, &cfg.prefix, &cfg.table, None).await?;
+    // With a stale lease, the table's capacity is the raised one: plan from the original.
+    let mut info = info;
+    if let Some(oldest) = stale.iter().min_by(|a, b| a.lease.taken_at.cmp(&b.lease.taken_at)) {
+        info.throughput = Some(oldest.lease.original);
+    }
+    let p = prepare(cfg, info, None)?;
+    let expected_rcu = sizing::scan_rcu(p.info.size_bytes, cfg.consistent);
+    let fraction = f64::from(p.range.1 - p.range.0) / f64::from(p.total);
+    Ok(ExportPlan {
+        table: cfg.table.clone(),
+        billing_mode: p.info.billing,
+        capacity_now: p.info.throughput,
+        raise_to: p.raise_to.map(|t| t.read),
+        decreases_today: p.info.decreases_today,
+        rcu_budget: p.budget,
+        total_segments: p.total,
+        segments: p.range,
+        concurrency: p.workers,
+        item_count_estimate: p.info.item_count,
+        size_bytes_estimate: p.info.size_bytes,
+        expected_rcu: expected_rcu * fraction,
+        expected_seconds: p
+            .budget
+            .filter(|_| p.info.size_bytes > 0)
+            .map(|b| sizing::export_seconds(p.info.size_bytes, b, cfg.consistent) * fraction),
+        s3_prefix: format!("s3://{}/{}", cfg.bucket, table_dir(cfg)),
+        stale_leases: stale.into_iter().map(|h| h.key).collect(),
+    })
+}
+
+fn build_schema(info: &TableInfo, total: u32) -> TableSchema {
+    use aws_sdk_dynamodb::types::{KeyType, ProjectionType, ScalarAttributeType};
+    let d = &info.description;
+    let keys = |ks: &[aws_sdk_dynamodb::types::KeySchemaElement]| -> Vec<KeyElement> {
+        ks.iter()
+            .map(|k| KeyElement {
+                name: k.attribute_name().to_string(),
+                role: if *k.key_type() == KeyType::Range { KeyRole::Range } else { KeyRole::Hash },
+            })
+            .collect()
+    };
+    let projection = |p: Option<&aws_sdk_dynamodb::types::Projection>| match p.and_then(|p| p.projection_type()) {
+        Some(ProjectionType::KeysOnly) => Projection::KeysOnly,
+        Some(ProjectionType::Include) => Projection::Include {
+            attributes: p.map(|p| p.non_key_attributes().to_vec()).unwrap_or_default(),
+        },
+        _ => Projection::All,
+    };
+    TableSchema {
+        format_version: FORMAT_VERSION,
+        table: info.name.clone(),
+        key_schema: keys(d.key_schema()),
+        attribute_definitions: d
+            .attribute_definitions()
+            .iter()
+            .map(|a| AttributeDefinition {
+                name: a.attribute_name().to_string(),
+                kind: match a.attribute_type() {
+                    ScalarAttributeType::N => TypeTag::N,
+                    ScalarAttributeType::B => TypeTag::B,
+                    _ => TypeTag::S,
+                },
+            })
+            .collect(),
+        global_secondary_indexes: d
+            .global_secondary_indexes()
+            .iter()
+            .map(|g| SecondaryIndex {
+                name: g.index_name().unwrap_or_default().to_string(),
+                key_schema: keys(g.key_schema()),
+                projection: projection(g.projection()),
+            })
+            .collect(),
+        local_secondary_indexes: d
+            .local_secondary_indexes()
+            .iter()
+            .map(|g| SecondaryIndex {
+                name: g.index_name().unwrap_or_default().to_string(),
+                key_schema: keys(g.key_schema()),
+                projection: projection(g.projection()),
+            })
+            .collect(),
+        billing_mode: info.billing,
+        capacity_before: info.throughput,
+        item_count_estimate: info.item_count,
+        size_bytes_estimate: info.size_bytes,
+        total_segments: total,
+        crossdock_version: crossdock_core::VERSION.to_string(),
+    }
+}
+
+/// Runs one export to the end, or until `shutdown` resolves (then it stops scanning,
+/// keeps its checkpoints, restores capacity and returns a summary with
+/// `interrupted: true`). Capacity raised by this run is restored on every path; if that
+/// fails the error is [`ExportError::CapacityNotRestored`].
+pub async fn run(
+    clients: &Clients,
+    cfg: &ExportConfig,
+    observer: &dyn Observer,
+    shutdown: impl Future<Output = ()>,
+) -> Result<ExportSummary, ExportError> {
+    let started = tokio::time::Instant::now();
+    cfg.validate()?;
+    check_bucket(&clients.s3, &cfg.bucket).await?;
+    let ctx = LeaseCtx {
+        ddb: &clients.ddb,
+        s3: &clients.s3,
+        autoscaler: clients.autoscaler.as_ref(),
+        bucket: &cfg.bucket,
+        active_timeout: cfg.active_timeout,
+    };
+    // Describe first, so an unknown table fails before anything else.
+    lease::describe(&clients.ddb, &cfg.table).await?;
+    // A crashed earlier run may have left the table raised: put it back first.
+    let restored_stale_leases = lease::restore_table(&ctx, &cfg.prefix, &cfg.table, None).await?;
+    for r in &restored_stale_leases {
+        tracing::warn!(table = %cfg.table, key = %r.key, restored_to = r.restored_to, "restored the capacity lease of an earlier run");
+    }
+    let info = lease::describe(&clients.ddb, &cfg.table).await?;
+
+    // The export directory: new, or the one being resumed.
+    let timestamp = match (&cfg.timestamp, cfg.resume) {
+        (Some(t), _) => t.clone(),
+        (None, true) => latest_timestamp(&clients.s3, cfg).await?.ok_or_else(|| {
+            invalid("--resume", format!("no export of table {} in batch {} to resume under s3://{}/{}", cfg.table, cfg.batch, cfg.bucket, table_dir(cfg)))
+        })?,
+        (None, false) => Timestamp::now(),
+    };
+    let export = ExportId::new(&cfg.batch, &cfg.table, timestamp)?;
+    let schema_key = export.s3_key(&cfg.prefix, &DumpFile::Schema);
+    let existing: Option<TableSchema> = get_json(&clients.s3, &cfg.bucket, &schema_key, "table schema").await?;
+    if existing.is_some() && !cfg.resume && cfg.segment_range.is_none() {
+        return Err(invalid("timestamp", format!("s3://{}/{} already exists; use --resume to continue it", cfg.bucket, schema_key)));
+    }
+    let p = prepare(cfg, info, existing.as_ref().map(|s| s.total_segments))?;
+    if existing.is_none() {
+        put_json(&clients.s3, &cfg.bucket, &schema_key, &build_schema(&p.info, p.total)).await?;
+    }
+
+    observer.event(&Event::Started {
+        export: export.clone(),
+        total_segments: p.total,
+        size_bytes_estimate: p.info.size_bytes,
+        rcu_budget: p.budget,
+    });
+    let cancel = CancellationToken::new();
+    let limiter = RateLimiter::for_budget(p.budget);
+    let throttled = AtomicU64::new(0);
+    let mut held: Option<HeldLease> = None;
+    let mut interrupted = false;
+    let result = {
+    let work = async {
+        if let Some(raise_to) = p.raise_to {
+            let h = lease::take(&ctx, &export, &cfg.prefix, &p.info, raise_to).await?;
+            observer.event(&crate::run::Event::LeaseTaken { key: h.key.clone() });
+            held = Some(h.clone());
+            lease::raise(&ctx, &h).await?;
+            observer.event(&Event::CapacityRaised { read: raise_to.read });
+        }
+        let seg_ctx = SegmentCtx {
+            ddb: &clients.ddb,
+            s3: &clients.s3,
+            bucket: &cfg.bucket,
+            prefix: &cfg.prefix,
+            export: &export,
+            total: p.total,
+            workers: p.workers,
+            consistent: cfg.consistent,
+            part_bytes: cfg.part_bytes,
+            chunk_bytes: cfg.chunk_bytes,
+            resume: cfg.resume,
+            limiter: &limiter,
+            cancel: &cancel,
+            observer,
+            throttled: &throttled,
+        };
+        let seg_ctx = &seg_ctx;
+        let mut results = futures::stream::iter(p.range.0..p.range.1)
+            .map(|s| async move { run_segment(seg_ctx, s).await })
+            .buffer_unordered(p.workers as usize);
+        let mut ends = Vec::new();
+        let mut first_error = None;
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(end) => ends.push(end),
+                Err(e) => {
+                    tracing::error!(table = %cfg.table, error = %e, "segment failed; stopping the others");
+                    cancel.cancel();
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(ends),
+        }
+    };
+    tokio::pin!(work);
+    tokio::pin!(shutdown);
+    tokio::select! {
+        r = &mut work => r,
+        _ = &mut shutdown => {
+            tracing::warn!(table = %cfg.table, "shutdown requested: stopping the scan, restoring capacity");
+            interrupted = true;
+            cancel.cancel();
+            work.await
+        }
+    }
+    };
+
+    // Restore — always, whatever happened above.
+    let mut restored = true;
+    let mut restore_error = None;
+    if let Some(h) = held.as_mut() {
+        match lease::restore(&ctx, h).await {
+            Ok(()) => observer.event(&Event::CapacityRestored { read: h.lease.original.read }),
+            Err(e) => {
+                restored = false;
+                restore_error = Some((h.key.clone(), e));
+            }
+        }
+    }
+    if let Some((key, cause)) = restore_error {
+        tracing::error!(table = %cfg.table, key = %key, error = %cause, "capacity NOT restored");
+        return Err(ExportError::CapacityNotRestored {
+            table: cfg.table.clone(),
+            bucket: cfg.bucket.clone(),
+            key,
+            cause: cause.to_string(),
+            export_error: result.err().map(Box::new),
+        });
+    }
+    let ends = result?;
+    let capacity_after = lease::describe(&clients.ddb, &cfg.table).await.ok().and_then(|i| i.throughput);
+    let segments_done = ends.iter().filter(|e| e.done).count() as u32;
+    let parts = ends.iter().flat_map(|e| e.checkpoint.parts.iter());
+    let (items, bytes, nparts) = parts.fold((0, 0, 0), |(i, b, n), p| (i + p.items, b + p.bytes, n + 1));
+    let complete = segments_done == p.range.1 - p.range.0;
+    let summary = ExportSummary {
+        table: cfg.table.clone(),
+        s3_prefix: format!("s3://{}/{}", cfg.bucket, export.s3_key(&cfg.prefix, &DumpFile::Schema).trim_end_matches("_schema.json")),
+        export,
+        complete,
+        interrupted: interrupted || !complete,
+        total_segments: p.total,
+        segments: p.range,
+        segments_done,
+        items,
+        bytes,
+        parts: nparts,
+        consumed_rcu: limiter.consumed(),
+        rcu_budget: p.budget,
+        duration_secs: started.elapsed().as_secs_f64(),
+        capacity_before: p.info.throughput,
+        capacity_raised_to: p.raise_to,
+        capacity_after,
+        capacity_restored: restored,
+        throttled_requests: throttled.load(Ordering::Relaxed),
+        restored_stale_leases,
+        consumed_rcu_per_second: limiter.per_second(),
+    };
+    tracing::info!(table = %summary.table, items, bytes, parts = nparts, complete, consumed_rcu = summary.consumed_rcu, secs = summary.duration_secs, "export finished");
+    Ok(summary)
+}

@@ -1,0 +1,221 @@
+//! One segment of the parallel scan: paged with `ExclusiveStartKey`,
+//! `ReturnConsumedCapacity=TOTAL` into the shared [`RateLimiter`], items into data parts
+//! that roll over at the first page boundary past the size limit; after each durable part
+//! a checkpoint (`_checkpoint/seg-SSSSS.json`) records the parts and the page's
+//! `LastEvaluatedKey`, so `--resume` continues after the last durable part and every item
+//! lands exactly once. The segment's manifest is written when it ends.
+
+use crate::convert::{from_sdk_item, to_sdk_item};
+use crate::error::{is_throttle, sdk_message, ExportError};
+use crate::ratelimit::{PageSizer, RateLimiter};
+use crate::run::{Event, Observer};
+use crate::writer::{delete, get_json, put_json, PartWriter};
+use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
+use crossdock_core::layout::{DumpFile, ExportId};
+use crossdock_core::manifest::{SegmentCheckpoint, SegmentManifest, TypeStats};
+use crossdock_core::{Codec, FORMAT_VERSION};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Everything a segment worker shares with the others.
+pub(crate) struct SegmentCtx<'a> {
+    pub ddb: &'a aws_sdk_dynamodb::Client,
+    pub s3: &'a aws_sdk_s3::Client,
+    pub bucket: &'a str,
+    pub prefix: &'a str,
+    pub export: &'a ExportId,
+    pub total: u32,
+    pub workers: u32,
+    pub consistent: bool,
+    pub part_bytes: u64,
+    pub chunk_bytes: usize,
+    pub resume: bool,
+    pub limiter: &'a RateLimiter,
+    pub cancel: &'a CancellationToken,
+    pub observer: &'a dyn Observer,
+    pub throttled: &'a AtomicU64,
+}
+
+/// How a segment ended: its durable progress either way.
+#[derive(Debug)]
+pub(crate) struct SegmentEnd {
+    pub checkpoint: SegmentCheckpoint,
+    pub done: bool,
+}
+
+fn fresh(segment: u32, total: u32) -> SegmentCheckpoint {
+    SegmentCheckpoint {
+        segment,
+        total_segments: total,
+        parts: Vec::new(),
+        last_evaluated_key: None,
+        done: false,
+        consumed_rcu: 0.0,
+        type_stats: TypeStats::default(),
+    }
+}
+
+pub(crate) async fn run_segment(ctx: &SegmentCtx<'_>, segment: u32) -> Result<SegmentEnd, ExportError> {
+    let table = ctx.export.table.as_str();
+    let cp_key = ctx.export.s3_key(ctx.prefix, &DumpFile::Checkpoint { segment });
+    let mut cp = if ctx.resume {
+        match get_json::<SegmentCheckpoint>(ctx.s3, ctx.bucket, &cp_key, "segment checkpoint").await? {
+            Some(cp) if cp.total_segments != ctx.total => {
+                return Err(ExportError::Corrupt {
+                    bucket: ctx.bucket.into(),
+                    key: cp_key,
+                    what: "checkpoint for this export",
+                    why: format!("it is for {} segments, this run has {}", cp.total_segments, ctx.total),
+                })
+            }
+            Some(cp) => cp,
+            None => fresh(segment, ctx.total),
+        }
+    } else {
+        fresh(segment, ctx.total)
+    };
+    if cp.done {
+        tracing::info!(table, segment, "segment already complete (checkpoint); rewriting its manifest");
+        write_manifest(ctx, &cp).await?;
+        return Ok(SegmentEnd { checkpoint: cp, done: true });
+    }
+    if cp.last_evaluated_key.is_some() {
+        tracing::info!(table, segment, parts = cp.parts.len(), "resuming segment after its last durable part");
+    }
+    let mut lek = cp.last_evaluated_key.as_ref().map(to_sdk_item);
+    let mut sizer = PageSizer::for_budget(ctx.limiter.rate(), ctx.workers);
+    let mut part = new_part(ctx, segment, cp.parts.len() as u32);
+    let mut rcu_since_checkpoint = 0.0;
+    let mut attempt = 0u32;
+    loop {
+        if ctx.cancel.is_cancelled() {
+            part.abort().await;
+            return Ok(SegmentEnd { checkpoint: cp, done: false });
+        }
+        let (limit, estimate) = sizer.next();
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => { part.abort().await; return Ok(SegmentEnd { checkpoint: cp, done: false }) }
+            _ = ctx.limiter.acquire(estimate) => {}
+        }
+        let request = ctx
+            .ddb
+            .scan()
+            .table_name(table)
+            .segment(segment as i32)
+            .total_segments(ctx.total as i32)
+            .consistent_read(ctx.consistent)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .set_limit(limit)
+            .set_exclusive_start_key(lek.clone());
+        let result = tokio::select! {
+            _ = ctx.cancel.cancelled() => {
+                ctx.limiter.release(estimate);
+                part.abort().await;
+                return Ok(SegmentEnd { checkpoint: cp, done: false });
+            }
+            r = request.send() => r,
+        };
+        let out = match result {
+            Ok(out) => {
+                attempt = 0;
+                out
+            }
+            Err(e) => {
+                ctx.limiter.settle(estimate, 0.0);
+                let (code, message) = sdk_message(&e);
+                let transient = !matches!(e, aws_sdk_dynamodb::error::SdkError::ServiceError(_))
+                    || matches!(code.as_deref(), Some("InternalServerError" | "ServiceUnavailable"));
+                if is_throttle(code.as_deref()) || (transient && attempt < 8) {
+                    attempt += 1;
+                    ctx.throttled.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("crossdock_export_throttled_total").increment(1);
+                    let wait = Duration::from_millis((50u64 << attempt.min(7)).min(5_000));
+                    tracing::warn!(table, segment, code = code.as_deref().unwrap_or("transport"), wait_ms = wait.as_millis() as u64, "scan throttled or failed transiently; backing off");
+                    tokio::select! {
+                        _ = ctx.cancel.cancelled() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    continue;
+                }
+                part.abort().await;
+                let err = crate::error::ddb_error(table, "Scan", &e);
+                return Err(match err {
+                    ExportError::DynamoDb { .. } | ExportError::TableNotFound { .. } => err,
+                    other => ExportError::DynamoDb { table: table.into(), op: "Scan", message: format!("{other}: {message}"), retryable: false },
+                });
+            }
+        };
+        let consumed = out.consumed_capacity().and_then(|c| c.capacity_units()).unwrap_or(estimate);
+        ctx.limiter.settle(estimate, consumed);
+        sizer.observe(out.items().len(), consumed);
+        rcu_since_checkpoint += consumed;
+        let bytes_before = part.bytes();
+        for item in out.items() {
+            let item = from_sdk_item(item)
+                .map_err(|u| ExportError::UnknownAttributeType { table: table.into(), attribute: u.attribute })?;
+            part.push(&item).await?;
+        }
+        let page_items = out.items().len() as u64;
+        metrics::counter!("crossdock_export_items_total").increment(page_items);
+        metrics::counter!("crossdock_export_consumed_rcu_total").increment(consumed.round() as u64);
+        ctx.observer.event(&Event::Page { segment, items: page_items, bytes: part.bytes() - bytes_before, consumed_rcu: consumed });
+        lek = out.last_evaluated_key;
+        let finished = lek.is_none();
+        if part.bytes() >= ctx.part_bytes || finished {
+            let next_number = cp.parts.len() as u32 + u32::from(part.items() > 0);
+            let full = std::mem::replace(&mut part, new_part(ctx, segment, next_number));
+            if full.items() > 0 {
+                let done = full.finish().await?;
+                metrics::counter!("crossdock_export_parts_total").increment(1);
+                tracing::info!(table, segment, part = %done.entry.name, items = done.entry.items, bytes = done.entry.bytes, "part written");
+                ctx.observer.event(&Event::PartWritten { segment, items: done.entry.items, bytes: done.entry.bytes });
+                cp.parts.push(done.entry);
+                cp.type_stats.merge(&done.stats);
+            }
+            cp.last_evaluated_key = match &lek {
+                Some(k) => Some(from_sdk_item(k).map_err(|u| ExportError::UnknownAttributeType { table: table.into(), attribute: u.attribute })?),
+                None => None,
+            };
+            cp.done = finished;
+            cp.consumed_rcu += rcu_since_checkpoint;
+            rcu_since_checkpoint = 0.0;
+            put_json(ctx.s3, ctx.bucket, &cp_key, &cp).await?;
+        }
+        if finished {
+            break;
+        }
+    }
+    if ctx.resume {
+        // A part uploaded after the last checkpoint by a killed run, beyond what this run
+        // wrote, would be an orphan: remove it.
+        let orphan = ctx.export.s3_key(ctx.prefix, &DumpFile::Part { segment, part: cp.parts.len() as u32, codec: Codec::None });
+        delete(ctx.s3, ctx.bucket, &orphan).await?;
+    }
+    write_manifest(ctx, &cp).await?;
+    metrics::counter!("crossdock_export_segments_total").increment(1);
+    tracing::info!(table, segment, parts = cp.parts.len(), "segment complete");
+    ctx.observer.event(&Event::SegmentDone { segment });
+    Ok(SegmentEnd { checkpoint: cp, done: true })
+}
+
+fn new_part(ctx: &SegmentCtx<'_>, segment: u32, part: u32) -> PartWriter {
+    let file = DumpFile::Part { segment, part, codec: Codec::None };
+    PartWriter::new(ctx.s3.clone(), ctx.bucket, ctx.export.s3_key(ctx.prefix, &file), file.s3_name(), ctx.chunk_bytes)
+}
+
+async fn write_manifest(ctx: &SegmentCtx<'_>, cp: &SegmentCheckpoint) -> Result<(), ExportError> {
+    let manifest = SegmentManifest {
+        format_version: FORMAT_VERSION,
+        table: ctx.export.table.clone(),
+        segment: cp.segment,
+        total_segments: ctx.total,
+        parts: cp.parts.clone(),
+        items: cp.parts.iter().map(|p| p.items).sum(),
+        bytes: cp.parts.iter().map(|p| p.bytes).sum(),
+        consumed_rcu: cp.consumed_rcu,
+        type_stats: cp.type_stats.clone(),
+    };
+    let key = ctx.export.s3_key(ctx.prefix, &DumpFile::Manifest { segment: cp.segment, total: ctx.total });
+    put_json(ctx.s3, ctx.bucket, &key, &manifest).await
+}

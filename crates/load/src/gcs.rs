@@ -1,0 +1,132 @@
+//! The few GCS calls the loader makes (JSON API through `gcloud-storage`), with errors
+//! mapped to [`LoadError`] carrying bucket and key.
+
+use crate::error::LoadError;
+use gcloud_storage::client::{Client, ClientConfig};
+use gcloud_storage::http::objects::download::Range;
+use gcloud_storage::http::objects::get::GetObjectRequest;
+use gcloud_storage::http::objects::list::ListObjectsRequest;
+use gcloud_storage::http::objects::upload::{UploadObjectRequest, UploadType};
+use gcloud_storage::http::objects::Object;
+
+/// A GCS client plus the bucket it works in.
+#[derive(Clone)]
+pub struct Gcs {
+    pub client: Client,
+    pub bucket: String,
+}
+
+impl std::fmt::Debug for Gcs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gcs").field("bucket", &self.bucket).finish()
+    }
+}
+
+/// A client for `STORAGE_EMULATOR_HOST` (anonymous) if set, else with default
+/// credentials.
+pub async fn client() -> Result<Client, LoadError> {
+    let config = match std::env::var("STORAGE_EMULATOR_HOST") {
+        Ok(endpoint) => {
+            let mut c = ClientConfig::default().anonymous();
+            c.storage_endpoint = endpoint;
+            c
+        }
+        Err(_) => ClientConfig::default()
+            .with_auth()
+            .await
+            .map_err(|e| LoadError::Config(format!("GCS credentials: {e}")))?,
+    };
+    Ok(Client::new(config))
+}
+
+/// Splits `gs://bucket/key` into its parts.
+pub fn parse_url(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("gs://")?;
+    let (bucket, key) = rest.split_once('/')?;
+    (!bucket.is_empty() && !key.is_empty()).then(|| (bucket.to_string(), key.to_string()))
+}
+
+fn map_err(op: &'static str, bucket: &str, key: &str, e: gcloud_storage::http::Error) -> LoadError {
+    use gcloud_storage::http::Error as E;
+    match &e {
+        E::Response(r) if r.code == 404 => LoadError::NotFound { what: format!("gs://{bucket}/{key}") },
+        E::HttpClient(h) if h.status().is_some_and(|s| s.as_u16() == 404) => LoadError::NotFound { what: format!("gs://{bucket}/{key}") },
+        E::HttpClient(h) if h.status().is_some_and(|s| s.is_client_error() && s.as_u16() != 429) => {
+            LoadError::Gcs { op, bucket: bucket.into(), key: key.into(), message: e.to_string(), retryable: false }
+        }
+        E::Response(r) => LoadError::Gcs {
+            op,
+            bucket: bucket.into(),
+            key: key.into(),
+            message: e.to_string(),
+            retryable: r.code == 429 || r.code >= 500,
+        },
+        _ => LoadError::Gcs { op, bucket: bucket.into(), key: key.into(), message: e.to_string(), retryable: true },
+    }
+}
+
+impl Gcs {
+    pub fn new(client: Client, bucket: impl Into<String>) -> Gcs {
+        Gcs { client, bucket: bucket.into() }
+    }
+
+    /// Whole object, or `NotFound`.
+    pub async fn read(&self, key: &str) -> Result<Vec<u8>, LoadError> {
+        let req = GetObjectRequest { bucket: self.bucket.clone(), object: key.into(), ..Default::default() };
+        let mut attempt = 0;
+        loop {
+            match self.client.download_object(&req, &Range::default()).await {
+                Ok(b) => return Ok(b),
+                Err(e) => {
+                    let e = map_err("read", &self.bucket, key, e);
+                    attempt += 1;
+                    if !e.is_retryable() || attempt >= 5 {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+                }
+            }
+        }
+    }
+
+    /// Object metadata, `None` if absent.
+    pub async fn stat(&self, key: &str) -> Result<Option<Object>, LoadError> {
+        let req = GetObjectRequest { bucket: self.bucket.clone(), object: key.into(), ..Default::default() };
+        match self.client.get_object(&req).await {
+            Ok(o) => Ok(Some(o)),
+            Err(e) => match map_err("stat", &self.bucket, key, e) {
+                LoadError::NotFound { .. } => Ok(None),
+                e => Err(e),
+            },
+        }
+    }
+
+    /// Writes (overwrites) an object with a single-shot multipart upload.
+    pub async fn write(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), LoadError> {
+        let req = UploadObjectRequest { bucket: self.bucket.clone(), ..Default::default() };
+        let object = Object { name: key.into(), content_type: Some(content_type.into()), ..Default::default() };
+        self.client
+            .upload_object(&req, body, &UploadType::Multipart(Box::new(object)))
+            .await
+            .map(|_| ())
+            .map_err(|e| map_err("write", &self.bucket, key, e))
+    }
+
+    /// Names of all objects under `prefix`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, LoadError> {
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects(&ListObjectsRequest { bucket: self.bucket.clone(), prefix: Some(prefix.into()), page_token: token, ..Default::default() })
+                .await
+                .map_err(|e| map_err("list", &self.bucket, prefix, e))?;
+            names.extend(page.items.unwrap_or_default().into_iter().map(|o| o.name));
+            token = page.next_page_token;
+            if token.is_none() {
+                return Ok(names);
+            }
+        }
+    }
+}

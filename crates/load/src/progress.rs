@@ -1,0 +1,117 @@
+//! What the loader records in GCS next to the export, so a restart skips finished
+//! files and nothing is half-written without a record of it:
+//!
+//! - `_progress/seg-SSSSS-part-PPPPP.json` ([`FileProgress`]) after each file: `done`
+//!   (skipped on rerun into the same destination) or `failed` with the reason;
+//! - `_rejects/seg-SSSSS-part-PPPPP.jsonl` ([`Reject`] lines) before that record,
+//!   when some rows of the file could not be converted;
+//! - `_LOADED` ([`LoadedRecord`]) when the whole load has finished and been counted.
+
+use crate::error::LoadError;
+use crate::marker::Marker;
+use crossdock_core::layout::DumpFile;
+use crossdock_core::marker::{LoadedRecord, MarkerFile};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Outcome of one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileStatus {
+    Done,
+    Failed,
+}
+
+/// `_progress/seg-SSSSS-part-PPPPP.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileProgress {
+    pub format_version: u32,
+    /// Data part name relative to the export directory.
+    pub file: String,
+    pub status: FileStatus,
+    /// `spanner`, `postgres` or `bigtable`, and the table written.
+    pub target: String,
+    pub destination: String,
+    pub rows_written: u64,
+    pub rejected: u64,
+    pub sha256: String,
+    /// Why the file failed (`failed` only).
+    pub reason: Option<String>,
+    pub finished_at: String,
+}
+
+/// One line of a reject file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reject {
+    pub file: String,
+    /// 1-based line number in the decompressed part.
+    pub line: u64,
+    pub reason: String,
+    /// The line as found.
+    pub item: String,
+}
+
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// GCS key of a file's progress record.
+pub fn progress_key(m: &Marker, f: &MarkerFile) -> String {
+    m.key(&DumpFile::LoadProgress { segment: f.segment, part: f.part })
+}
+
+/// GCS key of a file's reject lines (`_rejects/` mirrors `_progress/`).
+pub fn rejects_key(m: &Marker, f: &MarkerFile) -> String {
+    let p = DumpFile::LoadProgress { segment: f.segment, part: f.part }.s3_name();
+    let name = p.replacen("_progress/", "_rejects/", 1).replacen(".json", ".jsonl", 1);
+    format!("{}{name}", m.marker.export.dir())
+}
+
+/// All progress records of the export, by file name.
+pub async fn read_all(m: &Marker) -> Result<BTreeMap<String, FileProgress>, LoadError> {
+    let prefix = format!("{}_progress/", m.marker.export.dir());
+    let mut out = BTreeMap::new();
+    for key in m.gcs.list(&prefix).await? {
+        let body = match m.gcs.read(&key).await {
+            Ok(b) => b,
+            Err(LoadError::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        // A record that does not parse is ignored: the file is simply loaded again.
+        if let Ok(p) = serde_json::from_slice::<FileProgress>(&body) {
+            out.insert(p.file.clone(), p);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn record(m: &Marker, f: &MarkerFile, p: &FileProgress) -> Result<(), LoadError> {
+    let body = serde_json::to_vec_pretty(p).unwrap_or_default();
+    m.gcs.write(&progress_key(m, f), body, "application/json").await
+}
+
+pub async fn write_rejects(m: &Marker, f: &MarkerFile, rejects: &[Reject]) -> Result<String, LoadError> {
+    let mut body = Vec::new();
+    for r in rejects {
+        body.extend(serde_json::to_vec(r).unwrap_or_default());
+        body.push(b'\n');
+    }
+    let key = rejects_key(m, f);
+    m.gcs.write(&key, body, "application/x-ndjson").await?;
+    Ok(key)
+}
+
+pub async fn read_loaded(m: &Marker) -> Result<Option<LoadedRecord>, LoadError> {
+    match m.gcs.read(&m.key(&DumpFile::Loaded)).await {
+        Ok(b) => Ok(serde_json::from_slice(&b).ok()),
+        Err(LoadError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn write_loaded(m: &Marker, r: &LoadedRecord) -> Result<(), LoadError> {
+    let body = serde_json::to_vec_pretty(r).unwrap_or_default();
+    m.gcs.write(&m.key(&DumpFile::Loaded), body, "application/json").await
+}

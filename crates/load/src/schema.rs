@@ -1,0 +1,584 @@
+//! From the marker's key schema and type statistics to a target-neutral table model,
+//! and between DynamoDB items and rows of that model (both ways).
+//!
+//! Rules (also in the crate README):
+//! - key attributes → primary-key columns typed by their attribute definition;
+//! - an attribute seen with exactly one type (and never as `NULL`) → a typed column:
+//!   `S` → string, `B` → bytes, `BOOL` → bool, `N` → int64 when every value is an
+//!   integer of ≤ 18 digits, else numeric (PostgreSQL: always exact `numeric`; Spanner:
+//!   `NUMERIC` when ≤ 29 integer digits, else `FLOAT64`), `SS`/`NS`/`BS` → arrays;
+//! - anything else (mixed types, `NULL`, `L`, `M`) → a JSON column holding the value in
+//!   DynamoDB's typed JSON form (`{"L":[{"S":"a"}]}`), which keeps every type exactly;
+//! - an absent attribute is SQL `NULL` (so `{"NULL":true}` and "absent" stay distinct).
+//! - names: identifiers that are already valid are kept; others are encoded reversibly
+//!   as `x_` + (`_` → `__`, any other byte outside `[A-Za-z0-9]` → `_hh`).
+
+use crate::decimal::Decimal;
+use crate::error::LoadError;
+use crossdock_core::item::{AttributeValue, Item, TypeTag};
+use crossdock_core::manifest::{AttributeStats, TypeStats};
+use crossdock_core::schema::{Projection, TableSchema};
+
+/// Which target a model is built for (types and identifier rules differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    Spanner,
+    Postgres,
+    Bigtable,
+}
+
+impl TargetKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Spanner => "spanner",
+            TargetKind::Postgres => "postgres",
+            TargetKind::Bigtable => "bigtable",
+        }
+    }
+    fn max_ident(self) -> usize {
+        match self {
+            TargetKind::Spanner => 128,
+            TargetKind::Postgres => 63,
+            TargetKind::Bigtable => 50,
+        }
+    }
+}
+
+/// A column's type, target-neutral.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum ColumnType {
+    Int64,
+    Numeric,
+    Float64,
+    String,
+    Bytes,
+    Bool,
+    StringArray,
+    Int64Array,
+    NumericArray,
+    Float64Array,
+    BytesArray,
+    /// DynamoDB typed JSON of the value.
+    Json,
+}
+
+/// One column: which attribute it holds and how.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Column {
+    /// DynamoDB attribute name.
+    pub attribute: String,
+    /// Identifier in the target (sanitised).
+    pub name: String,
+    pub ty: ColumnType,
+    pub key: bool,
+}
+
+/// A secondary index of the model.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct IndexModel {
+    pub source_name: String,
+    pub name: String,
+    /// Key columns (indices into `columns`).
+    pub columns: Vec<usize>,
+    /// Non-key columns carried by the index (projection).
+    pub storing: Vec<usize>,
+}
+
+/// A table as the loader will create it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TableModel {
+    pub target: TargetKind,
+    pub source_table: String,
+    /// Table identifier in the target.
+    pub name: String,
+    pub columns: Vec<Column>,
+    /// Partition key column, then sort key column.
+    pub primary_key: Vec<usize>,
+    pub indexes: Vec<IndexModel>,
+    /// Largest row, in bytes of DynamoDB JSON (sum of per-attribute maxima).
+    pub max_row_bytes: u64,
+}
+
+/// One value of a row, target-neutral.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    /// Number text; exact.
+    Num(String),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    Bool(bool),
+    /// DynamoDB typed JSON text.
+    Json(String),
+    StrArr(Vec<String>),
+    IntArr(Vec<i64>),
+    NumArr(Vec<String>),
+    FloatArr(Vec<f64>),
+    BytesArr(Vec<Vec<u8>>),
+}
+
+/// A row: one cell per model column.
+pub type Row = Vec<Cell>;
+
+/// Encodes a name as a target identifier, reversibly (see the module docs).
+pub fn sanitise(name: &str) -> String {
+    let valid = name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.starts_with("x_");
+    if valid {
+        return name.to_string();
+    }
+    let mut out = String::from("x_");
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() {
+            out.push(char::from(b));
+        } else if b == b'_' {
+            out.push_str("__");
+        } else {
+            out.push_str(&format!("_{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Inverse of [`sanitise`]; `None` if `ident` is not an encoding.
+pub fn unsanitise(ident: &str) -> Option<String> {
+    let Some(rest) = ident.strip_prefix("x_") else {
+        return Some(ident.to_string());
+    };
+    let b = rest.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'_' {
+            if b.get(i + 1) == Some(&b'_') {
+                out.push(b'_');
+                i += 2;
+            } else {
+                let hex = rest.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn number_type(target: TargetKind, s: &AttributeStats) -> (ColumnType, ColumnType) {
+    let int = s.fractional_numbers == 0 && s.max_integer_digits <= 18;
+    match (target, int) {
+        (_, true) => (ColumnType::Int64, ColumnType::Int64Array),
+        (TargetKind::Spanner, false) if s.max_integer_digits > 29 => (ColumnType::Float64, ColumnType::Float64Array),
+        _ => (ColumnType::Numeric, ColumnType::NumericArray),
+    }
+}
+
+fn column_type(target: TargetKind, s: &AttributeStats) -> ColumnType {
+    let present: Vec<TypeTag> = s.types.iter().filter(|(_, &c)| c > 0).map(|(t, _)| *t).collect();
+    let [only] = present[..] else { return ColumnType::Json };
+    if target == TargetKind::Bigtable {
+        // Bigtable cells are bytes: strings, numbers (exact text) and binary are kept
+        // raw; everything else as typed JSON.
+        return match only {
+            TypeTag::S => ColumnType::String,
+            TypeTag::N => ColumnType::Numeric,
+            TypeTag::B => ColumnType::Bytes,
+            _ => ColumnType::Json,
+        };
+    }
+    match only {
+        TypeTag::S => ColumnType::String,
+        TypeTag::B => ColumnType::Bytes,
+        TypeTag::Bool => ColumnType::Bool,
+        TypeTag::N => number_type(target, s).0,
+        TypeTag::Ss => ColumnType::StringArray,
+        TypeTag::Ns => number_type(target, s).1,
+        TypeTag::Bs => ColumnType::BytesArray,
+        TypeTag::Null | TypeTag::L | TypeTag::M => ColumnType::Json,
+    }
+}
+
+fn ident(target: TargetKind, table: &str, name: &str) -> Result<String, LoadError> {
+    let s = sanitise(name);
+    if s.len() > target.max_ident() {
+        return Err(LoadError::Schema {
+            table: table.into(),
+            reason: format!("name {name:?} becomes {s:?}, longer than {}'s {} characters", target.name(), target.max_ident()),
+        });
+    }
+    Ok(s)
+}
+
+impl TableModel {
+    /// Builds the model of `schema` + `stats` for `target`; `destination` overrides
+    /// the table name (used as given, after the same identifier check).
+    pub fn infer(target: TargetKind, schema: &TableSchema, stats: &TypeStats, destination: Option<&str>) -> Result<TableModel, LoadError> {
+        let table = schema.table.clone();
+        let bad = |reason: String| LoadError::Schema { table: table.clone(), reason };
+        let hash = schema.hash_key().ok_or_else(|| bad("the key schema has no HASH key".into()))?;
+        let mut key_names = vec![hash.to_string()];
+        if let Some(r) = schema.range_key() {
+            key_names.push(r.to_string());
+        }
+        let name = match destination {
+            Some(d) => ident(target, &table, d)?,
+            None if target == TargetKind::Bigtable => {
+                let ok = table.len() <= 50 && table.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+                if ok { table.clone() } else { ident(target, &table, &table)? }
+            }
+            None => ident(target, &table, &table)?,
+        };
+        let mut columns = Vec::new();
+        for k in &key_names {
+            let declared = schema.key_type(k).ok_or_else(|| bad(format!("key attribute {k:?} has no attribute definition")))?;
+            let ty = match (target, declared) {
+                (TargetKind::Bigtable, TypeTag::N) => ColumnType::Numeric,
+                (_, TypeTag::S) => ColumnType::String,
+                (_, TypeTag::B) => ColumnType::Bytes,
+                (_, TypeTag::N) => number_type(target, stats.0.get(k).unwrap_or(&AttributeStats { max_integer_digits: 99, ..Default::default() })).0,
+                (_, other) => return Err(bad(format!("key attribute {k:?} has type {} (keys are S, N or B)", other.as_str()))),
+            };
+            columns.push(Column { attribute: k.clone(), name: ident(target, &table, k)?, ty, key: true });
+        }
+        for (attr, s) in &stats.0 {
+            if key_names.contains(attr) {
+                continue;
+            }
+            columns.push(Column { attribute: attr.clone(), name: ident(target, &table, attr)?, ty: column_type(target, s), key: false });
+        }
+        // Spanner identifiers are case-insensitive; none may collide.
+        let mut seen = std::collections::BTreeMap::new();
+        for c in &columns {
+            let folded = if target == TargetKind::Spanner { c.name.to_ascii_lowercase() } else { c.name.clone() };
+            if let Some(prev) = seen.insert(folded, c.attribute.clone()) {
+                return Err(bad(format!("attributes {prev:?} and {:?} map to the same {} column name", c.attribute, target.name())));
+            }
+        }
+        let position = |a: &str| columns.iter().position(|c| c.attribute == a);
+        let mut indexes = Vec::new();
+        if target != TargetKind::Bigtable {
+            for ix in schema.global_secondary_indexes.iter().chain(&schema.local_secondary_indexes) {
+                let mut cols = Vec::new();
+                for k in &ix.key_schema {
+                    match position(&k.name) {
+                        Some(p) if matches!(columns[p].ty, ColumnType::Json) && target == TargetKind::Spanner => {
+                            return Err(bad(format!("index {} key {:?} has mixed types; Spanner cannot index JSON", ix.name, k.name)))
+                        }
+                        Some(p) => cols.push(p),
+                        // Never seen in the data: nothing to index on; skip the index key.
+                        None => {}
+                    }
+                }
+                if cols.is_empty() {
+                    continue;
+                }
+                let storing: Vec<usize> = match &ix.projection {
+                    Projection::KeysOnly => vec![],
+                    Projection::All => (0..columns.len()).filter(|i| !cols.contains(i) && !columns[*i].key).collect(),
+                    Projection::Include { attributes } => attributes.iter().filter_map(|a| position(a)).filter(|i| !cols.contains(i) && !columns[*i].key).collect(),
+                };
+                let ix_name = ident(target, &table, &format!("{}_{}", name, ix.name))?;
+                indexes.push(IndexModel { source_name: ix.name.clone(), name: ix_name, columns: cols, storing });
+            }
+        }
+        let primary_key = (0..key_names.len()).collect();
+        let max_row_bytes = stats.0.values().map(|s| s.max_value_bytes).sum::<u64>().max(1);
+        Ok(TableModel { target, source_table: table, name, columns, primary_key, indexes, max_row_bytes })
+    }
+
+    /// Spanner mutations one row costs (every column + every index entry's columns).
+    pub fn spanner_mutations_per_row(&self) -> usize {
+        let index_columns: Vec<usize> = self.indexes.iter().map(|i| i.columns.len() + i.storing.len() + self.primary_key.len()).collect();
+        crossdock_core::sizing::spanner_mutations_per_row(self.columns.len(), &index_columns)
+    }
+
+    /// Converts one item to a row; `Err` is the reason it is rejected.
+    pub fn to_row(&self, item: &Item) -> Result<Row, String> {
+        for name in item.keys() {
+            if !self.columns.iter().any(|c| &c.attribute == name) {
+                return Err(format!("attribute {name:?} is not in the marker's type statistics"));
+            }
+        }
+        let mut row = Vec::with_capacity(self.columns.len());
+        for c in &self.columns {
+            match item.get(&c.attribute) {
+                None if c.key => return Err(format!("key attribute {:?} is missing", c.attribute)),
+                None => row.push(Cell::Null),
+                Some(v) => row.push(self.cell(c, v).map_err(|why| format!("attribute {:?}: {why}", c.attribute))?),
+            }
+        }
+        Ok(row)
+    }
+
+    fn cell(&self, c: &Column, v: &AttributeValue) -> Result<Cell, String> {
+        use AttributeValue as A;
+        let target = self.target;
+        let wrong = || format!("{} value does not fit column {} of type {:?}", v.type_tag().as_str(), c.name, c.ty);
+        Ok(match (c.ty, v) {
+            (ColumnType::Json, v) => Cell::Json(typed_json(v)),
+            (ColumnType::String, A::S(s)) => Cell::Str(s.clone()),
+            (ColumnType::Bytes, A::B(b)) => Cell::Bytes(b.clone()),
+            (ColumnType::Bool, A::Bool(b)) => Cell::Bool(*b),
+            (ColumnType::Int64, A::N(n)) => Cell::Int(to_int(n)?),
+            (ColumnType::Numeric, A::N(n)) => Cell::Num(to_numeric(target, n)?),
+            (ColumnType::Float64, A::N(n)) => Cell::Float(to_float(n)?),
+            (ColumnType::StringArray, A::Ss(s)) => Cell::StrArr(s.clone()),
+            (ColumnType::BytesArray, A::Bs(b)) => Cell::BytesArr(b.clone()),
+            (ColumnType::Int64Array, A::Ns(ns)) => Cell::IntArr(ns.iter().map(|n| to_int(n)).collect::<Result<_, _>>()?),
+            (ColumnType::NumericArray, A::Ns(ns)) => Cell::NumArr(ns.iter().map(|n| to_numeric(target, n)).collect::<Result<_, _>>()?),
+            (ColumnType::Float64Array, A::Ns(ns)) => Cell::FloatArr(ns.iter().map(|n| to_float(n)).collect::<Result<_, _>>()?),
+            _ => return Err(wrong()),
+        })
+    }
+
+    /// Converts a row read back from the target to the item it stands for.
+    pub fn to_item(&self, row: &Row) -> Result<Item, String> {
+        let mut item = Item::new();
+        for (c, cell) in self.columns.iter().zip(row) {
+            let v = match cell {
+                Cell::Null => continue,
+                Cell::Int(i) => AttributeValue::N(i.to_string()),
+                Cell::Num(n) => AttributeValue::N(n.clone()),
+                Cell::Float(f) => AttributeValue::N(format_float(*f)),
+                Cell::Str(s) => AttributeValue::S(s.clone()),
+                Cell::Bytes(b) => AttributeValue::B(b.clone()),
+                Cell::Bool(b) => AttributeValue::Bool(*b),
+                Cell::Json(j) => parse_typed_json(j).map_err(|e| format!("column {}: {e}", c.name))?,
+                Cell::StrArr(v) => AttributeValue::Ss(v.clone()),
+                Cell::IntArr(v) => AttributeValue::Ns(v.iter().map(i64::to_string).collect()),
+                Cell::NumArr(v) => AttributeValue::Ns(v.clone()),
+                Cell::FloatArr(v) => AttributeValue::Ns(v.iter().map(|f| format_float(*f)).collect()),
+                Cell::BytesArr(v) => AttributeValue::Bs(v.clone()),
+            };
+            item.insert(c.attribute.clone(), v);
+        }
+        Ok(item)
+    }
+
+    /// The primary-key cells of a row (for sorting and lookups).
+    pub fn key_of<'r>(&self, row: &'r Row) -> Vec<&'r Cell> {
+        self.primary_key.iter().map(|&i| &row[i]).collect()
+    }
+}
+
+fn to_int(n: &str) -> Result<i64, String> {
+    Decimal::parse(n).and_then(|d| d.to_i64()).ok_or_else(|| format!("number {n} does not fit a 64-bit integer column"))
+}
+
+fn to_numeric(target: TargetKind, n: &str) -> Result<String, String> {
+    let d = Decimal::parse(n).ok_or_else(|| format!("{n:?} is not a number"))?;
+    match target {
+        TargetKind::Spanner if d.integer_digits() > 29 || d.fraction_digits() > 9 => {
+            Err(format!("number {n} does not fit Spanner NUMERIC (29 integer and 9 fractional digits)"))
+        }
+        TargetKind::Spanner => Ok(d.to_plain()),
+        TargetKind::Postgres => Ok(d.to_plain()),
+        TargetKind::Bigtable => Ok(n.to_string()),
+    }
+}
+
+fn to_float(n: &str) -> Result<f64, String> {
+    n.parse::<f64>().ok().filter(|f| f.is_finite()).ok_or_else(|| format!("number {n} does not fit FLOAT64"))
+}
+
+fn format_float(f: f64) -> String {
+    format!("{f:e}")
+}
+
+/// DynamoDB typed JSON of one value (`{"S":"x"}`).
+pub fn typed_json(v: &AttributeValue) -> String {
+    let mut item = Item::new();
+    item.insert(String::new(), v.clone());
+    let line = crossdock_core::item::to_line(&item);
+    // `{"Item":{"":VALUE}}`
+    line[12..line.len() - 2].to_string()
+}
+
+/// Inverse of [`typed_json`] (accepts any whitespace and key order).
+pub fn parse_typed_json(text: &str) -> Result<AttributeValue, String> {
+    let line = format!("{{\"Item\":{{\"\":{text}}}}}");
+    let mut item = crossdock_core::item::parse_line(&line, 0).map_err(|e| e.to_string())?;
+    item.swap_remove("").ok_or_else(|| "empty JSON value".to_string())
+}
+
+/// Equality of items as DynamoDB sees them: numbers compared by value (floats by
+/// their `f64`), sets as sets, maps regardless of order.
+pub fn items_equal(a: &Item, b: &Item) -> bool {
+    a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| values_equal(v, w)))
+}
+
+fn num_eq(a: &str, b: &str) -> bool {
+    crate::decimal::numbers_equal(a, b) || matches!((a.parse::<f64>(), b.parse::<f64>()), (Ok(x), Ok(y)) if x == y && (a.contains('e') || b.contains('e')))
+}
+
+pub fn values_equal(a: &AttributeValue, b: &AttributeValue) -> bool {
+    use AttributeValue as A;
+    match (a, b) {
+        (A::N(x), A::N(y)) => num_eq(x, y),
+        (A::Ns(x), A::Ns(y)) => x.len() == y.len() && x.iter().all(|n| y.iter().any(|m| num_eq(n, m))),
+        (A::Ss(x), A::Ss(y)) => {
+            let (mut x, mut y) = (x.clone(), y.clone());
+            x.sort();
+            y.sort();
+            x == y
+        }
+        (A::Bs(x), A::Bs(y)) => {
+            let (mut x, mut y) = (x.clone(), y.clone());
+            x.sort();
+            y.sort();
+            x == y
+        }
+        (A::L(x), A::L(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| values_equal(p, q)),
+        (A::M(x), A::M(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| values_equal(v, w))),
+        _ => a == b,
+    }
+}
+
+/// Differences between the model and an existing table, one line each; empty when the
+/// table is compatible. `existing` is (column name, type as the target spells it,
+/// nullable); `ddl_type` spells the model's types the same way.
+pub fn compat_diff(model: &TableModel, existing: &[(String, String, bool)], existing_pk: &[String], ddl_type: impl Fn(ColumnType) -> String) -> Vec<String> {
+    let mut diff = Vec::new();
+    for c in &model.columns {
+        let want = ddl_type(c.ty);
+        match existing.iter().find(|(n, _, _)| n.eq_ignore_ascii_case(&c.name)) {
+            None => diff.push(format!("- column {} {want} (attribute {:?}) is missing", c.name, c.attribute)),
+            Some((_, have, _)) if !have.eq_ignore_ascii_case(&want) => {
+                diff.push(format!("~ column {}: table has {have}, export needs {want}", c.name))
+            }
+            Some(_) => {}
+        }
+    }
+    for (n, t, nullable) in existing {
+        if !nullable && !model.columns.iter().any(|c| c.name.eq_ignore_ascii_case(n)) {
+            diff.push(format!("+ column {n} {t} NOT NULL is not in the export; rows could not be inserted"));
+        }
+    }
+    let want_pk: Vec<&str> = model.primary_key.iter().map(|&i| model.columns[i].name.as_str()).collect();
+    let same_pk = want_pk.len() == existing_pk.len() && want_pk.iter().zip(existing_pk).all(|(a, b)| a.eq_ignore_ascii_case(b));
+    if !same_pk {
+        diff.push(format!("~ primary key: table has ({}), export needs ({})", existing_pk.join(", "), want_pk.join(", ")));
+    }
+    diff
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossdock_core::item::parse_line;
+    use crossdock_core::schema::{AttributeDefinition, BillingMode, KeyElement, KeyRole, SecondaryIndex};
+
+    pub(crate) fn schema() -> TableSchema {
+        TableSchema {
+            format_version: 1,
+            table: "Orders.v2".into(),
+            key_schema: vec![KeyElement { name: "pk".into(), role: KeyRole::Hash }, KeyElement { name: "sk".into(), role: KeyRole::Range }],
+            attribute_definitions: vec![
+                AttributeDefinition { name: "pk".into(), kind: TypeTag::S },
+                AttributeDefinition { name: "sk".into(), kind: TypeTag::N },
+                AttributeDefinition { name: "status".into(), kind: TypeTag::S },
+            ],
+            global_secondary_indexes: vec![SecondaryIndex {
+                name: "by-status".into(),
+                key_schema: vec![KeyElement { name: "status".into(), role: KeyRole::Hash }],
+                projection: Projection::All,
+            }],
+            local_secondary_indexes: vec![],
+            billing_mode: BillingMode::PayPerRequest,
+            capacity_before: None,
+            item_count_estimate: 0,
+            size_bytes_estimate: 0,
+            total_segments: 1,
+            crossdock_version: "0.1.0".into(),
+        }
+    }
+
+    const LINES: [&str; 2] = [
+        r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"},"status":{"S":"new"},"price":{"N":"12.50"},"big":{"N":"123456789012345678901234567890123456"},"n":{"N":"7"},"b":{"B":"AAE="},"t":{"BOOL":true},"ss":{"SS":["x","y"]},"ns":{"NS":["1","2"]},"bs":{"BS":["AA=="]},"l":{"L":[{"S":"a"},{"N":"1"}]},"m":{"M":{"k":{"NULL":true}}},"mixed":{"S":"s"},"nul":{"NULL":true},"odd name!":{"S":"x"}}}"#,
+        r#"{"Item":{"pk":{"S":"b"},"sk":{"N":"2"},"mixed":{"N":"3"}}}"#,
+    ];
+
+    fn stats() -> TypeStats {
+        let mut s = TypeStats::default();
+        for (i, l) in LINES.iter().enumerate() {
+            s.observe(&parse_line(l, i as u64).expect("valid"), |v| typed_json(v).len());
+        }
+        s
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for n in ["plain", "Orders.v2", "odd name!", "x_y", "a__b", "日本", "1abc", "_lead", ""] {
+            let s = sanitise(n);
+            assert!(s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') && s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic()), "{n:?} → {s:?}");
+            assert_eq!(unsanitise(&s).as_deref(), Some(n), "{s}");
+        }
+        assert_eq!(sanitise("demo_orders"), "demo_orders");
+    }
+
+    #[test]
+    fn types_follow_the_statistics() {
+        let pg = TableModel::infer(TargetKind::Postgres, &schema(), &stats(), None).expect("model");
+        let ty = |m: &TableModel, a: &str| m.columns.iter().find(|c| c.attribute == a).map(|c| c.ty);
+        assert_eq!(pg.name, "x_Orders_2ev2");
+        assert_eq!(ty(&pg, "sk"), Some(ColumnType::Int64));
+        assert_eq!(ty(&pg, "price"), Some(ColumnType::Numeric));
+        assert_eq!(ty(&pg, "big"), Some(ColumnType::Numeric));
+        assert_eq!(ty(&pg, "n"), Some(ColumnType::Int64));
+        assert_eq!(ty(&pg, "ns"), Some(ColumnType::Int64Array));
+        assert_eq!(ty(&pg, "mixed"), Some(ColumnType::Json));
+        assert_eq!(ty(&pg, "nul"), Some(ColumnType::Json));
+        assert_eq!(ty(&pg, "l"), Some(ColumnType::Json));
+        let sp = TableModel::infer(TargetKind::Spanner, &schema(), &stats(), None).expect("model");
+        assert_eq!(ty(&sp, "big"), Some(ColumnType::Float64));
+        assert_eq!(sp.indexes.len(), 1);
+        assert_eq!(sp.indexes[0].storing.len(), sp.columns.len() - 3);
+        let bt = TableModel::infer(TargetKind::Bigtable, &schema(), &stats(), None).expect("model");
+        assert_eq!(bt.name, "Orders.v2");
+        assert!(bt.indexes.is_empty());
+    }
+
+    #[test]
+    fn rows_round_trip_to_items() {
+        for target in [TargetKind::Postgres, TargetKind::Bigtable] {
+            let m = TableModel::infer(target, &schema(), &stats(), None).expect("model");
+            for l in LINES {
+                let item = parse_line(l, 1).expect("valid");
+                let row = m.to_row(&item).expect("converts");
+                let back = m.to_item(&row).expect("back");
+                assert!(items_equal(&item, &back), "{target:?}\n{item:?}\n{back:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn values_that_do_not_fit_are_rejected_with_a_reason() {
+        let m = TableModel::infer(TargetKind::Postgres, &schema(), &stats(), None).expect("model");
+        let item = parse_line(r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1.5"}}}"#, 1).expect("valid");
+        let e = m.to_row(&item).expect_err("fraction in an INT64 key");
+        assert!(e.contains("\"sk\"") && e.contains("64-bit integer"), "{e}");
+        let item = parse_line(r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"},"n":{"S":"seven"}}}"#, 1).expect("valid");
+        assert!(m.to_row(&item).expect_err("S in Int64").contains("does not fit"));
+        let item = parse_line(r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"},"new":{"S":"x"}}}"#, 1).expect("valid");
+        assert!(m.to_row(&item).expect_err("unknown").contains("type statistics"));
+    }
+
+    #[test]
+    fn compat_diff_names_each_problem() {
+        let m = TableModel::infer(TargetKind::Postgres, &schema(), &stats(), None).expect("model");
+        let ddl = |t: ColumnType| format!("{t:?}");
+        let mut existing: Vec<(String, String, bool)> = m.columns.iter().map(|c| (c.name.clone(), ddl(c.ty), !c.key)).collect();
+        let pk = vec!["pk".to_string(), "sk".to_string()];
+        assert!(compat_diff(&m, &existing, &pk, ddl).is_empty());
+        existing[2].1 = "Bool".into();
+        existing.push(("extra".into(), "Int64".into(), false));
+        let d = compat_diff(&m, &existing, &pk[..1], ddl);
+        assert_eq!(d.len(), 3, "{d:?}");
+    }
+}

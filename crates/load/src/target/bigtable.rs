@@ -1,0 +1,323 @@
+//! Bigtable: one row per item, row key = encoded partition key [+ encoded sort key],
+//! one column family, one column per attribute (qualifier = attribute name). Each
+//! row is written as DeleteFromRow + SetCell… so a re-load replaces it; MutateRows
+//! requests stay ≤ 100,000 mutations; failed entries are retried; the server's
+//! RateLimitInfo slows the writer down.
+//!
+//! Row key encoding (order-preserving, self-delimiting): strings and binary are the
+//! raw bytes with `0x00` escaped as `0x00 0xFF`, followed by `0x00 0x01` unless last;
+//! numbers use [`crate::decimal::Decimal::order_key`].
+//! Cell values: `S` → UTF-8, `N` → the number's text exactly, `B` → raw bytes,
+//! anything else → DynamoDB typed JSON. Cell timestamps are the export's timestamp,
+//! so a repeated load writes the very same cell version.
+
+use super::{BatchLimits, CallStats, Target};
+use crate::decimal::Decimal;
+use crate::error::LoadError;
+use crate::schema::{Cell, ColumnType, Row, TableModel, TargetKind};
+use bigtable_rs::bigtable::{BigTable, BigTableConnection};
+use bigtable_rs::google::bigtable::v2::mutation::{DeleteFromRow, Mutation as M, SetCell};
+use bigtable_rs::google::bigtable::v2::mutate_rows_request::Entry;
+use bigtable_rs::google::bigtable::v2::row_filter::{Chain, Filter};
+use bigtable_rs::google::bigtable::v2::{MutateRowsRequest, Mutation, ReadRowsRequest, RowFilter};
+use futures::StreamExt as _;
+use googleapis_tonic_google_bigtable_admin_v2::google::bigtable::admin::v2 as admin;
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub struct BigtableTarget {
+    project: String,
+    instance: String,
+    family: String,
+    conn: BigTableConnection,
+    /// Cell timestamp (microseconds, millisecond granularity).
+    timestamp_micros: i64,
+    stats: CallStats,
+}
+
+fn err(op: &'static str, table: &str, message: String, retryable: bool) -> LoadError {
+    LoadError::Target { target: "bigtable", op, table: table.into(), message, retryable }
+}
+
+fn bt_err(op: &'static str, table: &str, e: bigtable_rs::bigtable::Error) -> LoadError {
+    let retryable = match &e {
+        bigtable_rs::bigtable::Error::RpcError(s) => {
+            matches!(s.code(), tonic::Code::Unavailable | tonic::Code::ResourceExhausted | tonic::Code::Aborted | tonic::Code::DeadlineExceeded)
+        }
+        bigtable_rs::bigtable::Error::TimeoutError(_) | bigtable_rs::bigtable::Error::TransportError(_) => true,
+        _ => false,
+    };
+    err(op, table, e.to_string(), retryable)
+}
+
+/// The Bigtable row key of a row of `model`.
+pub fn row_key(model: &TableModel, row: &Row) -> Result<Vec<u8>, String> {
+    let mut key = Vec::new();
+    let n = model.primary_key.len();
+    for (i, &col) in model.primary_key.iter().enumerate() {
+        let last = i + 1 == n;
+        let raw: &[u8] = match &row[col] {
+            Cell::Str(s) => s.as_bytes(),
+            Cell::Bytes(b) => b,
+            Cell::Num(t) => {
+                Decimal::parse(t).ok_or_else(|| format!("key {t:?} is not a number"))?.order_key(&mut key);
+                continue;
+            }
+            other => return Err(format!("key cell {other:?} cannot be encoded")),
+        };
+        for &b in raw {
+            key.push(b);
+            if b == 0 {
+                key.push(0xFF);
+            }
+        }
+        if !last {
+            key.extend_from_slice(&[0x00, 0x01]);
+        }
+    }
+    if key.len() > crossdock_core::sizing::BIGTABLE_MAX_ROW_KEY_BYTES {
+        return Err(format!("row key is {} bytes, more than Bigtable's {}", key.len(), crossdock_core::sizing::BIGTABLE_MAX_ROW_KEY_BYTES));
+    }
+    Ok(key)
+}
+
+fn cell_bytes(c: &Cell) -> Option<Vec<u8>> {
+    match c {
+        Cell::Null => None,
+        Cell::Str(s) | Cell::Num(s) | Cell::Json(s) => Some(s.as_bytes().to_vec()),
+        Cell::Bytes(b) => Some(b.clone()),
+        // The Bigtable model only has the types above; keep the rest as typed JSON-ish text.
+        other => Some(format!("{other:?}").into_bytes()),
+    }
+}
+
+fn cell_from(ty: ColumnType, v: Vec<u8>) -> Result<Cell, String> {
+    let text = |v: Vec<u8>| String::from_utf8(v).map_err(|e| e.to_string());
+    Ok(match ty {
+        ColumnType::String => Cell::Str(text(v)?),
+        ColumnType::Numeric => Cell::Num(text(v)?),
+        ColumnType::Bytes => Cell::Bytes(v),
+        _ => Cell::Json(text(v)?),
+    })
+}
+
+impl BigtableTarget {
+    /// Connects to `project`/`instance` (the emulator when `BIGTABLE_EMULATOR_HOST` is
+    /// set). `timestamp_micros` is the cell version written.
+    pub async fn connect(project: &str, instance: &str, family: &str, timestamp_micros: i64) -> Result<BigtableTarget, LoadError> {
+        let conn = BigTableConnection::new(project, instance, false, 2, Some(Duration::from_secs(60)))
+            .await
+            .map_err(|e| LoadError::Config(format!("Bigtable {project}/{instance}: {e}")))?;
+        Ok(BigtableTarget { project: project.into(), instance: instance.into(), family: family.into(), conn, timestamp_micros: timestamp_micros - timestamp_micros % 1000, stats: CallStats::default() })
+    }
+
+    fn client(&self) -> BigTable {
+        self.conn.client()
+    }
+
+    async fn admin(&self, table: &str) -> Result<admin::bigtable_table_admin_client::BigtableTableAdminClient<tonic::transport::Channel>, LoadError> {
+        let host = std::env::var("BIGTABLE_EMULATOR_HOST").map_err(|_| {
+            err(
+                "admin",
+                table,
+                format!("table administration needs BIGTABLE_EMULATOR_HOST; on Cloud Bigtable create the table first: cbt -project {} -instance {} createtable {table} families={}", self.project, self.instance, self.family),
+                false,
+            )
+        })?;
+        let channel = tonic::transport::Channel::from_shared(format!("http://{host}"))
+            .map_err(|e| err("admin", table, e.to_string(), false))?
+            .connect()
+            .await
+            .map_err(|e| err("admin", table, e.to_string(), true))?;
+        Ok(admin::bigtable_table_admin_client::BigtableTableAdminClient::new(channel))
+    }
+
+    fn table_path(&self, table: &str) -> String {
+        format!("projects/{}/instances/{}/tables/{table}", self.project, self.instance)
+    }
+
+    fn entry(&self, model: &TableModel, row: &Row) -> Result<Entry, String> {
+        let key = row_key(model, row)?;
+        let mut mutations = vec![Mutation { mutation: Some(M::DeleteFromRow(DeleteFromRow {})) }];
+        for (c, cell) in model.columns.iter().zip(row) {
+            if let Some(value) = cell_bytes(cell) {
+                mutations.push(Mutation {
+                    mutation: Some(M::SetCell(SetCell {
+                        family_name: self.family.clone(),
+                        column_qualifier: c.attribute.as_bytes().to_vec(),
+                        timestamp_micros: self.timestamp_micros,
+                        value,
+                    })),
+                });
+            }
+        }
+        Ok(Entry { row_key: key, mutations, idempotency: None })
+    }
+
+    async fn read(&self, model: &TableModel, filter: Filter) -> Result<Vec<(Vec<u8>, Vec<bigtable_rs::bigtable::RowCell>)>, LoadError> {
+        let mut client = self.client();
+        let req = ReadRowsRequest { table_name: client.get_full_table_name(&model.name), filter: Some(RowFilter { filter: Some(filter) }), ..Default::default() };
+        let rows = client.read_rows(req).await.map_err(|e| bt_err("read", &model.name, e))?;
+        Ok(rows)
+    }
+}
+
+impl Target for BigtableTarget {
+    fn kind(&self) -> TargetKind {
+        TargetKind::Bigtable
+    }
+
+    fn ddl(&self, model: &TableModel) -> Vec<String> {
+        vec![format!("cbt -project {} -instance {} createtable {} families={}", self.project, self.instance, model.name, self.family)]
+    }
+
+    fn batch_limits(&self, model: &TableModel) -> BatchLimits {
+        let max = crossdock_core::sizing::bigtable_rows_per_request(model.columns.len());
+        BatchLimits {
+            start: max.min(1_000),
+            max,
+            writers: 2,
+            basis: format!(
+                "{} SetCell + 1 DeleteFromRow per row → ≤ {max} rows per MutateRows (≤ {} mutations)",
+                model.columns.len(),
+                crossdock_core::sizing::BIGTABLE_MAX_MUTATIONS
+            ),
+        }
+    }
+
+    async fn ensure_table(&self, model: &TableModel) -> Result<bool, LoadError> {
+        let mut a = self.admin(&model.name).await?;
+        let got = a.get_table(admin::GetTableRequest { name: self.table_path(&model.name), view: admin::table::View::SchemaView as i32 }).await;
+        match got {
+            Ok(t) => {
+                let t = t.into_inner();
+                if t.column_families.contains_key(&self.family) {
+                    Ok(false)
+                } else {
+                    let have: Vec<&String> = t.column_families.keys().collect();
+                    Err(LoadError::Incompatible {
+                        target: "bigtable".into(),
+                        table: model.name.clone(),
+                        diff: format!("- column family {:?} is missing (table has {have:?})", self.family),
+                    })
+                }
+            }
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                let mut families = HashMap::new();
+                families.insert(self.family.clone(), admin::ColumnFamily { gc_rule: Some(admin::GcRule { rule: Some(admin::gc_rule::Rule::MaxNumVersions(1)) }), ..Default::default() });
+                let req = admin::CreateTableRequest {
+                    parent: format!("projects/{}/instances/{}", self.project, self.instance),
+                    table_id: model.name.clone(),
+                    table: Some(admin::Table { column_families: families, ..Default::default() }),
+                    initial_splits: vec![],
+                };
+                match a.create_table(req).await {
+                    Ok(_) => Ok(true),
+                    Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(false),
+                    Err(s) => Err(err("create table", &model.name, s.message().to_string(), false)),
+                }
+            }
+            Err(s) => Err(err("get table", &model.name, s.message().to_string(), code_retryable(s.code()))),
+        }
+    }
+
+    async fn write_batch(&self, model: &TableModel, rows: &[Row]) -> Result<(), LoadError> {
+        let mut entries = Vec::with_capacity(rows.len());
+        for r in rows {
+            entries.push(self.entry(model, r).map_err(|m| err("encode", &model.name, m, false))?);
+        }
+        let mut client = self.client();
+        let table_name = client.get_full_table_name(&model.name);
+        let mut attempt = 0u32;
+        while !entries.is_empty() {
+            let mutations: usize = entries.iter().map(|e| e.mutations.len()).sum();
+            if mutations > crossdock_core::sizing::BIGTABLE_MAX_MUTATIONS {
+                return Err(err("mutate rows", &model.name, format!("batch of {mutations} mutations exceeds the limit; lower the batch size"), false));
+            }
+            let req = MutateRowsRequest { table_name: table_name.clone(), entries: entries.clone(), ..Default::default() };
+            let mut stream = client.mutate_rows(req).await.map_err(|e| bt_err("mutate rows", &model.name, e))?;
+            self.stats.record(entries.len(), mutations);
+            let mut failed = Vec::new();
+            let mut slow_down = None;
+            let mut permanent = None;
+            while let Some(resp) = stream.next().await {
+                let resp = resp.map_err(|s| err("mutate rows", &model.name, s.message().to_string(), code_retryable(s.code())))?;
+                if let Some(rl) = resp.rate_limit_info {
+                    if rl.factor > 0.0 && rl.factor < 1.0 {
+                        slow_down = Some(rl.factor);
+                    }
+                }
+                for e in resp.entries {
+                    let code = e.status.as_ref().map_or(0, |s| s.code);
+                    if code != 0 {
+                        let retry = code_retryable(tonic::Code::from_i32(code));
+                        if retry {
+                            failed.push(e.index as usize);
+                        } else {
+                            permanent = Some(e.status.map(|s| s.message).unwrap_or_default());
+                        }
+                    }
+                }
+            }
+            if let Some(m) = permanent {
+                return Err(err("mutate rows", &model.name, m, false));
+            }
+            if let Some(f) = slow_down {
+                // Server flow control: wait in proportion to how much it asks us to slow.
+                tokio::time::sleep(Duration::from_millis(((1.0 - f) * 1000.0) as u64)).await;
+            }
+            if failed.is_empty() {
+                return Ok(());
+            }
+            attempt += 1;
+            self.stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if attempt > 8 {
+                return Err(err("mutate rows", &model.name, format!("{} entries still failing after {attempt} attempts", failed.len()), true));
+            }
+            failed.sort_unstable();
+            entries = failed.into_iter().filter_map(|i| entries.get(i).cloned()).collect();
+            tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+        }
+        Ok(())
+    }
+
+    async fn create_indexes(&self, _model: &TableModel) -> Result<(), LoadError> {
+        Ok(())
+    }
+
+    async fn count_rows(&self, model: &TableModel) -> Result<u64, LoadError> {
+        let filter = Filter::Chain(Chain { filters: vec![RowFilter { filter: Some(Filter::CellsPerRowLimitFilter(1)) }, RowFilter { filter: Some(Filter::StripValueTransformer(true)) }] });
+        Ok(self.read(model, filter).await?.len() as u64)
+    }
+
+    async fn read_all(&self, model: &TableModel) -> Result<Vec<Row>, LoadError> {
+        // The emulator does not apply GC on read: keep the newest cell per column.
+        let rows = self.read(model, Filter::CellsPerColumnLimitFilter(1)).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (_key, cells) in rows {
+            let mut row: Row = vec![Cell::Null; model.columns.len()];
+            for c in cells {
+                if c.family_name != self.family {
+                    continue;
+                }
+                if let Some(i) = model.columns.iter().position(|col| col.attribute.as_bytes() == c.qualifier.as_slice()) {
+                    row[i] = cell_from(model.columns[i].ty, c.value).map_err(|m| err("read", &model.name, m, false))?;
+                }
+            }
+            out.push(row);
+        }
+        Ok(out)
+    }
+
+    async fn list_indexes(&self, _model: &TableModel) -> Result<Vec<String>, LoadError> {
+        Ok(vec![])
+    }
+
+    fn stats(&self) -> &CallStats {
+        &self.stats
+    }
+}
+
+fn code_retryable(code: tonic::Code) -> bool {
+    matches!(code, tonic::Code::Unavailable | tonic::Code::ResourceExhausted | tonic::Code::Aborted | tonic::Code::DeadlineExceeded | tonic::Code::Internal)
+}

@@ -1,0 +1,67 @@
+//! One small trait every target implements, so the loader and one shared conformance
+//! suite work the same against Spanner, Bigtable and PostgreSQL.
+
+pub mod bigtable;
+pub mod postgres;
+pub mod spanner;
+
+use crate::error::LoadError;
+use crate::schema::{Row, TableModel, TargetKind};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// What a target tells the planner about batches for a model.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BatchLimits {
+    /// Tuned starting rows per batch.
+    pub start: usize,
+    /// Service limit in rows per batch for this model.
+    pub max: usize,
+    /// Parallel writers by default.
+    pub writers: usize,
+    /// How the limit was derived (for `--dry-run`).
+    pub basis: String,
+}
+
+/// Counters of calls made to a target: the tests read them to prove limits hold.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    /// Write calls (commits, MutateRows requests, COPY transactions).
+    pub calls: AtomicU64,
+    /// Retried calls.
+    pub retries: AtomicU64,
+    /// Largest number of service mutations in one call.
+    pub max_mutations: AtomicUsize,
+    /// Largest number of rows in one call.
+    pub max_rows: AtomicUsize,
+}
+
+impl CallStats {
+    pub fn record(&self, rows: usize, mutations: usize) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.max_mutations.fetch_max(mutations, Ordering::Relaxed);
+        self.max_rows.fetch_max(rows, Ordering::Relaxed);
+    }
+}
+
+/// A database the loader writes into.
+pub trait Target: Send + Sync + 'static {
+    fn kind(&self) -> TargetKind;
+    /// The statements `ensure_table` + `create_indexes` run for this model (dry run).
+    fn ddl(&self, model: &TableModel) -> Vec<String>;
+    /// Batch sizes for this model under the service limits.
+    fn batch_limits(&self, model: &TableModel) -> BatchLimits;
+    /// Creates the table if absent (`Ok(true)`); if present, checks it is compatible
+    /// (`Ok(false)`) or fails with [`LoadError::Incompatible`] and the diff.
+    fn ensure_table(&self, model: &TableModel) -> impl Future<Output = Result<bool, LoadError>> + Send;
+    /// Upserts rows (all or nothing per call). Retryable failures are marked so.
+    fn write_batch(&self, model: &TableModel, rows: &[Row]) -> impl Future<Output = Result<(), LoadError>> + Send;
+    /// Creates the secondary indexes of the model (after the data is in); idempotent.
+    fn create_indexes(&self, model: &TableModel) -> impl Future<Output = Result<(), LoadError>> + Send;
+    fn count_rows(&self, model: &TableModel) -> impl Future<Output = Result<u64, LoadError>> + Send;
+    /// Every row of the table, in model column order (for verification).
+    fn read_all(&self, model: &TableModel) -> impl Future<Output = Result<Vec<Row>, LoadError>> + Send;
+    /// Names of the secondary indexes present on the table.
+    fn list_indexes(&self, model: &TableModel) -> impl Future<Output = Result<Vec<String>, LoadError>> + Send;
+    fn stats(&self) -> &CallStats;
+}

@@ -1,0 +1,81 @@
+//! The relay's typed errors. Each variant says what happened and where; [`RelayError::kind`]
+//! is the low-cardinality label used for the `crossdock_relay_errors_total` metric and
+//! [`RelayError::is_retryable`] decides whether a message is released for another try.
+
+/// What went wrong while relaying.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The configuration was refused by `build()`.
+    #[error("invalid relay configuration: {0}")]
+    Config(String),
+    /// The S3 object named in an event does not exist (any more).
+    #[error("s3://{bucket}/{key} not found")]
+    SourceNotFound { bucket: String, key: String },
+    /// S3 refused or failed a call.
+    #[error("s3://{bucket}/{key}: {message}")]
+    S3 { bucket: String, key: String, message: String, retryable: bool },
+    /// The source could not be decoded (truncated or corrupt compressed file).
+    #[error("s3://{bucket}/{key} is corrupt: {message}")]
+    CorruptSource { bucket: String, key: String, message: String },
+    /// GCS refused or failed a call.
+    #[error("gs://{bucket}/{key}: {message}")]
+    Gcs { bucket: String, key: String, message: String, retryable: bool },
+    /// A JSON file of the export (schema, manifest) in GCS could not be parsed.
+    #[error("gs://{bucket}/{key} is not a valid {what}: {message}")]
+    BadExportFile { bucket: String, key: String, what: &'static str, message: String },
+    /// The SHA-256 recorded for a relayed part differs from its manifest.
+    #[error("gs://{bucket}/{key}: SHA-256 {stored} differs from the manifest's {manifest}")]
+    ChecksumMismatch { bucket: String, key: String, stored: String, manifest: String },
+    /// An SQS call failed.
+    #[error("SQS {queue}: {message}")]
+    Sqs { queue: String, message: String },
+    /// The compression thread failed.
+    #[error("encoding s3://{bucket}/{key} failed: {message}")]
+    Encode { bucket: String, key: String, message: String },
+}
+
+impl RelayError {
+    /// Low-cardinality label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RelayError::Config(_) => "config",
+            RelayError::SourceNotFound { .. } => "source_not_found",
+            RelayError::S3 { .. } => "s3",
+            RelayError::CorruptSource { .. } => "corrupt_source",
+            RelayError::Gcs { .. } => "gcs",
+            RelayError::BadExportFile { .. } => "bad_export_file",
+            RelayError::ChecksumMismatch { .. } => "checksum_mismatch",
+            RelayError::Sqs { .. } => "sqs",
+            RelayError::Encode { .. } => "encode",
+        }
+    }
+
+    /// Whether trying again later may succeed (network, throttling, 5xx).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RelayError::S3 { retryable, .. } | RelayError::Gcs { retryable, .. } => *retryable,
+            RelayError::Sqs { .. } => true,
+            _ => false,
+        }
+    }
+
+    pub(crate) fn gcs(bucket: &str, key: &str, e: &gcloud_storage::http::Error) -> RelayError {
+        use gcloud_storage::http::Error as E;
+        let retryable = match e {
+            E::Response(r) => r.is_retriable(),
+            E::HttpClient(r) | E::RawResponse(r, _) => r.status().is_none_or(|s| s.is_server_error() || s.as_u16() == 429 || s.as_u16() == 408),
+            E::HttpMiddleware(_) => true,
+            E::TokenSource(_) | E::InvalidRangeHeader(_) => false,
+        };
+        RelayError::Gcs { bucket: bucket.into(), key: key.into(), message: e.to_string(), retryable }
+    }
+}
+
+/// The HTTP status of a GCS error response, if it is one.
+pub(crate) fn gcs_status(e: &gcloud_storage::http::Error) -> Option<u16> {
+    match e {
+        gcloud_storage::http::Error::Response(r) => Some(r.code),
+        gcloud_storage::http::Error::RawResponse(r, _) | gcloud_storage::http::Error::HttpClient(r) => r.status().map(|s| s.as_u16()),
+        _ => None,
+    }
+}
