@@ -155,7 +155,7 @@ resource "aws_autoscaling_group" "relay" {
 
   mixed_instances_policy {
     instances_distribution {
-      on_demand_base_capacity                  = 0
+      on_demand_base_capacity                  = var.relay_on_demand_base_capacity
       on_demand_percentage_above_base_capacity = 0
       spot_allocation_strategy                 = "price-capacity-optimized"
     }

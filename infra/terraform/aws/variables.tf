@@ -271,3 +271,9 @@ variable "queue_metrics_reader_role_arns" {
   type        = list(string)
   default     = []
 }
+
+variable "relay_on_demand_base_capacity" {
+  description = "Relay instances kept on-demand whatever the spot market does (the rest is spot). 0: all spot; raise it if spot capacity is short near a deadline."
+  type        = number
+  default     = 0
+}
