@@ -57,7 +57,7 @@ pub fn item(i: u64, pad: usize) -> HashMap<String, Av> {
     m.insert("price".into(), Av::N(format!("{}.{:02}", i * 7 % 10_000, i % 100)));
     m.insert("big".into(), Av::N("-1.2345678901234567890123456789012345678E+100".into()));
     m.insert("blob".into(), Av::B(Blob::new(vec![(i % 256) as u8, 0, 255, 10])));
-    m.insert("flag".into(), Av::Bool(i % 2 == 0));
+    m.insert("flag".into(), Av::Bool(i.is_multiple_of(2)));
     m.insert("nothing".into(), Av::Null(true));
     m.insert("tags".into(), Av::Ss(vec!["a".into(), format!("t{}", i % 7)]));
     m.insert("nums".into(), Av::Ns(vec!["-1".into(), "2.5".into(), format!("{}", i + 10)]));
@@ -207,7 +207,6 @@ pub fn same_items(dump: &[String], scan: &[String]) -> Result<(), String> {
     if dump == scan {
         return Ok(());
     }
-    let mut dup = dump.windows(2).filter(|w| w[0] == w[1]).count();
-    dup += 0;
+    let dup = dump.windows(2).filter(|w| w[0] == w[1]).count();
     Err(format!("dump has {} lines ({} duplicates), scan has {}", dump.len(), dup, scan.len()))
 }

@@ -8,6 +8,7 @@
 
 pub mod export;
 pub mod load;
+pub mod pipeline;
 pub mod relay;
 pub mod resources;
 

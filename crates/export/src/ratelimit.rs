@@ -41,9 +41,11 @@ impl RateLimiter {
         }
     }
 
-    /// The default burst for a rate: a fifth of a second's worth (at least one eventual
-    /// 4 KB read).
-    pub fn for_budget(rate: Option<f64>) -> Self {
+    /// The bucket for a budget: refilled at 98 % of it (headroom for the burst and for
+    /// estimates settled late, so no 5-s window exceeds the budget), holding a fifth of a
+    /// second's worth (at least one eventual 4 KB read).
+    pub fn for_budget(budget: Option<f64>) -> Self {
+        let rate = budget.map(|b| b * 0.98);
         Self::new(rate, rate.map_or(1.0, |r| (r * 0.2).max(0.5)))
     }
 

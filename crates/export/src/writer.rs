@@ -182,7 +182,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Size of a value's DynamoDB JSON text (without escapes), for the type statistics'
 /// `max_value_bytes`; computed without encoding.
 pub fn json_len(v: &AttributeValue) -> usize {
-    fn list<'a>(it: impl Iterator<Item = usize>) -> usize {
+    fn list(it: impl Iterator<Item = usize>) -> usize {
         let (n, sum) = it.fold((0usize, 0usize), |(n, s), l| (n + 1, s + l));
         2 + sum + n.saturating_sub(1)
     }

@@ -4,5 +4,6 @@
 mod cli;
 mod export;
 mod load;
+mod pipeline;
 mod relay;
 mod stack;

@@ -1,0 +1,184 @@
+//! The whole flow of `scripts/demo` with the real binary, on unique resources, with
+//! faults injected into every phase: the exporter SIGTERMed mid-scan and resumed, one
+//! of two relays SIGKILLed mid-run and restarted, a load SIGKILLed mid-run and rerun.
+//! The end state must still match DynamoDB item for item.
+
+use crossdock_core::layout::ExportId;
+use crossdock_tests::pipeline::*;
+use crossdock_tests::relay::{eventually, get, list_names, Wired};
+use crossdock_tests::resources::{TempBigtable, TempPgSchema, TempTable};
+use std::time::Duration;
+
+const ITEMS: u64 = 6_000;
+const BATCH: &str = "faults";
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+fn export_args(table: &str, bucket: &str, extra: &[&str]) -> Vec<String> {
+    let mut a = s(&["export", "--no-autoscaling", "--table", table, "--bucket", bucket, "--batch", BATCH]);
+    a.extend(s(&["--segments", "2", "--part-size", "64K", "--output", "json", "--no-progress"]));
+    a.extend(s(extra));
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_injected_end_to_end_still_match_item_for_item() {
+    let dir = work_dir("pipefaults");
+    let ddb = crossdock_tests::dynamodb().await;
+    let s3 = crossdock_tests::s3().await;
+    let gcs = crossdock_tests::gcs().await;
+
+    // Source tables: one with a GSI (→ PostgreSQL), one without (→ Bigtable), every type.
+    let orders = TempTable::name("pipeorders");
+    let events = TempTable::name("pipeevents");
+    let _bt = TempBigtable { name: events.name.clone() }; // the loader creates it; dropped after
+    create_table(&ddb, &orders.name, true, true, 5).await;
+    create_table(&ddb, &events.name, false, false, 5).await;
+    let (a, b) = (ddb.clone(), ddb.clone());
+    let (on, en) = (orders.name.clone(), events.name.clone());
+    tokio::join!(
+        crossdock_tests::export::fill(&a, &on, ITEMS, 300, 8),
+        crossdock_tests::export::fill(&b, &en, ITEMS, 300, 8),
+    );
+
+    // S3 bucket → SQS (real notification), GCS bucket, PG schema, pipeline file.
+    let w = Wired::new("pipefaults", 10, None).await;
+    let pg = TempPgSchema::new("pipefaults").await;
+    let extra = "[batch]\nrows = 20\nmax_rows = 20\nwriters = 1\nadaptive = false";
+    let pipeline = write_pipeline(&dir, &w.src.name, &w.gcs.name, &pg.name, &[&orders.name, &events.name], extra);
+    let pipeline = pipeline.to_string_lossy().into_owned();
+    let valid = run(&dir, "validate", &s(&["pipeline", "validate", &pipeline]), Duration::from_secs(30)).await;
+    assert_eq!(valid.0, Some(0), "pipeline validates: {}", valid.2);
+
+    // A relay fleet of 2.
+    let relay_args = w.cli_args();
+    let mut relays = vec![Proc::spawn(&dir, "relay-0", &relay_args), Proc::spawn(&dir, "relay-1", &relay_args)];
+
+    // Fault 1: the exporter of `orders` is SIGTERMed mid-scan (after its first checkpoint).
+    let mut exp = Proc::spawn(&dir, "export-orders-1", &export_args(&orders.name, &w.src.name, &["--raise-to", "40", "--read-ratio", "1"]));
+    let ckpt = format!("{BATCH}/{}/", orders.name);
+    let mid = eventually(Duration::from_secs(60), || async {
+        crossdock_tests::export::list(&s3, &w.src.name, &ckpt).await.iter().any(|k| k.contains("/_checkpoint/"))
+    })
+    .await;
+    assert!(mid && exp.exited().is_none(), "the export was still scanning at its first checkpoint; log:\n{}", exp.log_tail());
+    exp.signal("TERM");
+    let st = exp.wait(Duration::from_secs(60)).await;
+    assert_eq!(st.code(), Some(5), "SIGTERM → partial exit; log:\n{}", exp.log_tail());
+    let first = exp.json();
+    assert_eq!(first["interrupted"], true, "{first}");
+    assert!(first["items"].as_u64().is_some_and(|n| n < ITEMS), "stopped mid-scan: {first}");
+
+    // `events` is exported meanwhile; fault 2: one relay SIGKILLed mid-run, then restarted.
+    let mut exp_events = Proc::spawn(&dir, "export-events", &export_args(&events.name, &w.src.name, &["--raise-to", "200", "--read-ratio", "1"]));
+    let copying = eventually(Duration::from_secs(60), || async { list_names(&gcs, &w.gcs.name).await.len() >= 4 }).await;
+    assert!(copying, "the relays copied files");
+    relays[0].signal("KILL");
+    let killed = relays[0].wait(Duration::from_secs(10)).await;
+    assert!(!killed.success(), "SIGKILLed: {killed:?}");
+    relays[0] = Proc::spawn(&dir, "relay-0b", &relay_args);
+
+    // The `orders` export resumed: same batch, same timestamp.
+    let ts = first["export"]["timestamp"].as_str().expect("timestamp").to_string();
+    let (code, resumed, log) = run(
+        &dir,
+        "export-orders-2",
+        &export_args(&orders.name, &w.src.name, &["--resume", "--timestamp", &ts, "--raise-to", "400", "--read-ratio", "1"]),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(code, Some(0), "resumed export: {log}");
+    assert_eq!(resumed["complete"], true, "{resumed}");
+    assert_eq!(resumed["items"], ITEMS, "{resumed}");
+    let st = exp_events.wait(Duration::from_secs(120)).await;
+    assert!(st.success(), "events export; log:\n{}", exp_events.log_tail());
+    let events_summary = exp_events.json();
+    assert_eq!(events_summary["items"], ITEMS);
+
+    let orders_id: ExportId = serde_json::from_value(resumed["export"].clone()).expect("export id");
+    let events_id: ExportId = serde_json::from_value(events_summary["export"].clone()).expect("export id");
+    assert_eq!(orders_id.timestamp.to_string(), ts, "resumed into the same export");
+
+    // Both markers appear; then the fleet is stopped.
+    let marked = eventually(Duration::from_secs(180), || async {
+        get(&gcs, &w.gcs.name, &orders_id.marker_key()).await.is_some() && get(&gcs, &w.gcs.name, &events_id.marker_key()).await.is_some()
+    })
+    .await;
+    let relay_logs = || relays.iter().map(|r| r.log_tail()).collect::<Vec<_>>().join("\n---\n");
+    assert!(marked, "both tables got a _SUCCESS; relay logs:\n{}", relay_logs());
+    for r in &relays {
+        r.signal("TERM");
+    }
+    for r in &mut relays {
+        let st = r.wait(Duration::from_secs(120)).await;
+        assert!(st.success(), "{} exits 0 after SIGTERM: {st:?}\n{}", r.name, r.log_tail());
+    }
+
+    // Exactly one `_SUCCESS` per table, written once across every relay process.
+    let names = list_names(&gcs, &w.gcs.name).await;
+    for id in [&orders_id, &events_id] {
+        let markers: Vec<&String> = names.iter().filter(|n| n.starts_with(&format!("{BATCH}/{}/", id.table)) && n.ends_with("_SUCCESS")).collect();
+        assert_eq!(markers, vec![&id.marker_key()], "one marker for {}", id.table);
+    }
+    let written: usize = ["relay-0", "relay-1", "relay-0b"]
+        .iter()
+        .map(|n| std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default().lines().filter(|l| l.contains("_SUCCESS written")).count())
+        .sum();
+    assert_eq!(written, 2, "one _SUCCESS write per table across the fleet; logs in {}", dir.display());
+    for id in [&orders_id, &events_id] {
+        let m: crossdock_core::marker::SuccessMarker =
+            serde_json::from_slice(&get_bytes(&gcs, &w.gcs.name, &id.marker_key()).await).expect("marker parses");
+        assert_eq!(m.totals.items, ITEMS, "{}", id.table);
+        assert!(m.totals.files >= 8, "many small parts for {}: {:?}", id.table, m.totals);
+    }
+
+    // Fault 3: the `orders` load is SIGKILLed once some files are done, then rerun.
+    let marker = |id: &ExportId| format!("gs://{}/{}", w.gcs.name, id.marker_key());
+    let load_args = |id: &ExportId| s(&["load", "--output", "json", "--marker", &marker(id), "--pipeline", &pipeline]);
+    let mut load = Proc::spawn(&dir, "load-orders-1", &load_args(&orders_id));
+    let progress = format!("{}_progress/", orders_id.dir());
+    let started = eventually(Duration::from_secs(120), || async { !crossdock_tests::load::list(&gcs, &w.gcs.name, &progress).await.is_empty() }).await;
+    assert!(started && load.exited().is_none(), "the load was mid-run; log:\n{}", load.log_tail());
+    load.signal("KILL");
+    assert!(!load.wait(Duration::from_secs(10)).await.success());
+    let done_at_kill = crossdock_tests::load::list(&gcs, &w.gcs.name, &progress).await.len();
+    let (code, rerun, log) = run(&dir, "load-orders-2", &load_args(&orders_id), Duration::from_secs(180)).await;
+    assert_eq!(code, Some(0), "load rerun: {log}");
+    assert_eq!(rerun["rows_in_target"], ITEMS, "{rerun}");
+    assert!(rerun["files_skipped"].as_u64().is_some_and(|n| n >= 1), "files finished before the kill are skipped ({done_at_kill} done): {rerun}");
+    let (code, loaded, log) = run(&dir, "load-events", &load_args(&events_id), Duration::from_secs(180)).await;
+    assert_eq!(code, Some(0), "events load: {log}");
+    assert_eq!(loaded["rows_in_target"], ITEMS, "{loaded}");
+    assert_eq!(loaded["target"], "bigtable", "{loaded}");
+    assert_eq!(rerun["target"], "postgres", "{rerun}");
+
+    // `crossdock verify`: every row and attribute against the marker's files.
+    for id in [&orders_id, &events_id] {
+        let (code, report, log) =
+            run(&dir, &format!("verify-{}", id.table), &s(&["verify", "--output", "json", "--marker", &marker(id), "--pipeline", &pipeline]), Duration::from_secs(180)).await;
+        assert_eq!(code, Some(0), "verify {}: {report}\n{log}", id.table);
+        assert_eq!((report["missing"].as_u64(), report["extra"].as_u64(), report["different"].as_u64()), (Some(0), Some(0), Some(0)), "{report}");
+        assert_eq!(report["matching"], ITEMS, "{report}");
+    }
+
+    // Independently: DynamoDB's Scan against what landed, row count and keys.
+    let scan_orders = scan_keys_with_sort(&ddb, &orders.name).await;
+    let scan_events = scan_keys(&ddb, &events.name).await;
+    assert_eq!((scan_orders.len() as u64, scan_events.len() as u64), (ITEMS, ITEMS));
+    let pgc = crossdock_tests::postgres().await;
+    let tables = pg_tables(&pgc, &pg.name).await;
+    assert_eq!(tables.len(), 1, "one PostgreSQL table, for the GSI table: {tables:?}");
+    let (count, keys) = pg_keys(&pgc, &pg.name, &tables[0]).await;
+    assert_eq!(count as u64, ITEMS, "PostgreSQL row count");
+    assert!(keys == scan_orders, "PostgreSQL keys equal the Scan's ({} vs {})", keys.len(), scan_orders.len());
+    let bt_keys = bigtable_row_keys(&events.name).await;
+    assert_eq!(bt_keys.len() as u64, ITEMS, "Bigtable row count");
+    assert!(bt_keys == scan_events, "Bigtable row keys equal the Scan's keys");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn get_bytes(gcs: &gcloud_storage::client::Client, bucket: &str, name: &str) -> Vec<u8> {
+    crossdock_tests::relay::download(gcs, bucket, name).await.unwrap_or_else(|| panic!("gs://{bucket}/{name} missing"))
+}
