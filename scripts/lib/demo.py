@@ -130,6 +130,7 @@ def summary(work):
         return json.load(open(path)) if os.path.exists(path) else None
 
     times = load("times.json") or {}
+    plan = {t["table"]: t for t in (load("plan.json") or {}).get("tables", [])}
     problems = []
     rows = []
     for table in ("demo_orders", "demo_events"):
@@ -145,6 +146,7 @@ def summary(work):
             "rows": (ld or {}).get("rows_in_target"),
             "verified": None if ver is None else ("ok" if ver.get("ok", ver.get("missing", 1) == 0 and ver.get("different", 1) == 0 and ver.get("extra", 1) == 0) else "MISMATCH"),
             "export s": times.get(f"export-{table}"),
+            "planned s": round(plan[table]["export_secs"], 1) if table in plan else None,
             "load s": times.get(f"load-{table}"),
         }
         rows.append(row)
@@ -153,6 +155,10 @@ def summary(work):
             continue
         if not (exp["items"] == totals.get("items") == ld.get("rows_in_target")):
             problems.append(f"{table}: exported {exp['items']}, marker {totals.get('items')}, loaded {ld.get('rows_in_target')}")
+        if table in plan and row["export s"]:
+            ratio = row["export s"] / max(plan[table]["export_secs"], 0.1)
+            if not 0.5 <= ratio <= 2.0:
+                print(f"note: {table} export took {ratio:.1f}x the planned time", file=sys.stderr)
         if row["verified"] != "ok":
             problems.append(f"{table}: verification found differences: {ver}")
     cols = list(rows[0].keys())

@@ -284,9 +284,18 @@ fn prepare(cfg: &ExportConfig, info: TableInfo, schema_segments: Option<u32>) ->
     }
     let provisioned = raise_to.or(info.throughput).map(|t| sizing::export_rcu_budget(t.read, cfg.read_ratio));
     let budget = match (provisioned, cfg.max_rcu) {
-        (Some(p), Some(m)) => Some(p.min(m)),
-        (p, m) => p.or(m),
+        (Some(p), Some(m)) => p.min(m),
+        (Some(b), None) | (None, Some(b)) => b,
+        (None, None) => {
+            return Err(invalid(
+                "--max-rcu",
+                format!("table {} is on-demand (PAY_PER_REQUEST): give --max-rcu so the export cannot take the application's throughput", cfg.table),
+            ))
+        }
     };
+    // The budget is the whole table's: a process scanning a slice of the segments gets
+    // the same slice of it, so N pods of a sharded export stay within it together.
+    let budget = Some(budget * f64::from(range.1 - range.0) / f64::from(total));
     let workers = cfg.concurrency.min(range.1 - range.0).max(1);
     Ok(Prepared { info, raise_to, budget, total, range, workers })
 }

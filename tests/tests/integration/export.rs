@@ -277,6 +277,24 @@ async fn bad_input_is_refused_with_clear_errors_and_nothing_raised() {
     crossdock_tests::export::wait_active(&c.ddb, t).await;
     assert_eq!(read_capacity(&c.ddb, t).await, 7, "only the test's own update happened");
     assert!(list(&c.s3, b, "").await.iter().all(|k| !k.ends_with("_capacity.json")), "no lease");
+
+    // An on-demand table has no capacity to take a share of: --max-rcu is required.
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+    let od = TempTable::name("expod");
+    c.ddb
+        .create_table()
+        .table_name(&od.name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build().expect("def"))
+        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().expect("key"))
+        .send()
+        .await
+        .expect("create on-demand table");
+    crossdock_tests::export::wait_active(&c.ddb, &od.name).await;
+    let (got, _, stderr) = export_cmd(&["--table", &od.name, "--bucket", b, "--batch", "x"]);
+    assert_eq!(got, Some(2), "{stderr}");
+    assert!(stderr.contains("--max-rcu") && stderr.contains("on-demand"), "{stderr}");
+    assert!(list(&c.s3, b, "").await.is_empty(), "nothing written for the on-demand table");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
