@@ -172,6 +172,8 @@ pub enum DumpFile {
     Loaded,
     /// `_progress/…` per-file load progress (GCS only; written by the loader)
     LoadProgress { segment: u32, part: u32 },
+    /// `_rejects/…` per-file rows the loader could not convert (GCS only, JSON lines)
+    LoadRejects { segment: u32, part: u32 },
 }
 
 impl DumpFile {
@@ -188,6 +190,7 @@ impl DumpFile {
             DumpFile::Success => "_SUCCESS".into(),
             DumpFile::Loaded => "_LOADED".into(),
             DumpFile::LoadProgress { segment, part } => format!("_progress/seg-{segment:05}-part-{part:05}.json"),
+            DumpFile::LoadRejects { segment, part } => format!("_rejects/seg-{segment:05}-part-{part:05}.jsonl"),
         }
     }
 
@@ -234,6 +237,10 @@ impl DumpFile {
         if let Some(rest) = name.strip_prefix("_progress/seg-") {
             let (seg, rest) = rest.split_once("-part-")?;
             return Some(DumpFile::LoadProgress { segment: num(seg)?, part: num(rest.strip_suffix(".json")?)? });
+        }
+        if let Some(rest) = name.strip_prefix("_rejects/seg-") {
+            let (seg, rest) = rest.split_once("-part-")?;
+            return Some(DumpFile::LoadRejects { segment: num(seg)?, part: num(rest.strip_suffix(".jsonl")?)? });
         }
         None
     }
@@ -323,6 +330,7 @@ mod tests {
             DumpFile::Success,
             DumpFile::Loaded,
             DumpFile::LoadProgress { segment: 1, part: 2 },
+            DumpFile::LoadRejects { segment: 1, part: 2 },
         ];
         for f in files {
             assert_eq!(DumpFile::parse(&f.s3_name()), Some(f), "{}", f.s3_name());

@@ -62,11 +62,9 @@ pub fn progress_key(m: &Marker, f: &MarkerFile) -> String {
     m.key(&DumpFile::LoadProgress { segment: f.segment, part: f.part })
 }
 
-/// GCS key of a file's reject lines (`_rejects/` mirrors `_progress/`).
+/// GCS key of a file's reject lines.
 pub fn rejects_key(m: &Marker, f: &MarkerFile) -> String {
-    let p = DumpFile::LoadProgress { segment: f.segment, part: f.part }.s3_name();
-    let name = p.replacen("_progress/", "_rejects/", 1).replacen(".json", ".jsonl", 1);
-    format!("{}{name}", m.marker.export.dir())
+    m.key(&DumpFile::LoadRejects { segment: f.segment, part: f.part })
 }
 
 /// All progress records of the export, by file name.
