@@ -13,6 +13,7 @@ use crossdock_load::target::postgres::PostgresTarget;
 use crossdock_load::target::spanner::SpannerTarget;
 use crossdock_load::target::Target;
 use crossdock_load::LoadError;
+use crossdock_core::notify::Notification;
 use crossdock_core::pipeline::TargetConfig;
 use std::path::PathBuf;
 
@@ -56,6 +57,9 @@ pub struct Args {
     /// `text` or `json` (a summary object on stdout).
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// Webhook (Slack-compatible) that gets a JSON event when a load finishes or fails.
+    #[arg(long, env = "CROSSDOCK_NOTIFY_URL")]
+    pub notify_url: Option<String>,
 }
 
 /// The exit code for a loader error.
@@ -154,14 +158,32 @@ fn print_plan(plan: &Plan, output: Output) {
     println!("            {}", b.basis);
 }
 
+/// [`load_marker`], then the `--notify-url` event for its outcome (not for dry runs).
 async fn load_one(marker_url: &str, pipeline: &crossdock_core::pipeline::Pipeline, args: &Args) -> anyhow::Result<Code> {
+    let result = load_marker(marker_url, pipeline, args).await;
+    if let (Some(url), false) = (&args.notify_url, args.dry_run) {
+        let n = match &result {
+            Ok((_, Some(s))) => Notification::load_finished(marker_url, s.target, &s.destination, s.rows_in_target, s.items_expected, s.rejected),
+            Ok((_, None)) => return result.map(|(code, _)| code),
+            Err(e) => Notification::load_failed(marker_url, &format!("{e:#}")),
+        };
+        crossdock_relay::notify::post(url, &n).await;
+    }
+    result.map(|(code, _)| code)
+}
+
+async fn load_marker(
+    marker_url: &str,
+    pipeline: &crossdock_core::pipeline::Pipeline,
+    args: &Args,
+) -> anyhow::Result<(Code, Option<crossdock_load::run::Summary>)> {
     let p = prepare(marker_url, pipeline).await?;
     let opts = LoadOptions { max_errors: args.max_errors, force: args.force };
     with_target!(p, |t| {
         let (plan, batch) = plan_of(&p, &t);
         if args.dry_run {
             print_plan(&plan, args.output);
-            return Ok(Code::Ok);
+            return Ok((Code::Ok, None));
         }
         let summary = run::load(&p.marker, &t, &p.model, &batch, &opts, crate::shutdown::signal()).await.map_err(coded)?;
         match args.output {
@@ -181,7 +203,7 @@ async fn load_one(marker_url: &str, pipeline: &crossdock_core::pipeline::Pipelin
                 summary.duration_ms
             ),
         }
-        Ok(Code::Ok)
+        Ok((Code::Ok, Some(summary)))
     })
 }
 

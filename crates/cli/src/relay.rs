@@ -73,6 +73,9 @@ pub struct Args {
     /// Name written as `written_by` in markers (default: host name and pid).
     #[arg(long)]
     instance_id: Option<String>,
+    /// Webhook (Slack-compatible) that gets a JSON event for every marker this relay writes.
+    #[arg(long, env = "CROSSDOCK_NOTIFY_URL")]
+    notify_url: Option<String>,
     /// AWS region.
     #[arg(long, env = "AWS_REGION")]
     region: Option<String>,
@@ -108,6 +111,7 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
     s.imds_endpoint = (!args.no_spot_poll).then(|| args.imds_endpoint.clone());
     s.spot_poll_secs = args.spot_poll;
     s.instance_id = args.instance_id.clone();
+    s.notify_url = args.notify_url.clone();
 
     let conf = crate::aws::config(args.region.clone()).await;
     let s3 = crate::aws::s3(&conf);

@@ -13,6 +13,7 @@ pub mod item;
 pub mod layout;
 pub mod manifest;
 pub mod marker;
+pub mod notify;
 pub mod pipeline;
 pub mod routing;
 pub mod schema;

@@ -426,6 +426,9 @@ async fn handle_record(shared: &Shared, r: &S3Record) -> bool {
         Ok(complete::MarkOutcome::Written { files, items }) => {
             metrics::marker(&export, "written", files, items);
             inc(&shared.stats.markers_written);
+            if let Some(url) = &relay.settings.notify_url {
+                crate::notify::post(url, &crossdock_core::notify::Notification::marker_written(dst_bucket, &dk.export, files, items)).await;
+            }
             true
         }
         Ok(complete::MarkOutcome::LostRace) => {

@@ -17,6 +17,7 @@ pub mod error;
 pub mod event;
 pub mod gcs;
 pub mod metrics;
+pub mod notify;
 
 pub use consumer::{run, DrainReason, Summary};
 pub use error::RelayError;
@@ -83,6 +84,9 @@ pub struct RelaySettings {
     /// Name recorded as `written_by` in markers (default: host name and pid).
     #[serde(default)]
     pub instance_id: Option<String>,
+    /// Webhook (Slack-compatible) posted a JSON event when this relay writes a marker.
+    #[serde(default)]
+    pub notify_url: Option<String>,
 }
 
 mod defaults {
@@ -127,6 +131,7 @@ impl RelaySettings {
             imds_endpoint: None,
             spot_poll_secs: defaults::spot_poll(),
             instance_id: None,
+            notify_url: None,
         }
     }
 

@@ -415,3 +415,38 @@ async fn sigkill_mid_load_then_rerun_gives_exact_rows_and_skips_finished_files()
     assert_eq!(distinct, 12_000);
     verify_all(&t, &export).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_url_gets_load_finished_and_load_failed_events() {
+    let bucket = TempGcsBucket::new("notify").await;
+    let (s, items) = sample(25, true, true);
+    let export = write_export(&bucket.client, &bucket.name, "b", s, items, 1, Codec::Zstd).await;
+    let pg = TempPgSchema::new("notify").await;
+    let pipeline = write_pipeline("notify", &pipeline_toml("postgres", &pg.name, "", ""));
+    let (url, got) = crossdock_tests::webhook().await;
+    let load = |marker: String| {
+        let pipeline = pipeline.clone();
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(crossdock_tests::crossdock_bin())
+                .args(["load", "--notify-url", &url, "--marker", &marker, "--pipeline"])
+                .arg(&pipeline)
+                .output()
+                .expect("run crossdock")
+        })
+    };
+    let ok = load(export.marker_url.clone()).await.expect("join");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let missing = export.marker_url.replace("/_SUCCESS", "-nope/_SUCCESS");
+    let bad = load(missing.clone()).await.expect("join");
+    assert!(!bad.status.success());
+
+    let events = got.lock().expect("lock").clone();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["event"], "load_finished");
+    assert_eq!(events[0]["marker"], export.marker_url.as_str());
+    assert_eq!(events[0]["details"]["rows"], 25);
+    assert!(events[0]["text"].as_str().is_some_and(|t| t.contains("25 row(s)")), "{}", events[0]);
+    assert_eq!(events[1]["event"], "load_failed");
+    assert_eq!(events[1]["marker"], missing.as_str());
+}

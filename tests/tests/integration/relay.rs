@@ -15,6 +15,8 @@ async fn notification_path_copies_every_file_and_marks_each_table_once() {
     users.source_codec = Codec::Gzip;
     let mut settings = w.settings();
     settings.prefix = "dumps/".into();
+    let (hook, events) = crossdock_tests::webhook().await;
+    settings.notify_url = Some(hook);
     orders.put_all(&w.src.client, &w.src.name, "dumps/").await;
     users.put_all(&w.src.client, &w.src.name, "dumps/").await;
     let summary = crossdock_relay::run(w.relay(settings).await, std::future::pending()).await.expect("relay runs");
@@ -22,6 +24,10 @@ async fn notification_path_copies_every_file_and_marks_each_table_once() {
     assert_eq!(summary.copied as usize, orders.file_count() + users.file_count(), "{summary:?}");
     assert_eq!(summary.markers_written, 2, "{summary:?}");
     assert_eq!(summary.failed, 0, "{summary:?}");
+    // One marker_written event per table on the --notify-url webhook.
+    let mut marked: Vec<String> = events.lock().expect("lock").iter().map(|e| format!("{} {}", e["event"], e["details"]["table"])).collect();
+    marked.sort();
+    assert_eq!(marked, vec!["\"marker_written\" \"Orders\"", "\"marker_written\" \"Users.v2\""]);
     let gcs = crossdock_tests::gcs().await;
     let m = orders.verify_in_gcs(&gcs, &w.gcs.name, Codec::Zstd).await;
     assert_eq!(m.schema.table, "Orders");
