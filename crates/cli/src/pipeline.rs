@@ -17,6 +17,9 @@ enum Sub {
     Validate {
         /// The pipeline file (TOML).
         file: PathBuf,
+        /// Also connect to the source bucket, the destination bucket and each target.
+        #[arg(long)]
+        online: bool,
     },
 }
 
@@ -31,8 +34,11 @@ pub fn load(file: &std::path::Path) -> anyhow::Result<crossdock_core::pipeline::
 
 pub async fn run(args: Args) -> anyhow::Result<Code> {
     match args.command {
-        Sub::Validate { file } => {
+        Sub::Validate { file, online } => {
             let p = load(&file)?;
+            if online {
+                check_online(&p).await.map_err(|e| fail(Code::NotFound, format!("{}: {e:#}", file.display())))?;
+            }
             let targets: Vec<&str> = [p.relational.as_ref(), p.wide_column.as_ref()].into_iter().flatten().map(|t| t.kind()).collect();
             println!(
                 "{}: ok — pipeline {:?}, {} table(s), s3://{}/{} → gs://{}, codec {} level {}, targets: {}",
@@ -49,4 +55,51 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
             Ok(Code::Ok)
         }
     }
+}
+
+/// `--online`: every endpoint the pipeline names answers (15 s each).
+async fn check_online(p: &crossdock_core::pipeline::Pipeline) -> anyhow::Result<()> {
+    use crossdock_core::pipeline::TargetConfig;
+    use crossdock_load::target::{bigtable::BigtableTarget, postgres::PostgresTarget, spanner::SpannerTarget};
+    use std::time::Duration;
+    async fn within(what: String, f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+        match tokio::time::timeout(Duration::from_secs(15), f).await {
+            Ok(r) => r.with_context(|| format!("{what} is not reachable")),
+            Err(_) => Err(anyhow::anyhow!("{what} did not answer within 15 s")),
+        }
+    }
+    let conf = crate::aws::config(p.source.region.clone()).await;
+    let s3 = crate::aws::s3(&conf);
+    within(
+        format!("source bucket s3://{}", p.source.bucket),
+        async { s3.head_bucket().bucket(&p.source.bucket).send().await.map(drop).map_err(|e| anyhow::anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string())) },
+    )
+    .await?;
+    within(
+        format!("destination bucket gs://{}", p.dst_bucket),
+        async {
+            let gcs = crossdock_load::gcs::client().await?;
+            let req = gcloud_storage::http::buckets::get::GetBucketRequest { bucket: p.dst_bucket.clone(), ..Default::default() };
+            gcs.get_bucket(&req).await.map(drop).map_err(anyhow::Error::from)
+        },
+    )
+    .await?;
+    for t in [p.relational.as_ref(), p.wide_column.as_ref()].into_iter().flatten() {
+        let what = format!("{} target", t.kind());
+        within(
+            what,
+            async move {
+                match t {
+                    TargetConfig::Spanner { database } => SpannerTarget::connect(database).await.map(drop)?,
+                    TargetConfig::Postgres { url, schema } => PostgresTarget::connect(url, schema).await.map(drop)?,
+                    TargetConfig::Bigtable { project, instance, column_family } => {
+                        BigtableTarget::connect(project, instance, column_family, 0).await.map(drop)?
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }

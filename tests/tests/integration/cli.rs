@@ -48,3 +48,36 @@ fn pipeline_validate_accepts_the_shipped_pipelines_and_names_bad_keys() {
     assert!(err.contains("unknown field `bukket`") && err.contains("bad.toml"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test]
+async fn pipeline_validate_online_connects_to_every_endpoint() {
+    use crossdock_tests::resources::{TempBucket, TempGcsBucket};
+    let src = TempBucket::new("online").await;
+    let dst = TempGcsBucket::new("online").await;
+    let dir = std::env::temp_dir().join(crossdock_tests::unique("online"));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let pipeline = |pg_url: &str| {
+        format!(
+            "name = \"online\"\n[source]\nbucket = \"{}\"\n[relay]\nbucket = \"{}\"\n[targets.relational]\nkind = \"postgres\"\nurl = \"{pg_url}\"\n[targets.wide_column]\nkind = \"bigtable\"\nproject = \"${{CROSSDOCK_GCP_PROJECT}}\"\ninstance = \"local\"\n",
+            src.name, dst.name
+        )
+    };
+    let validate = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write pipeline");
+        Command::new(crossdock_tests::crossdock_bin()).args(["pipeline", "validate", "--online"]).arg(&path).output().expect("run")
+    };
+    let ok = validate("ok.toml", pipeline("${CROSSDOCK_PG_URL}"));
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+
+    // Nothing listens on port 1: the unreachable target is named, exit 3.
+    let bad = validate("bad.toml", pipeline("postgres://postgres@127.0.0.1:1/x"));
+    assert_eq!(bad.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("postgres target is not reachable") && err.contains("bad.toml"), "{err}");
+
+    let no_bucket = validate("nobucket.toml", pipeline("${CROSSDOCK_PG_URL}").replacen(&src.name, "no-such-bucket-online", 1));
+    assert_eq!(no_bucket.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&no_bucket.stderr).contains("s3://no-such-bucket-online"));
+    std::fs::remove_dir_all(&dir).ok();
+}
