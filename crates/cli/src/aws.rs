@@ -2,7 +2,6 @@
 //! (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_DYNAMODB`, …), which is how the local stack
 //! (moto, dynalite) is reached; S3 then needs path-style addressing.
 
-#[allow(dead_code)] // used by the export and relay subcommands as they land
 pub async fn config(region: Option<String>) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(r) = region {
@@ -12,7 +11,6 @@ pub async fn config(region: Option<String>) -> aws_config::SdkConfig {
 }
 
 /// S3 client; path-style when a custom endpoint is configured (moto, MinIO, …).
-#[allow(dead_code)]
 pub fn s3(conf: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     let path_style = std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some();
     let s3 = aws_sdk_s3::config::Builder::from(conf).force_path_style(path_style).build();

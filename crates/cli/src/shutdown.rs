@@ -1,7 +1,6 @@
 //! The shutdown future handed to every long-running `run()`: resolves on Ctrl-C or
 //! SIGTERM. Tests drive the same `run()`s with their own futures.
 
-#[allow(dead_code)] // used by the long-running phases as they land
 pub async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
