@@ -105,21 +105,26 @@ pub async fn fill(ddb: &aws_sdk_dynamodb::Client, table: &str, n: u64, pad: usiz
         .await;
 }
 
-/// Every item of the table by a plain sequential Scan, as canonical DynamoDB JSON lines
-/// (attributes sorted), sorted.
-pub async fn scan_lines(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Vec<String> {
-    let mut lines = Vec::new();
+/// Every item of the table by a plain sequential Scan (paged with ExclusiveStartKey).
+pub async fn scan_items(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Vec<HashMap<String, Av>> {
+    let mut items = Vec::new();
     let mut lek = None;
     loop {
         let out = ddb.scan().table_name(table).set_exclusive_start_key(lek).send().await.expect("scan");
-        for it in out.items() {
-            lines.push(to_line(&crossdock_export::convert::from_sdk_item(it).expect("known types")));
-        }
+        items.extend(out.items().iter().cloned());
         lek = out.last_evaluated_key;
         if lek.is_none() {
             break;
         }
     }
+    items
+}
+
+/// Every item of the table by a plain sequential Scan, as canonical DynamoDB JSON lines
+/// (attributes sorted), sorted.
+pub async fn scan_lines(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Vec<String> {
+    let mut lines: Vec<String> =
+        scan_items(ddb, table).await.iter().map(|it| to_line(&crossdock_export::convert::from_sdk_item(it).expect("known types"))).collect();
     lines.sort();
     lines
 }

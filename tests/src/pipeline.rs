@@ -39,22 +39,14 @@ pub async fn create_table(ddb: &aws_sdk_dynamodb::Client, name: &str, with_sort_
 /// The key of every item of `table` by a plain Scan, as `pk` or `pk|sk`, sorted.
 pub async fn scan_keys(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Vec<String> {
     use aws_sdk_dynamodb::types::AttributeValue as Av;
-    let mut keys = Vec::new();
-    let mut lek = None;
-    loop {
-        let out = ddb.scan().table_name(table).set_exclusive_start_key(lek).send().await.expect("scan");
-        for it in out.items() {
-            let pk = match it.get("pk") {
-                Some(Av::S(s)) => s.clone(),
-                other => panic!("item without a string pk: {other:?}"),
-            };
-            keys.push(pk);
-        }
-        lek = out.last_evaluated_key;
-        if lek.is_none() {
-            break;
-        }
-    }
+    let mut keys: Vec<String> = crate::export::scan_items(ddb, table)
+        .await
+        .iter()
+        .map(|it| match it.get("pk") {
+            Some(Av::S(s)) => s.clone(),
+            other => panic!("item without a string pk: {other:?}"),
+        })
+        .collect();
     keys.sort();
     keys
 }
@@ -62,21 +54,14 @@ pub async fn scan_keys(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Vec<Strin
 /// Like [`scan_keys`] with the sort key: `pk|sk`.
 pub async fn scan_keys_with_sort(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Vec<String> {
     use aws_sdk_dynamodb::types::AttributeValue as Av;
-    let mut keys = Vec::new();
-    let mut lek = None;
-    loop {
-        let out = ddb.scan().table_name(table).set_exclusive_start_key(lek).send().await.expect("scan");
-        for it in out.items() {
-            match (it.get("pk"), it.get("sk")) {
-                (Some(Av::S(pk)), Some(Av::N(sk))) => keys.push(format!("{pk}|{sk}")),
-                other => panic!("item without pk/sk: {other:?}"),
-            }
-        }
-        lek = out.last_evaluated_key;
-        if lek.is_none() {
-            break;
-        }
-    }
+    let mut keys: Vec<String> = crate::export::scan_items(ddb, table)
+        .await
+        .iter()
+        .map(|it| match (it.get("pk"), it.get("sk")) {
+            (Some(Av::S(pk)), Some(Av::N(sk))) => format!("{pk}|{sk}"),
+            other => panic!("item without pk/sk: {other:?}"),
+        })
+        .collect();
     keys.sort();
     keys
 }
