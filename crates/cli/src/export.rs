@@ -145,7 +145,8 @@ fn require(v: &Option<String>, flag: &str) -> anyhow::Result<String> {
     v.clone().ok_or_else(|| fail(Code::Usage, format!("{flag} is required")))
 }
 
-fn code_for(e: &ExportError) -> Code {
+/// The exit code for an exporter error (also used by `crossdock plan`).
+pub(crate) fn code_for(e: &ExportError) -> Code {
     match e {
         ExportError::CapacityNotRestored { .. } => Code::CapacityNotRestored,
         e if e.is_usage() => Code::Usage,

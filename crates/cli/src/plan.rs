@@ -2,8 +2,7 @@
 //! use (`crossdock_core::sizing::plan_table`).
 
 use crate::exit::{fail, Code};
-use anyhow::Context as _;
-use aws_sdk_dynamodb::types::{BillingMode, ReturnConsumedCapacity, Select};
+use aws_sdk_dynamodb::types::{ReturnConsumedCapacity, Select};
 use crossdock_core::routing::Route;
 use crossdock_core::sizing::{self, PlanInputs, TableFacts, TablePlan};
 use std::path::PathBuf;
@@ -91,22 +90,15 @@ async fn describe(
     rule: crossdock_core::routing::RouteRule,
     measure: bool,
 ) -> anyhow::Result<TableFacts> {
-    let out = ddb.describe_table().table_name(table).send().await.map_err(|e| {
-        let e = aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string();
-        if e.contains("ResourceNotFound") {
-            fail(Code::NotFound, format!("table {table} does not exist (check the pipeline file and AWS region)"))
-        } else {
-            anyhow::anyhow!("DescribeTable {table}: {e}")
-        }
-    })?;
-    let d = out.table().with_context(|| format!("DescribeTable {table} returned no table"))?;
-    let on_demand = d.billing_mode_summary().and_then(|b| b.billing_mode()) == Some(&BillingMode::PayPerRequest);
+    // The exporter's own reading of DescribeTable: the plan and the export see the same table.
+    let info = crossdock_export::lease::describe(ddb, table).await.map_err(|e| fail(crate::export::code_for(&e), e.to_string()))?;
+    let d = &info.description;
     let has_indexes = !d.global_secondary_indexes().is_empty() || !d.local_secondary_indexes().is_empty();
     let mut facts = TableFacts {
         table: table.into(),
-        size_bytes: d.table_size_bytes().unwrap_or(0).max(0) as u64,
-        item_count: d.item_count().unwrap_or(0).max(0) as u64,
-        provisioned_rcu: if on_demand { None } else { d.provisioned_throughput().and_then(|p| p.read_capacity_units()) },
+        size_bytes: info.size_bytes,
+        item_count: info.item_count,
+        provisioned_rcu: info.throughput.map(|t| t.read),
         relational: rule.route_by_indexes(has_indexes) == Route::Relational,
     };
     if facts.size_bytes == 0 && measure {
