@@ -127,7 +127,7 @@ fn plan_of<T: Target>(p: &Prepared, t: &T) -> (Plan, BatchPlan) {
         export: m.export.to_string(),
         route: p.routing.route,
         target: t.kind().name(),
-        destination: p.model.name.clone(),
+        destination: t.destination(&p.model),
         files: m.files.len(),
         items: m.totals.items,
         ddl: t.ddl(&p.model),

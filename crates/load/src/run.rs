@@ -149,7 +149,15 @@ struct Converted {
     rejects: Vec<Reject>,
 }
 
-fn convert(model: &TableModel, file: &str, raw: &[u8], check: &(dyn Fn(&Row) -> Result<(), String> + Sync)) -> Converted {
+fn convert(model: &TableModel, file: &str, raw: &[u8]) -> Converted {
+    // Bigtable needs a row key it can build; other targets take any row.
+    let check = |row: &Row| -> Result<(), String> {
+        if model.target == TargetKind::Bigtable {
+            crate::target::bigtable::row_key(model, row).map(|_| ())
+        } else {
+            Ok(())
+        }
+    };
     let mut rows = Vec::new();
     let mut rejects = Vec::new();
     for (i, line) in raw.split(|&b| b == b'\n').enumerate() {
@@ -162,7 +170,7 @@ fn convert(model: &TableModel, file: &str, raw: &[u8], check: &(dyn Fn(&Row) -> 
             rejects.push(reject("not UTF-8".into()));
             continue;
         };
-        match parse_line(text, n).map_err(|e| e.to_string()).and_then(|item| model.to_row(&item)).and_then(|row| check(&row).map(|_| row)) {
+        match parse_line(text, n).map_err(|e| e.to_string()).and_then(|item| model.into_row(item)).and_then(|row| check(&row).map(|_| row)) {
             Ok(row) => rows.push(row),
             Err(reason) => rejects.push(reject(reason)),
         }
@@ -172,11 +180,33 @@ fn convert(model: &TableModel, file: &str, raw: &[u8], check: &(dyn Fn(&Row) -> 
 
 /// Writes `rows` with `plan.writers` concurrent writers, each with its own adaptive
 /// batch size; retryable failures halve the writer's batch and back off.
-async fn write_rows<T: Target>(target: &T, model: &TableModel, rows: Vec<Row>, plan: &BatchPlan, stop: &AtomicBool) -> Result<u64, LoadError> {
-    let queue = Mutex::new(rows.into_iter());
-    let written = AtomicU64::new(0);
-    let writer = || async {
-        let mut size = AdaptiveBatch::new(plan.start_rows, 1, plan.max_rows);
+async fn write_rows<'a, T: Target>(target: &T, model: &TableModel, rows: Vec<Row>, plan: &BatchPlan, sizes: &'a [Mutex<AdaptiveBatch>], stop: &AtomicBool) -> Result<u64, LoadError> {
+    let queue = &Mutex::new(rows.into_iter());
+    let written = &AtomicU64::new(0);
+    let writer = |slot: &'a Mutex<AdaptiveBatch>| async move {
+        // Each writer's batch size carries over from file to file.
+        let mut size = slot.lock().map(|s| s.clone()).unwrap_or_else(|_| AdaptiveBatch::new(plan.start_rows, 1, plan.max_rows));
+        let r = write_some(target, model, plan, queue, written, &mut size, stop).await;
+        if let Ok(mut s) = slot.lock() {
+            *s = size;
+        }
+        r
+    };
+    futures::future::try_join_all(sizes.iter().map(writer)).await?;
+    Ok(written.load(Ordering::Relaxed))
+}
+
+/// One writer: takes batches off `queue` until it is empty or the load stops.
+async fn write_some<T: Target>(
+    target: &T,
+    model: &TableModel,
+    plan: &BatchPlan,
+    queue: &Mutex<std::vec::IntoIter<Row>>,
+    written: &AtomicU64,
+    size: &mut AdaptiveBatch,
+    stop: &AtomicBool,
+) -> Result<(), LoadError> {
+    {
         loop {
             if stop.load(Ordering::Relaxed) {
                 return Ok(());
@@ -215,23 +245,20 @@ async fn write_rows<T: Target>(target: &T, model: &TableModel, rows: Vec<Row>, p
                 }
             }
         }
-    };
-    let writers: Vec<_> = (0..plan.writers).map(|_| writer()).collect();
-    futures::future::try_join_all(writers).await?;
-    Ok(written.load(Ordering::Relaxed))
+    }
 }
 
 fn rand_jitter() -> u64 {
     u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0) % 50)
 }
 
-fn progress_record(target: TargetKind, model: &TableModel, f: &MarkerFile, status: FileStatus, rows: u64, rejected: u64, reason: Option<String>) -> FileProgress {
+fn progress_record(target: TargetKind, destination: &str, f: &MarkerFile, status: FileStatus, rows: u64, rejected: u64, reason: Option<String>) -> FileProgress {
     FileProgress {
         format_version: crossdock_core::FORMAT_VERSION,
         file: f.name.clone(),
         status,
         target: target.name().into(),
-        destination: model.name.clone(),
+        destination: destination.into(),
         rows_written: rows,
         rejected,
         sha256: f.sha256.clone(),
@@ -266,12 +293,13 @@ pub async fn load<T: Target>(
 async fn load_inner<T: Target>(marker: &Marker, target: &T, model: &TableModel, plan: &BatchPlan, opts: &LoadOptions, stop: &AtomicBool) -> Result<Summary, LoadError> {
     let started = Instant::now();
     let kind = target.kind();
+    let destination = target.destination(model);
     let m = &marker.marker;
     let mut summary = Summary {
         marker: marker.url.clone(),
         export: m.export.to_string(),
         target: kind.name(),
-        destination: model.name.clone(),
+        destination: destination.clone(),
         status: "loaded",
         table_created: false,
         files_total: m.files.len(),
@@ -290,7 +318,7 @@ async fn load_inner<T: Target>(marker: &Marker, target: &T, model: &TableModel, 
     };
     if !opts.force {
         if let Some(done) = progress::read_loaded(marker).await? {
-            if done.target == kind.name() && done.destination == model.name {
+            if done.target == kind.name() && done.destination == destination {
                 summary.status = "already-loaded";
                 summary.rows_in_target = done.rows_in_target;
                 summary.rejected = done.rejected;
@@ -301,61 +329,89 @@ async fn load_inner<T: Target>(marker: &Marker, target: &T, model: &TableModel, 
     }
     summary.table_created = target.ensure_table(model).await?;
     let recorded = progress::read_all(marker).await?;
-    let check = |row: &Row| -> Result<(), String> {
-        if kind == TargetKind::Bigtable {
-            crate::target::bigtable::row_key(model, row).map(|_| ())
-        } else {
-            Ok(())
-        }
-    };
+    let mut todo = Vec::new();
     for f in &m.files {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        if let Some(p) = recorded.get(&f.name) {
-            if p.status == FileStatus::Done && p.target == kind.name() && p.destination == model.name && p.sha256 == f.sha256 {
+        match recorded.get(&f.name) {
+            Some(p) if p.status == FileStatus::Done && p.target == kind.name() && p.destination == destination && p.sha256 == f.sha256 => {
                 summary.files_skipped += 1;
                 summary.rows_written += p.rows_written;
                 summary.rejected += p.rejected;
                 event_file(kind, &f.name, "skipped", 0, 0);
-                continue;
             }
+            _ => todo.push(f),
         }
-        let raw = match read_part(marker, f).await {
-            Ok(raw) => raw,
-            Err(e) => {
-                if matches!(e, LoadError::CorruptFile { .. } | LoadError::NotFound { .. }) {
-                    let _ = progress::record(marker, f, &progress_record(kind, model, f, FileStatus::Failed, 0, 0, Some(e.to_string()))).await;
-                    event_file(kind, &f.name, "failed", 0, 0);
-                }
-                return Err(e);
-            }
-        };
-        let Converted { rows, rejects } = convert(model, &f.name, &raw, &check);
-        drop(raw);
-        let rejected = rejects.len() as u64;
-        if !rejects.is_empty() {
-            let key = progress::write_rejects(marker, f, &rejects).await?;
-            let total = summary.rejected + rejected;
-            if total > opts.max_errors {
-                let reason = format!("{total} rejected rows exceed --max-errors {}; see gs://{}/{key}", opts.max_errors, marker.gcs.bucket);
-                progress::record(marker, f, &progress_record(kind, model, f, FileStatus::Failed, 0, rejected, Some(reason))).await?;
-                event_file(kind, &f.name, "failed", 0, rejected);
-                return Err(LoadError::TooManyRejects { rejected: total, max: opts.max_errors, bucket: marker.gcs.bucket.clone(), key });
-            }
-        }
-        let expected = rows.len() as u64;
-        let written = write_rows(target, model, rows, plan, stop).await?;
-        if written < expected {
-            // Stopped mid-file: not recorded, so a rerun loads it again (upserts).
-            break;
-        }
-        progress::record(marker, f, &progress_record(kind, model, f, FileStatus::Done, written, rejected, None)).await?;
-        event_file(kind, &f.name, "loaded", written, rejected);
-        summary.files_loaded += 1;
-        summary.rows_written += written;
-        summary.rejected += rejected;
     }
+    // The next file is downloaded, checked and converted while this one is written;
+    // the one-slot channel, reserved before each read, keeps two files in memory at most.
+    let (tx, rx) = tokio::sync::mpsc::channel::<(&MarkerFile, Result<Converted, LoadError>)>(1);
+    let shared = std::sync::Arc::new(model.clone());
+    let sizes: Vec<Mutex<AdaptiveBatch>> = (0..plan.writers).map(|_| Mutex::new(AdaptiveBatch::new(plan.start_rows, 1, plan.max_rows))).collect();
+    let produce = async move {
+        for f in todo {
+            let Ok(slot) = tx.reserve().await else { return };
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let converted = match read_part(marker, f).await {
+                Ok(raw) => {
+                    let (model, name) = (shared.clone(), f.name.clone());
+                    tokio::task::spawn_blocking(move || convert(&model, &name, &raw))
+                        .await
+                        .map_err(|e| LoadError::Config(format!("converting {} failed: {e}", f.name)))
+                }
+                Err(e) => Err(e),
+            };
+            let failed = converted.is_err();
+            slot.send((f, converted));
+            if failed {
+                return;
+            }
+        }
+    };
+    let consume = async {
+        // Owning the receiver: leaving early closes the channel and stops the producer.
+        let mut rx = rx;
+        while let Some((f, converted)) = rx.recv().await {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let Converted { rows, rejects } = match converted {
+                Ok(c) => c,
+                Err(e) => {
+                    if matches!(e, LoadError::CorruptFile { .. } | LoadError::NotFound { .. }) {
+                        let _ = progress::record(marker, f, &progress_record(kind, &destination, f, FileStatus::Failed, 0, 0, Some(e.to_string()))).await;
+                        event_file(kind, &f.name, "failed", 0, 0);
+                    }
+                    return Err(e);
+                }
+            };
+            let rejected = rejects.len() as u64;
+            if !rejects.is_empty() {
+                let key = progress::write_rejects(marker, f, &rejects).await?;
+                let total = summary.rejected + rejected;
+                if total > opts.max_errors {
+                    let reason = format!("{total} rejected rows exceed --max-errors {}; see gs://{}/{key}", opts.max_errors, marker.gcs.bucket);
+                    progress::record(marker, f, &progress_record(kind, &destination, f, FileStatus::Failed, 0, rejected, Some(reason))).await?;
+                    event_file(kind, &f.name, "failed", 0, rejected);
+                    return Err(LoadError::TooManyRejects { rejected: total, max: opts.max_errors, bucket: marker.gcs.bucket.clone(), key });
+                }
+            }
+            let expected = rows.len() as u64;
+            let written = write_rows(target, model, rows, plan, &sizes, stop).await?;
+            if written < expected {
+                // Stopped mid-file: not recorded, so a rerun loads it again (upserts).
+                break;
+            }
+            progress::record(marker, f, &progress_record(kind, &destination, f, FileStatus::Done, written, rejected, None)).await?;
+            event_file(kind, &f.name, "loaded", written, rejected);
+            summary.files_loaded += 1;
+            summary.rows_written += written;
+            summary.rejected += rejected;
+        }
+        Ok(())
+    };
+    let ((), consumed) = futures::join!(produce, consume);
+    consumed?;
     let stats = target.stats();
     summary.batches = stats.calls.load(Ordering::Relaxed);
     summary.retries = stats.retries.load(Ordering::Relaxed);
@@ -385,7 +441,7 @@ async fn load_inner<T: Target>(marker: &Marker, target: &T, model: &TableModel, 
             format_version: crossdock_core::FORMAT_VERSION,
             export: m.export.clone(),
             target: kind.name().into(),
-            destination: model.name.clone(),
+            destination: destination.clone(),
             items_expected: m.totals.items,
             rows_in_target: summary.rows_in_target,
             rejected: summary.rejected,

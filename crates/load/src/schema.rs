@@ -300,14 +300,19 @@ impl TableModel {
 
     /// Converts one item to a row; `Err` is the reason it is rejected.
     pub fn to_row(&self, item: &Item) -> Result<Row, String> {
-        for name in item.keys() {
-            if !self.columns.iter().any(|c| &c.attribute == name) {
-                return Err(format!("attribute {name:?} is not in the marker's type statistics"));
-            }
+        self.into_row(item.clone())
+    }
+
+    /// [`Self::to_row`] taking the item, so strings and byte values move into the row
+    /// instead of being copied (the loader's hot path).
+    pub fn into_row(&self, mut item: Item) -> Result<Row, String> {
+        let values: Vec<Option<AttributeValue>> = self.columns.iter().map(|c| item.swap_remove(&c.attribute)).collect();
+        if let Some(name) = item.keys().next() {
+            return Err(format!("attribute {name:?} is not in the marker's type statistics"));
         }
         let mut row = Vec::with_capacity(self.columns.len());
-        for c in &self.columns {
-            match item.get(&c.attribute) {
+        for (c, v) in self.columns.iter().zip(values) {
+            match v {
                 None if c.key => return Err(format!("key attribute {:?} is missing", c.attribute)),
                 None => row.push(Cell::Null),
                 Some(v) => row.push(self.cell(c, v).map_err(|why| format!("attribute {:?}: {why}", c.attribute))?),
@@ -316,24 +321,24 @@ impl TableModel {
         Ok(row)
     }
 
-    fn cell(&self, c: &Column, v: &AttributeValue) -> Result<Cell, String> {
+    fn cell(&self, c: &Column, v: AttributeValue) -> Result<Cell, String> {
         use AttributeValue as A;
         let target = self.target;
-        let wrong = || format!("{} value does not fit column {} of type {:?}", v.type_tag().as_str(), c.name, c.ty);
+        let wrong = |v: &AttributeValue| format!("{} value does not fit column {} of type {:?}", v.type_tag().as_str(), c.name, c.ty);
         Ok(match (c.ty, v) {
-            (ColumnType::Json, v) => Cell::Json(typed_json(v)),
-            (ColumnType::String, A::S(s)) => Cell::Str(s.clone()),
-            (ColumnType::Bytes, A::B(b)) => Cell::Bytes(b.clone()),
-            (ColumnType::Bool, A::Bool(b)) => Cell::Bool(*b),
-            (ColumnType::Int64, A::N(n)) => Cell::Int(to_int(n)?),
+            (ColumnType::Json, v) => Cell::Json(typed_json(&v)),
+            (ColumnType::String, A::S(s)) => Cell::Str(s),
+            (ColumnType::Bytes, A::B(b)) => Cell::Bytes(b),
+            (ColumnType::Bool, A::Bool(b)) => Cell::Bool(b),
+            (ColumnType::Int64, A::N(n)) => Cell::Int(to_int(&n)?),
             (ColumnType::Numeric, A::N(n)) => Cell::Num(to_numeric(target, n)?),
-            (ColumnType::Float64, A::N(n)) => Cell::Float(to_float(n)?),
-            (ColumnType::StringArray, A::Ss(s)) => Cell::StrArr(s.clone()),
-            (ColumnType::BytesArray, A::Bs(b)) => Cell::BytesArr(b.clone()),
+            (ColumnType::Float64, A::N(n)) => Cell::Float(to_float(&n)?),
+            (ColumnType::StringArray, A::Ss(s)) => Cell::StrArr(s),
+            (ColumnType::BytesArray, A::Bs(b)) => Cell::BytesArr(b),
             (ColumnType::Int64Array, A::Ns(ns)) => Cell::IntArr(ns.iter().map(|n| to_int(n)).collect::<Result<_, _>>()?),
-            (ColumnType::NumericArray, A::Ns(ns)) => Cell::NumArr(ns.iter().map(|n| to_numeric(target, n)).collect::<Result<_, _>>()?),
+            (ColumnType::NumericArray, A::Ns(ns)) => Cell::NumArr(ns.into_iter().map(|n| to_numeric(target, n)).collect::<Result<_, _>>()?),
             (ColumnType::Float64Array, A::Ns(ns)) => Cell::FloatArr(ns.iter().map(|n| to_float(n)).collect::<Result<_, _>>()?),
-            _ => return Err(wrong()),
+            (_, v) => return Err(wrong(&v)),
         })
     }
 
@@ -368,18 +373,26 @@ impl TableModel {
 }
 
 fn to_int(n: &str) -> Result<i64, String> {
+    // Plain integer text (the common case) parses directly; `1.5E3` and the like
+    // go through the exact decimal.
+    if let Ok(i) = n.parse::<i64>() {
+        return Ok(i);
+    }
     Decimal::parse(n).and_then(|d| d.to_i64()).ok_or_else(|| format!("number {n} does not fit a 64-bit integer column"))
 }
 
-fn to_numeric(target: TargetKind, n: &str) -> Result<String, String> {
-    let d = Decimal::parse(n).ok_or_else(|| format!("{n:?} is not a number"))?;
+/// Number text for a NUMERIC column. The codec has already checked it is a DynamoDB
+/// number, which PostgreSQL's NUMERIC always holds; Spanner's is narrower.
+fn to_numeric(target: TargetKind, n: String) -> Result<String, String> {
     match target {
-        TargetKind::Spanner if d.integer_digits() > 29 || d.fraction_digits() > 9 => {
-            Err(format!("number {n} does not fit Spanner NUMERIC (29 integer and 9 fractional digits)"))
+        TargetKind::Spanner => {
+            let d = Decimal::parse(&n).ok_or_else(|| format!("{n:?} is not a number"))?;
+            if d.integer_digits() > 29 || d.fraction_digits() > 9 {
+                return Err(format!("number {n} does not fit Spanner NUMERIC (29 integer and 9 fractional digits)"));
+            }
+            Ok(d.to_plain())
         }
-        TargetKind::Spanner => Ok(d.to_plain()),
-        TargetKind::Postgres => Ok(d.to_plain()),
-        TargetKind::Bigtable => Ok(n.to_string()),
+        TargetKind::Postgres | TargetKind::Bigtable => Ok(n),
     }
 }
 

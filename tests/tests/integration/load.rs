@@ -169,7 +169,19 @@ async fn gsi_table_loads_into_postgres_with_index_and_identical_values() {
     assert_eq!((summary.rows_in_target, summary.files_loaded), (300, 3));
     assert_eq!(summary.indexes.len(), 1, "{summary:?}");
     verify_all(&t, &export).await;
-    assert_eq!(loaded_record(&export).await.target, "postgres");
+    let loaded = loaded_record(&export).await;
+    assert_eq!((loaded.target.as_str(), loaded.destination), ("postgres", format!("{}.{}", pg.name, summary.destination.rsplit('.').next().unwrap_or(""))));
+
+    // The same export into another schema is a new load, not a rerun: every file again.
+    let other = TempPgSchema::new("ld2").await;
+    let t2 = postgres(&other).await;
+    let again = load_export(&t2, &export, BatchConfig::default(), LoadOptions::default()).await.expect("load elsewhere");
+    assert_eq!((again.status, again.files_loaded, again.files_skipped, again.rows_in_target), ("loaded", 3, 0, 300));
+    let rerun = load_export(&t2, &export, BatchConfig::default(), LoadOptions::default()).await.expect("rerun");
+    assert_eq!(rerun.status, "already-loaded");
+    // The records now name the second place; loading into the first again upserts.
+    let back = load_export(&t, &export, BatchConfig::default(), LoadOptions::default()).await.expect("load into the first again");
+    assert_eq!((back.status, back.files_loaded, back.rows_in_target), ("loaded", 3, 300));
 }
 
 #[tokio::test]
@@ -324,6 +336,55 @@ async fn incompatible_existing_table_is_refused_with_a_diff() {
         r => panic!("expected Incompatible, got {r:?}"),
     }
     assert_eq!(t.count_rows(&model).await.expect("count"), 0);
+}
+
+/// Numbers travel to PostgreSQL in binary NUMERIC form: DynamoDB's extremes (38 digits,
+/// exponents +125 / -130) must come back as the same numbers, alone and in arrays,
+/// through the direct COPY and through the upsert path.
+#[tokio::test]
+async fn postgres_numeric_extremes_round_trip_exactly() {
+    use crossdock_load::decimal::Decimal;
+    use crossdock_load::schema::{Cell, Column};
+    let pg = TempPgSchema::new("num").await;
+    let t = postgres(&pg).await;
+    let col = |name: &str, ty, key| Column { attribute: name.into(), name: name.into(), ty, key };
+    let model = TableModel {
+        target: TargetKind::Postgres,
+        source_table: "nums".into(),
+        name: "nums".into(),
+        columns: vec![col("pk", ColumnType::String, true), col("n", ColumnType::Numeric, false), col("ns", ColumnType::NumericArray, false)],
+        primary_key: vec![0],
+        indexes: vec![],
+        max_row_bytes: 200,
+    };
+    let values = [
+        "1E+125", "-1E-130", "9.9999999999999999999999999999999999999E+125", "-12345678901234567890123456789012345678", "0.00012", "12345.678",
+        "100", "0", "-0.5", "3.14159265358979323846264338327950288", "1e-3", "123456789e4",
+    ];
+    let rows: Vec<Row> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| vec![Cell::Str(format!("k{i}")), Cell::Num((*v).into()), Cell::NumArr(vec![(*v).into(), "-7.25".into(), "1E+20".into()])])
+        .collect();
+    assert!(t.ensure_table(&model).await.expect("table"));
+    t.write_batch(&model, &rows).await.expect("direct COPY");
+    t.write_batch(&model, &rows[..4]).await.expect("upsert of rows already there");
+    let mut back = t.read_all(&model).await.expect("read");
+    back.sort_by_key(|r| match &r[0] { Cell::Str(k) => k[1..].parse::<usize>().unwrap_or(usize::MAX), _ => usize::MAX });
+    assert_eq!(back.len(), values.len());
+    let num = |c: &Cell| match c {
+        Cell::Num(n) => Decimal::parse(n).unwrap_or_else(|| panic!("not a number: {n}")),
+        c => panic!("not a number cell: {c:?}"),
+    };
+    for (row, v) in back.iter().zip(values) {
+        assert_eq!(num(&row[1]), Decimal::parse(v).expect("source number"), "{v}");
+        let Cell::NumArr(ns) = &row[2] else { panic!("not an array: {:?}", row[2]) };
+        let ns: Vec<Decimal> = ns.iter().map(|n| Decimal::parse(n).expect("number")).collect();
+        assert_eq!(ns, ["-7.25", "1E+20"].iter().fold(vec![Decimal::parse(v).expect("n")], |mut a, x| {
+            a.push(Decimal::parse(x).expect("n"));
+            a
+        }));
+    }
 }
 
 // ---- the real binary -------------------------------------------------------------

@@ -167,6 +167,10 @@ impl Target for BigtableTarget {
         TargetKind::Bigtable
     }
 
+    fn destination(&self, model: &TableModel) -> String {
+        format!("projects/{}/instances/{}/tables/{}", self.project, self.instance, model.name)
+    }
+
     fn ddl(&self, model: &TableModel) -> Vec<String> {
         vec![format!("cbt -project {} -instance {} createtable {} families={}", self.project, self.instance, model.name, self.family)]
     }

@@ -47,6 +47,10 @@ impl CallStats {
 /// A database the loader writes into.
 pub trait Target: Send + Sync + 'static {
     fn kind(&self) -> TargetKind;
+    /// Where the model's table lives, fully qualified (`schema.table`, the database or
+    /// instance path + table): progress records and `_LOADED` name it, so loading the
+    /// same export into a second place is not mistaken for a rerun.
+    fn destination(&self, model: &TableModel) -> String;
     /// The statements `ensure_table` + `create_indexes` run for this model (dry run).
     fn ddl(&self, model: &TableModel) -> Vec<String>;
     /// Batch sizes for this model under the service limits.

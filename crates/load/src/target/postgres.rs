@@ -1,14 +1,18 @@
-//! PostgreSQL: binary COPY into a per-session staging table, then one
-//! `INSERT … SELECT … ON CONFLICT DO UPDATE` per batch, in one transaction per batch.
+//! PostgreSQL: each batch is one binary `COPY` straight into the table — the fast path
+//! of a first load, where no key exists yet. A batch that meets a key already there
+//! (a rerun after a crash, `--force`) is redone as binary COPY into a per-session
+//! staging table plus one `INSERT … SELECT … ON CONFLICT DO UPDATE`, in one
+//! transaction. Either way a batch is all or nothing, and a repeated batch is harmless.
 
 use super::{BatchLimits, CallStats, Target};
 use crate::error::LoadError;
 use crate::schema::{compat_diff, Cell, ColumnType, Row, TableModel, TargetKind};
 use bytes::BytesMut;
 use futures::{pin_mut, TryStreamExt as _};
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls};
+use crate::decimal::Decimal;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Rows per COPY batch to start with, and the cap (PostgreSQL has no hard limit; this
 /// bounds memory and transaction size).
@@ -20,6 +24,12 @@ pub struct PostgresTarget {
     schema: String,
     pool: tokio::sync::Mutex<Vec<Client>>,
     stats: CallStats,
+    /// Batches still to send through the upsert path before trying direct COPY again.
+    /// Every conflict doubles the next pause (1, 2, 4 … 64 batches), a clean direct
+    /// COPY resets it: a rerun pays one failed COPY for the rows it already wrote, a
+    /// `--force` reload a handful in all.
+    upsert_only: AtomicU32,
+    next_pause: AtomicU32,
 }
 
 fn q(ident: &str) -> String {
@@ -76,35 +86,88 @@ fn sql_type(t: ColumnType) -> &'static str {
     }
 }
 
-/// Staging column type: numeric and JSON travel as text and are cast by the upsert.
-fn stage_type(t: ColumnType) -> (&'static str, Type) {
+/// The binary COPY type of a column.
+fn copy_type(t: ColumnType) -> Type {
     match t {
-        ColumnType::Int64 => ("bigint", Type::INT8),
-        ColumnType::Numeric | ColumnType::Json | ColumnType::String => ("text", Type::TEXT),
-        ColumnType::Float64 => ("double precision", Type::FLOAT8),
-        ColumnType::Bytes => ("bytea", Type::BYTEA),
-        ColumnType::Bool => ("boolean", Type::BOOL),
-        ColumnType::StringArray | ColumnType::NumericArray => ("text[]", Type::TEXT_ARRAY),
-        ColumnType::Int64Array => ("bigint[]", Type::INT8_ARRAY),
-        ColumnType::Float64Array => ("double precision[]", Type::FLOAT8_ARRAY),
-        ColumnType::BytesArray => ("bytea[]", Type::BYTEA_ARRAY),
+        ColumnType::Int64 => Type::INT8,
+        ColumnType::Numeric => Type::NUMERIC,
+        ColumnType::Json => Type::JSONB,
+        ColumnType::String => Type::TEXT,
+        ColumnType::Float64 => Type::FLOAT8,
+        ColumnType::Bytes => Type::BYTEA,
+        ColumnType::Bool => Type::BOOL,
+        ColumnType::StringArray => Type::TEXT_ARRAY,
+        ColumnType::NumericArray => Type::NUMERIC_ARRAY,
+        ColumnType::Int64Array => Type::INT8_ARRAY,
+        ColumnType::Float64Array => Type::FLOAT8_ARRAY,
+        ColumnType::BytesArray => Type::BYTEA_ARRAY,
     }
 }
 
-/// A cell as a COPY value.
-#[derive(Debug)]
-struct PgCell<'a>(&'a Cell);
+/// Number text in PostgreSQL's binary NUMERIC form: base-10000 digit groups aligned
+/// on the decimal point, the weight of the first group, sign, and display scale.
+fn put_numeric(text: &str, out: &mut BytesMut) -> Result<(), String> {
+    use bytes::BufMut as _;
+    let d = Decimal::parse(text).ok_or_else(|| format!("{text:?} is not a number"))?;
+    if d.is_zero() {
+        out.put_slice(&[0; 8]);
+        return Ok(());
+    }
+    // Digit i stands for 10^(exp-1-i); group g holds the powers 4g … 4g+3.
+    let n = d.digits.len() as i64;
+    let first = (d.exp - 1).div_euclid(4);
+    let last = (d.exp - n).div_euclid(4);
+    let mut groups = vec![0i16; (first - last + 1) as usize];
+    for (i, &digit) in d.digits.iter().enumerate() {
+        let p = d.exp - 1 - i as i64;
+        groups[(first - p.div_euclid(4)) as usize] += i16::from(digit) * 10i16.pow(p.rem_euclid(4) as u32);
+    }
+    let weight = i16::try_from(first).map_err(|_| format!("number {text} is out of NUMERIC range"))?;
+    let scale = u16::try_from(d.fraction_digits()).ok().filter(|s| *s <= 0x3FFF).ok_or_else(|| format!("number {text} has too many fraction digits for NUMERIC"))?;
+    out.put_i16(groups.len() as i16);
+    out.put_i16(weight);
+    out.put_u16(if d.negative { 0x4000 } else { 0 });
+    out.put_u16(scale);
+    for g in groups {
+        out.put_i16(g);
+    }
+    Ok(())
+}
 
-impl ToSql for PgCell<'_> {
+/// A NUMERIC value (also an element of NUMERIC[]).
+#[derive(Debug)]
+struct PgNumeric<'a>(&'a str);
+
+impl ToSql for PgNumeric<'_> {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        put_numeric(self.0, out)?;
+        Ok(IsNull::No)
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::NUMERIC
+    }
+    to_sql_checked!();
+}
+
+/// A cell as a binary COPY value of its column's [`copy_type`].
+impl ToSql for Cell {
     fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        match self.0 {
+        match self {
             Cell::Null => Ok(IsNull::Yes),
             Cell::Int(v) => v.to_sql(ty, out),
-            Cell::Num(v) | Cell::Str(v) | Cell::Json(v) => v.as_str().to_sql(ty, out),
+            Cell::Num(v) => PgNumeric(v).to_sql(ty, out),
+            Cell::Json(v) => {
+                // jsonb's binary form: format version 1, then the text.
+                out.extend_from_slice(&[1]);
+                out.extend_from_slice(v.as_bytes());
+                Ok(IsNull::No)
+            }
+            Cell::Str(v) => v.as_str().to_sql(ty, out),
             Cell::Float(v) => v.to_sql(ty, out),
             Cell::Bytes(v) => v.as_slice().to_sql(ty, out),
             Cell::Bool(v) => v.to_sql(ty, out),
-            Cell::StrArr(v) | Cell::NumArr(v) => v.to_sql(ty, out),
+            Cell::StrArr(v) => v.to_sql(ty, out),
+            Cell::NumArr(v) => v.iter().map(|n| PgNumeric(n)).collect::<Vec<_>>().to_sql(ty, out),
             Cell::IntArr(v) => v.to_sql(ty, out),
             Cell::FloatArr(v) => v.to_sql(ty, out),
             Cell::BytesArr(v) => v.to_sql(ty, out),
@@ -119,7 +182,11 @@ impl ToSql for PgCell<'_> {
 impl PostgresTarget {
     /// Connects (one connection now; writers open more as needed).
     pub async fn connect(url: &str, schema: &str) -> Result<PostgresTarget, LoadError> {
-        let t = PostgresTarget { url: url.into(), schema: schema.into(), pool: tokio::sync::Mutex::new(Vec::new()), stats: CallStats::default() };
+        let t = PostgresTarget { url: url.into(), schema: schema.into(), pool: tokio::sync::Mutex::new(Vec::new()),
+            stats: CallStats::default(),
+            upsert_only: AtomicU32::new(0),
+            next_pause: AtomicU32::new(1),
+        };
         let c = t.open().await?;
         t.pool.lock().await.push(c);
         Ok(t)
@@ -132,6 +199,8 @@ impl PostgresTarget {
                 tracing::debug!(error = %e, "postgres connection closed");
             }
         });
+        // IF NOT EXISTS notices (schema, staging table) are expected, not news.
+        client.batch_execute("SET client_min_messages = warning").await.map_err(|e| err("connect", &self.schema, e))?;
         Ok(client)
     }
 
@@ -179,58 +248,111 @@ impl PostgresTarget {
         q(&format!("crossdock_stage_{}", model.name))
     }
 
-    async fn write_once(&self, client: &mut Client, model: &TableModel, rows: &[Row]) -> Result<(), LoadError> {
+    /// `rows` as one binary COPY payload (header, tuples, trailer), built without an
+    /// await per row; sent in 1 MiB messages.
+    fn encode(model: &TableModel, rows: &[Row]) -> Result<bytes::Bytes, LoadError> {
+        use bytes::BufMut as _;
+        let types: Vec<Type> = model.columns.iter().map(|c| copy_type(c.ty)).collect();
+        let per_row = (model.max_row_bytes as usize).clamp(16, 4096);
+        let mut buf = BytesMut::with_capacity(19 + rows.len() * per_row + 2);
+        buf.put_slice(b"PGCOPY\n\xff\r\n\0");
+        buf.put_i32(0); // flags
+        buf.put_i32(0); // header extension
+        for row in rows {
+            buf.put_i16(types.len() as i16);
+            for (cell, ty) in row.iter().zip(&types) {
+                let at = buf.len();
+                buf.put_i32(-1);
+                let encoded = cell.to_sql(ty, &mut buf).map_err(|e| LoadError::Target {
+                    target: "postgres",
+                    op: "encode",
+                    table: model.name.clone(),
+                    message: e.to_string(),
+                    retryable: false,
+                })?;
+                if let IsNull::No = encoded {
+                    let len = (buf.len() - at - 4) as i32;
+                    buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+                }
+            }
+        }
+        buf.put_i16(-1);
+        Ok(buf.freeze())
+    }
+
+    async fn send_copy(sink: tokio_postgres::CopyInSink<bytes::Bytes>, payload: &bytes::Bytes) -> Result<(), tokio_postgres::Error> {
+        use futures::SinkExt as _;
+        pin_mut!(sink);
+        let mut at = 0;
+        while at < payload.len() {
+            let end = (at + (1 << 20)).min(payload.len());
+            sink.feed(payload.slice(at..end)).await?;
+            at = end;
+        }
+        sink.as_mut().finish().await?;
+        Ok(())
+    }
+
+    fn column_list(model: &TableModel) -> String {
+        model.columns.iter().map(|c| q(&c.name)).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The fast path: COPY straight into the table. `Ok(false)` when a key already
+    /// exists (nothing was written; the caller upserts instead).
+    async fn copy_direct(&self, client: &mut Client, model: &TableModel, payload: &bytes::Bytes) -> Result<bool, LoadError> {
+        let sql = format!("COPY {} ({}) FROM STDIN (FORMAT binary)", self.table(model), Self::column_list(model));
+        let r = async { Self::send_copy(client.copy_in(&sql).await?, payload).await }.await;
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => Ok(false),
+            Err(e) => Err(err("copy", &model.name, e)),
+        }
+    }
+
+    async fn upsert(&self, client: &mut Client, model: &TableModel, payload: &bytes::Bytes) -> Result<(), LoadError> {
         let table = &model.name;
         let stage = Self::stage_name(model);
+        let names = Self::column_list(model);
         let tx = client.transaction().await.map_err(|e| err("begin", table, e))?;
-        let stage_cols: Vec<String> = model.columns.iter().map(|c| format!("{} {}", q(&c.name), stage_type(c.ty).0)).collect();
+        let stage_cols: Vec<String> = model.columns.iter().map(|c| format!("{} {}", q(&c.name), sql_type(c.ty))).collect();
         tx.batch_execute(&format!("CREATE TEMP TABLE IF NOT EXISTS {stage} ({}) ON COMMIT DELETE ROWS", stage_cols.join(", ")))
             .await
             .map_err(|e| err("create staging table", table, e))?;
-        let names: Vec<String> = model.columns.iter().map(|c| q(&c.name)).collect();
-        let types: Vec<Type> = model.columns.iter().map(|c| stage_type(c.ty).1).collect();
-        let sink = tx
-            .copy_in(&format!("COPY {stage} ({}) FROM STDIN (FORMAT binary)", names.join(", ")))
-            .await
-            .map_err(|e| err("copy", table, e))?;
-        let writer = BinaryCopyInWriter::new(sink, &types);
-        pin_mut!(writer);
-        for row in rows {
-            let cells: Vec<PgCell<'_>> = row.iter().map(PgCell).collect();
-            let refs: Vec<&(dyn ToSql + Sync)> = cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-            writer.as_mut().write(&refs).await.map_err(|e| err("copy", table, e))?;
-        }
-        writer.finish().await.map_err(|e| err("copy", table, e))?;
-        let select: Vec<String> = model
-            .columns
-            .iter()
-            .map(|c| match c.ty {
-                ColumnType::Numeric => format!("{}::numeric", q(&c.name)),
-                ColumnType::NumericArray => format!("{}::numeric[]", q(&c.name)),
-                ColumnType::Json => format!("{}::jsonb", q(&c.name)),
-                _ => q(&c.name),
-            })
-            .collect();
+        let sink = tx.copy_in(&format!("COPY {stage} ({names}) FROM STDIN (FORMAT binary)")).await.map_err(|e| err("copy", table, e))?;
+        Self::send_copy(sink, payload).await.map_err(|e| err("copy", table, e))?;
         let pk: Vec<String> = model.primary_key.iter().map(|&i| q(&model.columns[i].name)).collect();
         let updates: Vec<String> = model.columns.iter().filter(|c| !c.key).map(|c| format!("{0} = EXCLUDED.{0}", q(&c.name))).collect();
         let conflict = if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
-        tx.batch_execute(&format!(
-            "INSERT INTO {} ({}) SELECT {} FROM {stage} ON CONFLICT ({}) {conflict}",
-            self.table(model),
-            names.join(", "),
-            select.join(", "),
-            pk.join(", ")
-        ))
-        .await
-        .map_err(|e| err("upsert", table, e))?;
+        tx.batch_execute(&format!("INSERT INTO {} ({names}) SELECT {names} FROM {stage} ON CONFLICT ({}) {conflict}", self.table(model), pk.join(", ")))
+            .await
+            .map_err(|e| err("upsert", table, e))?;
         tx.commit().await.map_err(|e| err("commit", table, e))?;
         Ok(())
+    }
+
+    async fn write_once(&self, client: &mut Client, model: &TableModel, rows: &[Row]) -> Result<(), LoadError> {
+        let payload = &Self::encode(model, rows)?;
+        let try_direct = self.upsert_only.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_err();
+        if try_direct {
+            if self.copy_direct(client, model, payload).await? {
+                self.next_pause.store(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            let pause = self.next_pause.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some((p * 2).min(64))).unwrap_or(1);
+            self.upsert_only.store(pause, Ordering::Relaxed);
+            tracing::debug!(table = %model.name, upsert_batches = pause, "keys already present: upserting");
+        }
+        self.upsert(client, model, payload).await
     }
 }
 
 impl Target for PostgresTarget {
     fn kind(&self) -> TargetKind {
         TargetKind::Postgres
+    }
+
+    fn destination(&self, model: &TableModel) -> String {
+        format!("{}.{}", self.schema, model.name)
     }
 
     fn ddl(&self, model: &TableModel) -> Vec<String> {
@@ -369,5 +491,28 @@ impl Target for PostgresTarget {
 
     fn stats(&self) -> &CallStats {
         &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numeric(text: &str) -> (i16, i16, u16, u16, Vec<i16>) {
+        let mut b = BytesMut::new();
+        put_numeric(text, &mut b).expect("encodes");
+        let w: Vec<i16> = b.chunks(2).map(|c| i16::from_be_bytes([c[0], c[1]])).collect();
+        (w[0], w[1], w[2] as u16, w[3] as u16, w[4..].to_vec())
+    }
+
+    #[test]
+    fn numeric_groups_align_on_the_decimal_point() {
+        assert_eq!(numeric("12345.678"), (3, 1, 0, 3, vec![1, 2345, 6780]));
+        assert_eq!(numeric("-0.00012"), (2, -1, 0x4000, 5, vec![1, 2000]));
+        assert_eq!(numeric("100"), (1, 0, 0, 0, vec![100]));
+        assert_eq!(numeric("1E+8"), (1, 2, 0, 0, vec![1]));
+        assert_eq!(numeric("-0"), (0, 0, 0, 0, vec![]));
+        assert_eq!(numeric("1e-130").1, -33);
+        assert!(put_numeric("abc", &mut BytesMut::new()).is_err());
     }
 }

@@ -214,6 +214,10 @@ impl Target for SpannerTarget {
         TargetKind::Spanner
     }
 
+    fn destination(&self, model: &TableModel) -> String {
+        format!("{}/tables/{}", self.database, model.name)
+    }
+
     fn ddl(&self, model: &TableModel) -> Vec<String> {
         let mut v = vec![Self::create_table_sql(model)];
         v.extend(Self::index_sql(model).into_iter().map(|(_, s)| s));
