@@ -6,6 +6,7 @@
 //!   identifier encoding; item ↔ row conversion; compatibility diff.
 //! - [`target`]: the [`target::Target`] trait and its `spanner`, `bigtable` and
 //!   `postgres` implementations.
+//! - [`rowparse`]: the fast path from a JSON line straight to a row.
 //! - [`progress`]: per-file progress and reject records in GCS, the `_LOADED` record.
 //! - [`run`]: orchestration (plan, load, indexes, count check) and verification.
 
@@ -14,6 +15,7 @@ pub mod error;
 pub mod gcs;
 pub mod marker;
 pub mod progress;
+pub mod rowparse;
 pub mod run;
 pub mod schema;
 pub mod target;

@@ -90,6 +90,12 @@ pub async fn record(m: &Marker, f: &MarkerFile, p: &FileProgress) -> Result<(), 
     m.gcs.write(&progress_key(m, f), body, "application/json").await
 }
 
+/// [`record`] as a task of its own, so the next file's writes need not wait for it.
+pub fn record_in_background(m: &Marker, f: &MarkerFile, p: &FileProgress) -> tokio::task::JoinHandle<Result<(), LoadError>> {
+    let (gcs, key, body) = (m.gcs.clone(), progress_key(m, f), serde_json::to_vec_pretty(p).unwrap_or_default());
+    tokio::spawn(async move { gcs.write(&key, body, "application/json").await })
+}
+
 pub async fn write_rejects(m: &Marker, f: &MarkerFile, rejects: &[Reject]) -> Result<String, LoadError> {
     let mut body = Vec::new();
     for r in rejects {

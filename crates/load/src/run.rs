@@ -3,6 +3,7 @@
 
 use crate::error::LoadError;
 use crate::marker::{read_part, Marker};
+use crate::rowparse::RowParser;
 use crate::progress::{self, FileProgress, FileStatus, Reject};
 use crate::schema::{items_equal, typed_json, Row, TableModel, TargetKind};
 use crate::target::{BatchLimits, Target};
@@ -158,6 +159,7 @@ fn convert(model: &TableModel, file: &str, raw: &[u8]) -> Converted {
             Ok(())
         }
     };
+    let parser = RowParser::new(model);
     let mut rows = Vec::new();
     let mut rejects = Vec::new();
     for (i, line) in raw.split(|&b| b == b'\n').enumerate() {
@@ -170,7 +172,11 @@ fn convert(model: &TableModel, file: &str, raw: &[u8]) -> Converted {
             rejects.push(reject("not UTF-8".into()));
             continue;
         };
-        match parse_line(text, n).map_err(|e| e.to_string()).and_then(|item| model.into_row(item)).and_then(|row| check(&row).map(|_| row)) {
+        let row = match parser.parse(text) {
+            Some(row) => Ok(row),
+            None => parse_line(text, n).map_err(|e| e.to_string()).and_then(|item| model.into_row(item)),
+        };
+        match row.and_then(|row| check(&row).map(|_| row)) {
             Ok(row) => rows.push(row),
             Err(reason) => rejects.push(reject(reason)),
         }
@@ -371,6 +377,7 @@ async fn load_inner<T: Target>(marker: &Marker, target: &T, model: &TableModel, 
     let consume = async {
         // Owning the receiver: leaving early closes the channel and stops the producer.
         let mut rx = rx;
+        let mut recording = Vec::new();
         while let Some((f, converted)) = rx.recv().await {
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -402,11 +409,15 @@ async fn load_inner<T: Target>(marker: &Marker, target: &T, model: &TableModel, 
                 // Stopped mid-file: not recorded, so a rerun loads it again (upserts).
                 break;
             }
-            progress::record(marker, f, &progress_record(kind, &destination, f, FileStatus::Done, written, rejected, None)).await?;
+            // The record is written while the next file loads; all are awaited below.
+            recording.push(progress::record_in_background(marker, f, &progress_record(kind, &destination, f, FileStatus::Done, written, rejected, None)));
             event_file(kind, &f.name, "loaded", written, rejected);
             summary.files_loaded += 1;
             summary.rows_written += written;
             summary.rejected += rejected;
+        }
+        for r in recording {
+            r.await.map_err(|e| LoadError::Config(format!("progress record task failed: {e}")))??;
         }
         Ok(())
     };

@@ -372,7 +372,7 @@ impl TableModel {
     }
 }
 
-fn to_int(n: &str) -> Result<i64, String> {
+pub(crate) fn to_int(n: &str) -> Result<i64, String> {
     // Plain integer text (the common case) parses directly; `1.5E3` and the like
     // go through the exact decimal.
     if let Ok(i) = n.parse::<i64>() {
@@ -383,7 +383,7 @@ fn to_int(n: &str) -> Result<i64, String> {
 
 /// Number text for a NUMERIC column. The codec has already checked it is a DynamoDB
 /// number, which PostgreSQL's NUMERIC always holds; Spanner's is narrower.
-fn to_numeric(target: TargetKind, n: String) -> Result<String, String> {
+pub(crate) fn to_numeric(target: TargetKind, n: String) -> Result<String, String> {
     match target {
         TargetKind::Spanner => {
             let d = Decimal::parse(&n).ok_or_else(|| format!("{n:?} is not a number"))?;
@@ -396,7 +396,7 @@ fn to_numeric(target: TargetKind, n: String) -> Result<String, String> {
     }
 }
 
-fn to_float(n: &str) -> Result<f64, String> {
+pub(crate) fn to_float(n: &str) -> Result<f64, String> {
     n.parse::<f64>().ok().filter(|f| f.is_finite()).ok_or_else(|| format!("number {n} does not fit FLOAT64"))
 }
 
@@ -482,7 +482,7 @@ pub fn compat_diff(model: &TableModel, existing: &[(String, String, bool)], exis
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crossdock_core::item::parse_line;
     use crossdock_core::schema::{AttributeDefinition, BillingMode, KeyElement, KeyRole, SecondaryIndex};
@@ -512,12 +512,12 @@ mod tests {
         }
     }
 
-    const LINES: [&str; 2] = [
+    pub(crate) const LINES: [&str; 2] = [
         r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"},"status":{"S":"new"},"price":{"N":"12.50"},"big":{"N":"123456789012345678901234567890123456"},"n":{"N":"7"},"b":{"B":"AAE="},"t":{"BOOL":true},"ss":{"SS":["x","y"]},"ns":{"NS":["1","2"]},"bs":{"BS":["AA=="]},"l":{"L":[{"S":"a"},{"N":"1"}]},"m":{"M":{"k":{"NULL":true}}},"mixed":{"S":"s"},"nul":{"NULL":true},"odd name!":{"S":"x"}}}"#,
         r#"{"Item":{"pk":{"S":"b"},"sk":{"N":"2"},"mixed":{"N":"3"}}}"#,
     ];
 
-    fn stats() -> TypeStats {
+    pub(crate) fn stats() -> TypeStats {
         let mut s = TypeStats::default();
         for (i, l) in LINES.iter().enumerate() {
             s.observe(&parse_line(l, i as u64).expect("valid"), |v| typed_json(v).len());

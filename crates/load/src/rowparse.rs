@@ -1,0 +1,235 @@
+//! The loader's fast path from a DynamoDB JSON line straight to a row of the model:
+//! one serde pass, attribute names looked up borrowed, values decoded into cells of
+//! their column's type, no [`Item`](crossdock_core::item::Item) in between.
+//!
+//! It succeeds only on lines whose every attribute is present in the model with the
+//! column's own type tag and builds exactly the row `parse_line` + `into_row` would;
+//! anything else (a reject, a repeated name, a value of another type) returns `None`
+//! and the caller takes the checked path, which also gives the reason.
+
+use crate::schema::{to_float, to_int, to_numeric, typed_json, Cell, Column, ColumnType, Row, TableModel, TargetKind};
+use base64::Engine as _;
+use crossdock_core::item::{validate_number, AttributeValue};
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+/// Parses lines into rows of one model.
+pub struct RowParser<'m> {
+    model: &'m TableModel,
+    columns: HashMap<&'m str, usize>,
+}
+
+impl<'m> RowParser<'m> {
+    pub fn new(model: &'m TableModel) -> Self {
+        RowParser { model, columns: model.columns.iter().enumerate().map(|(i, c)| (c.attribute.as_str(), i)).collect() }
+    }
+
+    /// The row of `line`, or `None` when the checked path must decide.
+    pub fn parse(&self, line: &str) -> Option<Row> {
+        let mut de = serde_json::Deserializer::from_str(line);
+        let cells = LineSeed(self).deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        let mut row = Vec::with_capacity(cells.len());
+        for (cell, c) in cells.into_iter().zip(&self.model.columns) {
+            match cell {
+                Some(cell) => row.push(cell),
+                None if c.key => return None,
+                None => row.push(Cell::Null),
+            }
+        }
+        Some(row)
+    }
+}
+
+fn fail<E: serde::de::Error>() -> E {
+    E::custom("")
+}
+
+/// A string borrowed from the line when it has no escapes.
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        de.deserialize_str(V)
+    }
+}
+
+struct LineSeed<'p, 'm>(&'p RowParser<'m>);
+
+impl<'de> DeserializeSeed<'de> for LineSeed<'_, '_> {
+    type Value = Vec<Option<Cell>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LineSeed<'_, '_> {
+    type Value = Vec<Option<Cell>>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("{\"Item\":{…}}")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let key: Text<'de> = map.next_key()?.ok_or_else(fail)?;
+        if key.0 != "Item" {
+            return Err(fail());
+        }
+        let cells = map.next_value_seed(AttrsSeed(self.0))?;
+        match map.next_key::<IgnoredAny>()? {
+            None => Ok(cells),
+            Some(_) => Err(fail()),
+        }
+    }
+}
+
+struct AttrsSeed<'p, 'm>(&'p RowParser<'m>);
+
+impl<'de> DeserializeSeed<'de> for AttrsSeed<'_, '_> {
+    type Value = Vec<Option<Cell>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for AttrsSeed<'_, '_> {
+    type Value = Vec<Option<Cell>>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an attribute map")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let p = self.0;
+        let mut cells: Vec<Option<Cell>> = std::iter::repeat_with(|| None).take(p.model.columns.len()).collect();
+        while let Some(name) = map.next_key::<Text<'de>>()? {
+            let &i = p.columns.get(name.0.as_ref()).ok_or_else(fail)?;
+            let cell = map.next_value_seed(CellSeed { column: &p.model.columns[i], target: p.model.target })?;
+            if cells[i].replace(cell).is_some() {
+                return Err(fail());
+            }
+        }
+        Ok(cells)
+    }
+}
+
+/// One typed value decoded into a cell of `column`'s type.
+struct CellSeed<'c> {
+    column: &'c Column,
+    target: TargetKind,
+}
+
+impl<'de> DeserializeSeed<'de> for CellSeed<'_> {
+    type Value = Cell;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Cell, D::Error> {
+        if self.column.ty == ColumnType::Json {
+            // Any type goes into a JSON column: decode the value whole, with the codec.
+            let v = <AttributeValue as serde::Deserialize>::deserialize(de)?;
+            return Ok(Cell::Json(typed_json(&v)));
+        }
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CellSeed<'_> {
+    type Value = Cell;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a typed value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Cell, A::Error> {
+        let tag: Text<'de> = map.next_key()?.ok_or_else(fail)?;
+        let number = |n: &str| validate_number(n).map_err(|_| fail::<A::Error>());
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).map_err(|_| fail::<A::Error>());
+        let ok = |r: Result<Cell, String>| r.map_err(|_| fail::<A::Error>());
+        let cell = match (self.column.ty, tag.0.as_ref()) {
+            (ColumnType::String, "S") => Cell::Str(map.next_value()?),
+            (ColumnType::Bool, "BOOL") => Cell::Bool(map.next_value()?),
+            (ColumnType::Bytes, "B") => Cell::Bytes(b64(&map.next_value::<Text<'de>>()?.0)?),
+            (ColumnType::Int64, "N") => {
+                let n = map.next_value::<Text<'de>>()?;
+                number(&n.0)?;
+                ok(to_int(&n.0).map(Cell::Int))?
+            }
+            (ColumnType::Float64, "N") => {
+                let n = map.next_value::<Text<'de>>()?;
+                number(&n.0)?;
+                ok(to_float(&n.0).map(Cell::Float))?
+            }
+            (ColumnType::Numeric, "N") => {
+                let n: String = map.next_value()?;
+                number(&n)?;
+                ok(to_numeric(self.target, n).map(Cell::Num))?
+            }
+            (ColumnType::StringArray, "SS") => Cell::StrArr(map.next_value()?),
+            (ColumnType::BytesArray, "BS") => Cell::BytesArr(map.next_value::<Vec<Text<'de>>>()?.iter().map(|s| b64(&s.0)).collect::<Result<_, _>>()?),
+            (ColumnType::Int64Array | ColumnType::Float64Array | ColumnType::NumericArray, "NS") => {
+                let ns: Vec<String> = map.next_value()?;
+                for n in &ns {
+                    number(n)?;
+                }
+                match self.column.ty {
+                    ColumnType::Int64Array => Cell::IntArr(ns.iter().map(|n| to_int(n)).collect::<Result<_, _>>().map_err(|_| fail::<A::Error>())?),
+                    ColumnType::Float64Array => Cell::FloatArr(ns.iter().map(|n| to_float(n)).collect::<Result<_, _>>().map_err(|_| fail::<A::Error>())?),
+                    _ => Cell::NumArr(ns.into_iter().map(|n| to_numeric(self.target, n)).collect::<Result<_, _>>().map_err(|_| fail::<A::Error>())?),
+                }
+            }
+            _ => return Err(fail()),
+        };
+        match map.next_key::<IgnoredAny>()? {
+            None => Ok(cell),
+            Some(_) => Err(fail()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::tests::{schema, stats, LINES};
+    use crossdock_core::item::parse_line;
+
+    /// Whenever the fast path answers, it answers exactly what the checked path does.
+    #[test]
+    fn rows_equal_the_checked_path_for_every_target() {
+        for target in [TargetKind::Postgres, TargetKind::Spanner, TargetKind::Bigtable] {
+            let m = TableModel::infer(target, &schema(), &stats(), None).expect("model");
+            let p = RowParser::new(&m);
+            for l in LINES {
+                let checked = m.into_row(parse_line(l, 1).expect("valid")).expect("converts");
+                assert_eq!(p.parse(l), Some(checked), "{target:?}: {l}");
+            }
+        }
+    }
+
+    #[test]
+    fn anything_doubtful_takes_the_checked_path() {
+        let m = TableModel::infer(TargetKind::Postgres, &schema(), &stats(), None).expect("model");
+        let p = RowParser::new(&m);
+        for line in [
+            r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"},"unknown":{"S":"x"}}}"#,
+            r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1.5"}}}"#,
+            r#"{"Item":{"pk":{"S":"a"},"sk":{"S":"1"}}}"#,
+            r#"{"Item":{"sk":{"N":"1"}}}"#,
+            r#"{"Item":{"pk":{"S":"a"},"pk":{"S":"b"},"sk":{"N":"1"}}}"#,
+            r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"},"b":{"B":"not base64!"}}}"#,
+            r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"},"n":{"N":"1e400"}}}"#,
+            r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"},"t":{"NULL":true}}}"#,
+            r#"{"Item":{"pk":{"S":"a","N":"1"},"sk":{"N":"1"}}}"#,
+            r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"}},"x":1}"#,
+            r#"{"Item":{"pk":{"S":"a"#,
+        ] {
+            assert_eq!(p.parse(line), None, "{line}");
+        }
+    }
+}
