@@ -337,17 +337,18 @@ pub fn validate_number(s: &str) -> Result<(), &'static str> {
         }
         None => 0,
     };
-    let all: String = format!("{int}{frac}");
-    let significant = all.trim_start_matches('0');
-    if significant.is_empty() {
+    // The digits are int then frac; counted in place (this runs for every number loaded).
+    let digits = || int.bytes().chain(frac.bytes());
+    let total = int.len() + frac.len();
+    let leading_zeros = digits().take_while(|&b| b == b'0').count();
+    if leading_zeros == total {
         return Ok(()); // zero
     }
-    let significant_trimmed = significant.trim_end_matches('0');
-    if significant_trimmed.len() > 38 {
+    let trailing_zeros = digits().rev().take_while(|&b| b == b'0').count();
+    if total - leading_zeros - trailing_zeros > 38 {
         return Err("more than 38 significant digits");
     }
     // Decimal exponent of the leading significant digit.
-    let leading_zeros = all.len() - significant.len();
     let magnitude = int.len() as i64 - 1 - leading_zeros as i64 + exp;
     if magnitude > 125 {
         return Err("larger than 9.9999999999999999999999999999999999999E+125");

@@ -6,12 +6,14 @@
 //!   identifier encoding; item ↔ row conversion; compatibility diff.
 //! - [`target`]: the [`target::Target`] trait and its `spanner`, `bigtable` and
 //!   `postgres` implementations.
+//! - [`feed`]: files → checked bytes → chunks of rows, streaming, for the writers.
 //! - [`rowparse`]: the fast path from a JSON line straight to a row.
 //! - [`progress`]: per-file progress and reject records in GCS, the `_LOADED` record.
 //! - [`run`]: orchestration (plan, load, indexes, count check) and verification.
 
 pub mod decimal;
 pub mod error;
+pub mod feed;
 pub mod gcs;
 pub mod marker;
 pub mod progress;

@@ -19,15 +19,18 @@ use std::fmt;
 pub struct RowParser<'m> {
     model: &'m TableModel,
     columns: HashMap<&'m str, usize>,
+    /// The column of each position in the last line: lines of one export mostly list
+    /// attributes in the same order, so a string compare usually replaces a hash lookup.
+    order: Vec<usize>,
 }
 
 impl<'m> RowParser<'m> {
     pub fn new(model: &'m TableModel) -> Self {
-        RowParser { model, columns: model.columns.iter().enumerate().map(|(i, c)| (c.attribute.as_str(), i)).collect() }
+        RowParser { model, columns: model.columns.iter().enumerate().map(|(i, c)| (c.attribute.as_str(), i)).collect(), order: Vec::new() }
     }
 
     /// The row of `line`, or `None` when the checked path must decide.
-    pub fn parse(&self, line: &str) -> Option<Row> {
+    pub fn parse(&mut self, line: &str) -> Option<Row> {
         let mut de = serde_json::Deserializer::from_str(line);
         let cells = LineSeed(self).deserialize(&mut de).ok()?;
         de.end().ok()?;
@@ -69,7 +72,7 @@ impl<'de> serde::Deserialize<'de> for Text<'de> {
     }
 }
 
-struct LineSeed<'p, 'm>(&'p RowParser<'m>);
+struct LineSeed<'p, 'm>(&'p mut RowParser<'m>);
 
 impl<'de> DeserializeSeed<'de> for LineSeed<'_, '_> {
     type Value = Vec<Option<Cell>>;
@@ -96,7 +99,7 @@ impl<'de> Visitor<'de> for LineSeed<'_, '_> {
     }
 }
 
-struct AttrsSeed<'p, 'm>(&'p RowParser<'m>);
+struct AttrsSeed<'p, 'm>(&'p mut RowParser<'m>);
 
 impl<'de> DeserializeSeed<'de> for AttrsSeed<'_, '_> {
     type Value = Vec<Option<Cell>>;
@@ -113,8 +116,19 @@ impl<'de> Visitor<'de> for AttrsSeed<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let p = self.0;
         let mut cells: Vec<Option<Cell>> = std::iter::repeat_with(|| None).take(p.model.columns.len()).collect();
+        let mut at = 0;
         while let Some(name) = map.next_key::<Text<'de>>()? {
-            let &i = p.columns.get(name.0.as_ref()).ok_or_else(fail)?;
+            let name = name.0.as_ref();
+            let i = match p.order.get(at) {
+                Some(&i) if p.model.columns[i].attribute == name => i,
+                _ => {
+                    let &i = p.columns.get(name).ok_or_else(fail)?;
+                    p.order.truncate(at);
+                    p.order.push(i);
+                    i
+                }
+            };
+            at += 1;
             let cell = map.next_value_seed(CellSeed { column: &p.model.columns[i], target: p.model.target })?;
             if cells[i].replace(cell).is_some() {
                 return Err(fail());
@@ -204,8 +218,8 @@ mod tests {
     fn rows_equal_the_checked_path_for_every_target() {
         for target in [TargetKind::Postgres, TargetKind::Spanner, TargetKind::Bigtable] {
             let m = TableModel::infer(target, &schema(), &stats(), None).expect("model");
-            let p = RowParser::new(&m);
-            for l in LINES {
+            let mut p = RowParser::new(&m);
+            for l in LINES.iter().chain(LINES.iter().rev()) {
                 let checked = m.into_row(parse_line(l, 1).expect("valid")).expect("converts");
                 assert_eq!(p.parse(l), Some(checked), "{target:?}: {l}");
             }
@@ -215,7 +229,7 @@ mod tests {
     #[test]
     fn anything_doubtful_takes_the_checked_path() {
         let m = TableModel::infer(TargetKind::Postgres, &schema(), &stats(), None).expect("model");
-        let p = RowParser::new(&m);
+        let mut p = RowParser::new(&m);
         for line in [
             r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"},"unknown":{"S":"x"}}}"#,
             r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1.5"}}}"#,

@@ -3,7 +3,7 @@
 
 use crate::error::LoadError;
 use crate::marker::{read_part, Marker};
-use crate::rowparse::RowParser;
+use crate::feed::{self, Msg};
 use crate::progress::{self, FileProgress, FileStatus, Reject};
 use crate::schema::{items_equal, typed_json, Row, TableModel, TargetKind};
 use crate::target::{BatchLimits, Target};
@@ -144,113 +144,191 @@ fn event_batch(target: TargetKind, rows: usize, secs: f64, retried: bool) {
     }
 }
 
-/// Rows of one file, and its rejects.
-struct Converted {
-    rows: Vec<Row>,
+/// The write side of one load: writers take batches from the feed (never across a
+/// file boundary), and the last batch of a file records it done.
+struct Writing<'a, T: Target> {
+    marker: &'a Marker,
+    target: &'a T,
+    model: &'a TableModel,
+    plan: &'a BatchPlan,
+    opts: &'a LoadOptions,
+    stop: &'a AtomicBool,
+    destination: &'a str,
+    todo: &'a [&'a MarkerFile],
+    source: tokio::sync::Mutex<Source>,
+    tallies: Mutex<Vec<Tally>>,
+    /// Rejected rows so far, files skipped included (for `--max-errors`).
+    rejected: AtomicU64,
+    files_loaded: AtomicU64,
+    rows_written: AtomicU64,
+    recording: Mutex<Vec<tokio::task::JoinHandle<Result<(), LoadError>>>>,
+}
+
+struct Source {
+    rx: tokio::sync::mpsc::Receiver<Msg>,
+    current: Option<(usize, std::vec::IntoIter<Row>)>,
+    /// Why the feed ended early (a file missing or corrupt, too many rejects). The
+    /// writers finish the batches they hold first, so earlier files still complete.
+    failure: Option<LoadError>,
+}
+
+#[derive(Default)]
+struct Tally {
+    converted: u64,
+    written: u64,
     rejects: Vec<Reject>,
+    all_converted: bool,
+    done: bool,
 }
 
-fn convert(model: &TableModel, file: &str, raw: &[u8]) -> Converted {
-    // Bigtable needs a row key it can build; other targets take any row.
-    let check = |row: &Row| -> Result<(), String> {
-        if model.target == TargetKind::Bigtable {
-            crate::target::bigtable::row_key(model, row).map(|_| ())
-        } else {
-            Ok(())
-        }
-    };
-    let parser = RowParser::new(model);
-    let mut rows = Vec::new();
-    let mut rejects = Vec::new();
-    for (i, line) in raw.split(|&b| b == b'\n').enumerate() {
-        if line.is_empty() {
-            continue;
-        }
-        let n = i as u64 + 1;
-        let reject = |reason: String| Reject { file: file.into(), line: n, reason, item: String::from_utf8_lossy(line).into_owned() };
-        let Ok(text) = std::str::from_utf8(line) else {
-            rejects.push(reject("not UTF-8".into()));
-            continue;
-        };
-        let row = match parser.parse(text) {
-            Some(row) => Ok(row),
-            None => parse_line(text, n).map_err(|e| e.to_string()).and_then(|item| model.into_row(item)),
-        };
-        match row.and_then(|row| check(&row).map(|_| row)) {
-            Ok(row) => rows.push(row),
-            Err(reason) => rejects.push(reject(reason)),
-        }
-    }
-    Converted { rows, rejects }
+fn poisoned<E>(_: E) -> LoadError {
+    LoadError::Config("loader state poisoned by a panic".into())
 }
 
-/// Writes `rows` with `plan.writers` concurrent writers, each with its own adaptive
-/// batch size; retryable failures halve the writer's batch and back off.
-async fn write_rows<'a, T: Target>(target: &T, model: &TableModel, rows: Vec<Row>, plan: &BatchPlan, sizes: &'a [Mutex<AdaptiveBatch>], stop: &AtomicBool) -> Result<u64, LoadError> {
-    let queue = &Mutex::new(rows.into_iter());
-    let written = &AtomicU64::new(0);
-    let writer = |slot: &'a Mutex<AdaptiveBatch>| async move {
-        // Each writer's batch size carries over from file to file.
-        let mut size = slot.lock().map(|s| s.clone()).unwrap_or_else(|_| AdaptiveBatch::new(plan.start_rows, 1, plan.max_rows));
-        let r = write_some(target, model, plan, queue, written, &mut size, stop).await;
-        if let Ok(mut s) = slot.lock() {
-            *s = size;
-        }
-        r
-    };
-    futures::future::try_join_all(sizes.iter().map(writer)).await?;
-    Ok(written.load(Ordering::Relaxed))
-}
-
-/// One writer: takes batches off `queue` until it is empty or the load stops.
-async fn write_some<T: Target>(
-    target: &T,
-    model: &TableModel,
-    plan: &BatchPlan,
-    queue: &Mutex<std::vec::IntoIter<Row>>,
-    written: &AtomicU64,
-    size: &mut AdaptiveBatch,
-    stop: &AtomicBool,
-) -> Result<(), LoadError> {
-    {
+impl<T: Target> Writing<'_, T> {
+    /// One writer, with its own adaptive batch size; retryable failures halve the
+    /// batch and back off.
+    async fn writer(&self) -> Result<(), LoadError> {
+        let plan = self.plan;
+        let mut size = AdaptiveBatch::new(plan.start_rows, 1, plan.max_rows);
         loop {
-            if stop.load(Ordering::Relaxed) {
+            if self.stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
             let n = if plan.adaptive { size.size() } else { plan.start_rows };
-            let batch: Vec<Row> = match queue.lock() {
-                Ok(mut q) => q.by_ref().take(n).collect(),
-                Err(_) => return Err(LoadError::Config("writer queue poisoned".into())),
-            };
-            if batch.is_empty() {
-                return Ok(());
-            }
+            let Some((file, batch)) = self.next_batch(n).await? else { return Ok(()) };
             let mut done = 0;
             let mut attempt = 0u32;
             while done < batch.len() {
                 let n = if plan.adaptive { size.size() } else { plan.start_rows }.min(batch.len() - done);
                 let t0 = Instant::now();
-                match target.write_batch(model, &batch[done..done + n]).await {
+                match self.target.write_batch(self.model, &batch[done..done + n]).await {
                     Ok(()) => {
                         let secs = t0.elapsed().as_secs_f64();
                         size.success(n, secs);
-                        event_batch(model.target, n, secs, attempt > 0);
-                        written.fetch_add(n as u64, Ordering::Relaxed);
+                        event_batch(self.model.target, n, secs, attempt > 0);
                         done += n;
                         attempt = 0;
                     }
                     Err(e) if e.is_retryable() && attempt < 12 => {
                         attempt += 1;
                         size.backoff();
-                        target.stats().retries.fetch_add(1, Ordering::Relaxed);
+                        self.target.stats().retries.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(error = %e, attempt, next_batch = size.size(), "retrying batch");
-                        let jitter = rand_jitter();
-                        tokio::time::sleep(Duration::from_millis((50u64 << attempt.min(7)) + jitter)).await;
+                        tokio::time::sleep(Duration::from_millis((50u64 << attempt.min(7)) + rand_jitter())).await;
                     }
                     Err(e) => return Err(e),
                 }
             }
+            let complete = {
+                let mut t = self.tallies.lock().map_err(poisoned)?;
+                let tally = &mut t[file];
+                tally.written += batch.len() as u64;
+                let complete = tally.all_converted && tally.written == tally.converted && !tally.done;
+                tally.done |= complete;
+                complete
+            };
+            if complete {
+                self.complete(file).await?;
+            }
         }
+    }
+
+    /// Up to `n` rows of one file; `None` when every file has been handed out.
+    async fn next_batch(&self, n: usize) -> Result<Option<(usize, Vec<Row>)>, LoadError> {
+        let mut src = self.source.lock().await;
+        loop {
+            if let Some((file, rows)) = &mut src.current {
+                let batch: Vec<Row> = rows.by_ref().take(n).collect();
+                if !batch.is_empty() {
+                    return Ok(Some((*file, batch)));
+                }
+                src.current = None;
+            }
+            if self.stop.load(Ordering::Relaxed) || src.failure.is_some() {
+                return Ok(None);
+            }
+            match src.rx.recv().await {
+                None => return Ok(None),
+                Some(Msg::Failed { file, error }) => {
+                    if matches!(error, LoadError::CorruptFile { .. } | LoadError::NotFound { .. }) {
+                        let f = self.todo[file];
+                        let _ = progress::record(self.marker, f, &self.record(f, FileStatus::Failed, 0, 0, Some(error.to_string()))).await;
+                        event_file(self.model.target, &f.name, "failed", 0, 0);
+                    }
+                    src.failure = Some(error);
+                    src.rx.close();
+                    return Ok(None);
+                }
+                Some(Msg::Chunk { file, rows, rejects, last }) => {
+                    let new_rejects = rejects.len() as u64;
+                    let complete = {
+                        let mut t = self.tallies.lock().map_err(poisoned)?;
+                        let tally = &mut t[file];
+                        tally.converted += rows.len() as u64;
+                        tally.rejects.extend(rejects);
+                        tally.all_converted |= last;
+                        let complete = tally.all_converted && tally.written == tally.converted && !tally.done;
+                        tally.done |= complete;
+                        complete
+                    };
+                    let total = self.rejected.fetch_add(new_rejects, Ordering::Relaxed) + new_rejects;
+                    if total > self.opts.max_errors {
+                        src.failure = Some(self.too_many_rejects(file, total).await);
+                        src.rx.close();
+                        return Ok(None);
+                    }
+                    if complete {
+                        self.complete(file).await?;
+                    }
+                    src.current = Some((file, rows.into_iter()));
+                }
+            }
+        }
+    }
+
+    fn record(&self, f: &MarkerFile, status: FileStatus, rows: u64, rejected: u64, reason: Option<String>) -> FileProgress {
+        progress_record(self.model.target, self.destination, f, status, rows, rejected, reason)
+    }
+
+    fn take_rejects(&self, file: usize) -> Result<(Vec<Reject>, u64), LoadError> {
+        let mut t = self.tallies.lock().map_err(poisoned)?;
+        Ok((std::mem::take(&mut t[file].rejects), t[file].written))
+    }
+
+    /// Every row of `file` is written: its rejects, then its progress record (in the
+    /// background; awaited before the load reports success).
+    async fn complete(&self, file: usize) -> Result<(), LoadError> {
+        let f = self.todo[file];
+        let (rejects, written) = self.take_rejects(file)?;
+        if !rejects.is_empty() {
+            progress::write_rejects(self.marker, f, &rejects).await?;
+        }
+        let rejected = rejects.len() as u64;
+        let task = progress::record_in_background(self.marker, f, &self.record(f, FileStatus::Done, written, rejected, None));
+        self.recording.lock().map_err(poisoned)?.push(task);
+        event_file(self.model.target, &f.name, "loaded", written, rejected);
+        self.files_loaded.fetch_add(1, Ordering::Relaxed);
+        self.rows_written.fetch_add(written, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn too_many_rejects(&self, file: usize, total: u64) -> LoadError {
+        let f = self.todo[file];
+        let rejects = match self.take_rejects(file) {
+            Ok((r, _)) => r,
+            Err(e) => return e,
+        };
+        let key = match progress::write_rejects(self.marker, f, &rejects).await {
+            Ok(key) => key,
+            Err(e) => return e,
+        };
+        let reason = format!("{total} rejected rows exceed --max-errors {}; see gs://{}/{key}", self.opts.max_errors, self.marker.gcs.bucket);
+        if let Err(e) = progress::record(self.marker, f, &self.record(f, FileStatus::Failed, 0, rejects.len() as u64, Some(reason))).await {
+            return e;
+        }
+        event_file(self.model.target, &f.name, "failed", 0, rejects.len() as u64);
+        LoadError::TooManyRejects { rejected: total, max: self.opts.max_errors, bucket: self.marker.gcs.bucket.clone(), key }
     }
 }
 
@@ -347,82 +425,50 @@ async fn load_inner<T: Target>(marker: &Marker, target: &T, model: &TableModel, 
             _ => todo.push(f),
         }
     }
-    // The next file is downloaded, checked and converted while this one is written;
-    // the one-slot channel, reserved before each read, keeps two files in memory at most.
-    let (tx, rx) = tokio::sync::mpsc::channel::<(&MarkerFile, Result<Converted, LoadError>)>(1);
-    let shared = std::sync::Arc::new(model.clone());
-    let sizes: Vec<Mutex<AdaptiveBatch>> = (0..plan.writers).map(|_| Mutex::new(AdaptiveBatch::new(plan.start_rows, 1, plan.max_rows))).collect();
-    let produce = async move {
-        for f in todo {
-            let Ok(slot) = tx.reserve().await else { return };
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let converted = match read_part(marker, f).await {
-                Ok(raw) => {
-                    let (model, name) = (shared.clone(), f.name.clone());
-                    tokio::task::spawn_blocking(move || convert(&model, &name, &raw))
-                        .await
-                        .map_err(|e| LoadError::Config(format!("converting {} failed: {e}", f.name)))
-                }
-                Err(e) => Err(e),
-            };
-            let failed = converted.is_err();
-            slot.send((f, converted));
-            if failed {
-                return;
-            }
-        }
+    let (tx, rx) = tokio::sync::mpsc::channel(feed::CHUNKS_AHEAD);
+    let w = Writing {
+        marker,
+        target,
+        model,
+        plan,
+        opts,
+        stop,
+        destination: &destination,
+        todo: &todo,
+        source: tokio::sync::Mutex::new(Source { rx, current: None, failure: None }),
+        tallies: Mutex::new(todo.iter().map(|_| Tally::default()).collect()),
+        rejected: AtomicU64::new(summary.rejected),
+        files_loaded: AtomicU64::new(0),
+        rows_written: AtomicU64::new(0),
+        recording: Mutex::new(Vec::new()),
     };
-    let consume = async {
-        // Owning the receiver: leaving early closes the channel and stops the producer.
-        let mut rx = rx;
-        let mut recording = Vec::new();
-        while let Some((f, converted)) = rx.recv().await {
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-            let Converted { rows, rejects } = match converted {
-                Ok(c) => c,
-                Err(e) => {
-                    if matches!(e, LoadError::CorruptFile { .. } | LoadError::NotFound { .. }) {
-                        let _ = progress::record(marker, f, &progress_record(kind, &destination, f, FileStatus::Failed, 0, 0, Some(e.to_string()))).await;
-                        event_file(kind, &f.name, "failed", 0, 0);
-                    }
-                    return Err(e);
-                }
-            };
-            let rejected = rejects.len() as u64;
-            if !rejects.is_empty() {
-                let key = progress::write_rejects(marker, f, &rejects).await?;
-                let total = summary.rejected + rejected;
-                if total > opts.max_errors {
-                    let reason = format!("{total} rejected rows exceed --max-errors {}; see gs://{}/{key}", opts.max_errors, marker.gcs.bucket);
-                    progress::record(marker, f, &progress_record(kind, &destination, f, FileStatus::Failed, 0, rejected, Some(reason))).await?;
-                    event_file(kind, &f.name, "failed", 0, rejected);
-                    return Err(LoadError::TooManyRejects { rejected: total, max: opts.max_errors, bucket: marker.gcs.bucket.clone(), key });
-                }
-            }
-            let expected = rows.len() as u64;
-            let written = write_rows(target, model, rows, plan, &sizes, stop).await?;
-            if written < expected {
-                // Stopped mid-file: not recorded, so a rerun loads it again (upserts).
-                break;
-            }
-            // The record is written while the next file loads; all are awaited below.
-            recording.push(progress::record_in_background(marker, f, &progress_record(kind, &destination, f, FileStatus::Done, written, rejected, None)));
-            event_file(kind, &f.name, "loaded", written, rejected);
-            summary.files_loaded += 1;
-            summary.rows_written += written;
-            summary.rejected += rejected;
-        }
-        for r in recording {
-            r.await.map_err(|e| LoadError::Config(format!("progress record task failed: {e}")))??;
-        }
-        Ok(())
+    let writers = async {
+        let r = futures::future::try_join_all((0..plan.writers).map(|_| w.writer())).await;
+        // Unblocks the converter if the writers stopped early.
+        w.source.lock().await.rx.close();
+        r
     };
-    let ((), consumed) = futures::join!(produce, consume);
-    consumed?;
+    let ((), written) = futures::join!(feed::produce(marker, &todo, std::sync::Arc::new(model.clone()), tx, stop), writers);
+    // Files that did finish keep their records even when the load failed, so a rerun
+    // skips them.
+    let recording = std::mem::take(&mut *w.recording.lock().map_err(poisoned)?);
+    let mut recorded = Ok(());
+    for r in recording {
+        let r = r.await.map_err(|e| LoadError::Config(format!("progress record task failed: {e}"))).and_then(|r| r);
+        recorded = recorded.and(r);
+    }
+    written?;
+    if let Some(e) = w.source.lock().await.failure.take() {
+        return Err(e);
+    }
+    recorded?;
+    summary.files_loaded = w.files_loaded.load(Ordering::Relaxed) as usize;
+    summary.rows_written += w.rows_written.load(Ordering::Relaxed);
+    summary.rejected = w.rejected.load(Ordering::Relaxed);
+    let unfinished = w.tallies.lock().map_err(poisoned)?.iter().filter(|t| !t.done).count();
+    if unfinished > 0 && !stop.load(Ordering::Relaxed) {
+        return Err(LoadError::Config(format!("{unfinished} files were not loaded to the end and no error was reported; rerun to finish them")));
+    }
     let stats = target.stats();
     summary.batches = stats.calls.load(Ordering::Relaxed);
     summary.retries = stats.retries.load(Ordering::Relaxed);

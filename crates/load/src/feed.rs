@@ -1,0 +1,115 @@
+//! The loader's data path up to the writers: each file is downloaded and checked
+//! whole (size + sha256, before any of its rows is written), then converted on a
+//! blocking thread into chunks of rows that flow through a bounded channel while the
+//! next file downloads. Memory stays at about two files' raw bytes plus a few chunks,
+//! whatever the part size, and writers never wait at file boundaries.
+
+use crate::error::LoadError;
+use crate::marker::{read_part, Marker};
+use crate::progress::Reject;
+use crate::rowparse::RowParser;
+use crate::schema::{Row, TableModel, TargetKind};
+use crossdock_core::item::parse_line;
+use crossdock_core::marker::MarkerFile;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Lines per chunk: big enough to amortise a channel hop, small enough to keep every
+/// writer busy.
+pub const CHUNK_LINES: usize = 8192;
+/// Chunks buffered between the converter and the writers.
+pub const CHUNKS_AHEAD: usize = 4;
+
+/// What the writers receive, in file order.
+pub enum Msg {
+    /// Rows and rejects of the next lines of file `file` (an index into the to-do
+    /// list); `last` on the file's final chunk (which may be empty).
+    Chunk { file: usize, rows: Vec<Row>, rejects: Vec<Reject>, last: bool },
+    /// File `file` could not be read (missing, corrupt); nothing follows.
+    Failed { file: usize, error: LoadError },
+}
+
+/// Converts `raw` (one file, already checked) into chunks sent on `tx`. Returns early if
+/// the receiver is gone.
+pub fn convert_file(model: &TableModel, name: &str, file: usize, raw: &[u8], tx: &mpsc::Sender<Msg>) {
+    // Bigtable needs a row key it can build; other targets take any row.
+    let check = |row: &Row| -> Result<(), String> {
+        if model.target == TargetKind::Bigtable {
+            crate::target::bigtable::row_key(model, row).map(|_| ())
+        } else {
+            Ok(())
+        }
+    };
+    let mut parser = RowParser::new(model);
+    let (mut rows, mut rejects) = (Vec::with_capacity(CHUNK_LINES), Vec::new());
+    let mut lines_in_chunk = 0;
+    for (i, line) in raw.split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let n = i as u64 + 1;
+        let reject = |reason: String| Reject { file: name.into(), line: n, reason, item: String::from_utf8_lossy(line).into_owned() };
+        match std::str::from_utf8(line) {
+            Err(_) => rejects.push(reject("not UTF-8".into())),
+            Ok(text) => {
+                let row = match parser.parse(text) {
+                    Some(row) => Ok(row),
+                    None => parse_line(text, n).map_err(|e| e.to_string()).and_then(|item| model.into_row(item)),
+                };
+                match row.and_then(|row| check(&row).map(|_| row)) {
+                    Ok(row) => rows.push(row),
+                    Err(reason) => rejects.push(reject(reason)),
+                }
+            }
+        }
+        lines_in_chunk += 1;
+        if lines_in_chunk == CHUNK_LINES {
+            let chunk = Msg::Chunk { file, rows: std::mem::replace(&mut rows, Vec::with_capacity(CHUNK_LINES)), rejects: std::mem::take(&mut rejects), last: false };
+            if tx.blocking_send(chunk).is_err() {
+                return;
+            }
+            lines_in_chunk = 0;
+        }
+    }
+    let _ = tx.blocking_send(Msg::Chunk { file, rows, rejects, last: true });
+}
+
+/// Reads and converts `todo` in order, one file downloading while the previous one
+/// converts. Stops when `stop` is set or the writers are gone.
+pub async fn produce(marker: &Marker, todo: &[&MarkerFile], model: Arc<TableModel>, tx: mpsc::Sender<Msg>, stop: &AtomicBool) {
+    let mut converting: Option<(usize, tokio::task::JoinHandle<()>)> = None;
+    let finish = |converting: Option<(usize, tokio::task::JoinHandle<()>)>| {
+        let tx = tx.clone();
+        async move {
+            if let Some((file, handle)) = converting {
+                if let Err(e) = handle.await {
+                    let error = LoadError::Config(format!("converting file {} failed: {e}", todo[file].name));
+                    let _ = tx.send(Msg::Failed { file, error }).await;
+                    return false;
+                }
+            }
+            true
+        }
+    };
+    for (file, f) in todo.iter().enumerate() {
+        if stop.load(Ordering::Relaxed) || tx.is_closed() {
+            break;
+        }
+        let raw = read_part(marker, f).await;
+        if !finish(converting.take()).await {
+            return;
+        }
+        match raw {
+            Ok(raw) => {
+                let (model, tx, name) = (model.clone(), tx.clone(), f.name.clone());
+                converting = Some((file, tokio::task::spawn_blocking(move || convert_file(&model, &name, file, &raw, &tx))));
+            }
+            Err(error) => {
+                let _ = tx.send(Msg::Failed { file, error }).await;
+                return;
+            }
+        }
+    }
+    finish(converting).await;
+}
