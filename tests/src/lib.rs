@@ -11,6 +11,7 @@ pub mod load;
 pub mod pipeline;
 pub mod relay;
 pub mod resources;
+pub mod watch;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -77,11 +77,18 @@ pub struct Proc {
 impl Proc {
     /// Starts the real binary with `args`; `name` names its output files (appended).
     pub fn spawn(dir: &Path, name: &str, args: &[String]) -> Proc {
+        Proc::spawn_with_env(dir, name, args, &[])
+    }
+
+    /// [`Proc::spawn`] with extra environment variables for the child (e.g. another
+    /// `STORAGE_EMULATOR_HOST`).
+    pub fn spawn_with_env(dir: &Path, name: &str, args: &[String], env: &[(&str, &str)]) -> Proc {
         let open = |ext: &str| {
             std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.{ext}"))).expect("output file")
         };
         let child = tokio::process::Command::new(crate::crossdock_bin())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(open("out"))
             .stderr(open("log"))

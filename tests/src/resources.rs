@@ -5,7 +5,7 @@
 use crate::unique;
 
 /// Runs an async cleanup to completion from a synchronous `Drop`.
-fn cleanup<F>(what: String, f: F)
+pub(crate) fn cleanup<F>(what: String, f: F)
 where
     F: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {

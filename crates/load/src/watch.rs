@@ -1,10 +1,20 @@
 //! `--watch`: GCS finalize notifications on Pub/Sub, filtered to `_SUCCESS` objects.
 //! Uses Pub/Sub's REST API against the emulator (`PUBSUB_EMULATOR_HOST`); messages are
 //! acknowledged only after their load succeeds, so a failed load is redelivered.
+//!
+//! Every other notification (data parts, `_progress/…`, `_LOADED`, deletes) is
+//! acknowledged at once and logged at debug level. Transient pull failures (connection
+//! errors, 5xx, 429) are retried with a backoff; a subscription that disappears is an
+//! error.
 
 use crate::error::LoadError;
 use base64::Engine as _;
 use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Consecutive failed pulls tolerated (with backoff, about 2½ minutes in all) before
+/// [`Watcher::next_markers`] gives up.
+const MAX_PULL_FAILURES: u32 = 10;
 
 /// A pull subscription on the bucket-notification topic.
 #[derive(Debug, Clone)]
@@ -18,26 +28,55 @@ fn err(op: &'static str, what: &str, message: String) -> LoadError {
     LoadError::Gcs { op, bucket: "pubsub".into(), key: what.into(), message, retryable: true }
 }
 
+/// The object a GCS notification is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEvent {
+    /// `OBJECT_FINALIZE`, `OBJECT_DELETE`, … (`OBJECT_FINALIZE` when not given).
+    pub event: String,
+    pub bucket: String,
+    pub name: String,
+}
+
+impl ObjectEvent {
+    /// Reads the message's attributes (`eventType`, `bucketId`, `objectId`), or else
+    /// its JSON_API_V1 payload (`bucket`, `name`). `None` if it names no object.
+    pub fn of(message: &Value) -> Option<ObjectEvent> {
+        let attrs = &message["attributes"];
+        let event = attrs["eventType"].as_str().unwrap_or("OBJECT_FINALIZE").to_string();
+        let (mut bucket, mut name) = (attrs["bucketId"].as_str().map(str::to_string), attrs["objectId"].as_str().map(str::to_string));
+        if bucket.is_none() || name.is_none() {
+            let data = base64::engine::general_purpose::STANDARD.decode(message["data"].as_str().unwrap_or_default()).ok()?;
+            let obj: Value = serde_json::from_slice(&data).ok()?;
+            bucket = obj["bucket"].as_str().map(str::to_string);
+            name = obj["name"].as_str().map(str::to_string);
+        }
+        Some(ObjectEvent { event, bucket: bucket?, name: name? })
+    }
+
+    /// `gs://bucket/name`.
+    pub fn url(&self) -> String {
+        format!("gs://{}/{}", self.bucket, self.name)
+    }
+
+    /// A `_SUCCESS` object was written.
+    pub fn is_marker_finalize(&self) -> bool {
+        self.event == "OBJECT_FINALIZE" && (self.name == "_SUCCESS" || self.name.ends_with("/_SUCCESS"))
+    }
+}
+
 /// The `gs://` URL of a finalize message if it is a `_SUCCESS` marker.
 pub fn marker_url(message: &Value) -> Option<String> {
-    let attrs = &message["attributes"];
-    let event = attrs["eventType"].as_str().unwrap_or("OBJECT_FINALIZE");
-    if event != "OBJECT_FINALIZE" {
-        return None;
-    }
-    let (mut bucket, mut name) = (attrs["bucketId"].as_str().map(str::to_string), attrs["objectId"].as_str().map(str::to_string));
-    if bucket.is_none() || name.is_none() {
-        let data = base64::engine::general_purpose::STANDARD.decode(message["data"].as_str().unwrap_or_default()).ok()?;
-        let obj: Value = serde_json::from_slice(&data).ok()?;
-        bucket = obj["bucket"].as_str().map(str::to_string);
-        name = obj["name"].as_str().map(str::to_string);
-    }
-    let (bucket, name) = (bucket?, name?);
-    (name == "_SUCCESS" || name.ends_with("/_SUCCESS")).then(|| format!("gs://{bucket}/{name}"))
+    ObjectEvent::of(message).filter(ObjectEvent::is_marker_finalize).map(|o| o.url())
+}
+
+/// Backoff before pull retry `n` (1-based): 0.5 s doubling, at most 30 s.
+fn pull_backoff(n: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << n.saturating_sub(1).min(6))).min(Duration::from_secs(30))
 }
 
 impl Watcher {
-    /// Creates the subscription on `topic` if absent.
+    /// Creates the subscription on `topic` if absent. Once this returns, every
+    /// notification published to the topic is kept for this subscription.
     pub async fn new(project: &str, topic: &str, subscription: &str) -> Result<Watcher, LoadError> {
         let host = std::env::var("PUBSUB_EMULATOR_HOST")
             .map_err(|_| LoadError::Config("--watch uses the Pub/Sub REST API of the emulator: set PUBSUB_EMULATOR_HOST".into()))?;
@@ -62,49 +101,99 @@ impl Watcher {
                 err("subscribe", subscription, format!("{status}: {body}"))
             });
         }
+        tracing::info!(subscription = %w.subscription, topic = %format!("projects/{project}/topics/{topic}"), created = status.is_success(), "watching for _SUCCESS finalizes");
         Ok(w)
+    }
+
+    /// One pull (the emulator holds it open until messages arrive or its own timeout).
+    async fn pull(&self) -> Result<Vec<Value>, LoadError> {
+        let resp = self
+            .http
+            .post(format!("{}/{}:pull", self.base, self.subscription))
+            .json(&json!({ "maxMessages": 10 }))
+            .send()
+            .await
+            .map_err(|e| err("pull", &self.subscription, e.to_string()))?;
+        let status = resp.status();
+        if status.as_u16() == 404 {
+            return Err(LoadError::NotFound { what: format!("Pub/Sub subscription {}", self.subscription) });
+        }
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(LoadError::Gcs {
+                op: "pull",
+                bucket: "pubsub".into(),
+                key: self.subscription.clone(),
+                message: format!("{status}: {body}"),
+                retryable: status.is_server_error() || status.as_u16() == 429,
+            });
+        }
+        let body: Value = resp.json().await.map_err(|e| err("pull", &self.subscription, e.to_string()))?;
+        Ok(body["receivedMessages"].as_array().cloned().unwrap_or_default())
     }
 
     /// Waits for messages; returns (ack id, marker URL) for `_SUCCESS` finalizes and
     /// acknowledges every other message at once.
     pub async fn next_markers(&self) -> Result<Vec<(String, String)>, LoadError> {
+        let mut failures = 0u32;
         loop {
-            let resp: Value = self
-                .http
-                .post(format!("{}/{}:pull", self.base, self.subscription))
-                .json(&json!({ "maxMessages": 10 }))
-                .send()
-                .await
-                .map_err(|e| err("pull", &self.subscription, e.to_string()))?
-                .json()
-                .await
-                .map_err(|e| err("pull", &self.subscription, e.to_string()))?;
+            let received = match self.pull().await {
+                Ok(r) => {
+                    failures = 0;
+                    r
+                }
+                Err(e) if e.is_retryable() && failures < MAX_PULL_FAILURES => {
+                    failures += 1;
+                    let wait = pull_backoff(failures);
+                    tracing::warn!(subscription = %self.subscription, error = %e, attempt = failures, retry_in_ms = wait.as_millis() as u64, "pull failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let mut out = Vec::new();
             let mut ignore = Vec::new();
-            for m in resp["receivedMessages"].as_array().cloned().unwrap_or_default() {
+            for m in received {
                 let ack = m["ackId"].as_str().unwrap_or_default().to_string();
-                match marker_url(&m["message"]) {
-                    Some(url) => out.push((ack, url)),
-                    None => ignore.push(ack),
+                match ObjectEvent::of(&m["message"]) {
+                    Some(o) if o.is_marker_finalize() => out.push((ack, o.url())),
+                    Some(o) => {
+                        tracing::debug!(object = %o.url(), event = %o.event, "not a _SUCCESS finalize: acknowledged");
+                        ignore.push(ack);
+                    }
+                    None => {
+                        tracing::debug!(message_id = %m["message"]["messageId"], "not a GCS object notification: acknowledged");
+                        ignore.push(ack);
+                    }
                 }
             }
-            for a in ignore {
-                self.ack(&a).await?;
+            if !ignore.is_empty() {
+                self.ack_all(&ignore).await?;
             }
             if !out.is_empty() {
                 return Ok(out);
             }
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 
     pub async fn ack(&self, ack_id: &str) -> Result<(), LoadError> {
-        self.http
+        self.ack_all(&[ack_id.to_string()]).await
+    }
+
+    async fn ack_all(&self, ack_ids: &[String]) -> Result<(), LoadError> {
+        let resp = self
+            .http
             .post(format!("{}/{}:acknowledge", self.base, self.subscription))
-            .json(&json!({ "ackIds": [ack_id] }))
+            .json(&json!({ "ackIds": ack_ids }))
             .send()
             .await
             .map_err(|e| err("ack", &self.subscription, e.to_string()))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(err("ack", &self.subscription, format!("{status}: {body}")));
+        }
         Ok(())
     }
 }
@@ -123,5 +212,28 @@ mod tests {
         assert_eq!(marker_url(&json!({"data": data})).as_deref(), Some("gs://b/a/_SUCCESS"));
         let m = json!({"attributes": {"eventType": "OBJECT_DELETE", "bucketId": "b", "objectId": "a/_SUCCESS"}});
         assert_eq!(marker_url(&m), None);
+        for name in ["a/_SUCCESS.tmp", "a/x_SUCCESS", "a/_SUCCESS/b", "a/_LOADED"] {
+            let m = json!({"attributes": {"eventType": "OBJECT_FINALIZE", "bucketId": "b", "objectId": name}});
+            assert_eq!(marker_url(&m), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn object_events_name_what_was_ignored() {
+        let m = json!({"attributes": {"eventType": "OBJECT_DELETE", "bucketId": "b", "objectId": "a/_SUCCESS"}});
+        let o = ObjectEvent::of(&m).expect("names an object");
+        assert_eq!((o.url().as_str(), o.event.as_str(), o.is_marker_finalize()), ("gs://b/a/_SUCCESS", "OBJECT_DELETE", false));
+        assert_eq!(ObjectEvent::of(&json!({"attributes": {}, "data": "bm90IGpzb24="})), None);
+        assert_eq!(ObjectEvent::of(&json!({})), None);
+    }
+
+    #[test]
+    fn pull_backoff_doubles_and_is_capped() {
+        assert_eq!(pull_backoff(1), Duration::from_millis(500));
+        assert_eq!(pull_backoff(2), Duration::from_secs(1));
+        assert_eq!(pull_backoff(7), Duration::from_secs(30));
+        assert_eq!(pull_backoff(40), Duration::from_secs(30));
+        let total: Duration = (1..=MAX_PULL_FAILURES).map(pull_backoff).sum();
+        assert!(total > Duration::from_secs(60) && total < Duration::from_secs(300), "{total:?}");
     }
 }

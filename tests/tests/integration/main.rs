@@ -7,3 +7,4 @@ mod load;
 mod pipeline;
 mod relay;
 mod stack;
+mod watch;

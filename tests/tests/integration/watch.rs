@@ -1,0 +1,188 @@
+//! `crossdock load --watch` end to end: fake-gcs-server publishes OBJECT_FINALIZE
+//! notifications to the Pub/Sub emulator, the real binary pulls them and loads each
+//! `_SUCCESS` into PostgreSQL, ignores every other object, and stops cleanly on SIGTERM.
+//!
+//! The watcher runs against a fake-gcs-server of the test's own with its own topic (see
+//! `crossdock_tests::watch` for why); the stack's shared server is checked separately
+//! to publish to `$CROSSDOCK_GCS_EVENTS_TOPIC`.
+
+use crossdock_core::layout::DumpFile;
+use crossdock_core::marker::LoadedRecord;
+use crossdock_core::Codec;
+use crossdock_tests::load::{all_types_items, get, list, put, schema, wide_items, write_export, WrittenExport};
+use crossdock_tests::pipeline::{pg_tables, work_dir, write_pipeline, Proc};
+use crossdock_tests::relay::eventually;
+use crossdock_tests::resources::{TempGcsBucket, TempPgSchema};
+use crossdock_tests::watch::{pull_and_ack, subscription_topic, FakeGcs, PubsubTopic};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// The watcher's log (`--log-format json`): its JSON events, and every other line.
+fn log_of(p: &Proc) -> (Vec<Value>, Vec<String>) {
+    let (mut events, mut other) = (vec![], vec![]);
+    for line in p.log_text().lines() {
+        match serde_json::from_str::<Value>(line) {
+            Ok(v) if v.is_object() => events.push(v),
+            _ if line.trim().is_empty() => {}
+            _ => other.push(line.to_string()),
+        }
+    }
+    (events, other)
+}
+
+/// The values of `field` in the log events whose message is `message`.
+fn logged(p: &Proc, message: &str, field: &str) -> Vec<String> {
+    log_of(p).0.iter().filter(|e| e["message"] == message).filter_map(|e| e[field].as_str().map(str::to_string)).collect()
+}
+
+async fn loaded_record(gcs: &gcloud_storage::client::Client, bucket: &str, w: &WrittenExport) -> Option<LoadedRecord> {
+    let body = get(gcs, bucket, &w.export.gcs_key(&DumpFile::Loaded, Codec::None)).await?;
+    Some(serde_json::from_slice(&body).expect("_LOADED parses"))
+}
+
+async fn pg_count(schema: &str, table: &str) -> i64 {
+    crossdock_tests::postgres().await.query_one(&format!("SELECT count(*) FROM \"{schema}\".\"{table}\""), &[]).await.expect("count rows").get(0)
+}
+
+/// Waits until `w`'s `_LOADED` appears (the watcher still running), then checks it and
+/// the rows in PostgreSQL.
+async fn assert_loaded(p: &mut Proc, gcs: &FakeGcs, bucket: &str, pg: &TempPgSchema, w: &WrittenExport) {
+    let t0 = Instant::now();
+    let rec = loop {
+        if let Some(status) = p.exited() {
+            panic!("the watcher exited ({status:?}) before loading {}; log:\n{}", w.marker_url, p.log_tail());
+        }
+        if let Some(rec) = loaded_record(&gcs.client, bucket, w).await {
+            break rec;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(90), "{} not loaded within 90 s; log:\n{}", w.marker_url, p.log_tail());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let table = &w.marker.export.table;
+    let n = w.items.len() as u64;
+    assert_eq!((rec.target.as_str(), rec.destination.clone()), ("postgres", format!("{}.{table}", pg.name)), "{rec:?}");
+    assert_eq!((rec.items_expected, rec.rows_in_target, rec.rejected), (n, n, 0), "{rec:?}");
+    assert_eq!(pg_count(&pg.name, table).await, n as i64, "rows of {table} in PostgreSQL");
+    eprintln!("{} loaded by the watcher {:.1} s after its marker was written", w.marker_url, t0.elapsed().as_secs_f64());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_loads_each_marker_ignores_other_objects_and_exits_0_on_sigterm() {
+    let dir = work_dir("watch");
+    let topic = PubsubTopic::new("watch").await;
+    let gcs = FakeGcs::start(&topic, &dir).await;
+    let bucket = gcs.bucket("watch").await;
+    let pg = TempPgSchema::new("watch").await;
+    let pipeline = write_pipeline(&dir, "unused", &bucket, &pg.name, &[], "").to_string_lossy().into_owned();
+
+    // The watcher creates its subscription on start; until it exists, notifications are
+    // dropped, so nothing is written before it does.
+    let sub = topic.subscription_name("watch");
+    let args: Vec<String> = [
+        "load", "--watch", "--pipeline", &pipeline, "--project", &crossdock_tests::gcp_project(), "--topic", &topic.name,
+        "--subscription", &sub, "--log-format", "json", "--log", "info,crossdock_load::watch=debug",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut p = Proc::spawn_with_env(&dir, "watch", &args, &[("STORAGE_EMULATOR_HOST", &gcs.endpoint)]);
+    let started = Instant::now();
+    let subscribed = loop {
+        if let Some(status) = p.exited() {
+            panic!("the watcher exited at start ({status:?}); log:\n{}", p.log_tail());
+        }
+        if let Some(t) = subscription_topic(&sub).await {
+            break t;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no subscription {sub} after 30 s; log:\n{}", p.log_tail());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(subscribed, topic.path(), "subscribed to the test's topic");
+    eprintln!("watcher subscribed {:.1} s after start", started.elapsed().as_secs_f64());
+
+    // Objects that are not markers: acknowledged and ignored, nothing loaded.
+    let decoys = ["README.txt", "b1/decoy/2026-01-01T00-00-00Z/_SUCCESS.tmp", "b1/decoy/2026-01-01T00-00-00Z/data/seg-00000-part-00000.json", "b1/decoy/_SUCCESS/x"];
+    for d in decoys {
+        put(&gcs.client, &bucket, d, b"{}\n".to_vec()).await;
+    }
+    let urls: Vec<String> = decoys.iter().map(|d| format!("gs://{bucket}/{d}")).collect();
+    let seen = eventually(Duration::from_secs(30), || {
+        let ignored = logged(&p, "not a _SUCCESS finalize: acknowledged", "object");
+        let all = urls.iter().all(|u| ignored.contains(u));
+        async move { all }
+    })
+    .await;
+    assert!(seen, "the decoys' notifications were not all pulled and ignored within 30 s; log:\n{}", p.log_tail());
+    assert_eq!(logged(&p, "marker finalized", "marker"), Vec::<String>::new(), "no marker yet");
+    assert_eq!(pg_tables(&crossdock_tests::postgres().await, &pg.name).await, Vec::<String>::new(), "nothing loaded for non-markers");
+    let mut objects = list(&gcs.client, &bucket, "").await;
+    objects.sort();
+    let mut want: Vec<String> = decoys.iter().map(|d| d.to_string()).collect();
+    want.sort();
+    assert_eq!(objects, want, "the watcher wrote nothing (no _progress/, no _LOADED)");
+
+    // A first export: loaded once its `_SUCCESS` lands.
+    let ta = crossdock_tests::unique_ident("wa");
+    let a = write_export(&gcs.client, &bucket, "b1", schema(&ta, true, true), all_types_items(300, true), 3, Codec::Zstd).await;
+    assert_loaded(&mut p, &gcs, &bucket, &pg, &a).await;
+
+    // A second table's marker: loaded too, by the same running watcher.
+    let tb = crossdock_tests::unique_ident("wb");
+    let b = write_export(&gcs.client, &bucket, "b1", schema(&tb, false, true), wide_items(500, 4, false), 2, Codec::Gzip).await;
+    assert_loaded(&mut p, &gcs, &bucket, &pg, &b).await;
+
+    // Each marker loaded exactly once; the decoys never taken for one; no errors.
+    let mut markers = logged(&p, "marker finalized", "marker");
+    markers.sort();
+    let mut expected = vec![a.marker_url.clone(), b.marker_url.clone()];
+    expected.sort();
+    assert_eq!(markers, expected, "log:\n{}", p.log_tail());
+    let (events, other) = log_of(&p);
+    let errors: Vec<&Value> = events.iter().filter(|e| e["level"] == "ERROR" || e["level"] == "WARN").collect();
+    assert!(errors.is_empty() && other.is_empty(), "errors or warnings: {errors:?}\n{other:?}");
+    let mut tables = pg_tables(&crossdock_tests::postgres().await, &pg.name).await;
+    tables.sort();
+    let mut want_tables = vec![ta.clone(), tb.clone()];
+    want_tables.sort();
+    assert_eq!(tables, want_tables);
+    assert!(list(&gcs.client, &bucket, "b1/decoy/").await.iter().all(|k| decoys.contains(&k.as_str())), "nothing written next to the decoys");
+
+    // SIGTERM while idle: exit 0, promptly; one summary line per load on stdout.
+    p.signal("TERM");
+    let t0 = Instant::now();
+    let status = p.wait(Duration::from_secs(20)).await;
+    let took = t0.elapsed();
+    assert_eq!(status.code(), Some(0), "exit after SIGTERM; log:\n{}", p.log_tail());
+    assert!(took < Duration::from_secs(3), "took {took:?} to exit after SIGTERM");
+    eprintln!("watcher exited 0 {:.2} s after SIGTERM", took.as_secs_f64());
+    let stdout = std::fs::read_to_string(&p.stdout).unwrap_or_default();
+    assert_eq!(stdout.lines().filter(|l| l.contains("loaded into postgres table")).count(), 2, "stdout:\n{stdout}");
+}
+
+#[tokio::test]
+async fn stack_gcs_publishes_finalize_events_to_the_events_topic() {
+    // A subscription of our own on the shared topic; other tests' objects show up too.
+    let topic = PubsubTopic::stack_events();
+    let sub = topic.subscribe("stackev").await;
+    let bucket = TempGcsBucket::new("stackev").await;
+    let marker = "b1/tbl/2026-01-01T00-00-00Z/_SUCCESS";
+    let part = "b1/tbl/2026-01-01T00-00-00Z/data/seg-00000-part-00000.json";
+    put(&bucket.client, &bucket.name, part, b"{}\n".to_vec()).await;
+    put(&bucket.client, &bucket.name, marker, b"{}".to_vec()).await;
+    let mut ours: Vec<Value> = vec![];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ours.len() < 2 && Instant::now() < deadline {
+        for m in pull_and_ack(&sub, Duration::from_secs(5)).await {
+            if m["attributes"]["bucketId"] == bucket.name.as_str() {
+                ours.push(m);
+            }
+        }
+    }
+    assert_eq!(ours.len(), 2, "finalize notifications of gs://{}: {ours:?}", bucket.name);
+    for m in &ours {
+        assert_eq!(m["attributes"]["eventType"], "OBJECT_FINALIZE", "{m}");
+        assert_eq!(m["attributes"]["payloadFormat"], "JSON_API_V1", "{m}");
+    }
+    let markers: Vec<String> = ours.iter().filter_map(crossdock_load::watch::marker_url).collect();
+    assert_eq!(markers, vec![format!("gs://{}/{marker}", bucket.name)], "only the marker is one");
+}
