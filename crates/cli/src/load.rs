@@ -17,6 +17,8 @@ use crossdock_core::notify::Notification;
 use crossdock_core::pipeline::TargetConfig;
 use std::path::PathBuf;
 
+mod progress;
+
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
@@ -57,6 +59,9 @@ pub struct Args {
     /// `text` or `json` (a summary object on stdout).
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// No progress line (files, rows, rows/s on stderr), even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
     /// Webhook (Slack-compatible) that gets a JSON event when a load finishes or fails.
     #[arg(long, env = "CROSSDOCK_NOTIFY_URL")]
     pub notify_url: Option<String>,
@@ -185,7 +190,12 @@ async fn load_marker(
             print_plan(&plan, args.output);
             return Ok((Code::Ok, None));
         }
-        let summary = run::load(&p.marker, &t, &p.model, &batch, &opts, crate::shutdown::signal()).await.map_err(coded)?;
+        let progress = progress::Progress::start(plan.files, !args.no_progress && args.output != Output::Json);
+        let result = run::load(&p.marker, &t, &p.model, &batch, &opts, crate::shutdown::signal()).await;
+        if let Some(line) = progress {
+            line.finish();
+        }
+        let summary = result.map_err(coded)?;
         match args.output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default()),
             Output::Text => println!(

@@ -4,6 +4,7 @@
 mod cli;
 mod export;
 mod load;
+mod load_progress;
 mod pipeline;
 mod relay;
 mod stack;

@@ -1,0 +1,59 @@
+//! The progress line of `crossdock load`: on a terminal (a pty from script(1)) stderr
+//! shows files done/total, rows and rows/s; never with `--output json` or
+//! `--no-progress`, nor when stderr is not a terminal.
+
+use crossdock_core::Codec;
+use crossdock_tests::load::{schema, wide_items, write_export};
+use crossdock_tests::pipeline::{work_dir, write_pipeline};
+use crossdock_tests::resources::{TempGcsBucket, TempPgSchema};
+
+fn quoted(arg: &str) -> String {
+    format!("'{}'", arg.replace('\'', r"'\''"))
+}
+
+/// Runs the binary with stdout and stderr on a pseudo-terminal; (exit code, what the
+/// terminal showed).
+fn on_a_terminal(args: &[String]) -> (Option<i32>, String) {
+    let mut cmd = quoted(&crossdock_tests::crossdock_bin().to_string_lossy());
+    for a in args {
+        cmd.push(' ');
+        cmd.push_str(&quoted(a));
+    }
+    let out = std::process::Command::new("script").args(["-q", "-e", "-c", &cmd, "/dev/null"]).stdin(std::process::Stdio::null()).output().expect("run script(1)");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test]
+async fn progress_line_on_a_terminal_only_and_not_with_json_output() {
+    let bucket = TempGcsBucket::new("progress").await;
+    let table = crossdock_tests::unique_ident("prog");
+    let export = write_export(&bucket.client, &bucket.name, "b1", schema(&table, false, true), wide_items(2_000, 3, false), 4, Codec::Zstd).await;
+    let pg = TempPgSchema::new("progress").await;
+    let dir = work_dir("progress");
+    let pipeline = write_pipeline(&dir, "unused", &bucket.name, &pg.name, &[], "").to_string_lossy().into_owned();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["load", "--marker", &export.marker_url, "--pipeline", &pipeline].iter().map(|s| s.to_string()).collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+
+    let (code, screen) = on_a_terminal(&args(&[]));
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(screen.contains("\r4/4 files  2,000 rows  "), "no final progress line:\n{screen:?}");
+    assert!(screen.contains(" rows/s  "), "{screen:?}");
+    assert!(screen.contains("loaded into postgres table"), "{screen}");
+
+    for extra in [&["--output", "json", "--force"][..], &["--no-progress", "--force"][..]] {
+        let (code, screen) = on_a_terminal(&args(extra));
+        assert_eq!(code, Some(0), "{extra:?}: {screen}");
+        assert!(!screen.contains("rows/s") && !screen.contains(" files  "), "{extra:?} printed a progress line:\n{screen:?}");
+        assert!(screen.contains("2000"), "{extra:?}: the load ran: {screen}");
+    }
+
+    // stderr to a pipe: no progress line.
+    let out = std::process::Command::new(crossdock_tests::crossdock_bin()).args(args(&["--force"])).output().expect("run crossdock");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("rows/s") && !stderr.contains('\r'), "progress line without a terminal:\n{stderr:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2000 rows in target"), "{}", String::from_utf8_lossy(&out.stdout));
+}
