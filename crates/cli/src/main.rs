@@ -43,9 +43,6 @@ enum Command {
     Pipeline(pipeline::Args),
 }
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(&cli.log);
