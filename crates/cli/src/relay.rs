@@ -34,8 +34,10 @@ pub struct Args {
     /// Compression threads per file (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Upload request size in MiB (rounded down to a multiple of 256 KiB).
-    #[arg(long, default_value_t = 8.0)]
+    /// Upload request size in MiB (rounded down to a multiple of 256 KiB). Each file in
+    /// flight buffers one request; 16 MiB is rclone's GCS default, and fewer, larger
+    /// requests moved 1.5x the bytes of 8 MiB ones through fake-gcs-server.
+    #[arg(long, default_value_t = 16.0)]
     chunk_mib: f64,
     /// Upload rate limit per file, KiB/s.
     #[arg(long)]

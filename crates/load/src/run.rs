@@ -138,6 +138,7 @@ fn event_file(target: TargetKind, file: &str, outcome: &'static str, rows: u64, 
 fn event_batch(target: TargetKind, rows: usize, secs: f64, retried: bool) {
     tracing::debug!(target_kind = target.name(), rows, secs, retried, "batch written");
     metrics::counter!("crossdock_load_batches_total", "target" => target.name()).increment(1);
+    metrics::counter!("crossdock_load_batch_rows_total", "target" => target.name()).increment(rows as u64);
     metrics::histogram!("crossdock_load_batch_seconds", "target" => target.name()).record(secs);
     if retried {
         metrics::counter!("crossdock_load_retries_total", "target" => target.name()).increment(1);
