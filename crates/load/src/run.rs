@@ -263,6 +263,8 @@ impl<T: Target> Writing<'_, T> {
                 }
                 Some(Msg::Chunk { file, rows, rejects, last }) => {
                     let new_rejects = rejects.len() as u64;
+                    let total = self.rejected.fetch_add(new_rejects, Ordering::Relaxed) + new_rejects;
+                    let failed = total > self.opts.max_errors;
                     let complete = {
                         let mut t = self.tallies.lock().map_err(poisoned)?;
                         let tally = &mut t[file];
@@ -270,11 +272,11 @@ impl<T: Target> Writing<'_, T> {
                         tally.rejects.extend(rejects);
                         tally.all_converted |= last;
                         let complete = tally.all_converted && tally.written == tally.converted && !tally.done;
-                        tally.done |= complete;
-                        complete
+                        // A failed file is never recorded done, whatever is still in flight.
+                        tally.done |= complete || failed;
+                        complete && !failed
                     };
-                    let total = self.rejected.fetch_add(new_rejects, Ordering::Relaxed) + new_rejects;
-                    if total > self.opts.max_errors {
+                    if failed {
                         src.failure = Some(self.too_many_rejects(file, total).await);
                         src.rx.close();
                         return Ok(None);

@@ -315,6 +315,31 @@ async fn value_that_cannot_fit_is_rejected_and_recorded() {
     assert_eq!(loaded_record(&export).await.rejected, 1);
 }
 
+/// A reject past `--max-errors` in a later chunk of a file (files are converted in chunks
+/// of `feed::CHUNK_LINES` lines) while earlier rows of it are being written: the file is
+/// recorded failed, never done, and a rerun allowed that reject loads the rest.
+#[tokio::test]
+async fn reject_in_a_later_chunk_leaves_the_file_failed_and_a_rerun_completes_it() {
+    let bucket = TempGcsBucket::new("rej2").await;
+    // The last chunk holds only the bad row: it arrives while chunk 1 is still in flight.
+    let n = crossdock_load::feed::CHUNK_LINES + 1;
+    let (s, mut items) = sample(n, true, false);
+    items[n - 1].insert("count".into(), crossdock_core::AttributeValue::N("1.5".into()));
+    let mut export = write_export(&bucket.client, &bucket.name, "b", s, items, 1, Codec::Zstd).await;
+    export.marker.type_stats.0.get_mut("count").expect("count stats").fractional_numbers = 0;
+    write_marker(&bucket.client, &bucket.name, &export.marker).await;
+    let pg = TempPgSchema::new("rej2").await;
+    let t = postgres(&pg).await;
+    let r = load_export(&t, &export, BatchConfig { rows: Some(1000), ..Default::default() }, LoadOptions::default()).await;
+    assert!(matches!(r, Err(LoadError::TooManyRejects { rejected: 1, max: 0, .. })), "{r:?}");
+    let progress = list(&bucket.client, &bucket.name, &format!("{}_progress/", export.export.dir())).await;
+    assert_eq!(progress.len(), 1, "{progress:?}");
+    let record = get(&bucket.client, &bucket.name, &progress[0]).await.expect("record");
+    assert!(String::from_utf8_lossy(&record).contains("\"failed\""), "{}", String::from_utf8_lossy(&record));
+    let summary = load_export(&t, &export, BatchConfig::default(), LoadOptions { max_errors: 1, ..Default::default() }).await.expect("rerun");
+    assert_eq!((summary.files_loaded, summary.rows_in_target, summary.rejected), (1, n as u64 - 1, 1));
+}
+
 #[tokio::test]
 async fn incompatible_existing_table_is_refused_with_a_diff() {
     let bucket = TempGcsBucket::new("inc").await;
