@@ -34,15 +34,11 @@ impl<'m> RowParser<'m> {
         let mut de = serde_json::Deserializer::from_str(line);
         let cells = LineSeed(self).deserialize(&mut de).ok()?;
         de.end().ok()?;
-        let mut row = Vec::with_capacity(cells.len());
-        for (cell, c) in cells.into_iter().zip(&self.model.columns) {
-            match cell {
-                Some(cell) => row.push(cell),
-                None if c.key => return None,
-                None => row.push(Cell::Null),
-            }
+        if self.model.columns.iter().zip(&cells).any(|(c, cell)| c.key && cell.is_none()) {
+            return None;
         }
-        Some(row)
+        // Collected in place: the cells' allocation becomes the row's.
+        Some(cells.into_iter().map(|c| c.unwrap_or(Cell::Null)).collect())
     }
 }
 
