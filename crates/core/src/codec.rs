@@ -129,7 +129,7 @@ mod tests {
             assert_eq!(c.level(None), Ok(c.default_level()));
         }
         assert_eq!("ZSTD".parse::<Codec>(), Ok(Codec::Zstd));
-        assert!("lz4".parse::<Codec>().unwrap_err().to_string().contains("zstd, gzip, bzip2, none"));
+        assert!("lz4".parse::<Codec>().expect_err("unknown codec").to_string().contains("zstd, gzip, bzip2, none"));
         assert_eq!(Codec::Zstd.level(Some(19)), Ok(19));
         assert_eq!(Codec::Gzip.level(Some(10)).map_err(|e| e.max), Err(9));
         assert_eq!(serde_json::to_string(&Codec::Bzip2).ok().as_deref(), Some("\"bzip2\""));

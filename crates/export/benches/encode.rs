@@ -18,7 +18,7 @@ fn item(i: u64) -> HashMap<String, Av> {
     m.insert("sk".into(), Av::N(i.to_string()));
     m.insert("name".into(), Av::S(format!("Jane Q. Example {i} — café")));
     m.insert("total".into(), Av::N(format!("{}.{:02}", i * 7 % 10_000, i % 100)));
-    m.insert("active".into(), Av::Bool(i % 2 == 0));
+    m.insert("active".into(), Av::Bool(i.is_multiple_of(2)));
     m.insert("tags".into(), Av::Ss(vec!["a".into(), "b".into(), format!("c{i}")]));
     m.insert("blob".into(), Av::B(Blob::new((0u8..32).collect::<Vec<_>>())));
     let addr = HashMap::from([
