@@ -3,10 +3,10 @@
 //! events to a topic of the test's own.
 //!
 //! Why a private fake-gcs: the stack's one (`scripts/local-stack`) publishes every
-//! object of every bucket to the shared `$CROSSDOCK_GCS_EVENTS_TOPIC`, and a watcher
-//! loads every `_SUCCESS` it is told about, whatever the bucket. A watcher on the shared
-//! topic would load the markers of tests (and benchmarks) running beside it and write
-//! `_progress/`/`_LOADED` into their buckets. fake-gcs-server 1.54 has one event topic
+//! object of every bucket to the shared `$CROSSDOCK_GCS_EVENTS_TOPIC`. A watcher skips
+//! markers outside its pipeline's bucket, but on the shared topic it would still pull
+//! (and acknowledge) every test's and benchmark's notifications, and a test could not
+//! tell its own events from theirs. fake-gcs-server 1.54 has one event topic
 //! per server (per-bucket notification configs came in 1.55) and the Pub/Sub emulator
 //! ignores subscription filters, so a test gets its own server: same binary, same flags.
 

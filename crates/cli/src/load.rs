@@ -230,6 +230,13 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
                 r = watcher.next_markers() => r.map_err(coded)?,
             };
             for (ack, url) in urls {
+                // A topic may announce several buckets; this pipeline lands in one.
+                let bucket = crossdock_load::gcs::parse_url(&url).map(|(b, _)| b).unwrap_or_default();
+                if bucket != pipeline.dst_bucket {
+                    tracing::info!(marker = %url, landing_bucket = %pipeline.dst_bucket, "marker in another bucket: acknowledged, not loaded");
+                    watcher.ack(&ack).await.map_err(coded)?;
+                    continue;
+                }
                 tracing::info!(marker = %url, "marker finalized");
                 match Box::pin(load_one(&url, &pipeline, &args)).await {
                     Ok(_) => watcher.ack(&ack).await.map_err(coded)?,

@@ -121,6 +121,19 @@ async fn watch_loads_each_marker_ignores_other_objects_and_exits_0_on_sigterm() 
     want.sort();
     assert_eq!(objects, want, "the watcher wrote nothing (no _progress/, no _LOADED)");
 
+    // A marker in another bucket on the same topic: not this pipeline's, not loaded.
+    let foreign = gcs.bucket("elsewhere").await;
+    let tf = crossdock_tests::unique_ident("wf");
+    let f = write_export(&gcs.client, &foreign, "b1", schema(&tf, true, true), all_types_items(20, true), 1, Codec::Zstd).await;
+    let skipped = eventually(Duration::from_secs(30), || {
+        let all = logged(&p, "marker in another bucket: acknowledged, not loaded", "marker").contains(&f.marker_url);
+        async move { all }
+    })
+    .await;
+    assert!(skipped, "the foreign marker was not pulled and skipped within 30 s; log:\n{}", p.log_tail());
+    assert!(loaded_record(&gcs.client, &foreign, &f).await.is_none(), "nothing written into the other bucket");
+    assert_eq!(pg_tables(&crossdock_tests::postgres().await, &pg.name).await, Vec::<String>::new(), "nothing loaded from the other bucket");
+
     // A first export: loaded once its `_SUCCESS` lands.
     let ta = crossdock_tests::unique_ident("wa");
     let a = write_export(&gcs.client, &bucket, "b1", schema(&ta, true, true), all_types_items(300, true), 3, Codec::Zstd).await;
