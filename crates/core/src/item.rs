@@ -8,6 +8,8 @@
 
 mod fast;
 
+pub use fast::{parse_attrs_with, Text};
+
 use base64::Engine as _;
 use indexmap::IndexMap;
 use std::fmt::Write as _;

@@ -9,9 +9,8 @@
 
 use crate::schema::{to_float, to_int, to_numeric, typed_json, Cell, Column, ColumnType, Row, TableModel, TargetKind};
 use base64::Engine as _;
-use crossdock_core::item::{validate_number, AttributeValue};
+use crossdock_core::item::{parse_attrs_with, validate_number, AttributeValue, Text};
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -31,9 +30,7 @@ impl<'m> RowParser<'m> {
 
     /// The row of `line`, or `None` when the checked path must decide.
     pub fn parse(&mut self, line: &str) -> Option<Row> {
-        let mut de = serde_json::Deserializer::from_str(line);
-        let cells = LineSeed(self).deserialize(&mut de).ok()?;
-        de.end().ok()?;
+        let cells = parse_attrs_with(line, AttrsSeed(self))?;
         if self.model.columns.iter().zip(&cells).any(|(c, cell)| c.key && cell.is_none()) {
             return None;
         }
@@ -44,55 +41,6 @@ impl<'m> RowParser<'m> {
 
 fn fail<E: serde::de::Error>() -> E {
     E::custom("")
-}
-
-/// A string borrowed from the line when it has no escapes.
-struct Text<'de>(Cow<'de, str>);
-
-impl<'de> serde::Deserialize<'de> for Text<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Text<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(v.to_owned())))
-            }
-        }
-        de.deserialize_str(V)
-    }
-}
-
-struct LineSeed<'p, 'm>(&'p mut RowParser<'m>);
-
-impl<'de> DeserializeSeed<'de> for LineSeed<'_, '_> {
-    type Value = Vec<Option<Cell>>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
-        de.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for LineSeed<'_, '_> {
-    type Value = Vec<Option<Cell>>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("{\"Item\":{…}}")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let key: Text<'de> = map.next_key()?.ok_or_else(fail)?;
-        if key.0 != "Item" {
-            return Err(fail());
-        }
-        let cells = map.next_value_seed(AttrsSeed(self.0))?;
-        match map.next_key::<IgnoredAny>()? {
-            None => Ok(cells),
-            Some(_) => Err(fail()),
-        }
-    }
 }
 
 struct AttrsSeed<'p, 'm>(&'p mut RowParser<'m>);

@@ -182,6 +182,16 @@ struct Tally {
     done: bool,
 }
 
+impl Tally {
+    /// True exactly once: when every row of the file is converted and written. A
+    /// `failed` file is closed without ever completing, whatever is still in flight.
+    fn finish(&mut self, failed: bool) -> bool {
+        let complete = !self.done && !failed && self.all_converted && self.written == self.converted;
+        self.done |= complete || failed;
+        complete
+    }
+}
+
 fn poisoned<E>(_: E) -> LoadError {
     LoadError::Config("loader state poisoned by a panic".into())
 }
@@ -225,9 +235,7 @@ impl<T: Target> Writing<'_, T> {
                 let mut t = self.tallies.lock().map_err(poisoned)?;
                 let tally = &mut t[file];
                 tally.written += batch.len() as u64;
-                let complete = tally.all_converted && tally.written == tally.converted && !tally.done;
-                tally.done |= complete;
-                complete
+                tally.finish(false)
             };
             if complete {
                 self.complete(file).await?;
@@ -271,10 +279,7 @@ impl<T: Target> Writing<'_, T> {
                         tally.converted += rows.len() as u64;
                         tally.rejects.extend(rejects);
                         tally.all_converted |= last;
-                        let complete = tally.all_converted && tally.written == tally.converted && !tally.done;
-                        // A failed file is never recorded done, whatever is still in flight.
-                        tally.done |= complete || failed;
-                        complete && !failed
+                        tally.finish(failed)
                     };
                     if failed {
                         src.failure = Some(self.too_many_rejects(file, total).await);

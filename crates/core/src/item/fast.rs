@@ -13,59 +13,66 @@ use std::fmt;
 
 /// Parses `{"Item":{…}}`; `None` if the line needs the checked path.
 pub(super) fn parse(line: &str) -> Option<Item> {
+    parse_attrs_with(line, Attrs { depth: 0 })
+}
+
+/// Runs `seed` on the attribute map of a `{"Item":{…}}` line (the loader's row parser
+/// decodes it straight into a row); `None` if the line is anything else.
+pub fn parse_attrs_with<'de, S: DeserializeSeed<'de>>(line: &'de str, seed: S) -> Option<S::Value> {
     let mut de = serde_json::Deserializer::from_str(line);
-    let item = Line.deserialize(&mut de).ok()?;
+    let value = ItemLine(seed).deserialize(&mut de).ok()?;
     de.end().ok()?;
-    Some(item)
+    Some(value)
 }
 
 fn fail<E: serde::de::Error>() -> E {
     E::custom("")
 }
 
-struct Line;
+/// `{"Item": X}` with X decoded by the inner seed, and nothing else in the object.
+struct ItemLine<S>(S);
 
-impl<'de> DeserializeSeed<'de> for Line {
-    type Value = Item;
-    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Item, D::Error> {
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for ItemLine<S> {
+    type Value = S::Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<S::Value, D::Error> {
         de.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for Line {
-    type Value = Item;
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for ItemLine<S> {
+    type Value = S::Value;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("{\"Item\":{…}}")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
-        let key: Key<'de> = map.next_key()?.ok_or_else(fail)?;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<S::Value, A::Error> {
+        let key: Text<'de> = map.next_key()?.ok_or_else(fail)?;
         if key.0 != "Item" {
             return Err(fail());
         }
-        let item = map.next_value_seed(Attrs { depth: 0 })?;
+        let value = map.next_value_seed(self.0)?;
         match map.next_key::<IgnoredAny>()? {
-            None => Ok(item),
+            None => Ok(value),
             Some(_) => Err(fail()),
         }
     }
 }
 
-/// A map key, borrowed from the line when it has no escapes.
-struct Key<'de>(std::borrow::Cow<'de, str>);
+/// A string, borrowed from the line when it has no escapes.
+pub struct Text<'de>(pub std::borrow::Cow<'de, str>);
 
-impl<'de> serde::Deserialize<'de> for Key<'de> {
+impl<'de> serde::Deserialize<'de> for Text<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
+            type Value = Text<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(v.into()))
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(v.into()))
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(v.to_owned().into()))
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(v.to_owned().into()))
             }
         }
         de.deserialize_str(V)
@@ -120,7 +127,7 @@ impl<'de> Visitor<'de> for Typed {
         f.write_str("a typed value")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AttributeValue, A::Error> {
-        let tag: Key<'de> = map.next_key()?.ok_or_else(fail)?;
+        let tag: Text<'de> = map.next_key()?.ok_or_else(fail)?;
         let tag = TypeTag::parse(&tag.0).ok_or_else(fail)?;
         let number = |s: String| validate_number(&s).map(|()| s).map_err(|_| fail::<A::Error>());
         let bytes = |s: String| b64().decode(s).map_err(|_| fail::<A::Error>());
