@@ -12,6 +12,8 @@ use crossdock_core::Codec;
 use std::io::Write;
 use tokio::sync::mpsc::{Receiver, Sender};
 
+mod bzip2_stream;
+
 /// Block size for the parallel block codecs and the read size from the source.
 pub fn block_size(codec: Codec) -> usize {
     match codec {
@@ -72,11 +74,7 @@ pub fn compress_block(codec: Codec, level: i32, raw: &[u8]) -> std::io::Result<V
             e.write_all(raw)?;
             e.finish()
         }
-        Codec::Bzip2 => {
-            let mut e = bzip2::write::BzEncoder::new(Vec::with_capacity(raw.len() / 4), bzip2::Compression::new(level));
-            e.write_all(raw)?;
-            e.finish()
-        }
+        Codec::Bzip2 => bzip2_stream::compress(raw, level),
         Codec::Zstd => zstd::bulk::compress(raw, level as i32),
         Codec::None => Ok(raw.to_vec()),
     }
