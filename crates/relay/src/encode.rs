@@ -65,18 +65,26 @@ impl Write for ChanWriter {
     }
 }
 
-/// Compresses one block as a complete gzip member or bzip2 stream.
-pub fn compress_block(codec: Codec, level: i32, raw: &[u8]) -> std::io::Result<Vec<u8>> {
-    let level = level.clamp(1, 9) as u32;
-    match codec {
-        Codec::Gzip => {
-            let mut e = flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 3), flate2::Compression::new(level));
-            e.write_all(raw)?;
-            e.finish()
+/// Compresses one block at a time as a complete gzip member or bzip2 stream, keeping
+/// its working buffers between blocks.
+#[derive(Default)]
+pub struct BlockCompressor {
+    bzip2: bzip2_stream::Encoder,
+}
+
+impl BlockCompressor {
+    pub fn compress(&mut self, codec: Codec, level: i32, raw: &[u8]) -> std::io::Result<Vec<u8>> {
+        let level = level.clamp(1, 9) as u32;
+        match codec {
+            Codec::Gzip => {
+                let mut e = flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 3), flate2::Compression::new(level));
+                e.write_all(raw)?;
+                e.finish()
+            }
+            Codec::Bzip2 => self.bzip2.compress(raw, level),
+            Codec::Zstd => zstd::bulk::compress(raw, level as i32),
+            Codec::None => Ok(raw.to_vec()),
         }
-        Codec::Bzip2 => bzip2_stream::compress(raw, level),
-        Codec::Zstd => zstd::bulk::compress(raw, level as i32),
-        Codec::None => Ok(raw.to_vec()),
     }
 }
 
@@ -106,44 +114,69 @@ pub fn run_blocking(params: EncodeParams, mut raw: Receiver<Bytes>, out: Sender<
             let mut w = e.finish()?;
             w.send()
         }
-        Codec::Gzip | Codec::Bzip2 => {
-            let mut batch: Vec<Bytes> = Vec::with_capacity(threads);
-            let mut done = false;
-            let mut any = false;
-            while !done {
-                batch.clear();
-                while batch.len() < threads {
-                    match raw.blocking_recv() {
-                        Some(b) => batch.push(b),
-                        None => {
-                            done = true;
-                            break;
-                        }
+        Codec::Gzip | Codec::Bzip2 => blocks_in_parallel(params, threads, raw, out),
+    }
+}
+
+/// The block codecs: `threads` workers, each with its own compressor, take blocks in
+/// turn (block k goes to worker k mod threads) and the results are read back in the
+/// same turn, so output keeps input order and no worker waits for another's block.
+fn blocks_in_parallel(params: EncodeParams, threads: usize, mut raw: Receiver<Bytes>, out: Sender<Bytes>) -> std::io::Result<()> {
+    use std::sync::mpsc::sync_channel;
+    let EncodeParams { codec, level, .. } = params;
+    std::thread::scope(|s| {
+        let mut inputs = Vec::with_capacity(threads);
+        let mut results = Vec::with_capacity(threads);
+        let mut workers = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let (in_tx, in_rx) = sync_channel::<Bytes>(1);
+            let (res_tx, res_rx) = sync_channel::<std::io::Result<Vec<u8>>>(1);
+            workers.push(s.spawn(move || {
+                let mut c = BlockCompressor::default();
+                for block in in_rx {
+                    if res_tx.send(c.compress(codec, level, &block)).is_err() {
+                        break;
                     }
                 }
-                let outputs: Vec<std::io::Result<Vec<u8>>> = if batch.len() <= 1 {
-                    batch.iter().map(|b| compress_block(params.codec, params.level, b)).collect()
-                } else {
-                    std::thread::scope(|s| {
-                        let hs: Vec<_> = batch.iter().map(|b| s.spawn(move || compress_block(params.codec, params.level, b))).collect();
-                        hs.into_iter()
-                            .map(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("compression thread panicked"))))
-                            .collect()
-                    })
-                };
-                for o in outputs {
-                    any = true;
-                    out.blocking_send(Bytes::from(o?)).map_err(|_| closed())?;
-                }
-            }
-            if !any {
-                // An empty part still becomes a valid (empty) compressed file.
-                let empty = compress_block(params.codec, params.level, &[])?;
-                out.blocking_send(Bytes::from(empty)).map_err(|_| closed())?;
-            }
-            Ok(())
+            }));
+            inputs.push(in_tx);
+            results.push(res_rx);
         }
-    }
+        let feeder = s.spawn(move || {
+            let mut sent = 0usize;
+            while let Some(b) = raw.blocking_recv() {
+                if inputs[sent % threads].send(b).is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            sent
+        });
+        let mut written = 0usize;
+        let collected = loop {
+            // A closed result channel at the next turn means its worker got no more
+            // blocks (or died: the counts below tell which).
+            let Ok(block) = results[written % threads].recv() else { break Ok(()) };
+            match block.and_then(|b| out.blocking_send(Bytes::from(b)).map_err(|_| closed())) {
+                Ok(()) => written += 1,
+                Err(e) => break Err(e),
+            }
+        };
+        // Unblocks workers and the feeder if we stopped early.
+        drop(results);
+        let sent = feeder.join().unwrap_or(usize::MAX);
+        let panicked = workers.into_iter().map(|w| w.join()).filter(Result::is_err).count();
+        collected?;
+        if panicked > 0 || sent != written {
+            return Err(std::io::Error::other(format!("compression worker stopped: {written} of {sent} blocks written")));
+        }
+        if written == 0 {
+            // An empty part still becomes a valid (empty) compressed file.
+            let empty = BlockCompressor::default().compress(codec, level, &[])?;
+            out.blocking_send(Bytes::from(empty)).map_err(|_| closed())?;
+        }
+        Ok(())
+    })
 }
 
 fn closed() -> std::io::Error {

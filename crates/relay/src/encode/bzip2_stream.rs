@@ -24,28 +24,36 @@ const MAX_TABLES: usize = 6;
 const MAX_CODE_LEN: u8 = 17;
 const ITERS: usize = 4;
 
-/// Compresses `input` as one bzip2 stream with blocks of `level` × 100 kB (1–9).
-pub fn compress(input: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
-    let level = level.clamp(1, 9);
-    // The reference encoder's limit: room for a run's 5 bytes past the nominal size.
-    let max_block = level as usize * 100_000 - 19;
-    let mut w = BitWriter::with_capacity(input.len() / 4 + 64);
-    w.put(24, u64::from(u32::from_be_bytes([0, b'B', b'Z', b'h'])));
-    w.put(8, u64::from(b'0' + level as u8));
-    let mut combined = 0u32;
-    let mut block = Vec::with_capacity(max_block + 5);
-    let mut enc = BlockEncoder::default();
-    let mut pos = 0;
-    while pos < input.len() {
-        block.clear();
-        let (used, crc) = rle1(&input[pos..], &mut block, max_block);
-        pos += used;
-        combined = combined.rotate_left(1) ^ crc;
-        enc.write_block(&block, crc, &mut w)?;
+/// A bzip2 compressor whose block buffers (about 9 MB at level 9) are kept from one
+/// call to the next.
+#[derive(Default)]
+pub struct Encoder {
+    block: Vec<u8>,
+    enc: BlockEncoder,
+}
+
+impl Encoder {
+    /// Compresses `input` as one bzip2 stream with blocks of `level` × 100 kB (1–9).
+    pub fn compress(&mut self, input: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
+        let level = level.clamp(1, 9);
+        // The reference encoder's limit: room for a run's 5 bytes past the nominal size.
+        let max_block = level as usize * 100_000 - 19;
+        let mut w = BitWriter::with_capacity(input.len() / 4 + 64);
+        w.put(24, u64::from(u32::from_be_bytes([0, b'B', b'Z', b'h'])));
+        w.put(8, u64::from(b'0' + level as u8));
+        let mut combined = 0u32;
+        let mut pos = 0;
+        while pos < input.len() {
+            self.block.clear();
+            let (used, crc) = rle1(&input[pos..], &mut self.block, max_block);
+            pos += used;
+            combined = combined.rotate_left(1) ^ crc;
+            self.enc.write_block(&self.block, crc, &mut w)?;
+        }
+        w.put(48, EOS_MAGIC);
+        w.put(32, u64::from(combined));
+        Ok(w.finish())
     }
-    w.put(48, EOS_MAGIC);
-    w.put(32, u64::from(combined));
-    Ok(w.finish())
 }
 
 /// Run-length step 1: runs of 4–255 equal bytes become 4 bytes and a count (0–251).
@@ -54,6 +62,17 @@ pub fn compress(input: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
 fn rle1(input: &[u8], out: &mut Vec<u8>, max: usize) -> (usize, u32) {
     let mut i = 0;
     while i < input.len() && out.len() + 5 <= max {
+        // Bytes up to the next pair of equal ones are runs of one: copy them at once.
+        let limit = input.len().min(i + (max - 4 - out.len()));
+        let mut p = i;
+        while p + 1 < limit && input[p] != input[p + 1] {
+            p += 1;
+        }
+        if p > i {
+            out.extend_from_slice(&input[i..p]);
+            i = p;
+            continue;
+        }
         let b = input[i];
         let mut run = 1;
         while run < 255 && i + run < input.len() && input[i + run] == b {
@@ -519,7 +538,7 @@ mod tests {
     use std::io::Read;
 
     fn round_trip(input: &[u8], level: u32) -> usize {
-        let packed = compress(input, level).expect("compresses");
+        let packed = Encoder::default().compress(input, level).expect("compresses");
         let mut out = Vec::new();
         ::bzip2::read::MultiBzDecoder::new(&packed[..]).read_to_end(&mut out).expect("libbz2 reads it");
         assert!(out == input, "round trip of {} bytes at level {level}", input.len());
