@@ -69,6 +69,16 @@ impl PubsubTopic {
     }
 }
 
+impl PubsubTopic {
+    /// Publishes a GCS-style finalize notification for `gs://bucket/name`.
+    pub async fn publish_finalize(&self, bucket: &str, name: &str) {
+        let url = format!("{}/topics/{}:publish", pubsub_base(), self.name);
+        let msg = serde_json::json!({ "messages": [{ "data": "", "attributes": { "eventType": "OBJECT_FINALIZE", "bucketId": bucket, "objectId": name } }] });
+        let resp = reqwest::Client::new().post(&url).json(&msg).send().await.expect("pubsub emulator reachable");
+        assert!(resp.status().is_success(), "POST {url}: {} {}", resp.status(), resp.text().await.unwrap_or_default());
+    }
+}
+
 /// Whether a subscription exists, and on which topic (`projects/P/topics/T`).
 pub async fn subscription_topic(subscription: &str) -> Option<String> {
     let resp = reqwest::get(format!("{}/subscriptions/{subscription}", pubsub_base())).await.expect("pubsub emulator reachable");

@@ -44,6 +44,10 @@ pub struct Args {
     /// Pub/Sub subscription to pull from (created on the topic if absent).
     #[arg(long, default_value = "crossdock-load")]
     pub subscription: String,
+    /// With --watch: seconds a marker being loaded stays this watcher's without renewal
+    /// (renewed every third of it; a watcher that dies hands its marker on after this).
+    #[arg(long, default_value_t = crossdock_load::watch::DEFAULT_LEASE_SECS, value_parser = clap::value_parser!(u64).range(3..=600))]
+    pub lease_secs: u64,
     /// GCP project of the topic (defaults to CROSSDOCK_GCP_PROJECT).
     #[arg(long, env = "CROSSDOCK_GCP_PROJECT")]
     pub project: Option<String>,
@@ -229,22 +233,26 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
                 _ = &mut shutdown => return Ok(Code::Ok),
                 r = watcher.next_markers() => r.map_err(coded)?,
             };
-            for (ack, url) in urls {
-                // A topic may announce several buckets; this pipeline lands in one.
-                let bucket = crossdock_load::gcs::parse_url(&url).map(|(b, _)| b).unwrap_or_default();
-                if bucket != pipeline.dst_bucket {
-                    tracing::info!(marker = %url, landing_bucket = %pipeline.dst_bucket, "marker in another bucket: acknowledged, not loaded");
-                    watcher.ack(&ack).await.map_err(coded)?;
-                    continue;
-                }
-                tracing::info!(marker = %url, "marker finalized");
-                match Box::pin(load_one(&url, &pipeline, &args)).await {
-                    Ok(_) => watcher.ack(&ack).await.map_err(coded)?,
-                    Err(e) => {
-                        // Not acknowledged: Pub/Sub redelivers it; the rerun skips finished files.
-                        tracing::error!(marker = %url, error = %format!("{e:#}"), "load failed");
-                        eprintln!("error: {url}: {e:#}");
-                    }
+            // One marker at a time: the others go back at once for an idle watcher.
+            let mut urls = urls.into_iter();
+            let Some((ack, url)) = urls.next() else { continue };
+            let rest: Vec<String> = urls.map(|(ack, _)| ack).collect();
+            watcher.release(&rest).await.map_err(coded)?;
+            // A topic may announce several buckets; this pipeline lands in one.
+            let bucket = crossdock_load::gcs::parse_url(&url).map(|(b, _)| b).unwrap_or_default();
+            if bucket != pipeline.dst_bucket {
+                tracing::info!(marker = %url, landing_bucket = %pipeline.dst_bucket, "marker in another bucket: acknowledged, not loaded");
+                watcher.ack(&ack).await.map_err(coded)?;
+                continue;
+            }
+            tracing::info!(marker = %url, "marker finalized");
+            match watcher.hold(&ack, std::time::Duration::from_secs(args.lease_secs), Box::pin(load_one(&url, &pipeline, &args))).await {
+                Ok(_) => watcher.ack(&ack).await.map_err(coded)?,
+                Err(e) => {
+                    // Handed back: Pub/Sub redelivers it; the rerun skips finished files.
+                    tracing::error!(marker = %url, error = %format!("{e:#}"), "load failed");
+                    eprintln!("error: {url}: {e:#}");
+                    watcher.release(&[ack]).await.map_err(coded)?;
                 }
             }
         }

@@ -2,6 +2,12 @@
 //! Uses Pub/Sub's REST API against the emulator (`PUBSUB_EMULATOR_HOST`); messages are
 //! acknowledged only after their load succeeds, so a failed load is redelivered.
 //!
+//! A marker being loaded is leased, not held for the subscription's whole ack deadline:
+//! [`Watcher::hold`] renews a short lease ([`DEFAULT_LEASE_SECS`]) while the load runs, so a load of
+//! any length is never redelivered to another watcher, and a watcher that dies hands
+//! its marker on within a lease. Markers a watcher will not start at once are handed
+//! back ([`Watcher::release`]) for an idle watcher to take.
+//!
 //! Every other notification (data parts, `_progress/…`, `_LOADED`, deletes) is
 //! acknowledged at once and logged at debug level. Transient pull failures (connection
 //! errors, 5xx, 429) are retried with a backoff; a subscription that disappears is an
@@ -10,7 +16,12 @@
 use crate::error::LoadError;
 use base64::Engine as _;
 use serde_json::{json, Value};
+use std::future::Future;
 use std::time::Duration;
+
+/// How long, by default, a pulled marker stays this watcher's without word from it
+/// (`--lease-secs`); renewed every third of it while its load runs.
+pub const DEFAULT_LEASE_SECS: u64 = 60;
 
 /// Consecutive failed pulls tolerated (with backoff, about 2½ minutes in all) before
 /// [`Watcher::next_markers`] gives up.
@@ -175,6 +186,61 @@ impl Watcher {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// Runs `work` while leasing `ack_id`: its deadline is set to `lease` first (not
+    /// the subscription's longer one), then renewed every third of it. A failed
+    /// renewal is logged and counted and the work goes on: at worst the marker is
+    /// redelivered and loaded again, which the loader's progress records make cheap.
+    pub async fn hold<F: Future>(&self, ack_id: &str, lease: Duration, work: F) -> F::Output {
+        let ids = [ack_id.to_string()];
+        self.renew(&ids, lease).await;
+        let every = lease / 3;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tick.tick() => self.renew(&ids, lease).await,
+            }
+        }
+    }
+
+    async fn renew(&self, ack_ids: &[String], lease: Duration) {
+        let outcome = match self.set_deadline(ack_ids, lease).await {
+            Ok(()) => "ok",
+            Err(e) => {
+                tracing::warn!(subscription = %self.subscription, error = %e, "could not renew a marker's lease; another watcher may load it too");
+                "error"
+            }
+        };
+        metrics::counter!("crossdock_load_watch_lease_renewals_total", "outcome" => outcome).increment(1);
+    }
+
+    /// Hands `ack_ids` back to the subscription for immediate redelivery.
+    pub async fn release(&self, ack_ids: &[String]) -> Result<(), LoadError> {
+        if ack_ids.is_empty() {
+            return Ok(());
+        }
+        self.set_deadline(ack_ids, Duration::ZERO).await
+    }
+
+    /// Sets the ack deadline of `ack_ids` to `deadline` from now.
+    async fn set_deadline(&self, ack_ids: &[String], deadline: Duration) -> Result<(), LoadError> {
+        let resp = self
+            .http
+            .post(format!("{}/{}:modifyAckDeadline", self.base, self.subscription))
+            .json(&json!({ "ackIds": ack_ids, "ackDeadlineSeconds": deadline.as_secs() }))
+            .send()
+            .await
+            .map_err(|e| err("modifyAckDeadline", &self.subscription, e.to_string()))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(err("modifyAckDeadline", &self.subscription, format!("{status}: {body}")));
+        }
+        Ok(())
     }
 
     pub async fn ack(&self, ack_id: &str) -> Result<(), LoadError> {
