@@ -4,7 +4,9 @@
 //! - zstd: one frame, libzstd's own worker threads (`nb_workers`).
 //! - gzip, bzip2: the input is cut into fixed blocks compressed in parallel as
 //!   independent members/streams and written in order (what pigz/lbzip2 do); any
-//!   gzip/bzip2 decoder reads the concatenation as one file.
+//!   gzip/bzip2 decoder reads the concatenation as one file. Blocks of every file go
+//!   to one process-wide pool, one worker per core. bzip2 is our own encoder
+//!   (`bzip2_stream`), gzip is flate2 on zlib-rs.
 //! - none: bytes pass through.
 
 use bytes::Bytes;
@@ -68,12 +70,12 @@ impl Write for ChanWriter {
 /// Compresses one block at a time as a complete gzip member or bzip2 stream, keeping
 /// its working buffers between blocks.
 #[derive(Default)]
-pub struct BlockCompressor {
+struct BlockCompressor {
     bzip2: bzip2_stream::Encoder,
 }
 
 impl BlockCompressor {
-    pub fn compress(&mut self, codec: Codec, level: i32, raw: &[u8]) -> std::io::Result<Vec<u8>> {
+    fn compress(&mut self, codec: Codec, level: i32, raw: &[u8]) -> std::io::Result<Vec<u8>> {
         let level = level.clamp(1, 9) as u32;
         match codec {
             Codec::Gzip => {
@@ -118,65 +120,99 @@ pub fn run_blocking(params: EncodeParams, mut raw: Receiver<Bytes>, out: Sender<
     }
 }
 
-/// The block codecs: `threads` workers, each with its own compressor, take blocks in
-/// turn (block k goes to worker k mod threads) and the results are read back in the
-/// same turn, so output keeps input order and no worker waits for another's block.
+/// The block codecs: up to `threads` of this file's blocks at a time on the shared
+/// [`pool`], results taken back in input order.
 fn blocks_in_parallel(params: EncodeParams, threads: usize, mut raw: Receiver<Bytes>, out: Sender<Bytes>) -> std::io::Result<()> {
-    use std::sync::mpsc::sync_channel;
     let EncodeParams { codec, level, .. } = params;
-    std::thread::scope(|s| {
-        let mut inputs = Vec::with_capacity(threads);
-        let mut results = Vec::with_capacity(threads);
-        let mut workers = Vec::with_capacity(threads);
-        for _ in 0..threads {
-            let (in_tx, in_rx) = sync_channel::<Bytes>(1);
-            let (res_tx, res_rx) = sync_channel::<std::io::Result<Vec<u8>>>(1);
-            workers.push(s.spawn(move || {
-                let mut c = BlockCompressor::default();
-                for block in in_rx {
-                    if res_tx.send(c.compress(codec, level, &block)).is_err() {
-                        break;
-                    }
-                }
-            }));
-            inputs.push(in_tx);
-            results.push(res_rx);
-        }
-        let feeder = s.spawn(move || {
-            let mut sent = 0usize;
-            while let Some(b) = raw.blocking_recv() {
-                if inputs[sent % threads].send(b).is_err() {
-                    break;
-                }
-                sent += 1;
+    let mut pending = std::collections::VecDeque::with_capacity(threads);
+    let mut input_done = false;
+    let mut written = 0usize;
+    loop {
+        while !input_done && pending.len() < threads {
+            match raw.blocking_recv() {
+                Some(block) => pending.push_back(pool().submit(codec, level, block)),
+                None => input_done = true,
             }
-            sent
-        });
-        let mut written = 0usize;
-        let collected = loop {
-            // A closed result channel at the next turn means its worker got no more
-            // blocks (or died: the counts below tell which).
-            let Ok(block) = results[written % threads].recv() else { break Ok(()) };
-            match block.and_then(|b| out.blocking_send(Bytes::from(b)).map_err(|_| closed())) {
-                Ok(()) => written += 1,
-                Err(e) => break Err(e),
-            }
-        };
-        // Unblocks workers and the feeder if we stopped early.
-        drop(results);
-        let sent = feeder.join().unwrap_or(usize::MAX);
-        let panicked = workers.into_iter().map(|w| w.join()).filter(Result::is_err).count();
-        collected?;
-        if panicked > 0 || sent != written {
-            return Err(std::io::Error::other(format!("compression worker stopped: {written} of {sent} blocks written")));
         }
-        if written == 0 {
-            // An empty part still becomes a valid (empty) compressed file.
-            let empty = BlockCompressor::default().compress(codec, level, &[])?;
-            out.blocking_send(Bytes::from(empty)).map_err(|_| closed())?;
-        }
-        Ok(())
+        let Some(next) = pending.pop_front() else { break };
+        let block = next.recv().map_err(|_| std::io::Error::other("compression pool stopped"))??;
+        out.blocking_send(Bytes::from(block)).map_err(|_| closed())?;
+        written += 1;
+    }
+    if written == 0 {
+        // An empty part still becomes a valid (empty) compressed file.
+        let empty = BlockCompressor::default().compress(codec, level, &[])?;
+        out.blocking_send(Bytes::from(empty)).map_err(|_| closed())?;
+    }
+    Ok(())
+}
+
+type Reply = std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>;
+
+struct Job {
+    codec: Codec,
+    level: i32,
+    raw: Bytes,
+    reply: std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
+}
+
+/// One worker per core, each with its own [`BlockCompressor`], serving the blocks of
+/// every file in flight in arrival order. Compressor memory is cores × (about 9 MB for
+/// bzip2) whatever `--concurrency` is, and the cores are never oversubscribed.
+struct Pool {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+}
+
+/// The process-wide pool, started on first use.
+fn pool() -> &'static Pool {
+    static POOL: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let started = (0..cores)
+            .filter(|i| {
+                let rx = rx.clone();
+                std::thread::Builder::new().name(format!("compress-{i}")).spawn(move || serve(&rx)).is_ok()
+            })
+            .count();
+        // No thread could be started: compress on the caller's thread instead.
+        Pool { jobs: (started > 0).then_some(tx) }
     })
+}
+
+impl Pool {
+    /// Queues one block; its result arrives on the returned channel.
+    fn submit(&self, codec: Codec, level: i32, raw: Bytes) -> Reply {
+        let (reply, rx) = std::sync::mpsc::sync_channel(1);
+        let job = Job { codec, level, raw, reply };
+        if let Some(jobs) = &self.jobs {
+            if let Err(std::sync::mpsc::SendError(job)) = jobs.send(job) {
+                let _ = job.reply.send(Err(std::io::Error::other("compression pool stopped")));
+            }
+        } else {
+            let _ = job.reply.send(BlockCompressor::default().compress(codec, level, &job.raw));
+        }
+        rx
+    }
+}
+
+fn serve(jobs: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>) {
+    let mut c = BlockCompressor::default();
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.compress(job.codec, job.level, &job.raw)))
+            .unwrap_or_else(|_| {
+                c = BlockCompressor::default();
+                Err(std::io::Error::other("compression panicked"))
+            });
+        // The file may have failed meanwhile and dropped its receiver.
+        let _ = job.reply.send(result);
+    }
 }
 
 fn closed() -> std::io::Error {
