@@ -31,7 +31,8 @@ pub struct Args {
     /// Messages (files) processed at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
-    /// Compression threads per file (default: all cores).
+    /// Compression parallelism per file (default: all cores): zstd worker threads, or
+    /// gzip/bzip2 blocks in flight on the shared pool (one worker per core).
     #[arg(long)]
     threads: Option<usize>,
     /// Upload request size in MiB (rounded down to a multiple of 256 KiB). Each file in

@@ -49,7 +49,8 @@ pub struct RelaySettings {
     /// Messages processed at once.
     #[serde(default = "defaults::concurrency")]
     pub concurrency: usize,
-    /// Compression threads per file (default: the machine's cores).
+    /// Compression parallelism per file (default: the machine's cores): zstd worker
+    /// threads, or gzip/bzip2 blocks in flight on the shared pool (one worker per core).
     #[serde(default)]
     pub threads: Option<usize>,
     /// Upload request size in bytes; rounded down to a multiple of 256 KiB.
