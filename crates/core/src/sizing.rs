@@ -108,8 +108,10 @@ impl AdaptiveBatch {
 }
 
 /// What a codec does to DynamoDB JSON lines on one core: compression speed (MB/s of
-/// input) and output/input size ratio. Conservative figures for typical item shapes;
-/// `scripts/bench relay` measures the real ones on your data.
+/// input) and output/input size ratio. Speeds as measured by the relay's encode bench
+/// (`cargo bench -p crossdock-relay --bench encode -- FILE 1`) on generated dump lines;
+/// ratios conservative for typical item shapes. `scripts/bench relay` measures both on
+/// your data.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct CodecProfile {
     pub codec: crate::codec::Codec,
@@ -120,9 +122,9 @@ pub struct CodecProfile {
 pub fn codec_profile(codec: crate::codec::Codec) -> CodecProfile {
     use crate::codec::Codec;
     let (mb_per_sec_per_core, ratio) = match codec {
-        Codec::Zstd => (250.0, 0.12),
-        Codec::Gzip => (35.0, 0.18),
-        Codec::Bzip2 => (12.0, 0.10),
+        Codec::Zstd => (150.0, 0.12),
+        Codec::Gzip => (60.0, 0.18),
+        Codec::Bzip2 => (20.0, 0.10),
         Codec::None => (2000.0, 1.0),
     };
     CodecProfile { codec, mb_per_sec_per_core, ratio }
