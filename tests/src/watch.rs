@@ -110,6 +110,25 @@ pub async fn pull_and_ack(subscription: &str, wait: Duration) -> Vec<serde_json:
     received.into_iter().map(|m| m["message"].clone()).collect()
 }
 
+/// Polls `subscription` with `returnImmediately` (no long poll left open to swallow a
+/// message after the caller gives up) until a message arrives or `wait` passes; does
+/// not acknowledge. Returns the received messages (ackId and message).
+pub async fn poll_for(subscription: &str, wait: Duration) -> Vec<serde_json::Value> {
+    let http = reqwest::Client::new();
+    let url = format!("{}/subscriptions/{subscription}:pull", pubsub_base());
+    let t0 = std::time::Instant::now();
+    loop {
+        let resp = http.post(&url).json(&serde_json::json!({ "maxMessages": 10, "returnImmediately": true })).send().await.expect("pull");
+        assert!(resp.status().is_success(), "pull {subscription}: {}", resp.status());
+        let body: serde_json::Value = resp.json().await.expect("pull json");
+        let received = body["receivedMessages"].as_array().cloned().unwrap_or_default();
+        if !received.is_empty() || t0.elapsed() >= wait {
+            return received;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 impl Drop for PubsubTopic {
     fn drop(&mut self) {
         let subs = std::mem::take(&mut *self.subscriptions.lock().unwrap_or_else(|e| e.into_inner()));
