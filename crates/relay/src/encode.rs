@@ -158,7 +158,8 @@ struct Job {
 
 /// One worker per core, each with its own [`BlockCompressor`], serving the blocks of
 /// every file in flight in arrival order. Compressor memory is cores × (about 9 MB for
-/// bzip2) whatever `--concurrency` is, and the cores are never oversubscribed.
+/// bzip2) whatever `--concurrency` is, and block compression never runs more threads
+/// than there are cores.
 struct Pool {
     jobs: Option<std::sync::mpsc::Sender<Job>>,
 }
