@@ -183,7 +183,7 @@ impl BlockEncoder {
 
     /// Sorts the block's rotations; leaves the last column in `self.bwt` and returns the
     /// row of the unrotated block.
-        fn bwt(&mut self, block: &[u8]) -> std::io::Result<usize> {
+    fn bwt(&mut self, block: &[u8]) -> std::io::Result<usize> {
         let n = block.len();
         let k = least_rotation(block, &mut self.bwt);
         self.rotated.clear();
@@ -214,7 +214,7 @@ impl BlockEncoder {
 
     /// Move-to-front over the last column, zero runs as RUNA/RUNB digits (bijective
     /// base 2), other positions p as p + 1, then end-of-block.
-        fn mtf_rle2(&mut self, seq: &[u8; 256], n_in_use: usize) {
+    fn mtf_rle2(&mut self, seq: &[u8; 256], n_in_use: usize) {
         let mut order: [u8; 256] = std::array::from_fn(|i| i as u8);
         self.mtf.clear();
         self.mtf.reserve(self.bwt.len() + 1);
