@@ -249,10 +249,17 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
             match watcher.hold(&ack, std::time::Duration::from_secs(args.lease_secs), Box::pin(load_one(&url, &pipeline, &args))).await {
                 Ok(_) => watcher.ack(&ack).await.map_err(coded)?,
                 Err(e) => {
-                    // Handed back: Pub/Sub redelivers it; the rerun skips finished files.
+                    let stopping = tokio::select! { biased; _ = &mut shutdown => true, _ = std::future::ready(()) => false };
+                    if stopping {
+                        tracing::info!(marker = %url, "load interrupted by shutdown: marker handed back");
+                        watcher.release(&[ack]).await.map_err(coded)?;
+                        return Ok(Code::Ok);
+                    }
+                    // Left to its lease: redelivered within --lease-secs, a pause before the
+                    // retry (a marker that always fails does not spin); the rerun skips
+                    // finished files.
                     tracing::error!(marker = %url, error = %format!("{e:#}"), "load failed");
                     eprintln!("error: {url}: {e:#}");
-                    watcher.release(&[ack]).await.map_err(coded)?;
                 }
             }
         }
