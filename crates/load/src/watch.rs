@@ -3,9 +3,9 @@
 //! acknowledged only after their load succeeds, so a failed load is redelivered.
 //!
 //! A marker being loaded is leased, not held for the subscription's whole ack deadline:
-//! [`Watcher::hold`] renews a short lease ([`DEFAULT_LEASE_SECS`]) while the load runs, so a load of
-//! any length is never redelivered to another watcher, and a watcher that dies hands
-//! its marker on within a lease. Markers a watcher will not start at once are handed
+//! [`Watcher::hold`] renews a short lease ([`DEFAULT_LEASE_SECS`]) while the load
+//! runs, so a load of any length is never redelivered to another watcher, and a
+//! watcher that dies hands its marker on within a lease. Markers a watcher will not start at once are handed
 //! back ([`Watcher::release`]) for an idle watcher to take.
 //!
 //! Every other notification (data parts, `_progress/…`, `_LOADED`, deletes) is
@@ -228,19 +228,7 @@ impl Watcher {
 
     /// Sets the ack deadline of `ack_ids` to `deadline` from now.
     async fn set_deadline(&self, ack_ids: &[String], deadline: Duration) -> Result<(), LoadError> {
-        let resp = self
-            .http
-            .post(format!("{}/{}:modifyAckDeadline", self.base, self.subscription))
-            .json(&json!({ "ackIds": ack_ids, "ackDeadlineSeconds": deadline.as_secs() }))
-            .send()
-            .await
-            .map_err(|e| err("modifyAckDeadline", &self.subscription, e.to_string()))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(err("modifyAckDeadline", &self.subscription, format!("{status}: {body}")));
-        }
-        Ok(())
+        self.call("modifyAckDeadline", json!({ "ackIds": ack_ids, "ackDeadlineSeconds": deadline.as_secs() })).await
     }
 
     pub async fn ack(&self, ack_id: &str) -> Result<(), LoadError> {
@@ -248,17 +236,22 @@ impl Watcher {
     }
 
     async fn ack_all(&self, ack_ids: &[String]) -> Result<(), LoadError> {
+        self.call("acknowledge", json!({ "ackIds": ack_ids })).await
+    }
+
+    /// POSTs `body` to the subscription's `:method`; any non-2xx status is an error.
+    async fn call(&self, method: &'static str, body: Value) -> Result<(), LoadError> {
         let resp = self
             .http
-            .post(format!("{}/{}:acknowledge", self.base, self.subscription))
-            .json(&json!({ "ackIds": ack_ids }))
+            .post(format!("{}/{}:{method}", self.base, self.subscription))
+            .json(&body)
             .send()
             .await
-            .map_err(|e| err("ack", &self.subscription, e.to_string()))?;
+            .map_err(|e| err(method, &self.subscription, e.to_string()))?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
-            return Err(err("ack", &self.subscription, format!("{status}: {body}")));
+            return Err(err(method, &self.subscription, format!("{status}: {body}")));
         }
         Ok(())
     }

@@ -185,6 +185,7 @@ impl BlockEncoder {
     /// row of the unrotated block.
     fn bwt(&mut self, block: &[u8]) -> std::io::Result<usize> {
         let n = block.len();
+        // `self.bwt` serves as the doubled-block scratch here; it is refilled below.
         let k = least_rotation(block, &mut self.bwt);
         self.rotated.clear();
         self.rotated.extend_from_slice(&block[k..]);
