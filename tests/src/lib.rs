@@ -9,6 +9,7 @@
 pub mod export;
 pub mod load;
 pub mod pipeline;
+pub mod proxy;
 pub mod relay;
 pub mod resources;
 pub mod watch;

@@ -128,6 +128,19 @@ impl Proc {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// Waits until the log contains `needle` (panics with the log tail after `limit`,
+    /// or if the process exits first).
+    pub async fn wait_log(&mut self, needle: &str, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while !self.log_text().contains(needle) {
+            if let Some(st) = self.exited() {
+                panic!("{} exited ({st}) before logging {needle:?}; log:\n{}", self.name, self.log_tail());
+            }
+            assert!(std::time::Instant::now() < deadline, "{} did not log {needle:?} within {limit:?}; log:\n{}", self.name, self.log_tail());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The last 30 lines of the log.
     pub fn log_tail(&self) -> String {
         let text = self.log_text();

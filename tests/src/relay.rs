@@ -372,9 +372,16 @@ pub struct RelayProcess {
 impl RelayProcess {
     /// Starts the real binary with `args`, appending its log to `log`.
     pub fn spawn(args: &[String], log: &std::path::Path) -> RelayProcess {
+        RelayProcess::spawn_with_env(args, log, &[])
+    }
+
+    /// [`RelayProcess::spawn`] with extra environment variables (e.g. a
+    /// `STORAGE_EMULATOR_HOST` pointing at a [`crate::proxy::FaultProxy`]).
+    pub fn spawn_with_env(args: &[String], log: &std::path::Path, env: &[(&str, &str)]) -> RelayProcess {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
         let child = tokio::process::Command::new(crate::crossdock_bin())
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .kill_on_drop(true)

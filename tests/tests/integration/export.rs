@@ -7,7 +7,9 @@ use crossdock_core::manifest::{AutoscalingBounds, CapacityLease};
 use crossdock_core::TypeTag;
 use crossdock_tests::export::{create_table, export_dir, fill, get, list, read_capacity, read_dump, same_items, scan_lines};
 use crossdock_tests::resources::{TempBucket, TempTable};
-use std::process::{Child, Command, Stdio};
+use crossdock_tests::pipeline::{run, work_dir, Proc};
+use crossdock_tests::proxy::{checkpoint_put, Action, FaultProxy};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -131,33 +133,22 @@ async fn fault_table(prefix: &str) -> (TempTable, TempBucket, Clients) {
     (table, bucket, c)
 }
 
-fn spawn_export(table: &str, bucket: &str, extra: &[&str]) -> Child {
-    Command::new(crossdock_tests::crossdock_bin())
-        .args(["export", "--no-autoscaling", "--table", table, "--bucket", bucket, "--batch", "b", "--segments", "2", "--part-size", "256K"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn crossdock")
+/// The binary exporting `table` with its S3 traffic through `s3` (a [`FaultProxy`]);
+/// stdout and stderr go to files in `dir`.
+fn spawn_export(dir: &std::path::Path, name: &str, s3: &FaultProxy, table: &str, bucket: &str, extra: &[&str]) -> Proc {
+    Proc::spawn_with_env(dir, name, &export_args(table, bucket, extra), &[("AWS_ENDPOINT_URL_S3", &s3.url)])
 }
 
-/// Waits until the export has made a part durable (its first checkpoint exists).
-async fn wait_mid_scan(s3: &aws_sdk_s3::Client, bucket: &str, child: &mut Child) {
-    for _ in 0..600 {
-        if list(s3, bucket, "b/").await.iter().any(|k| k.contains("/_checkpoint/")) {
-            return;
-        }
-        if let Some(status) = child.try_wait().expect("wait") {
-            panic!("export ended before the test could interrupt it: {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no checkpoint appeared");
-}
-
-fn finish(child: Child) -> (Option<i32>, String, String) {
-    let out = child.wait_with_output().expect("wait");
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+/// Holds every checkpoint write after the first and waits until the export is blocked
+/// in one: a part is durable and checkpointed, and at least one more part is uploaded
+/// but not yet checkpointed. Starts the export through the proxy it returns.
+async fn export_held_mid_scan(dir: &std::path::Path, name: &str, table: &str, bucket: &str, extra: &[&str]) -> (Proc, FaultProxy) {
+    let s3 = FaultProxy::s3().await;
+    s3.rule(1, Action::Hold, checkpoint_put);
+    let mut child = spawn_export(dir, name, &s3, table, bucket, extra);
+    let held = s3.wait_held(1, Duration::from_secs(120)).await;
+    assert!(held && child.exited().is_none(), "the export blocked in its second checkpoint write; log:\n{}", child.log_tail());
+    (child, s3)
 }
 
 async fn lease_of(s3: &aws_sdk_s3::Client, bucket: &str) -> CapacityLease {
@@ -168,27 +159,33 @@ async fn lease_of(s3: &aws_sdk_s3::Client, bucket: &str) -> CapacityLease {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_scan_restores_capacity_and_exits_partial() {
     let (table, bucket, c) = fault_table("expterm").await;
-    let mut child = spawn_export(&table.name, &bucket.name, &["--raise-to", "40", "--read-ratio", "1", "--output", "json"]);
-    wait_mid_scan(&c.s3, &bucket.name, &mut child).await;
+    let dir = work_dir("expterm");
+    let (mut child, s3) = export_held_mid_scan(&dir, "export", &table.name, &bucket.name, &["--raise-to", "40", "--read-ratio", "1", "--output", "json"]).await;
     assert_eq!(read_capacity(&c.ddb, &table.name).await, 40, "raised while scanning");
-    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill -TERM");
-    assert!(term.success());
-    let (code, stdout, stderr) = finish(child);
-    assert_eq!(code, Some(5), "partial exit code\n{stderr}");
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json summary");
+    child.signal("TERM");
+    // The process has seen the signal before the held write goes through, so it cannot
+    // scan on to the end.
+    child.wait_log("shutdown requested", Duration::from_secs(60)).await;
+    s3.release();
+    let status = child.wait(Duration::from_secs(60)).await;
+    assert_eq!(status.code(), Some(5), "partial exit code\n{}", child.log_tail());
+    let summary = child.json();
     assert_eq!(summary["interrupted"], true);
+    assert_eq!(summary["complete"], false);
+    assert!(summary["items"].as_u64().is_some_and(|n| n > 0 && n < 3000), "stopped mid-scan: {summary}");
     assert_eq!(summary["capacity_restored"], true);
     assert_eq!(read_capacity(&c.ddb, &table.name).await, 5, "restored after SIGTERM");
     assert!(lease_of(&c.s3, &bucket.name).await.restored);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_scan_then_export_restore_puts_capacity_back() {
     let (table, bucket, c) = fault_table("expkill").await;
-    let mut child = spawn_export(&table.name, &bucket.name, &["--raise-to", "40", "--read-ratio", "1"]);
-    wait_mid_scan(&c.s3, &bucket.name, &mut child).await;
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
+    let dir = work_dir("expkill");
+    let (mut child, _s3) = export_held_mid_scan(&dir, "export", &table.name, &bucket.name, &["--raise-to", "40", "--read-ratio", "1"]).await;
+    child.signal("KILL");
+    assert!(!child.wait(Duration::from_secs(10)).await.success());
     assert_eq!(read_capacity(&c.ddb, &table.name).await, 40, "a SIGKILLed export leaves the raise");
     assert!(!lease_of(&c.s3, &bucket.name).await.restored);
 
@@ -207,35 +204,45 @@ async fn sigkill_mid_scan_then_export_restore_puts_capacity_back() {
         .expect("run restore");
     assert_eq!(again.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_scan_then_resume_exports_every_item_exactly_once_and_restores() {
     let (table, bucket, c) = fault_table("expresume").await;
-    let mut child = spawn_export(&table.name, &bucket.name, &["--raise-to", "40", "--read-ratio", "1"]);
-    wait_mid_scan(&c.s3, &bucket.name, &mut child).await;
-    // Let a few more parts land, then kill between (or during) part uploads.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
+    let dir = work_dir("expresume");
+    // Killed while a part is uploaded but its checkpoint is not: the resumed run must
+    // neither lose nor repeat that part's items.
+    let (mut child, _s3) = export_held_mid_scan(&dir, "export-1", &table.name, &bucket.name, &["--raise-to", "40", "--read-ratio", "1"]).await;
+    child.signal("KILL");
+    assert!(!child.wait(Duration::from_secs(10)).await.success());
     assert_eq!(read_capacity(&c.ddb, &table.name).await, 40);
+    let parts_at_kill = list(&c.s3, &bucket.name, "b/").await.iter().filter(|k| k.contains("/data/")).count();
+    assert!(parts_at_kill >= 2, "a part beyond the last checkpoint was uploaded ({parts_at_kill} parts)");
 
     // The next export of the table restores the stale lease first, then resumes.
-    let child = spawn_export(&table.name, &bucket.name, &["--resume", "--raise-to", "400", "--read-ratio", "1", "--output", "json"]);
-    let (code, stdout, stderr) = finish(child);
-    assert_eq!(code, Some(0), "{stderr}");
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json summary");
+    let (code, summary, log) = run(&dir, "export-2", &export_args(&table.name, &bucket.name, &["--resume", "--raise-to", "400", "--read-ratio", "1", "--output", "json"]), Duration::from_secs(180)).await;
+    assert_eq!(code, Some(0), "{log}");
     assert_eq!(summary["complete"], true);
     assert_eq!(summary["restored_stale_leases"].as_array().map(Vec::len), Some(1), "{summary}");
     assert_eq!(summary["items"], 3000);
     assert_eq!(read_capacity(&c.ddb, &table.name).await, 5);
 
-    let dir = export_dir(&c.s3, &bucket.name, "b", &table.name).await;
-    let dump = read_dump(&c.s3, &bucket.name, &dir).await;
+    let dump_dir = export_dir(&c.s3, &bucket.name, "b", &table.name).await;
+    let dump = read_dump(&c.s3, &bucket.name, &dump_dir).await;
     same_items(&dump.lines, &scan_lines(&c.ddb, &table.name).await).expect("exactly once after resume");
     // No part outside the manifests.
     let listed: Vec<&String> = dump.keys.iter().filter(|k| k.contains("/data/")).collect();
     assert_eq!(listed.len(), dump.manifests.iter().map(|m| m.parts.len()).sum::<usize>(), "{listed:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn export_args(table: &str, bucket: &str, extra: &[&str]) -> Vec<String> {
+    ["export", "--no-autoscaling", "--table", table, "--bucket", bucket, "--batch", "b", "--segments", "2", "--part-size", "256K", "--no-progress"]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect()
 }
 
 fn export_cmd(args: &[&str]) -> (Option<i32>, String, String) {

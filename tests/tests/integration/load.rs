@@ -16,6 +16,10 @@ use crossdock_load::LoadError;
 use crossdock_tests::load::*;
 use crossdock_tests::resources::*;
 use std::sync::atomic::Ordering;
+use crossdock_tests::pipeline::{work_dir, Proc};
+use crossdock_tests::proxy::{data_download, Action, FaultProxy};
+use crossdock_tests::relay::eventually;
+use std::time::Duration;
 
 fn model_for(kind: TargetKind, export: &WrittenExport) -> TableModel {
     TableModel::infer(kind, &export.marker.schema, &export.marker.type_stats, None).expect("model")
@@ -457,26 +461,20 @@ async fn sigkill_mid_load_then_rerun_gives_exact_rows_and_skips_finished_files()
     let pg = TempPgSchema::new("kill").await;
     let extra = "[batch]\nrows = 20\nmax_rows = 20\nwriters = 1\nadaptive = false";
     let pipeline = write_pipeline("kill", &pipeline_toml("postgres", &pg.name, "", extra));
-    let mut child = std::process::Command::new(crossdock_tests::crossdock_bin())
-        .args(["load", "--output", "json", "--marker", &export.marker_url, "--pipeline"])
-        .arg(&pipeline)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start crossdock load");
+    // Downloads after the second data file are held: the load is then known to be
+    // mid-run, with at most two files written, when it is killed.
+    let proxy = FaultProxy::gcs().await;
+    proxy.rule(2, Action::Hold, data_download);
+    let dir = work_dir("kill");
+    let args: Vec<String> = ["load", "--output", "json", "--marker", &export.marker_url, "--pipeline"].iter().map(|a| a.to_string()).chain([pipeline.to_string_lossy().into_owned()]).collect();
+    let mut child = Proc::spawn_with_env(&dir, "load", &args, &[("STORAGE_EMULATOR_HOST", &proxy.url)]);
     let progress_prefix = format!("{}_progress/", export.export.dir());
-    let mut done_before_kill = 0;
-    for _ in 0..2_000 {
-        done_before_kill = list(&bucket.client, &bucket.name, &progress_prefix).await.len();
-        if done_before_kill >= 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    child.kill().expect("SIGKILL");
-    let status = child.wait().expect("wait");
-    assert!(!status.success(), "the load finished before it could be killed");
-    assert!(done_before_kill >= 1 && done_before_kill < files, "{done_before_kill} files done at kill time");
+    let held = proxy.wait_held(1, Duration::from_secs(60)).await;
+    let started = eventually(Duration::from_secs(60), || async { !list(&bucket.client, &bucket.name, &progress_prefix).await.is_empty() }).await;
+    assert!(held && started && child.exited().is_none(), "the load was mid-run; log:\n{}", child.log_tail());
+    child.signal("KILL");
+    assert!(!child.wait(Duration::from_secs(10)).await.success());
+    drop(proxy);
     let model = model_for(TargetKind::Postgres, &export);
     let t = postgres(&pg).await;
     let partial = t.count_rows(&model).await.expect("count");
@@ -490,7 +488,7 @@ async fn sigkill_mid_load_then_rerun_gives_exact_rows_and_skips_finished_files()
     assert!(out.status.success(), "rerun failed: {}", String::from_utf8_lossy(&out.stderr));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json summary");
     assert_eq!(summary["rows_in_target"], 12_000);
-    assert!(summary["files_skipped"].as_u64().is_some_and(|n| n >= 1), "{summary}");
+    assert!(summary["files_skipped"].as_u64().is_some_and(|n| (1..=2).contains(&n)), "the files done before the kill are skipped: {summary}");
     assert_eq!(summary["files_skipped"].as_u64().unwrap_or(0) + summary["files_loaded"].as_u64().unwrap_or(0), files as u64);
     let distinct: i64 = crossdock_tests::postgres()
         .await

@@ -3,6 +3,7 @@
 
 use crossdock_core::layout::DumpFile;
 use crossdock_core::Codec;
+use crossdock_tests::proxy::{gcs_upload, Action, FaultProxy};
 use crossdock_tests::relay::*;
 use std::time::Duration;
 
@@ -194,7 +195,17 @@ async fn chaos_sigkilled_relays_lose_nothing_and_mark_each_table_once() {
     assert!(total >= 200 && exports.len() >= 5);
     let log = tmp_log("chaos");
     let args = w.cli_args();
-    let mut relays: Vec<RelayProcess> = (0..3).map(|_| RelayProcess::spawn(&args, &log)).collect();
+    // Each first-generation relay reaches GCS through its own proxy, which holds its
+    // uploads after the first three requests: every one of them is then known to be in
+    // the middle of a copy when it is SIGKILLed.
+    let mut proxies = Vec::new();
+    let mut relays = Vec::new();
+    for _ in 0..3 {
+        let p = FaultProxy::gcs().await;
+        p.rule(3, Action::Hold, gcs_upload);
+        relays.push(RelayProcess::spawn_with_env(&args, &log, &[("STORAGE_EMULATOR_HOST", &p.url)]));
+        proxies.push(p);
+    }
     let put = {
         let (exports, bucket) = (exports.clone(), w.src.name.clone());
         tokio::spawn(async move {
@@ -205,28 +216,27 @@ async fn chaos_sigkilled_relays_lose_nothing_and_mark_each_table_once() {
         })
     };
     let gcs = crossdock_tests::gcs().await;
+    for p in &proxies {
+        assert!(p.wait_held(1, Duration::from_secs(120)).await, "every relay got to copying; log {}", log.display());
+    }
     let mut kills = 0;
-    let until = std::time::Instant::now() + Duration::from_secs(240);
-    let mut all_marked = false;
-    while std::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (relay, proxy) in relays.iter_mut().zip(proxies) {
+        relay.signal("KILL");
+        assert!(relay.wait(Duration::from_secs(10)).await.is_some_and(|st| !st.success()), "SIGKILLed");
+        drop(proxy);
+        *relay = RelayProcess::spawn(&args, &log);
+        kills += 1;
+    }
+    let all_marked = eventually(Duration::from_secs(240), || async {
         let mut marked = 0;
         for e in &exports {
             if get(&gcs, &w.gcs.name, &e.export.marker_key()).await.is_some() {
                 marked += 1;
             }
         }
-        if marked == exports.len() && put.is_finished() {
-            all_marked = true;
-            break;
-        }
-        // SIGKILL one relay mid-flight and start a replacement.
-        let i = kills % relays.len();
-        relays[i].signal("KILL");
-        let _ = relays[i].wait(Duration::from_secs(10)).await;
-        relays[i] = RelayProcess::spawn(&args, &log);
-        kills += 1;
-    }
+        marked == exports.len()
+    })
+    .await;
     put.await.expect("puts");
     for r in &mut relays {
         r.signal("TERM");
@@ -237,7 +247,7 @@ async fn chaos_sigkilled_relays_lose_nothing_and_mark_each_table_once() {
     }
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(all_marked, "every table got its marker despite {kills} kills; log {}", log.display());
-    assert!(kills >= 3, "the relays were killed repeatedly ({kills})");
+    assert_eq!(kills, 3, "each relay was killed mid-copy");
     for e in &exports {
         let m = e.verify_in_gcs(&gcs, &w.gcs.name, Codec::Zstd).await;
         // Not early: the marker was created after every file it lists.
@@ -253,43 +263,27 @@ async fn chaos_sigkilled_relays_lose_nothing_and_mark_each_table_once() {
     assert_eq!(list_names(&gcs, &w.gcs.name).await.len(), total + exports.len());
 }
 
-/// Puts an export of slow-to-upload parts, starts the binary throttled, waits until
-/// it holds the messages, then triggers a drain with `trigger`. The drain deadline
-/// (3 s) is shorter than the copies (≈ 8 s): they are abandoned and released, exit
-/// is 0, and a second relay then finishes the table.
+/// Puts an export, starts the binary with its uploads held by a proxy, waits until a
+/// copy is blocked in one, then triggers a drain with `trigger`. The held copies cannot
+/// finish before the drain deadline (3 s): they are abandoned and released, exit is 0,
+/// and a second relay then finishes the table.
 async fn drain_case(name: &str, spot: Option<&FakeImds>, trigger: impl FnOnce(&RelayProcess)) {
     let w = Wired::new(name, 30, None).await;
     let e = FakeExport::new("drain", "Drained", 1, 3, 30_000); // ~2 MiB parts
     let mut args = w.cli_args();
-    args.extend(["--codec", "none", "--rate-limit-kib", "256", "--chunk-mib", "0.25", "--drain-deadline", "3"].map(String::from));
+    args.extend(["--codec", "none", "--chunk-mib", "0.25", "--drain-deadline", "3"].map(String::from));
     if let Some(imds) = spot {
         args.retain(|a| a != "--no-spot-poll");
         args.extend(["--imds-endpoint".to_string(), imds.endpoint.clone(), "--spot-poll".into(), "1".into()]);
     }
     let log = tmp_log(name);
-    let mut relay = RelayProcess::spawn(&args, &log);
+    // Uploads are held by a proxy after the first chunk: the copies cannot finish, so
+    // the drain deadline is bound to pass with copies in flight.
+    let proxy = FaultProxy::gcs().await;
+    proxy.rule(1, Action::Hold, gcs_upload);
+    let mut relay = RelayProcess::spawn_with_env(&args, &log, &[("STORAGE_EMULATOR_HOST", &proxy.url)]);
     e.put_all(&w.src.client, &w.src.name, "").await;
-    // Wait until the parts are in flight (messages received but not deleted).
-    let in_flight = eventually(Duration::from_secs(30), || async {
-        let a = w
-            .queue
-            .client
-            .get_queue_attributes()
-            .queue_url(&w.queue.url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .send()
-            .await
-            .expect("attributes");
-        let n: u32 = a
-            .attributes()
-            .and_then(|m| m.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        n >= 3
-    })
-    .await;
-    assert!(in_flight, "the relay took the part messages");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(proxy.wait_held(1, Duration::from_secs(60)).await, "the relay is copying; log {}", log.display());
     trigger(&relay);
     let status = relay.wait(Duration::from_secs(30)).await.expect("exits after the drain deadline");
     assert!(status.success(), "exit 0 after a drain: {status:?}; log {}", log.display());

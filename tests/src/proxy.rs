@@ -1,0 +1,221 @@
+//! An HTTP proxy the tests put between a `crossdock` process and one local server
+//! (moto, fake-gcs-server), so a fault lands at a point the test chooses instead of at
+//! a moment it guesses.
+//!
+//! Requests are forwarded unchanged (the `Host` header too, so signed S3 requests and
+//! the upload URLs fake-gcs-server hands out keep pointing at the proxy). A rule
+//! matches requests by method and decoded path + query and acts on the matches after
+//! the first `after`: [`Action::Hold`] keeps the request open, unanswered and not
+//! forwarded, until [`FaultProxy::release`]; [`Action::Status`] answers with an error
+//! status without forwarding. Tests wait on [`FaultProxy::wait_held`], a state they can
+//! observe, before they signal or kill the process: the process is then known to be
+//! blocked inside that request.
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+/// What a rule does to a matching request past its first `after` matches.
+#[derive(Debug, Clone, Copy)]
+pub enum Action {
+    /// Keep the request open, not forwarded, until [`FaultProxy::release`].
+    Hold,
+    /// Answer with this status (e.g. 503) without forwarding.
+    Status(u16),
+}
+
+/// Matches a request by method and its percent-decoded path and query.
+pub type Matcher = Box<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
+struct Rule {
+    matches: Matcher,
+    after: usize,
+    seen: usize,
+    action: Action,
+}
+
+struct State {
+    upstream: hyper::Uri,
+    rules: Mutex<Vec<Rule>>,
+    released: AtomicBool,
+    closed: AtomicBool,
+    release: tokio::sync::Notify,
+    held: AtomicUsize,
+    faulted: AtomicUsize,
+    forwarded: AtomicUsize,
+    client: Client<HttpConnector, Incoming>,
+}
+
+/// A running proxy. Dropped, it stops: held requests are answered 503 and never
+/// forwarded (their client is usually a killed process).
+pub struct FaultProxy {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// `127.0.0.1:PORT`
+    pub host_port: String,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.state.closed.store(true, Ordering::SeqCst);
+        self.state.release.notify_waiters();
+    }
+}
+
+impl FaultProxy {
+    /// Starts a proxy on a free loopback port forwarding to `upstream`
+    /// (`http://host:port` or `host:port`).
+    pub async fn start(upstream: &str) -> FaultProxy {
+        let upstream = if upstream.contains("://") { upstream.to_string() } else { format!("http://{upstream}") };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let state = Arc::new(State {
+            upstream: upstream.parse().unwrap_or_else(|e| panic!("upstream {upstream}: {e}")),
+            rules: Mutex::new(Vec::new()),
+            released: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            release: tokio::sync::Notify::new(),
+            held: AtomicUsize::new(0),
+            faulted: AtomicUsize::new(0),
+            forwarded: AtomicUsize::new(0),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        });
+        let serving = state.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let state = serving.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(conn), service).await;
+                });
+            }
+        });
+        FaultProxy { url: format!("http://{addr}"), host_port: addr.to_string(), state, task }
+    }
+
+    /// Adds a rule: requests for which `matches(method, decoded_path_and_query)` holds
+    /// get `action`, except the first `after` of them, which are forwarded.
+    pub fn rule(&self, after: usize, action: Action, matches: impl Fn(&str, &str) -> bool + Send + Sync + 'static) {
+        self.state.rules.lock().expect("rules").push(Rule { matches: Box::new(matches), after, seen: 0, action });
+    }
+
+    /// Requests being held right now.
+    pub fn held(&self) -> usize {
+        self.state.held.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered with an injected status so far.
+    pub fn faulted(&self) -> usize {
+        self.state.faulted.load(Ordering::SeqCst)
+    }
+
+    /// Requests forwarded upstream so far.
+    pub fn forwarded(&self) -> usize {
+        self.state.forwarded.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` requests are held (true), or `limit` passes (false).
+    pub async fn wait_held(&self, n: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.held() < n {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Lets every held request through and turns every rule off.
+    pub fn release(&self) {
+        self.state.rules.lock().expect("rules").clear();
+        self.state.released.store(true, Ordering::SeqCst);
+        self.state.release.notify_waiters();
+    }
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, hyper::Error> {
+    let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+    let decoded = percent_encoding::percent_decode_str(&target).decode_utf8_lossy().into_owned();
+    let action = {
+        let mut rules = state.rules.lock().expect("rules");
+        rules.iter_mut().find(|r| (r.matches)(req.method().as_str(), &decoded)).and_then(|r| {
+            r.seen += 1;
+            (r.seen > r.after).then_some(r.action)
+        })
+    };
+    match action {
+        Some(Action::Status(code)) => {
+            state.faulted.fetch_add(1, Ordering::SeqCst);
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return Ok(Response::builder().status(status).body(full("injected fault")).expect("response"));
+        }
+        Some(Action::Hold) => {
+            state.held.fetch_add(1, Ordering::SeqCst);
+            loop {
+                let notified = state.release.notified();
+                if state.released.load(Ordering::SeqCst) || state.closed.load(Ordering::SeqCst) {
+                    break;
+                }
+                notified.await;
+            }
+            state.held.fetch_sub(1, Ordering::SeqCst);
+            if state.closed.load(Ordering::SeqCst) {
+                return Ok(Response::builder().status(StatusCode::SERVICE_UNAVAILABLE).body(full("proxy stopped")).expect("response"));
+            }
+        }
+        None => {}
+    }
+    let (mut parts, body) = req.into_parts();
+    let mut uri = state.upstream.clone().into_parts();
+    uri.path_and_query = Some(target.parse().expect("path"));
+    parts.uri = hyper::Uri::from_parts(uri).expect("upstream uri");
+    state.forwarded.fetch_add(1, Ordering::SeqCst);
+    match state.client.request(Request::from_parts(parts, body)).await {
+        Ok(resp) => Ok(resp.map(|b| b.boxed())),
+        Err(e) => Ok(Response::builder().status(StatusCode::BAD_GATEWAY).body(full(&format!("proxy: {e}"))).expect("response")),
+    }
+}
+
+fn full(text: &str) -> Body {
+    Full::new(Bytes::from(text.to_string())).map_err(|never| match never {}).boxed()
+}
+
+impl FaultProxy {
+    /// A proxy in front of the stack's S3 (moto, `AWS_ENDPOINT_URL`); give it to a child
+    /// process as `AWS_ENDPOINT_URL_S3`.
+    pub async fn s3() -> FaultProxy {
+        FaultProxy::start(&crate::stack_var("AWS_ENDPOINT_URL")).await
+    }
+
+    /// A proxy in front of the stack's GCS (fake-gcs-server, `STORAGE_EMULATOR_HOST`);
+    /// give it to a child process as `STORAGE_EMULATOR_HOST`.
+    pub async fn gcs() -> FaultProxy {
+        FaultProxy::start(&crate::stack_var("STORAGE_EMULATOR_HOST")).await
+    }
+}
+
+/// An exporter's checkpoint write (S3 PUT of `…/_checkpoint/seg-….json`).
+pub fn checkpoint_put(method: &str, path: &str) -> bool {
+    method == "PUT" && path.contains("/_checkpoint/")
+}
+
+/// Any GCS upload request (simple, multipart or a resumable upload's chunk).
+pub fn gcs_upload(_method: &str, path: &str) -> bool {
+    path.starts_with("/upload/")
+}
+
+/// A GCS media download of a dump part (`…/data/…?alt=media`).
+pub fn data_download(method: &str, path: &str) -> bool {
+    method == "GET" && path.contains("/data/") && path.contains("alt=media")
+}
