@@ -57,7 +57,8 @@ pub struct Args {
     /// Rows that may be rejected (recorded under _rejects/) before the load fails.
     #[arg(long, default_value_t = 0)]
     pub max_errors: u64,
-    /// Load again even if `_LOADED` says this destination already has the export.
+    /// Load every file again, even if `_LOADED` or the progress records say this
+    /// destination already has them (they are rewritten as the load goes).
     #[arg(long)]
     pub force: bool,
     /// `text` or `json` (a summary object on stdout).
@@ -67,7 +68,8 @@ pub struct Args {
     #[arg(long)]
     pub no_progress: bool,
     /// Webhook (Slack-compatible) that gets a JSON event when a load finishes or fails.
-    #[arg(long, env = "CROSSDOCK_NOTIFY_URL")]
+    // The URL is a bearer secret: `--help` must not show the value it read from the environment.
+    #[arg(long, env = "CROSSDOCK_NOTIFY_URL", hide_env_values = true)]
     pub notify_url: Option<String>,
 }
 
@@ -169,7 +171,7 @@ fn print_plan(plan: &Plan, output: Output) {
 
 /// [`load_marker`], then the `--notify-url` event for its outcome (not for dry runs).
 async fn load_one(marker_url: &str, pipeline: &crossdock_core::pipeline::Pipeline, args: &Args) -> anyhow::Result<Code> {
-    let result = load_marker(marker_url, pipeline, args).await;
+    let result = load_marker(marker_url, pipeline, args).await.map_err(|e| scrubbed(e, pipeline));
     if let (Some(url), false) = (&args.notify_url, args.dry_run) {
         let n = match &result {
             Ok((_, Some(s))) => Notification::load_finished(marker_url, s.target, &s.destination, s.rows_in_target, s.items_expected, s.rejected),
@@ -179,6 +181,22 @@ async fn load_one(marker_url: &str, pipeline: &crossdock_core::pipeline::Pipelin
         crossdock_relay::notify::post(url, &n).await;
     }
     result.map(|(code, _)| code)
+}
+
+/// `e` with the pipeline's PostgreSQL URLs taken out of its message: a driver's error
+/// may quote the URL it was given (and with it the password), and from here the text
+/// goes to the webhook, the log and stderr. The exit code is kept.
+fn scrubbed(e: anyhow::Error, pipeline: &crossdock_core::pipeline::Pipeline) -> anyhow::Error {
+    let text = format!("{e:#}");
+    let clean = [pipeline.relational.as_ref(), pipeline.wide_column.as_ref()].into_iter().flatten().fold(text.clone(), |t, target| match target {
+        TargetConfig::Postgres { url, .. } => crossdock_core::redact::scrub(&t, url),
+        _ => t,
+    });
+    if clean == text {
+        e
+    } else {
+        fail(crate::exit::code_of(&e), clean)
+    }
 }
 
 async fn load_marker(

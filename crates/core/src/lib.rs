@@ -6,6 +6,7 @@
 //!   completeness rule for `_SUCCESS`.
 //! - [`routing`], [`pipeline`]: which table goes to which target, from the pipeline file.
 //! - [`codec`]: compression codecs; [`sizing`]: segments, capacity and batch-size maths.
+//! - [`redact`]: credentials out of URLs before they reach logs, errors or output.
 
 pub mod codec;
 mod docs;
@@ -15,6 +16,8 @@ pub mod manifest;
 pub mod marker;
 pub mod notify;
 pub mod pipeline;
+pub mod redact;
+pub mod retry;
 pub mod routing;
 pub mod schema;
 pub mod sizing;

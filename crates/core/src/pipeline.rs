@@ -53,8 +53,9 @@ pub struct RelayConfig {
     pub level: Option<i32>,
 }
 
-/// One target database.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One target database. Its `Debug` shows a PostgreSQL URL redacted
+/// ([`crate::redact::url`]): the URL usually carries the password.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum TargetConfig {
     /// Cloud Spanner: `database = "projects/P/instances/I/databases/D"`.
@@ -79,6 +80,23 @@ fn default_pg_schema() -> String {
 }
 fn default_family() -> String {
     "d".into()
+}
+
+impl std::fmt::Debug for TargetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetConfig::Spanner { database } => f.debug_struct("Spanner").field("database", database).finish(),
+            TargetConfig::Postgres { url, schema } => {
+                f.debug_struct("Postgres").field("url", &crate::redact::Redacted(url)).field("schema", schema).finish()
+            }
+            TargetConfig::Bigtable { project, instance, column_family } => f
+                .debug_struct("Bigtable")
+                .field("project", project)
+                .field("instance", instance)
+                .field("column_family", column_family)
+                .finish(),
+        }
+    }
 }
 
 impl TargetConfig {
@@ -206,14 +224,14 @@ impl PipelineFile {
             if t.route() != route {
                 return Err(bad(field, format!("a {} target cannot serve the {route:?} route", t.kind())));
             }
-            let sub = |v: &str| expand(v, &env).map_err(|m| bad(field, m));
+            let sub = |key: &str, v: &str| expand(v, &env).map_err(|m| bad(&format!("{field}.{key}"), m));
             Ok(Some(match t {
-                TargetConfig::Spanner { database } => TargetConfig::Spanner { database: sub(&database)? },
-                TargetConfig::Postgres { url, schema } => TargetConfig::Postgres { url: sub(&url)?, schema: sub(&schema)? },
+                TargetConfig::Spanner { database } => TargetConfig::Spanner { database: sub("database", &database)? },
+                TargetConfig::Postgres { url, schema } => TargetConfig::Postgres { url: sub("url", &url)?, schema: sub("schema", &schema)? },
                 TargetConfig::Bigtable { project, instance, column_family } => TargetConfig::Bigtable {
-                    project: sub(&project)?,
-                    instance: sub(&instance)?,
-                    column_family: sub(&column_family)?,
+                    project: sub("project", &project)?,
+                    instance: sub("instance", &instance)?,
+                    column_family: sub("column_family", &column_family)?,
                 },
             }))
         };
@@ -250,16 +268,25 @@ impl PipelineFile {
 }
 
 /// Replaces `${VAR}` with the variable's value; an unset variable is an error.
+///
+/// Messages name the variable, never the value: target values are where credentials
+/// live (a PostgreSQL URL with its password written inline), and the error is
+/// printed. The caller's field name says where to look.
 fn expand(v: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = v;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let Some(len) = rest[start..].find('}') else {
-            return Err(format!("unterminated ${{ in {v:?}"));
+            return Err("unterminated ${ (no closing })".into());
         };
         let var = &rest[start + 2..start + len];
-        out.push_str(&env(var).ok_or_else(|| format!("environment variable {var} is not set (used in {v:?})"))?);
+        // Checked before use so a value pasted between the braces by mistake (a whole
+        // URL with its password) is never echoed as a "variable name".
+        if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err("${…} must hold an environment variable name (letters, digits, _)".into());
+        }
+        out.push_str(&env(var).ok_or_else(|| format!("environment variable {var} is not set"))?);
         rest = &rest[start + len + 1..];
     }
     out.push_str(rest);
@@ -347,5 +374,22 @@ rows = 500
         assert!(build(&FILE.replace("name = \"Orders\"", "name = \"../x\"")).contains("tables[0].name"));
         assert!(build(&format!("{FILE}\n[[tables]]\nname = \"Orders\"\n")).contains("listed twice"));
         assert!(build(&FILE.replace("codec = \"gzip\"", "codec = \"gzip\"\nlevel = 12")).contains("relay.level"));
+    }
+
+    #[test]
+    fn expansion_errors_never_echo_values() {
+        let build = |url: &str| {
+            let text = FILE.replace("${PG_URL}", url);
+            PipelineFile::parse("x.toml", &text).expect("parses").build("x.toml", env).expect_err("invalid").to_string()
+        };
+        for url in ["postgres://app:Hunter2Pw@db/${NOPE}", "postgres://app:Hunter2Pw@db/${NOPE", "${postgres://app:Hunter2Pw@db/x}"] {
+            let e = build(url);
+            assert!(!e.contains("Hunter2Pw") && e.contains("targets.relational.url"), "{url}: {e}");
+        }
+        assert!(build("postgres://app:Hunter2Pw@db/${NOPE}").contains("NOPE is not set"));
+        let p = PipelineFile::parse("x.toml", FILE).expect("parses");
+        let p = p.build("x.toml", |_| Some("postgres://app:Hunter2Pw@db/x".into())).expect("valid");
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("Hunter2Pw") && shown.contains("postgres://app:REDACTED@db/…"), "{shown}");
     }
 }

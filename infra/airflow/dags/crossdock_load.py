@@ -118,6 +118,36 @@ def load_command(binary: str, marker_url: str, pipeline: str, max_errors: str) -
     return [binary, "load", "--marker", marker_url, "--pipeline", pipeline, "--max-errors", max_errors, "--output", "json", "--force"]
 
 
+# The environment variable carrying the marker URL into the bash runner's command.
+MARKER_ENV = "CROSSDOCK_MARKER"
+
+
+def bash_load(binary: str, marker_url: str, pipeline: str, max_errors: str) -> tuple[str, dict[str, str]]:
+    """The bash runner's command line and the environment it needs.
+
+    The marker URL holds the batch id, which whoever triggers the run types freely
+    (docs/format.md allows `$`, backticks and quotes in it). Spliced into shell text,
+    even quoted, such an id would run as a command on the worker; so the marker travels
+    in the environment and the command only names the variable, inside double quotes,
+    where bash expands it once and never re-parses the result. Everything else is
+    fixed configuration and is shell-quoted."""
+    argv = load_command(binary, "", pipeline, max_errors)
+    words = [shlex.quote(a) for a in argv]
+    words[argv.index("--marker") + 1] = f'"${MARKER_ENV}"'
+    return " ".join(words), {MARKER_ENV: marker_url}
+
+
+def redact_url(url: str) -> str:
+    """scheme://host[:port]/… — a webhook URL is a bearer secret (Slack's carries the
+    token in its path), so messages name only where it points; like the binary's
+    crates/core/src/redact.rs, but dropping any user part too. Userinfo runs to the
+    last `@` before `?`/`#`, so an unescaped `/` or `@` in a password stays in it."""
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://(?:[^?#]*@)?([A-Za-z0-9._:\[\]%-]+)((?:[/?#].*)?)$", url, re.S)
+    if not m:
+        return "REDACTED"
+    return f"{m.group(1)}://{m.group(2)}" + ("/…" if m.group(3) else "")
+
+
 def notify(text: str, fields: dict | None = None) -> None:
     """Posts {"text": …} (Slack incoming-webhook format, also accepted by Mattermost,
     Google Chat and Teams' Slack-compatible endpoints). Never raises: a notification
@@ -132,7 +162,11 @@ def notify(text: str, fields: dict | None = None) -> None:
     try:
         urllib.request.urlopen(req, timeout=10).read()
     except Exception as e:  # pragma: no cover - network
-        print(f"crossdock: notification to webhook failed: {e}")
+        # The exception's type and HTTP status, and the redacted URL: urllib's messages
+        # can quote the URL (and with it the token).
+        status = getattr(e, "code", None)
+        detail = type(e).__name__ + (f" {status}" if isinstance(status, int) else "")
+        print(f"crossdock: notification to webhook {redact_url(url)} failed: {detail}")
 
 
 def _context_fields(context: dict) -> dict:
@@ -212,15 +246,16 @@ def _load_task(table: str, bucket: str):
     if runner == "bash":
         from_env = setting("CROSSDOCK_PIPELINE", str(HERE / "pipeline.toml"))
         pipeline = setting("CROSSDOCK_RUNNER_PIPELINE", from_env)
-        cmd = load_command(setting("CROSSDOCK_BIN", "crossdock"), "MARKER", pipeline, max_errors)
-        # The marker is a template, so quote everything else and splice it in quoted.
-        bash = " ".join(shlex.quote(c) for c in cmd).replace("MARKER", '"%s"' % marker_url)
+        # `env` is a templated field: the marker is rendered into the environment, not
+        # into the command (bash_load says why); append_env keeps the worker's PATH and
+        # credentials.
+        bash, env = bash_load(setting("CROSSDOCK_BIN", "crossdock"), marker_url, pipeline, max_errors)
         try:
             from airflow.providers.standard.operators.bash import BashOperator
         except ImportError:
             from airflow.operators.bash import BashOperator
         # do_xcom_push: the last stdout line, crossdock's one-object JSON summary.
-        return BashOperator(bash_command=bash, do_xcom_push=True, **common)
+        return BashOperator(bash_command=bash, env=env, append_env=True, do_xcom_push=True, **common)
     if runner == "kubernetes":
         from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
         from kubernetes.client import models as k8s
@@ -232,6 +267,7 @@ def _load_task(table: str, bucket: str):
             namespace=setting("CROSSDOCK_K8S_NAMESPACE", "crossdock"),
             service_account_name=setting("CROSSDOCK_K8S_SERVICE_ACCOUNT", "crossdock-load"),
             image=setting("CROSSDOCK_IMAGE", "ghcr.io/crossdock/crossdock:0.1.0"),
+            # argv, no shell: the rendered marker is one argument whatever it holds.
             cmds=["crossdock"],
             arguments=load_command("crossdock", marker_url, pipeline, max_errors)[1:],
             env_vars={"CROSSDOCK_LOG_FORMAT": "json"},

@@ -1,12 +1,21 @@
 # Least-privilege roles for the two AWS-side phases.
 #
 #   exporter: DescribeTable/UpdateTable/Scan on the listed tables, the autoscaling
-#             MinCapacity raise/restore, and writes under the dump prefix (parts,
-#             manifests, checkpoints, the capacity lease; DeleteObject removes an
-#             orphan part on --resume; HeadBucket checks the bucket exists).
+#             MinCapacity raise/restore (DynamoDB table read capacity only), and writes
+#             under the dump prefix (parts, manifests, checkpoints, the capacity lease;
+#             DeleteObject removes an orphan part on --resume; HeadBucket checks the
+#             bucket exists).
 #   relay:    consume the event queue, read the dumps. ListBucket is there so a
 #             missing object answers 404 (not 403) and the relay can tell
 #             "deleted since the event" from "forbidden".
+#
+# s3:ListBucket is granted twice, on purpose. Listings must name a prefix inside the
+# dumps (StringLike on s3:prefix). HeadBucket, and S3's "404 rather than 403 for a
+# missing key" decision, are s3:ListBucket requests that carry no s3:prefix at all:
+# a StringLike on an absent key is false, so they need their own statement (Null).
+# IAM cannot tell those apart from a listing that omits the prefix, so both roles can
+# still list key NAMES bucket-wide (never read objects outside the prefix): give
+# crossdock a bucket of its own when other keys' names are sensitive.
 
 locals {
   table_arns = [for t in var.tables : "arn:${local.partition}:dynamodb:${var.region}:${local.account_id}:table/${t}"]
@@ -85,23 +94,48 @@ data "aws_iam_policy_document" "exporter" {
 
   statement {
     sid = "RaiseAndRestoreMinCapacity"
-    # A table's scalable target has a random ID in its ARN, so it cannot be named per
-    # table; the exporter only re-registers targets of the tables above (resource id
-    # "table/NAME"), which the capacity lease records for restore.
+    # A scalable target's ARN ends in a random ID, and Application Auto Scaling has no
+    # condition key for the resource ID ("table/NAME"), so the grant is narrowed in
+    # two ways instead: the conditions below allow only DynamoDB table read capacity
+    # (no ECS service, no Lambda concurrency, no other dimension); and Application
+    # Auto Scaling checks that the caller itself may dynamodb:DescribeTable and
+    # dynamodb:UpdateTable the table it registers, which this role may only for the
+    # listed tables (ReadAndResizeTheListedTables).
     actions   = ["application-autoscaling:RegisterScalableTarget"]
     resources = ["arn:${local.partition}:application-autoscaling:${var.region}:${local.account_id}:scalable-target/*"]
+    condition {
+      test     = "StringEquals"
+      variable = "application-autoscaling:service-namespace"
+      values   = ["dynamodb"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "application-autoscaling:scalable-dimension"
+      values   = ["dynamodb:table:ReadCapacityUnits"]
+    }
   }
 
   statement {
-    sid = "ListTheDumpPrefix"
-    # IfExists: HeadBucket (the exporter's "does the bucket exist" check) carries no
-    # s3:prefix and must pass; listings that name a prefix must stay inside the dumps.
+    sid       = "ListTheDumpPrefix"
     actions   = ["s3:ListBucket"]
     resources = [local.source_arn]
     condition {
-      test     = "StringLikeIfExists"
+      test     = "StringLike"
       variable = "s3:prefix"
       values   = ["${var.dump_prefix}*"]
+    }
+  }
+
+  statement {
+    sid = "HeadBucketAndMissingKeys404"
+    # Requests without s3:prefix: HeadBucket (the exporter's bucket check) and the
+    # 404 for a checkpoint or lease that does not exist yet (see the top of the file).
+    actions   = ["s3:ListBucket"]
+    resources = [local.source_arn]
+    condition {
+      test     = "Null"
+      variable = "s3:prefix"
+      values   = ["true"]
     }
   }
 
@@ -109,6 +143,22 @@ data "aws_iam_policy_document" "exporter" {
     sid       = "WriteDumpsLeasesAndCheckpoints"
     actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
     resources = [local.dump_objects_arn]
+  }
+
+  dynamic "statement" {
+    for_each = local.dump_kms ? [1] : []
+    content {
+      sid = "EncryptTheDumps"
+      # GenerateDataKey to write; Decrypt to read checkpoints and leases back and to
+      # complete multipart uploads. Only through S3.
+      actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+      resources = [var.dump_kms_key_arn]
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["s3.${var.region}.amazonaws.com"]
+      }
+    }
   }
 }
 
@@ -183,13 +233,38 @@ data "aws_iam_policy_document" "relay" {
   statement {
     sid = "MissingObjectsAnswer404"
     # S3 answers 404 for a missing key only to callers with s3:ListBucket; that
-    # check carries no s3:prefix, hence IfExists.
+    # check carries no s3:prefix (see the top of the file).
     actions   = ["s3:ListBucket"]
     resources = [local.source_arn]
     condition {
-      test     = "StringLikeIfExists"
+      test     = "Null"
+      variable = "s3:prefix"
+      values   = ["true"]
+    }
+  }
+
+  statement {
+    sid       = "ListTheDumpPrefix"
+    actions   = ["s3:ListBucket"]
+    resources = [local.source_arn]
+    condition {
+      test     = "StringLike"
       variable = "s3:prefix"
       values   = ["${var.dump_prefix}*"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = local.dump_kms ? [1] : []
+    content {
+      sid       = "DecryptTheDumps"
+      actions   = ["kms:Decrypt"]
+      resources = [var.dump_kms_key_arn]
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["s3.${var.region}.amazonaws.com"]
+      }
     }
   }
 }

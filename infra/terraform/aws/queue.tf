@@ -108,7 +108,9 @@ resource "aws_s3_bucket_notification" "source" {
   }
 
   # S3 sends an s3:TestEvent to check it may publish: the policy must exist first.
-  depends_on = [aws_sqs_queue_policy.events]
+  # The bucket's other settings (bucket.tf) first too: S3 refuses concurrent
+  # configuration changes of one bucket.
+  depends_on = [aws_sqs_queue_policy.events, aws_s3_bucket_lifecycle_configuration.source]
 }
 
 # ---------------------------------------------------------------------------

@@ -277,3 +277,41 @@ variable "relay_on_demand_base_capacity" {
   type        = number
   default     = 0
 }
+
+# ---------------------------------------------------------------------------
+# Dump bucket hardening (bucket.tf)
+# ---------------------------------------------------------------------------
+
+variable "manage_dump_bucket_security" {
+  description = "Manage the dump bucket's policy (TLS only), default encryption, public-access block and a lifecycle rule aborting incomplete multipart uploads. S3 keeps ONE of each per bucket and this stack then owns it: merge an existing bucket policy through dump_bucket_policy_extra_json and existing lifecycle rules into this stack first, or set false when the organisation's bucket module already manages them."
+  type        = bool
+  default     = true
+}
+
+variable "dump_bucket_policy_extra_json" {
+  description = "An existing bucket policy (JSON) whose statements are kept in the policy this stack writes (statement ids must differ from this stack's: DenyInsecureTransport, DenyOldTls). Empty: only this stack's statements."
+  type        = string
+  default     = ""
+}
+
+variable "dump_kms_key_arn" {
+  description = "KMS key for the dump bucket's default encryption (SSE-KMS with an S3 bucket key); the exporter and relay roles get the key use they need, through S3 only. Empty: SSE-S3 (AES-256, S3-managed keys)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.dump_kms_key_arn == "" || can(regex("^arn:[a-z-]+:kms:", var.dump_kms_key_arn))
+    error_message = "dump_kms_key_arn must be a KMS key ARN (arn:…:kms:…)."
+  }
+}
+
+variable "dump_abort_multipart_days" {
+  description = "Days after which S3 aborts multipart uploads left incomplete under the dump prefix (an exporter killed mid-part leaves one behind; its parts are billed until aborted). Longer than any single part upload takes."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.dump_abort_multipart_days >= 1 && var.dump_abort_multipart_days <= 365
+    error_message = "dump_abort_multipart_days must be between 1 and 365."
+  }
+}

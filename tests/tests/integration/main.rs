@@ -7,5 +7,6 @@ mod load;
 mod load_progress;
 mod pipeline;
 mod relay;
+mod secrets;
 mod stack;
 mod watch;

@@ -51,6 +51,22 @@ fn err(op: &'static str, table: &str, e: tokio_postgres::Error) -> LoadError {
     LoadError::Target { target: "postgres", op, table: table.into(), message, retryable }
 }
 
+/// A failed connection, named by the redacted URL, with anything of the URL the
+/// driver's message may quote (the password above all) taken out: connection errors
+/// end up in logs, webhook posts and `pipeline validate --online` output.
+fn connect_err(url: &str, schema: &str, e: tokio_postgres::Error) -> LoadError {
+    match err("connect", schema, e) {
+        LoadError::Target { target, op, table, message, retryable } => LoadError::Target {
+            target,
+            op,
+            table,
+            message: format!("{} ({})", crossdock_core::redact::scrub(&message, url), crossdock_core::redact::Redacted(url)),
+            retryable,
+        },
+        other => other,
+    }
+}
+
 /// The type of a column as `information_schema.columns.udt_name` spells it.
 pub fn udt_name(t: ColumnType) -> &'static str {
     match t {
@@ -193,7 +209,7 @@ impl PostgresTarget {
     }
 
     async fn open(&self) -> Result<Client, LoadError> {
-        let (client, conn) = tokio_postgres::connect(&self.url, NoTls).await.map_err(|e| err("connect", &self.schema, e))?;
+        let (client, conn) = tokio_postgres::connect(&self.url, NoTls).await.map_err(|e| connect_err(&self.url, &self.schema, e))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "postgres connection closed");
