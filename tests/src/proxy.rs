@@ -37,6 +37,7 @@ pub type Matcher = Box<dyn Fn(&str, &str) -> bool + Send + Sync>;
 struct Rule {
     matches: Matcher,
     after: usize,
+    times: usize,
     seen: usize,
     action: Action,
 }
@@ -106,7 +107,13 @@ impl FaultProxy {
     /// Adds a rule: requests for which `matches(method, decoded_path_and_query)` holds
     /// get `action`, except the first `after` of them, which are forwarded.
     pub fn rule(&self, after: usize, action: Action, matches: impl Fn(&str, &str) -> bool + Send + Sync + 'static) {
-        self.state.rules.lock().expect("rules").push(Rule { matches: Box::new(matches), after, seen: 0, action });
+        self.rule_n(after, usize::MAX, action, matches);
+    }
+
+    /// [`FaultProxy::rule`] for `times` matches only (after the first `after`); later
+    /// matches are forwarded again.
+    pub fn rule_n(&self, after: usize, times: usize, action: Action, matches: impl Fn(&str, &str) -> bool + Send + Sync + 'static) {
+        self.state.rules.lock().expect("rules").push(Rule { matches: Box::new(matches), after, times, seen: 0, action });
     }
 
     /// Requests being held right now.
@@ -151,7 +158,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         let mut rules = state.rules.lock().expect("rules");
         rules.iter_mut().find(|r| (r.matches)(req.method().as_str(), &decoded)).and_then(|r| {
             r.seen += 1;
-            (r.seen > r.after).then_some(r.action)
+            (r.seen > r.after && r.seen - r.after <= r.times).then_some(r.action)
         })
     };
     match action {
@@ -213,6 +220,11 @@ pub fn checkpoint_put(method: &str, path: &str) -> bool {
 /// Any GCS upload request (simple, multipart or a resumable upload's chunk).
 pub fn gcs_upload(_method: &str, path: &str) -> bool {
     path.starts_with("/upload/")
+}
+
+/// An exporter's data part write (PutObject or UploadPart of `…/data/…`).
+pub fn part_put(method: &str, path: &str) -> bool {
+    method == "PUT" && path.contains("/data/")
 }
 
 /// A GCS media download of a dump part (`…/data/…?alt=media`).

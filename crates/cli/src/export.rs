@@ -151,6 +151,7 @@ pub(crate) fn code_for(e: &ExportError) -> Code {
         ExportError::CapacityNotRestored { .. } => Code::CapacityNotRestored,
         e if e.is_usage() => Code::Usage,
         e if e.is_not_found() => Code::NotFound,
+        e if e.is_resumable() => Code::Partial,
         _ => Code::Failure,
     }
 }
@@ -275,7 +276,10 @@ async fn export(a: ExportArgs) -> anyhow::Result<Code> {
         t.abort();
         eprintln!();
     }
-    let summary = result.map_err(|e| fail(code_for(&e), e.to_string()))?;
+    let summary = result.map_err(|e| match code_for(&e) {
+        Code::Partial => fail(Code::Partial, format!("{e}; what is checkpointed is kept: rerun with --resume to finish")),
+        code => fail(code, e.to_string()),
+    })?;
     if json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {

@@ -51,6 +51,12 @@ impl ExportError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, ExportError::TableNotFound { .. } | ExportError::BucketNotFound { .. })
     }
+    /// Whether rerunning with `--resume` can finish the export: a service fault that
+    /// outlasted the client's retries. Durable parts and checkpoints are kept, so the
+    /// rerun continues after the last checkpoint.
+    pub fn is_resumable(&self) -> bool {
+        matches!(self, ExportError::S3 { .. } | ExportError::DynamoDb { retryable: true, .. })
+    }
 }
 
 pub(crate) fn invalid(what: &'static str, why: impl Into<String>) -> ExportError {

@@ -130,7 +130,7 @@ pub(crate) async fn run_segment(ctx: &SegmentCtx<'_>, segment: u32) -> Result<Se
                     attempt += 1;
                     ctx.throttled.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("crossdock_export_throttled_total").increment(1);
-                    let wait = Duration::from_millis((50u64 << attempt.min(7)).min(5_000));
+                    let wait = crossdock_core::retry::backoff(attempt, Duration::from_millis(100), Duration::from_secs(5), rand::random());
                     tracing::warn!(table, segment, code = code.as_deref().unwrap_or("transport"), wait_ms = wait.as_millis() as u64, "scan throttled or failed transiently; backing off");
                     tokio::select! {
                         _ = ctx.cancel.cancelled() => {}

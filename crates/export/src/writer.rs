@@ -92,6 +92,14 @@ impl PartWriter {
     }
 
     async fn send_chunk(&mut self) -> Result<(), ExportError> {
+        let r = self.try_send_chunk().await;
+        if r.is_err() {
+            self.abort_upload().await;
+        }
+        r
+    }
+
+    async fn try_send_chunk(&mut self) -> Result<(), ExportError> {
         if self.upload.is_none() {
             let out = self
                 .s3
@@ -124,8 +132,21 @@ impl PartWriter {
         Ok(())
     }
 
-    /// Completes the part; it is durable when this returns.
+    /// Completes the part; it is durable when this returns. On failure a multipart
+    /// upload in progress is aborted, so no invisible chunks are left billed in S3.
     pub async fn finish(mut self) -> Result<FinishedPart, ExportError> {
+        if let Err(e) = self.complete().await {
+            self.abort_upload().await;
+            return Err(e);
+        }
+        let sha256 = hex::encode(self.hasher.finalize_reset());
+        Ok(FinishedPart {
+            entry: PartEntry { name: self.name, items: self.items, bytes: self.bytes, sha256 },
+            stats: std::mem::take(&mut self.stats),
+        })
+    }
+
+    async fn complete(&mut self) -> Result<(), ExportError> {
         match self.upload.take() {
             None => {
                 let body = std::mem::take(&mut self.buf);
@@ -144,27 +165,28 @@ impl PartWriter {
                 if !self.buf.is_empty() {
                     self.send_chunk().await?;
                 }
-                let (id, parts) = self.upload.take().unwrap_or_default();
+                let Some((id, parts)) = self.upload.as_ref() else { return Ok(()) };
                 self.s3
                     .complete_multipart_upload()
                     .bucket(&self.bucket)
                     .key(&self.key)
                     .upload_id(id)
-                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts.clone())).build())
                     .send()
                     .await
                     .map_err(|e| s3_error(&self.bucket, &self.key, "CompleteMultipartUpload", &e))?;
+                self.upload = None;
             }
         }
-        let sha256 = hex::encode(self.hasher.finalize_reset());
-        Ok(FinishedPart {
-            entry: PartEntry { name: self.name, items: self.items, bytes: self.bytes, sha256 },
-            stats: std::mem::take(&mut self.stats),
-        })
+        Ok(())
     }
 
     /// Abandons the part (shutdown or error): aborts a multipart upload in progress.
     pub async fn abort(mut self) {
+        self.abort_upload().await;
+    }
+
+    async fn abort_upload(&mut self) {
         if let Some((id, _)) = self.upload.take() {
             let r = self.s3.abort_multipart_upload().bucket(&self.bucket).key(&self.key).upload_id(id).send().await;
             if let Err(e) = r {

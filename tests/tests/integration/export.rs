@@ -8,7 +8,7 @@ use crossdock_core::TypeTag;
 use crossdock_tests::export::{create_table, export_dir, fill, get, list, read_capacity, read_dump, same_items, scan_lines};
 use crossdock_tests::resources::{TempBucket, TempTable};
 use crossdock_tests::pipeline::{run, work_dir, Proc};
-use crossdock_tests::proxy::{checkpoint_put, Action, FaultProxy};
+use crossdock_tests::proxy::{checkpoint_put, part_put, Action, FaultProxy};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -237,12 +237,68 @@ async fn sigkill_mid_scan_then_resume_exports_every_item_exactly_once_and_restor
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_slowdowns_on_parts_are_retried_and_the_export_completes() {
+    let (table, bucket, c) = fault_table("exp503").await;
+    let dir = work_dir("exp503");
+    // Five 503s in a row, more than an SDK client's default three attempts.
+    let s3 = FaultProxy::s3().await;
+    s3.rule_n(1, 5, Action::Status(503), part_put);
+    let mut child = spawn_export(&dir, "export", &s3, &table.name, &bucket.name, &["--raise-to", "400", "--read-ratio", "1", "--output", "json"]);
+    let status = child.wait(Duration::from_secs(180)).await;
+    assert_eq!(s3.faulted(), 5, "every injected fault was met");
+    assert_eq!(status.code(), Some(0), "{}", child.log_tail());
+    let summary = child.json();
+    assert_eq!((summary["complete"].as_bool(), summary["items"].as_u64()), (Some(true), Some(3000)), "{summary}");
+    let dump_dir = export_dir(&c.s3, &bucket.name, "b", &table.name).await;
+    let dump = read_dump(&c.s3, &bucket.name, &dump_dir).await;
+    same_items(&dump.lines, &scan_lines(&c.ddb, &table.name).await).expect("exactly once despite the faults");
+    assert_eq!(read_capacity(&c.ddb, &table.name).await, 5);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_failing_for_good_mid_upload_exits_resumable_aborts_the_upload_and_the_resume_finishes() {
+    let c = clients(Arc::new(NoAutoscaling)).await;
+    let table = TempTable::name("expabort");
+    create_table(&c.ddb, &table.name, 5, 5).await;
+    fill(&c.ddb, &table.name, 2000, 4000, 8).await; // ~8 MB: one part of two 5 MiB chunks
+    let bucket = TempBucket::new("expabort").await;
+    let dir = work_dir("expabort");
+    // The first chunk of the multipart upload goes through; every later part write fails.
+    let s3 = FaultProxy::s3().await;
+    s3.rule(1, Action::Status(503), |m, p| part_put(m, p) && p.contains("partNumber="));
+    let args = ["--segments", "1", "--part-size", "64M", "--chunk-size", "5M", "--raise-to", "400", "--read-ratio", "1", "--output", "json"];
+    let mut child = spawn_export(&dir, "export-1", &s3, &table.name, &bucket.name, &args);
+    let status = child.wait(Duration::from_secs(300)).await;
+    let log = child.log_text();
+    assert_eq!(status.code(), Some(5), "resumable exit; log:\n{}", child.log_tail());
+    assert!(s3.faulted() >= 2 && log.contains("rerun with --resume"), "retried, then told what to do; log:\n{}", child.log_tail());
+    assert_eq!(read_capacity(&c.ddb, &table.name).await, 5, "capacity restored");
+    let uploads = c.s3.list_multipart_uploads().bucket(&bucket.name).send().await.expect("list uploads");
+    assert!(uploads.uploads().is_empty(), "the multipart upload was aborted: {:?}", uploads.uploads());
+    drop(s3);
+
+    let (code, summary, log) = run(&dir, "export-2", &export_args(&table.name, &bucket.name, &["--resume", "--segments", "1", "--part-size", "64M", "--chunk-size", "5M", "--raise-to", "400", "--read-ratio", "1", "--output", "json"]), Duration::from_secs(300)).await;
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!((summary["complete"].as_bool(), summary["items"].as_u64()), (Some(true), Some(2000)), "{summary}");
+    let dump_dir = export_dir(&c.s3, &bucket.name, "b", &table.name).await;
+    let dump = read_dump(&c.s3, &bucket.name, &dump_dir).await;
+    same_items(&dump.lines, &scan_lines(&c.ddb, &table.name).await).expect("exactly once after the resume");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `crossdock export` of `table` into `bucket`, batch `b`: two segments of 256 KiB
+/// parts unless `extra` says otherwise.
 fn export_args(table: &str, bucket: &str, extra: &[&str]) -> Vec<String> {
-    ["export", "--no-autoscaling", "--table", table, "--bucket", bucket, "--batch", "b", "--segments", "2", "--part-size", "256K", "--no-progress"]
-        .iter()
-        .chain(extra)
-        .map(|a| a.to_string())
-        .collect()
+    let mut a: Vec<&str> = vec!["export", "--no-autoscaling", "--table", table, "--bucket", bucket, "--batch", "b", "--no-progress"];
+    if !extra.contains(&"--segments") {
+        a.extend(["--segments", "2"]);
+    }
+    if !extra.contains(&"--part-size") {
+        a.extend(["--part-size", "256K"]);
+    }
+    a.iter().chain(extra).map(|x| x.to_string()).collect()
 }
 
 fn export_cmd(args: &[&str]) -> (Option<i32>, String, String) {
