@@ -5,7 +5,7 @@
 use crate::exit::{fail, Code};
 use anyhow::Context;
 use crossdock_core::Codec;
-use crossdock_relay::{RelayError, RelaySettings};
+use crossdock_relay::{HealthStatus, RelayError, RelaySettings};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
@@ -77,7 +77,8 @@ pub struct Args {
     #[arg(long)]
     instance_id: Option<String>,
     /// Webhook (Slack-compatible) that gets a JSON event for every marker this relay writes.
-    #[arg(long, env = "CROSSDOCK_NOTIFY_URL")]
+    // The URL is a bearer secret: `--help` must not show the value it read from the environment.
+    #[arg(long, env = "CROSSDOCK_NOTIFY_URL", hide_env_values = true)]
     notify_url: Option<String>,
     /// AWS region.
     #[arg(long, env = "AWS_REGION")]
@@ -137,13 +138,14 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
     };
     if args.metrics_addr != "off" {
         let addr: SocketAddr = args.metrics_addr.parse().map_err(|e| fail(Code::Usage, format!("--metrics-addr {}: {e}", args.metrics_addr)))?;
-        serve_metrics(addr, relay.health.clone(), relay.visibility).await?;
+        serve_metrics(addr, relay.health.clone()).await?;
     }
     let summary = crossdock_relay::run(relay, crate::shutdown::signal()).await?;
     tracing::info!(
         messages = summary.messages,
         copied = summary.copied,
         skipped = summary.skipped,
+        misrouted = summary.misrouted,
         failed = summary.failed,
         markers = summary.markers_written,
         released = summary.released,
@@ -153,7 +155,7 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
 }
 
 /// Installs the Prometheus recorder and serves `/metrics` and `/healthz`.
-async fn serve_metrics(addr: SocketAddr, health: crossdock_relay::Health, visibility: u32) -> anyhow::Result<()> {
+async fn serve_metrics(addr: SocketAddr, health: crossdock_relay::Health) -> anyhow::Result<()> {
     use axum::{http::StatusCode, routing::get, Router};
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
     for (name, help) in crossdock_relay::metrics::METRICS {
@@ -161,9 +163,8 @@ async fn serve_metrics(addr: SocketAddr, health: crossdock_relay::Health, visibi
     }
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the metrics server to {addr}"))?;
     tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving /metrics and /healthz");
-    // Healthy while the receive loop keeps polling (a poll lasts ≤ 20 s; allow for
-    // slow calls), and while draining.
-    let max_gap = std::time::Duration::from_secs(60 + u64::from(visibility));
+    // Healthy while anything advances (receives, accepted heartbeats, copy bytes) and
+    // while draining; the relay crate decides, see `crossdock_relay::health`.
     let app = Router::new()
         .route("/metrics", get(move || std::future::ready(handle.render())))
         .route(
@@ -171,11 +172,12 @@ async fn serve_metrics(addr: SocketAddr, health: crossdock_relay::Health, visibi
             get(move || {
                 let h = health.clone();
                 async move {
-                    match h.since_last_poll() {
-                        _ if h.draining() => (StatusCode::OK, "draining\n".to_string()),
-                        None => (StatusCode::OK, "starting\n".to_string()),
-                        Some(d) if d <= max_gap => (StatusCode::OK, "ok\n".to_string()),
-                        Some(d) => (StatusCode::SERVICE_UNAVAILABLE, format!("no receive for {} s\n", d.as_secs())),
+                    match h.check() {
+                        HealthStatus::Draining => (StatusCode::OK, "draining\n".to_string()),
+                        HealthStatus::Ok { .. } => (StatusCode::OK, "ok\n".to_string()),
+                        HealthStatus::Stale { since } => {
+                            (StatusCode::SERVICE_UNAVAILABLE, format!("no progress (receive, heartbeat or copy) for {} s\n", since.as_secs()))
+                        }
                     }
                 }
             }),

@@ -1,6 +1,15 @@
-//! Completion: after each durable copy, decide with [`crossdock_core::marker::check_complete`]
-//! whether the table export is complete in GCS, and if so write `_SUCCESS` once
-//! (create-only, `ifGenerationMatch=0`).
+//! Completion: after each durable copy, decide whether the table export is complete in
+//! GCS, and if so write `_SUCCESS` once (create-only, `ifGenerationMatch=0`).
+//!
+//! The check runs after every copied file, so its cost must not grow with the table:
+//! a relay keeps, per export, what it has already seen (the schema, each parsed
+//! manifest, each part found with its relayed size) and probes only what it has not
+//! seen, in order, stopping at the first object that is not there yet. Each object is
+//! found once per relay process, plus one failed probe per check: about two GCS calls
+//! per copied file for one relay (each relay of a fleet finds the others' copies once
+//! too). Only when everything is seen does it run the authoritative rule,
+//! [`crossdock_core::marker::check_complete`], on one listing of the data, once per
+//! export.
 
 use crate::error::RelayError;
 use crate::gcs::{self, Created, Provenance};
@@ -10,15 +19,17 @@ use crossdock_core::marker::{check_complete, Completeness, StoredObject, Success
 use crossdock_core::schema::TableSchema;
 use crossdock_core::Codec;
 use gcloud_storage::client::Client as GcsClient;
-use std::collections::BTreeMap;
+use gcloud_storage::http::objects::Object;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 /// The result of one completion check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MarkOutcome {
     /// `_SUCCESS` was already there.
     AlreadyMarked,
-    /// Not complete yet; how many files are missing (0 when the schema or a manifest
-    /// count is what is missing).
+    /// Not complete yet; `missing` is the number of files found missing (at least 1,
+    /// or 0 when the schema or a manifest is what is missing).
     Incomplete { missing: usize },
     /// This relay wrote `_SUCCESS`.
     Written { files: u64, items: u64 },
@@ -26,49 +37,130 @@ pub enum MarkOutcome {
     LostRace,
 }
 
-/// Checks the export `export` in `bucket` and writes its marker when complete.
-pub async fn try_mark(gcs: &GcsClient, bucket: &str, export: &ExportId, codec: Codec, written_by: &str) -> Result<MarkOutcome, RelayError> {
+/// The object-store calls completion makes: GCS in production, a map in tests.
+pub(crate) trait Store {
+    /// The object's resource (size, metadata), or `None`.
+    async fn get(&self, name: &str) -> Result<Option<Object>, RelayError>;
+    async fn download(&self, name: &str) -> Result<Option<Vec<u8>>, RelayError>;
+    async fn list(&self, prefix: &str) -> Result<Vec<Object>, RelayError>;
+    async fn create_json(&self, name: &str, body: Vec<u8>) -> Result<Created, RelayError>;
+}
+
+struct GcsStore<'a> {
+    client: &'a GcsClient,
+    bucket: &'a str,
+}
+
+impl Store for GcsStore<'_> {
+    async fn get(&self, name: &str) -> Result<Option<Object>, RelayError> {
+        gcs::get(self.client, self.bucket, name).await
+    }
+    async fn download(&self, name: &str) -> Result<Option<Vec<u8>>, RelayError> {
+        gcs::download(self.client, self.bucket, name).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<Object>, RelayError> {
+        gcs::list(self.client, self.bucket, prefix).await
+    }
+    async fn create_json(&self, name: &str, body: Vec<u8>) -> Result<Created, RelayError> {
+        gcs::put_small(self.client, self.bucket, name, body, "application/json", None, true).await
+    }
+}
+
+/// What one relay process has seen of each export it copies files of.
+#[derive(Debug, Default)]
+pub struct Completion {
+    /// By destination bucket and export directory.
+    exports: Mutex<HashMap<(String, String), SeenLock>>,
+}
+
+type SeenLock = Arc<tokio::sync::Mutex<Seen>>;
+
+/// What was found, in probing order: the manifests of segments `0..manifests.len()`,
+/// then the parts before `next_part` (manifest index, part index).
+#[derive(Debug, Default)]
+struct Seen {
+    marked: bool,
+    schema: Option<TableSchema>,
+    manifests: Vec<SegmentManifest>,
+    next_part: (usize, usize),
+}
+
+impl Completion {
+    /// Checks the export `export` in `bucket` and writes its marker when complete.
+    pub async fn try_mark(&self, client: &GcsClient, bucket: &str, export: &ExportId, codec: Codec, written_by: &str) -> Result<MarkOutcome, RelayError> {
+        self.check(&GcsStore { client, bucket }, bucket, export, codec, written_by).await
+    }
+
+    async fn check(&self, store: &impl Store, bucket: &str, export: &ExportId, codec: Codec, written_by: &str) -> Result<MarkOutcome, RelayError> {
+        let seen = {
+            let mut exports = self.exports.lock().unwrap_or_else(|p| p.into_inner());
+            exports.entry((bucket.to_string(), export.dir())).or_default().clone()
+        };
+        // One check per export at a time in this process: concurrent copies of one
+        // table would otherwise probe the same objects.
+        let mut seen = seen.lock().await;
+        if seen.marked {
+            return Ok(MarkOutcome::AlreadyMarked);
+        }
+        if let Some(missing) = probe(store, bucket, export, codec, &mut seen).await? {
+            return Ok(MarkOutcome::Incomplete { missing });
+        }
+        let outcome = mark(store, bucket, export, codec, written_by, &seen).await?;
+        if !matches!(outcome, MarkOutcome::Incomplete { .. }) {
+            // Done with this export: keep only the fact.
+            *seen = Seen { marked: true, ..Seen::default() };
+        }
+        Ok(outcome)
+    }
+}
+
+/// Finds, in order, what this process has not seen yet; `Some(missing)` at the first
+/// object that is not there.
+async fn probe(store: &impl Store, bucket: &str, export: &ExportId, codec: Codec, seen: &mut Seen) -> Result<Option<usize>, RelayError> {
+    let schema = match &seen.schema {
+        Some(s) => s,
+        None => {
+            let key = export.gcs_key(&DumpFile::Schema, codec);
+            let Some(bytes) = store.download(&key).await? else { return Ok(Some(0)) };
+            seen.schema.insert(parse(bucket, &key, "schema", &bytes)?)
+        }
+    };
+    let total = schema.total_segments;
+    while (seen.manifests.len() as u32) < total {
+        let segment = seen.manifests.len() as u32;
+        let key = export.gcs_key(&DumpFile::Manifest { segment, total }, codec);
+        let Some(bytes) = store.download(&key).await? else { return Ok(Some(0)) };
+        seen.manifests.push(parse(bucket, &key, "segment manifest", &bytes)?);
+    }
+    let dir = export.dir();
+    while let Some(m) = seen.manifests.get(seen.next_part.0) {
+        let Some(p) = m.parts.get(seen.next_part.1) else {
+            seen.next_part = (seen.next_part.0 + 1, 0);
+            continue;
+        };
+        let Some(DumpFile::Part { segment, part, .. }) = DumpFile::parse(&p.name) else { return Ok(Some(1)) };
+        let name = DumpFile::Part { segment, part, codec }.s3_name();
+        // Found only once finished and of the manifest's size; a copy in progress, or
+        // an older copy of a rewritten part, is not there yet.
+        let raw = store.get(&format!("{dir}{name}")).await?.and_then(|o| Provenance::from_object(&o)).map(|p| p.raw_bytes);
+        if raw != Some(p.bytes) {
+            return Ok(Some(1));
+        }
+        seen.next_part.1 += 1;
+    }
+    Ok(None)
+}
+
+/// The authoritative check on one listing of the data, then the create-only write.
+async fn mark(store: &impl Store, bucket: &str, export: &ExportId, codec: Codec, written_by: &str, seen: &Seen) -> Result<MarkOutcome, RelayError> {
     let marker_key = export.marker_key();
-    if gcs::get(gcs, bucket, &marker_key).await?.is_some() {
+    if store.get(&marker_key).await?.is_some() {
         return Ok(MarkOutcome::AlreadyMarked);
     }
     let dir = export.dir();
-    let schema_key = export.gcs_key(&DumpFile::Schema, codec);
-    let Some(schema_bytes) = gcs::download(gcs, bucket, &schema_key).await? else {
-        return Ok(MarkOutcome::Incomplete { missing: 0 });
-    };
-    let schema: TableSchema = serde_json::from_slice(&schema_bytes).map_err(|e| RelayError::BadExportFile {
-        bucket: bucket.into(),
-        key: schema_key.clone(),
-        what: "schema",
-        message: e.to_string(),
-    })?;
-
-    // Manifests first: until all are there, there is no need to list the data.
-    let manifest_objects = gcs::list(gcs, bucket, &format!("{dir}manifests/")).await?;
-    let mut manifests = Vec::new();
-    for o in &manifest_objects {
-        let rel = o.name.strip_prefix(&dir).unwrap_or(&o.name);
-        let Some(DumpFile::Manifest { total, .. }) = DumpFile::parse(rel) else { continue };
-        if total != schema.total_segments {
-            continue;
-        }
-        let Some(bytes) = gcs::download(gcs, bucket, &o.name).await? else { continue };
-        let m: SegmentManifest = serde_json::from_slice(&bytes).map_err(|e| RelayError::BadExportFile {
-            bucket: bucket.into(),
-            key: o.name.clone(),
-            what: "segment manifest",
-            message: e.to_string(),
-        })?;
-        manifests.push(m);
-    }
-    if manifests.len() < schema.total_segments as usize {
-        return Ok(MarkOutcome::Incomplete { missing: 0 });
-    }
-
     let mut objects = BTreeMap::new();
     let mut provenance = BTreeMap::new();
-    for o in gcs::list(gcs, bucket, &format!("{dir}data/")).await? {
+    for o in store.list(&format!("{dir}data/")).await? {
         let rel = o.name.strip_prefix(&dir).unwrap_or(&o.name).to_string();
         let p = Provenance::from_object(&o);
         objects.insert(rel.clone(), StoredObject { stored_bytes: o.size.max(0) as u64, raw_bytes: p.as_ref().map(|p| p.raw_bytes) });
@@ -76,7 +168,7 @@ pub async fn try_mark(gcs: &GcsClient, bucket: &str, export: &ExportId, codec: C
             provenance.insert(rel, p);
         }
     }
-    let (files, totals, type_stats) = match check_complete(Some(&schema), &manifests, &objects, codec) {
+    let (files, totals, type_stats) = match check_complete(seen.schema.as_ref(), &seen.manifests, &objects, codec) {
         Completeness::Incomplete { missing } => return Ok(MarkOutcome::Incomplete { missing: missing.len() }),
         Completeness::Complete { files, totals, type_stats } => (files, totals, type_stats),
     };
@@ -93,6 +185,7 @@ pub async fn try_mark(gcs: &GcsClient, bucket: &str, export: &ExportId, codec: C
             }
         }
     }
+    let Some(schema) = seen.schema.clone() else { return Ok(MarkOutcome::Incomplete { missing: 0 }) };
     let marker = SuccessMarker {
         format_version: crossdock_core::FORMAT_VERSION,
         export: export.clone(),
@@ -110,12 +203,194 @@ pub async fn try_mark(gcs: &GcsClient, bucket: &str, export: &ExportId, codec: C
         what: "marker",
         message: e.to_string(),
     })?;
-    match gcs::put_small(gcs, bucket, &marker_key, body, "application/json", None, true).await? {
+    match store.create_json(&marker_key, body).await? {
         Created::Created => Ok(MarkOutcome::Written { files: totals.files, items: totals.items }),
         Created::AlreadyExists => Ok(MarkOutcome::LostRace),
     }
 }
 
+fn parse<T: serde::de::DeserializeOwned>(bucket: &str, key: &str, what: &'static str, bytes: &[u8]) -> Result<T, RelayError> {
+    serde_json::from_slice(bytes).map_err(|e| RelayError::BadExportFile { bucket: bucket.into(), key: key.into(), what, message: e.to_string() })
+}
+
 fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossdock_core::layout::Timestamp;
+    use crossdock_core::manifest::{PartEntry, TypeStats};
+    use crossdock_core::schema::{AttributeDefinition, BillingMode, KeyElement, KeyRole};
+    use crossdock_core::TypeTag;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An in-memory bucket that counts every call, as GCS would bill them.
+    #[derive(Default)]
+    struct MemStore {
+        objects: Mutex<BTreeMap<String, (Vec<u8>, Object)>>,
+        calls: AtomicUsize,
+    }
+
+    impl MemStore {
+        fn put(&self, name: &str, body: Vec<u8>, raw_bytes: Option<u64>) {
+            let metadata = raw_bytes.map(|raw| {
+                Provenance {
+                    source_bucket: "src".into(),
+                    source_key: name.into(),
+                    source_etag: "e".into(),
+                    raw_bytes: raw,
+                    stored_bytes: body.len() as u64,
+                    items: 1,
+                    raw_sha256: String::new(),
+                    codec: "zstd".into(),
+                }
+                .to_metadata()
+            });
+            let o = Object { name: name.into(), size: body.len() as i64, metadata, ..Default::default() };
+            self.objects.lock().expect("lock").insert(name.into(), (body, o));
+        }
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::Relaxed)
+        }
+    }
+
+    impl Store for MemStore {
+        async fn get(&self, name: &str) -> Result<Option<Object>, RelayError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            Ok(self.objects.lock().expect("lock").get(name).map(|(_, o)| o.clone()))
+        }
+        async fn download(&self, name: &str) -> Result<Option<Vec<u8>>, RelayError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            Ok(self.objects.lock().expect("lock").get(name).map(|(b, _)| b.clone()))
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<Object>, RelayError> {
+            let objects = self.objects.lock().expect("lock");
+            let found: Vec<Object> = objects.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(_, (_, o))| o.clone()).collect();
+            // One call per page of 1,000, as GCS lists.
+            self.calls.fetch_add(found.len().div_ceil(1000).max(1), Ordering::Relaxed);
+            Ok(found)
+        }
+        async fn create_json(&self, name: &str, body: Vec<u8>) -> Result<Created, RelayError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            if self.objects.lock().expect("lock").contains_key(name) {
+                return Ok(Created::AlreadyExists);
+            }
+            self.put(name, body, None);
+            Ok(Created::Created)
+        }
+    }
+
+    fn export() -> ExportId {
+        ExportId::new("b1", "Orders", Timestamp::parse("2026-11-30T00-00-00Z").expect("ts")).expect("id")
+    }
+
+    fn schema(total_segments: u32) -> TableSchema {
+        TableSchema {
+            format_version: 1,
+            table: "Orders".into(),
+            key_schema: vec![KeyElement { name: "pk".into(), role: KeyRole::Hash }],
+            attribute_definitions: vec![AttributeDefinition { name: "pk".into(), kind: TypeTag::S }],
+            global_secondary_indexes: vec![],
+            local_secondary_indexes: vec![],
+            billing_mode: BillingMode::Provisioned,
+            capacity_before: None,
+            item_count_estimate: 0,
+            size_bytes_estimate: 0,
+            total_segments,
+            crossdock_version: "test".into(),
+        }
+    }
+
+    /// The relayed files of an export, in the order the exporter writes them: the
+    /// schema, then each segment's parts followed by its manifest.
+    fn files(segments: u32, parts: u32) -> Vec<(String, Vec<u8>, Option<u64>)> {
+        let e = export();
+        let mut out = vec![(e.gcs_key(&DumpFile::Schema, Codec::Zstd), serde_json::to_vec(&schema(segments)).expect("json"), Some(10))];
+        for segment in 0..segments {
+            let entries: Vec<PartEntry> = (0..parts)
+                .map(|part| PartEntry { name: DumpFile::Part { segment, part, codec: Codec::None }.s3_name(), items: 1, bytes: 100 + u64::from(part), sha256: String::new() })
+                .collect();
+            for p in &entries {
+                let DumpFile::Part { part, .. } = DumpFile::parse(&p.name).expect("part") else { unreachable!() };
+                out.push((e.gcs_key(&DumpFile::Part { segment, part, codec: Codec::Zstd }, Codec::Zstd), vec![0; 10], Some(p.bytes)));
+            }
+            let m = SegmentManifest {
+                format_version: 1,
+                table: "Orders".into(),
+                segment,
+                total_segments: segments,
+                items: u64::from(parts),
+                bytes: entries.iter().map(|p| p.bytes).sum(),
+                parts: entries,
+                consumed_rcu: 0.0,
+                type_stats: TypeStats::default(),
+            };
+            out.push((e.gcs_key(&DumpFile::Manifest { segment, total: segments }, Codec::Zstd), serde_json::to_vec(&m).expect("json"), Some(10)));
+        }
+        out
+    }
+
+    async fn relay_all(store: &MemStore, files: &[(String, Vec<u8>, Option<u64>)]) -> Vec<MarkOutcome> {
+        let c = Completion::default();
+        let mut outcomes = Vec::new();
+        for (name, body, raw) in files {
+            store.put(name, body.clone(), *raw);
+            outcomes.push(c.check(store, "dst", &export(), Codec::Zstd, "test").await.expect("check"));
+        }
+        outcomes
+    }
+
+    #[tokio::test]
+    async fn marks_exactly_when_the_last_file_arrives_in_any_order() {
+        let mut fs = files(3, 2);
+        let n = fs.len();
+        // Exporter order, reversed, and interleaved.
+        let orders: Vec<Vec<usize>> = vec![(0..n).collect(), (0..n).rev().collect(), (0..n).step_by(2).chain((1..n).step_by(2)).collect()];
+        for order in orders {
+            let ordered: Vec<_> = order.iter().map(|&i| fs[i].clone()).collect();
+            let store = MemStore::default();
+            let outcomes = relay_all(&store, &ordered).await;
+            let (last, before) = outcomes.split_last().expect("outcomes");
+            assert_eq!(last, &MarkOutcome::Written { files: 6, items: 6 }, "{order:?}");
+            assert!(before.iter().all(|o| matches!(o, MarkOutcome::Incomplete { .. })), "{order:?}: {before:?}");
+        }
+        // A part whose relayed size is not the manifest's is not counted.
+        fs[1].2 = Some(1);
+        let outcomes = relay_all(&MemStore::default(), &fs).await;
+        assert!(outcomes.iter().all(|o| matches!(o, MarkOutcome::Incomplete { .. })), "{outcomes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_marked_export_is_not_checked_again_and_a_second_process_loses_the_race() {
+        let fs = files(1, 1);
+        let store = MemStore::default();
+        let c = Completion::default();
+        for (name, body, raw) in &fs {
+            store.put(name, body.clone(), *raw);
+        }
+        assert!(matches!(c.check(&store, "dst", &export(), Codec::Zstd, "a").await.expect("check"), MarkOutcome::Written { .. }));
+        let calls = store.calls();
+        assert_eq!(c.check(&store, "dst", &export(), Codec::Zstd, "a").await.expect("check"), MarkOutcome::AlreadyMarked);
+        assert_eq!(store.calls(), calls, "no call once marked");
+        let other = Completion::default();
+        assert_eq!(other.check(&store, "dst", &export(), Codec::Zstd, "b").await.expect("check"), MarkOutcome::AlreadyMarked);
+    }
+
+    #[tokio::test]
+    async fn gcs_calls_per_copied_file_do_not_grow_with_the_table() {
+        let mut per_file = Vec::new();
+        for segments in [20, 2_000] {
+            let fs = files(segments, 4);
+            let store = MemStore::default();
+            let outcomes = relay_all(&store, &fs).await;
+            assert!(matches!(outcomes.last(), Some(MarkOutcome::Written { .. })));
+            per_file.push(store.calls() as f64 / fs.len() as f64);
+        }
+        eprintln!("GCS calls per copied file, 20 and 2,000 segments of 4 parts: {per_file:.2?}");
+        assert!(per_file.iter().all(|&c| c <= 3.0), "GCS calls per copied file: {per_file:?}");
+        assert!(per_file[1] <= per_file[0] * 1.1, "no growth with the table: {per_file:?}");
+    }
+}
+

@@ -5,9 +5,10 @@
 use crate::copy::{CopyOutcome, CopyRequest};
 use crate::error::RelayError;
 use crate::event::{parse_body, Notification, S3Record};
-use crate::{complete, drain, metrics, Relay};
+use crate::health::Health;
+use crate::{complete, drain, metrics, Relay, RelaySettings};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
-use crossdock_core::layout::{DumpFile, DumpKey};
+use crossdock_core::layout::{DumpFile, DumpKey, LayoutError};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +36,9 @@ pub struct Summary {
     pub copied: u64,
     pub skipped: u64,
     pub ignored: u64,
+    /// Records not meant for this relay as configured (bucket not in the map, key
+    /// outside the prefix); their messages were left on the queue, not deleted.
+    pub misrouted: u64,
     pub failed: u64,
     pub markers_written: u64,
     pub heartbeats: u64,
@@ -51,6 +55,7 @@ struct Stats {
     copied: AtomicU64,
     skipped: AtomicU64,
     ignored: AtomicU64,
+    misrouted: AtomicU64,
     failed: AtomicU64,
     markers_written: AtomicU64,
     heartbeats: Arc<AtomicU64>,
@@ -175,6 +180,7 @@ pub async fn run(relay: Relay, shutdown: impl Future<Output = ()>) -> Result<Sum
         copied: l(&stats.copied),
         skipped: l(&stats.skipped),
         ignored: l(&stats.ignored),
+        misrouted: l(&stats.misrouted),
         failed: l(&stats.failed),
         markers_written: l(&stats.markers_written),
         heartbeats: stats.heartbeats.load(Ordering::Relaxed),
@@ -224,9 +230,11 @@ async fn receive_loop(shared: Arc<Shared>, stop: CancellationToken, idle: Cancel
             r = call => r,
             _ = stop.cancelled() => break,
         };
-        shared.relay.health.polled();
         let messages = match resp {
-            Ok(out) => out.messages.unwrap_or_default(),
+            Ok(out) => {
+                shared.relay.health.progressed();
+                out.messages.unwrap_or_default()
+            }
             Err(e) => {
                 metrics::sqs_error("ReceiveMessage", &aws_sdk_sqs::error::DisplayErrorContext(&e).to_string());
                 tokio::select! {
@@ -263,9 +271,84 @@ async fn receive_loop(shared: Arc<Shared>, stop: CancellationToken, idle: Cancel
     }
 }
 
+/// What happens to a message once its records are handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
+    /// Everything it names is durable in GCS, or needs nothing: delete it.
     Delete,
+    /// Something failed: make it visible again after `--retry-delay`.
     Retry,
+    /// It is not for this relay as configured: neither delete it nor touch its
+    /// visibility. It comes back when the visibility timeout runs out, to a relay
+    /// configured for it or, after `maxReceiveCount` receives, to the dead-letter
+    /// queue, where a stale `--dst-bucket-map` or `--prefix` shows instead of eating
+    /// every event.
+    Leave,
+}
+
+/// What one record needs from its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Done,
+    Retry,
+    Misrouted,
+}
+
+/// A failed record brings the message back soonest, so it wins over a misrouted one;
+/// a misrouted record keeps the message from being deleted.
+fn verdict(fates: impl IntoIterator<Item = Fate>) -> Verdict {
+    let mut v = Verdict::Delete;
+    for f in fates {
+        match f {
+            Fate::Retry => return Verdict::Retry,
+            Fate::Misrouted => v = Verdict::Leave,
+            Fate::Done => {}
+        }
+    }
+    v
+}
+
+/// Why a record is not copied, decided from the settings alone.
+#[derive(Debug)]
+enum Skip {
+    /// Nothing to copy and nothing wrong (label: the reason).
+    Ignore(&'static str),
+    /// A created object in a bucket that is not in the map.
+    UnmappedBucket,
+    /// A created object in a mapped bucket, outside the prefix.
+    OutsidePrefix,
+    /// Under the prefix but not a dump key.
+    BadKey(LayoutError),
+}
+
+impl Skip {
+    fn fate(&self) -> Fate {
+        match self {
+            Skip::Ignore(_) => Fate::Done,
+            Skip::UnmappedBucket | Skip::OutsidePrefix => Fate::Misrouted,
+            Skip::BadKey(_) => Fate::Retry,
+        }
+    }
+}
+
+/// The destination bucket and dump key of a record to copy, or why it is not copied.
+fn route<'a>(s: &'a RelaySettings, r: &S3Record) -> Result<(&'a str, DumpKey), Skip> {
+    // Removals and other event types are never relayed, whoever they were meant for.
+    if !r.is_object_created() {
+        return Err(Skip::Ignore("event_type"));
+    }
+    let Some(dst_bucket) = s.buckets.get(&r.bucket) else {
+        return Err(Skip::UnmappedBucket);
+    };
+    if !r.key.starts_with(&s.prefix) {
+        return Err(Skip::OutsidePrefix);
+    }
+    match DumpKey::from_s3_key(&s.prefix, &r.key) {
+        Err(e) => Err(Skip::BadKey(e)),
+        // Exporter state (`_checkpoint/`, `_capacity.json`) is not relayed.
+        Ok(k) if !k.file.is_relayed() => Err(Skip::Ignore("not_relayed")),
+        Ok(k) => Ok((dst_bucket, k)),
+    }
 }
 
 async fn handle_message(shared: &Shared, id: &str, m: Message) {
@@ -278,15 +361,14 @@ async fn handle_message(shared: &Shared, id: &str, m: Message) {
         .and_then(|sent| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH + Duration::from_millis(sent)).ok());
     metrics::message_received(id, lag);
     inc(&shared.stats.messages);
-    let hb = tokio::spawn(heartbeat(
-        relay.sqs.clone(),
-        relay.settings.queue_url.clone(),
-        receipt.clone(),
-        id.to_string(),
-        relay.visibility,
-        relay.heartbeat_interval(),
-        shared.stats.heartbeats.clone(),
-    ));
+    let extend = {
+        let (sqs, queue, receipt, visibility) = (relay.sqs.clone(), relay.settings.queue_url.clone(), receipt.clone(), relay.visibility as i32);
+        move || {
+            let call = sqs.change_message_visibility().queue_url(&queue).receipt_handle(&receipt).visibility_timeout(visibility).send();
+            async move { call.await.map(|_| ()).map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()) }
+        }
+    };
+    let hb = tokio::spawn(heartbeat(extend, id.to_string(), relay.heartbeat_interval(), shared.stats.heartbeats.clone(), relay.health.clone()));
     let verdict = process(shared, id, m.body().unwrap_or_default()).await;
     hb.abort();
     match verdict {
@@ -308,22 +390,30 @@ async fn handle_message(shared: &Shared, id: &str, m: Message) {
             }
             metrics::message_done(id, "retry");
         }
+        // The heartbeat is stopped above, so the message is redelivered (each time
+        // costing a receive) rather than held by this relay forever.
+        Verdict::Leave => metrics::message_done(id, "left"),
     }
 }
 
-/// Extends the message's visibility every `interval` until aborted; stops at the
-/// first failure so SQS redelivers. Counts extensions in `count`.
-async fn heartbeat(sqs: aws_sdk_sqs::Client, queue: String, receipt: String, id: String, visibility: u32, interval: Duration, count: Arc<AtomicU64>) {
+/// Extends the message's visibility with `extend` every `interval` until aborted;
+/// stops at the first failure so SQS redelivers. Counts extensions in `count`; an
+/// accepted one is progress for liveness, as the relay is busy, not stuck.
+async fn heartbeat<F, Fut>(mut extend: F, id: String, interval: Duration, count: Arc<AtomicU64>, health: Health)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
     loop {
         tokio::time::sleep(interval).await;
-        let r = sqs.change_message_visibility().queue_url(&queue).receipt_handle(&receipt).visibility_timeout(visibility as i32).send().await;
-        match r {
-            Ok(_) => {
+        match extend().await {
+            Ok(()) => {
                 count.fetch_add(1, Ordering::Relaxed);
+                health.progressed();
                 metrics::heartbeat(&id, true, None);
             }
             Err(e) => {
-                metrics::heartbeat(&id, false, Some(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()));
+                metrics::heartbeat(&id, false, Some(e));
                 return;
             }
         }
@@ -341,57 +431,50 @@ async fn process(shared: &Shared, id: &str, body: &str) -> Verdict {
             Verdict::Delete
         }
         Ok(Notification::Records(records)) => {
-            let mut ok = true;
+            let mut fates = Vec::with_capacity(records.len());
             for r in &records {
-                if !handle_record(shared, r).await {
-                    ok = false;
-                }
+                fates.push(handle_record(shared, r).await);
             }
-            if ok {
-                Verdict::Delete
-            } else {
-                Verdict::Retry
-            }
+            verdict(fates)
         }
     }
 }
 
-/// Handles one record; `true` when it needs no retry.
-async fn handle_record(shared: &Shared, r: &S3Record) -> bool {
+async fn handle_record(shared: &Shared, r: &S3Record) -> Fate {
     let relay = &shared.relay;
     let s = &relay.settings;
-    let ignore = |reason: &'static str| {
-        metrics::ignored(&r.bucket, &r.key, &r.event_name, reason);
-        inc(&shared.stats.ignored);
-        true
-    };
-    if !r.is_object_created() {
-        return ignore("event_type");
-    }
-    let Some(dst_bucket) = s.buckets.get(&r.bucket) else {
-        return ignore("foreign_bucket");
-    };
-    if !r.key.starts_with(&s.prefix) {
-        return ignore("outside_prefix");
-    }
-    let dk = match DumpKey::from_s3_key(&s.prefix, &r.key) {
-        Ok(k) => k,
-        Err(e) => {
-            metrics::bad_key(&r.bucket, &r.key, &e.to_string());
-            shared.stats.error(&e);
-            inc(&shared.stats.failed);
-            return false;
+    let (dst_bucket, dk) = match route(s, r) {
+        Ok(to) => to,
+        Err(skip) => {
+            match &skip {
+                Skip::Ignore(reason) => {
+                    metrics::ignored(&r.bucket, &r.key, &r.event_name, reason);
+                    inc(&shared.stats.ignored);
+                }
+                Skip::UnmappedBucket => {
+                    let configured: Vec<&str> = s.buckets.keys().map(String::as_str).collect();
+                    metrics::unmapped_bucket(&r.bucket, &r.key, &r.event_name, &configured.join(","));
+                    inc(&shared.stats.misrouted);
+                }
+                Skip::OutsidePrefix => {
+                    metrics::outside_prefix(&r.bucket, &r.key, &r.event_name, &s.prefix);
+                    inc(&shared.stats.misrouted);
+                }
+                Skip::BadKey(e) => {
+                    metrics::bad_key(&r.bucket, &r.key, &e.to_string());
+                    shared.stats.error(e);
+                    inc(&shared.stats.failed);
+                }
+            }
+            return skip.fate();
         }
     };
-    if !dk.file.is_relayed() {
-        return ignore("not_relayed");
-    }
     let codec = s.codec;
     let dst_name = dk.export.gcs_key(&dk.file, codec);
     let req = CopyRequest {
         src_bucket: r.bucket.clone(),
         src_key: r.key.clone(),
-        dst_bucket: dst_bucket.clone(),
+        dst_bucket: dst_bucket.to_string(),
         dst_name: dst_name.clone(),
         transcode_from: match dk.file {
             DumpFile::Part { codec, .. } => Some(codec),
@@ -412,41 +495,41 @@ async fn handle_record(shared: &Shared, r: &S3Record) -> bool {
         Err(RelayError::SourceNotFound { bucket, key }) => {
             metrics::source_gone(&bucket, &key);
             inc(&shared.stats.ignored);
-            return true;
+            return Fate::Done;
         }
         Err(e) => {
             metrics::copy_failed(&src, &e);
             shared.stats.error(&e);
             inc(&shared.stats.failed);
-            return false;
+            return Fate::Retry;
         }
     }
     let export = dk.export.to_string();
-    match complete::try_mark(&relay.gcs, dst_bucket, &dk.export, codec, &relay.instance_id).await {
+    match relay.completion.try_mark(&relay.gcs, dst_bucket, &dk.export, codec, &relay.instance_id).await {
         Ok(complete::MarkOutcome::Written { files, items }) => {
             metrics::marker(&export, "written", files, items);
             inc(&shared.stats.markers_written);
             if let Some(url) = &relay.settings.notify_url {
                 crate::notify::post(url, &crossdock_core::notify::Notification::marker_written(dst_bucket, &dk.export, files, items)).await;
             }
-            true
+            Fate::Done
         }
         Ok(complete::MarkOutcome::LostRace) => {
             metrics::marker(&export, "lost_race", 0, 0);
-            true
+            Fate::Done
         }
         Ok(complete::MarkOutcome::AlreadyMarked) => {
             metrics::marker(&export, "already", 0, 0);
-            true
+            Fate::Done
         }
         Ok(complete::MarkOutcome::Incomplete { .. }) => {
             metrics::marker(&export, "incomplete", 0, 0);
-            true
+            Fate::Done
         }
         Err(e) => {
             metrics::marker_failed(&export, &e);
             shared.stats.error(&e);
-            false
+            Fate::Retry
         }
     }
 }
@@ -483,5 +566,158 @@ async fn delete_loop(sqs: aws_sdk_sqs::Client, queue: String, mut rx: mpsc::Unbo
                 warn!(error = why, "batch delete failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::copy::read_source;
+    use crate::health::HealthStatus;
+    use std::collections::BTreeMap;
+    use tokio::io::AsyncWriteExt;
+
+    fn settings(prefix: &str) -> RelaySettings {
+        let mut s = RelaySettings::new("q", BTreeMap::from([("src".to_string(), "dst".to_string())]));
+        s.prefix = prefix.into();
+        s
+    }
+
+    fn record(event: &str, bucket: &str, key: &str) -> S3Record {
+        S3Record { event_name: event.into(), event_time: None, bucket: bucket.into(), key: key.into(), etag: None, size: None }
+    }
+
+    const PART: &str = "b1/Orders/2026-11-23T09-30-00Z/data/seg-00000-part-00000.json";
+
+    /// The fate of a message holding `records`, as `process` decides it when nothing is
+    /// copied.
+    fn message_verdict(s: &RelaySettings, records: &[S3Record]) -> Verdict {
+        verdict(records.iter().map(|r| route(s, r).map_or_else(|skip| skip.fate(), |_| Fate::Done)))
+    }
+
+    #[test]
+    fn misrouted_events_are_left_for_redelivery_not_deleted() {
+        let s = settings("dumps/");
+        let unmapped = record("ObjectCreated:Put", "other", &format!("dumps/{PART}"));
+        assert!(matches!(route(&s, &unmapped), Err(Skip::UnmappedBucket)));
+        assert_eq!(message_verdict(&s, std::slice::from_ref(&unmapped)), Verdict::Leave);
+        let outside = record("ObjectCreated:Put", "src", PART);
+        assert!(matches!(route(&s, &outside), Err(Skip::OutsidePrefix)));
+        assert_eq!(message_verdict(&s, &[outside]), Verdict::Leave);
+        // One misrouted record holds back a message whose other records are done.
+        let done = record("ObjectCreated:Put", "src", "dumps/b1/Orders/2026-11-23T09-30-00Z/_checkpoint/seg-00000.json");
+        assert_eq!(message_verdict(&s, &[done.clone(), unmapped.clone()]), Verdict::Leave);
+        // A failed record brings it back sooner.
+        let bad = record("ObjectCreated:Put", "src", "dumps/b1/../Orders/2026-11-23T09-30-00Z/_schema.json");
+        assert!(matches!(route(&s, &bad), Err(Skip::BadKey(_))));
+        assert_eq!(message_verdict(&s, &[unmapped, bad]), Verdict::Retry);
+        assert_eq!(message_verdict(&s, &[done]), Verdict::Delete);
+    }
+
+    #[test]
+    fn other_event_types_and_exporter_state_are_still_deleted() {
+        let s = settings("dumps/");
+        // Whatever bucket or prefix: a removal is never relayed.
+        for r in [record("ObjectRemoved:Delete", "other", PART), record("ObjectRemoved:Delete", "src", &format!("dumps/{PART}"))] {
+            assert!(matches!(route(&s, &r), Err(Skip::Ignore("event_type"))), "{r:?}");
+            assert_eq!(message_verdict(&s, &[r]), Verdict::Delete);
+        }
+        let capacity = record("ObjectCreated:Put", "src", "dumps/b1/Orders/2026-11-23T09-30-00Z/_capacity.json");
+        assert!(matches!(route(&s, &capacity), Err(Skip::Ignore("not_relayed"))));
+        assert_eq!(message_verdict(&s, &[capacity]), Verdict::Delete);
+        // A dump key under the prefix of a mapped bucket is copied to the mapped bucket.
+        let (dst, key) = route(&s, &record("ObjectCreated:CompleteMultipartUpload", "src", &format!("dumps/{PART}"))).expect("copied");
+        assert_eq!((dst, key.export.table.as_str()), ("dst", "Orders"));
+        // With no prefix nothing is outside it.
+        assert!(route(&settings(""), &record("ObjectCreated:Put", "src", PART)).is_ok());
+    }
+
+    #[test]
+    fn misrouted_bodies_as_delivered_are_left() {
+        let s = settings("");
+        let body = serde_json::json!({"Records":[{"eventVersion":"2.1","eventSource":"aws:s3","eventName":"ObjectCreated:Put",
+            "s3":{"bucket":{"name":"stale-map-bucket"},"object":{"key": PART,"eTag":"\"e\""}}}]})
+        .to_string();
+        let Ok(Notification::Records(records)) = parse_body(&body) else { panic!("parses") };
+        assert_eq!(message_verdict(&s, &records), Verdict::Leave);
+        // The bucket's notification test event is still deleted (by `process`).
+        let test = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"stale-map-bucket"}"#;
+        assert_eq!(parse_body(test), Ok(Notification::Test));
+    }
+
+    /// A copy whose source sends `piece` bytes every `every`, `pieces` times, through
+    /// the real read stage; the writer is returned so a stalled source stays open.
+    fn long_copy(health: &Health, every: Duration, piece: usize, pieces: usize) -> tokio::task::JoinHandle<tokio::io::DuplexStream> {
+        let (mut src, reader) = tokio::io::duplex(1 << 16);
+        let (tx, mut rx) = mpsc::channel(4);
+        tokio::spawn(read_source(Box::new(reader), 1 << 20, tx, "src".into(), PART.into(), false, health.clone()));
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        tokio::spawn(async move {
+            for _ in 0..pieces {
+                tokio::time::sleep(every).await;
+                if src.write_all(&vec![b'x'; piece]).await.is_err() {
+                    break;
+                }
+            }
+            src
+        })
+    }
+
+    /// Every permit taken, so the receive loop waits and stamps nothing.
+    fn all_permits_taken(concurrency: usize) -> Vec<tokio::sync::OwnedSemaphorePermit> {
+        let sem = Arc::new(Semaphore::new(concurrency));
+        let permits: Vec<_> = (0..concurrency).map(|_| sem.clone().try_acquire_owned().expect("permit")).collect();
+        assert_eq!(sem.available_permits(), 0);
+        permits
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_relay_busy_with_long_copies_is_healthy() {
+        let health = Health::new(Health::window_for(30));
+        let _permits = all_permits_taken(4);
+        // Four copies trickling 4 KiB every 30 s for an hour: far longer than the window,
+        // with no receive in all that time.
+        let copies: Vec<_> = (0..4).map(|_| long_copy(&health, Duration::from_secs(30), 4096, 120)).collect();
+        for minute in 0..60 {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            assert!(health.check().is_healthy(), "minute {minute}: {:?}", health.check());
+        }
+        drop(copies);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn accepted_heartbeats_keep_a_relay_healthy() {
+        let health = Health::new(Health::window_for(30));
+        let _permits = all_permits_taken(1);
+        // A copy that moves no byte for a long while (one slow upload request, say),
+        // whose message's visibility keeps being extended.
+        let _copy = long_copy(&health, Duration::from_secs(3600), 1, 1);
+        let count = Arc::new(AtomicU64::new(0));
+        let hb = tokio::spawn(heartbeat(|| async { Ok(()) }, "m".into(), Duration::from_secs(10), count.clone(), health.clone()));
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            assert!(health.check().is_healthy(), "{:?}", health.check());
+        }
+        assert!(count.load(Ordering::Relaxed) >= 170);
+        hb.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wedged_relay_turns_unhealthy_after_the_window() {
+        let window = Health::window_for(30);
+        let health = Health::new(window);
+        let _permits = all_permits_taken(4);
+        // Sources that never send a byte, and heartbeats that fail (so they stop).
+        let copies: Vec<_> = (0..4).map(|_| long_copy(&health, Duration::from_secs(86_400), 1, 1)).collect();
+        let count = Arc::new(AtomicU64::new(0));
+        let failing = || async { Err("expired receipt".to_string()) };
+        let hb = tokio::spawn(heartbeat(failing, "m".into(), Duration::from_secs(10), count.clone(), health.clone()));
+        tokio::time::sleep(window - Duration::from_secs(1)).await;
+        assert!(health.check().is_healthy(), "within the window: {:?}", health.check());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(matches!(health.check(), HealthStatus::Stale { since } if since > window), "{:?}", health.check());
+        assert!(hb.is_finished(), "the heartbeat stopped at its first failure");
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+        drop(copies);
     }
 }

@@ -10,6 +10,7 @@ use crate::encode::{self, EncodeParams};
 use crate::error::RelayError;
 use crate::event::normalize_etag;
 use crate::gcs::{self, Provenance};
+use crate::health::Health;
 use bytes::{Bytes, BytesMut};
 use crossdock_core::Codec;
 use gcloud_storage::client::Client as GcsClient;
@@ -40,6 +41,9 @@ pub struct Copier {
     /// One lock per destination object, so duplicate events handled at the same time
     /// by this process copy once (the second waits, then finds the copy done).
     pub locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Stamped as source bytes arrive and upload requests finish, so a relay busy with
+    /// long copies counts as alive.
+    pub progress: Health,
 }
 
 /// One object to copy.
@@ -180,7 +184,7 @@ impl Copier {
         let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(4);
         let block = encode::block_size(params.codec);
         let (sb, sk) = (req.src_bucket.clone(), req.src_key.clone());
-        let reader_task = tokio::spawn(read_source(reader, block, raw_tx, sb, sk, compressed_source));
+        let reader_task = tokio::spawn(read_source(reader, block, raw_tx, sb, sk, compressed_source, self.progress.clone()));
         let encoder_task = tokio::task::spawn_blocking(move || encode::run_blocking(params, raw_rx, out_tx));
 
         let content_type = if req.transcode_from.is_some() { codec.content_type() } else { "application/json" };
@@ -228,19 +232,20 @@ impl Copier {
     }
 }
 
-struct SourceSummary {
+pub(crate) struct SourceSummary {
     raw_bytes: u64,
     lines: u64,
     sha256: String,
 }
 
-async fn read_source(
+pub(crate) async fn read_source(
     mut reader: Box<dyn AsyncRead + Send + Unpin>,
     block: usize,
     tx: mpsc::Sender<Bytes>,
     bucket: String,
     key: String,
     compressed: bool,
+    progress: Health,
 ) -> Result<SourceSummary, RelayError> {
     let mut sha = Sha256::new();
     let (mut raw, mut lines, mut last) = (0u64, 0u64, b'\n');
@@ -258,6 +263,7 @@ async fn read_source(
             if n == 0 {
                 break;
             }
+            progress.progressed();
         }
         if buf.is_empty() {
             break;
@@ -350,6 +356,7 @@ impl<'a> Uploader<'a> {
                 }
             }
             self.offset += chunk as u64;
+            self.copier.progress.progressed();
         }
         Ok(())
     }

@@ -16,16 +16,17 @@ pub mod encode;
 pub mod error;
 pub mod event;
 pub mod gcs;
+pub mod health;
 pub mod metrics;
 pub mod notify;
 
 pub use consumer::{run, DrainReason, Summary};
 pub use error::RelayError;
+pub use health::{Health, HealthStatus};
 
 use crossdock_core::Codec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,9 +36,11 @@ use std::time::Duration;
 pub struct RelaySettings {
     /// URL of the SQS queue that receives the source buckets' event notifications.
     pub queue_url: String,
-    /// Source S3 bucket → destination GCS bucket. Events for other buckets are ignored.
+    /// Source S3 bucket → destination GCS bucket. Events for other buckets are not
+    /// copied and not deleted: they go back to the queue and, repeated, to its DLQ.
     pub buckets: BTreeMap<String, String>,
-    /// Key prefix of the dumps in the source buckets: empty or ending with `/`.
+    /// Key prefix of the dumps in the source buckets: empty or ending with `/`. Events
+    /// for keys outside it are not copied and not deleted (see `buckets`).
     #[serde(default)]
     pub prefix: String,
     /// Codec of relayed data parts.
@@ -183,6 +186,7 @@ impl RelaySettings {
             let host = std::env::var("HOSTNAME").ok().or_else(|| std::fs::read_to_string("/etc/hostname").ok()).unwrap_or_else(|| "relay".into());
             format!("{}-{}", host.trim(), std::process::id())
         });
+        let health = Health::new(Health::window_for(visibility));
         let copier = copy::Copier {
             s3,
             gcs: gcs.clone(),
@@ -190,8 +194,9 @@ impl RelaySettings {
             chunk_size,
             rate_limit: self.rate_limit,
             locks: Arc::default(),
+            progress: health.clone(),
         };
-        Ok(Relay { settings: self, sqs, gcs, copier, visibility, instance_id, health: Health::default() })
+        Ok(Relay { settings: self, sqs, gcs, copier, visibility, instance_id, health, completion: complete::Completion::default() })
     }
 }
 
@@ -205,43 +210,12 @@ pub struct Relay {
     pub visibility: u32,
     pub instance_id: String,
     pub health: Health,
+    /// What this process has seen of each export's files (keeps completion checks cheap).
+    pub completion: complete::Completion,
 }
 
 impl Relay {
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(u64::from(self.visibility) * 1000 / 3).max(Duration::from_millis(300))
-    }
-}
-
-/// Liveness shared with the `/healthz` endpoint: the receive loop stamps every poll.
-#[derive(Debug, Clone, Default)]
-pub struct Health(Arc<HealthInner>);
-
-#[derive(Debug, Default)]
-struct HealthInner {
-    last_poll_ms: AtomicU64,
-    draining: AtomicBool,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-impl Health {
-    pub(crate) fn polled(&self) {
-        self.0.last_poll_ms.store(now_ms(), Ordering::Relaxed);
-    }
-    pub(crate) fn set_draining(&self) {
-        self.0.draining.store(true, Ordering::Relaxed);
-    }
-    pub fn draining(&self) -> bool {
-        self.0.draining.load(Ordering::Relaxed)
-    }
-    /// Time since the last completed receive call (`None` before the first).
-    pub fn since_last_poll(&self) -> Option<Duration> {
-        match self.0.last_poll_ms.load(Ordering::Relaxed) {
-            0 => None,
-            t => Some(Duration::from_millis(now_ms().saturating_sub(t))),
-        }
     }
 }

@@ -9,9 +9,13 @@ use tracing::{debug, info, warn};
 
 /// Names of every metric, for docs and the exporter's descriptions.
 pub const METRICS: &[(&str, &str)] = &[
-    ("crossdock_relay_messages_total", "SQS messages handled, by outcome (deleted, test_event, malformed, retry, released)"),
-    ("crossdock_relay_objects_total", "objects handled, by outcome (copied, skipped, ignored, failed)"),
+    ("crossdock_relay_messages_total", "SQS messages handled, by outcome (deleted, retry, left, released)"),
+    ("crossdock_relay_objects_total", "objects handled, by outcome (copied, skipped, ignored, misrouted, failed)"),
     ("crossdock_relay_ignored_total", "event records not acted on, by reason"),
+    (
+        "crossdock_relay_misrouted_total",
+        "event records not for this relay as configured, left on the queue (not deleted), by reason (unmapped_bucket, outside_prefix)",
+    ),
     ("crossdock_relay_bytes_in_total", "raw (uncompressed) bytes relayed"),
     ("crossdock_relay_bytes_out_total", "bytes stored in GCS"),
     ("crossdock_relay_compression_ratio", "raw/stored ratio of the last relayed data part"),
@@ -49,13 +53,35 @@ pub fn malformed(message_id: &str, why: &str) {
 }
 
 pub fn ignored(bucket: &str, key: &str, event: &str, reason: &'static str) {
-    if reason == "foreign_bucket" {
-        warn!(bucket, key, event, reason, "event for a bucket this relay is not configured for; not copied");
-    } else {
-        debug!(bucket, key, event, reason, "event ignored");
-    }
+    debug!(bucket, key, event, reason, "event ignored");
     metrics::counter!("crossdock_relay_ignored_total", "reason" => reason).increment(1);
     metrics::counter!("crossdock_relay_objects_total", "outcome" => "ignored").increment(1);
+}
+
+/// An event for a bucket missing from `--dst-bucket-map`: either the map is stale or
+/// the queue gets another bucket's events; both need an operator, so the message is
+/// kept (redelivered, then dead-lettered) rather than deleted.
+pub fn unmapped_bucket(bucket: &str, key: &str, event: &str, configured_buckets: &str) {
+    warn!(
+        bucket,
+        key,
+        event,
+        configured_buckets,
+        "event for a bucket this relay is not configured for (--dst-bucket-map); not copied, left for redelivery and the dead-letter queue"
+    );
+    misrouted("unmapped_bucket");
+}
+
+/// An event for a mapped bucket whose key is outside `--prefix`; kept as for
+/// [`unmapped_bucket`].
+pub fn outside_prefix(bucket: &str, key: &str, event: &str, prefix: &str) {
+    warn!(bucket, key, event, prefix, "event key outside this relay's --prefix; not copied, left for redelivery and the dead-letter queue");
+    misrouted("outside_prefix");
+}
+
+fn misrouted(reason: &'static str) {
+    metrics::counter!("crossdock_relay_misrouted_total", "reason" => reason).increment(1);
+    metrics::counter!("crossdock_relay_objects_total", "outcome" => "misrouted").increment(1);
 }
 
 pub fn bad_key(bucket: &str, key: &str, why: &str) {
