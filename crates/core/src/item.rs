@@ -14,7 +14,10 @@ use base64::Engine as _;
 use indexmap::IndexMap;
 use std::fmt::Write as _;
 
-/// Maximum nesting of L/M values DynamoDB accepts.
+/// Maximum nesting of L/M values DynamoDB accepts: a top-level attribute may hold 32
+/// nested `L`/`M` values, the 33rd is refused. The exporter writes what DynamoDB
+/// stored and the loader reads it through this codec, so this one constant is the
+/// limit on both sides.
 pub const MAX_DEPTH: usize = 32;
 
 /// One DynamoDB item: attribute name → value, in the order seen.
@@ -291,7 +294,7 @@ fn parse_value(v: serde_json::Value, path: &str, depth: usize) -> Result<Attribu
             AttributeValue::Bs(bs.iter().map(|s| decode(s)).collect::<Result<_, _>>()?)
         }
         TypeTag::L => {
-            if depth + 1 >= MAX_DEPTH {
+            if depth + 1 > MAX_DEPTH {
                 return fail(CodecErrorKind::TooDeep);
             }
             let J::Array(items) = inner else { return Err(shape("an array")) };
@@ -302,7 +305,7 @@ fn parse_value(v: serde_json::Value, path: &str, depth: usize) -> Result<Attribu
             AttributeValue::L(out)
         }
         TypeTag::M => {
-            if depth + 1 >= MAX_DEPTH {
+            if depth + 1 > MAX_DEPTH {
                 return fail(CodecErrorKind::TooDeep);
             }
             let J::Object(m) = inner else { return Err(shape("an object")) };
@@ -508,17 +511,41 @@ mod tests {
         assert_eq!(validate_number("12345678901234567890123456789012345678000"), Ok(()));
     }
 
+    /// `levels` nested values around a leaf: lists, maps, or the two alternating.
+    fn nest(levels: usize, wrap: impl Fn(usize, String) -> String) -> String {
+        let mut v = String::from(r#"{"S":"leaf"}"#);
+        for level in 0..levels {
+            v = wrap(level, v);
+        }
+        format!(r#"{{"Item":{{"pk":{{"S":"k"}},"a":{v}}}}}"#)
+    }
+
+    /// DynamoDB's limit: 32 levels are accepted, 33 refused, by the fast path, the
+    /// checked path and the serde form (checkpoints, JSON columns) alike.
     #[test]
     fn nesting_is_limited_to_32_levels() {
-        let nest = |levels: usize| {
-            let mut v = String::from(r#"{"S":"leaf"}"#);
-            for _ in 0..levels {
-                v = format!(r#"{{"L":[{v}]}}"#);
-            }
-            format!(r#"{{"Item":{{"a":{v}}}}}"#)
-        };
-        assert!(parse_line(&nest(31), 1).is_ok());
-        assert_eq!(error_of(&nest(32)).kind, CodecErrorKind::TooDeep);
+        let list = |_: usize, v: String| format!(r#"{{"L":[{v}]}}"#);
+        let map = |_: usize, v: String| format!(r#"{{"M":{{"k":{v}}}}}"#);
+        let mixed = |level: usize, v: String| if level.is_multiple_of(2) { list(level, v) } else { map(level, v) };
+        let shapes: [&dyn Fn(usize, String) -> String; 3] = [&list, &map, &mixed];
+        for wrap in shapes {
+            let deepest = nest(MAX_DEPTH, wrap);
+            let item = parse_line(&deepest, 1).unwrap_or_else(|e| panic!("{MAX_DEPTH} levels refused: {e}"));
+            assert_eq!(fast::parse(&deepest).as_ref(), Some(&item), "the fast path accepts {MAX_DEPTH} levels");
+            assert_eq!(checked_parse_line(&deepest, 1).as_ref(), Ok(&item));
+            assert_eq!(to_line(&item), deepest);
+            let value = serde_json::to_string(&item["a"]).expect("serialises");
+            assert!(serde_json::from_str::<AttributeValue>(&value).is_ok(), "serde form refuses {MAX_DEPTH} levels");
+
+            let too_deep = nest(MAX_DEPTH + 1, wrap);
+            assert_eq!(fast::parse(&too_deep), None);
+            let e = error_of(&too_deep);
+            assert_eq!(e.kind, CodecErrorKind::TooDeep, "{e}");
+            assert!(e.attribute.starts_with('a'), "{e}");
+            let value = &too_deep[r#"{"Item":{"pk":{"S":"k"},"a":"#.len()..too_deep.len() - 2];
+            assert!(serde_json::from_str::<AttributeValue>(value).is_err(), "serde form accepts {} levels", MAX_DEPTH + 1);
+        }
+        assert_eq!(MAX_DEPTH, 32);
     }
 
     /// Numbers DynamoDB accepts: up to 38 digits plain, or short mantissas with exponents.

@@ -3,6 +3,7 @@
 
 use crate::error::LoadError;
 use gcloud_storage::client::{Client, ClientConfig};
+use gcloud_storage::http::objects::delete::DeleteObjectRequest;
 use gcloud_storage::http::objects::download::Range;
 use gcloud_storage::http::objects::get::GetObjectRequest;
 use gcloud_storage::http::objects::list::ListObjectsRequest;
@@ -110,6 +111,18 @@ impl Gcs {
             .await
             .map(|_| ())
             .map_err(|e| map_err("write", &self.bucket, key, e))
+    }
+
+    /// Deletes an object; one already absent is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), LoadError> {
+        let req = DeleteObjectRequest { bucket: self.bucket.clone(), object: key.into(), ..Default::default() };
+        match self.client.delete_object(&req).await {
+            Ok(()) => Ok(()),
+            Err(e) => match map_err("delete", &self.bucket, key, e) {
+                LoadError::NotFound { .. } => Ok(()),
+                e => Err(e),
+            },
+        }
     }
 
     /// Names of all objects under `prefix`.

@@ -49,10 +49,16 @@ fn validate(m: &SuccessMarker, key: &DumpKey) -> Result<(), String> {
         return Err("schema has no HASH key".into());
     }
     let mut items = 0;
+    // A file listed twice would be loaded twice and counted twice, and the row count
+    // could never match; the name fixes segment and part, so equal names are the test.
+    let mut seen = std::collections::HashSet::with_capacity(m.files.len());
     for f in &m.files {
         match DumpFile::parse(&f.name) {
             Some(DumpFile::Part { segment, part, codec }) if segment == f.segment && part == f.part && codec == m.codec => {}
             _ => return Err(format!("file {:?} is not a data part of codec {}", f.name, m.codec)),
+        }
+        if !seen.insert(f.name.as_str()) {
+            return Err(format!("file {:?} is listed more than once", f.name));
         }
         items += f.items;
     }
@@ -75,9 +81,19 @@ pub async fn read_part(m: &Marker, f: &MarkerFile) -> Result<Vec<u8>, LoadError>
         LoadError::NotFound { what } => LoadError::NotFound { what: format!("data file {what} listed in the marker {}", m.url) },
         e => e,
     })?;
-    let corrupt = |reason: String| LoadError::CorruptFile { bucket: m.gcs.bucket.clone(), key: key.clone(), reason };
-    let raw = decompress(m.marker.codec, stored, f.raw_bytes).await.map_err(|e| corrupt(format!("cannot decompress as {}: {e}", m.marker.codec)))?;
-    if raw.len() as u64 != f.raw_bytes {
+    check_part(m.marker.codec, stored, f, &m.gcs.bucket, &key).await
+}
+
+/// Decompresses a stored part (`gs://bucket/key`) and checks it against its marker
+/// entry: exactly `raw_bytes` bytes (decompression stops one byte past that, so a
+/// corrupt or hostile part cannot make the loader allocate more) and the SHA-256.
+pub async fn check_part(codec: Codec, stored: Vec<u8>, f: &MarkerFile, bucket: &str, key: &str) -> Result<Vec<u8>, LoadError> {
+    let corrupt = |reason: String| LoadError::CorruptFile { bucket: bucket.into(), key: key.into(), reason };
+    let raw = decompress(codec, stored, f.raw_bytes).await.map_err(|e| corrupt(format!("cannot decompress as {codec}: {e}")))?;
+    if raw.len() as u64 > f.raw_bytes {
+        return Err(corrupt(format!("decompresses to more than the {} bytes the marker records; stopped there", f.raw_bytes)));
+    }
+    if (raw.len() as u64) < f.raw_bytes {
         return Err(corrupt(format!("{} bytes after decompression, the marker says {}", raw.len(), f.raw_bytes)));
     }
     let sha = hex::encode(sha2::Sha256::digest(&raw));
@@ -87,26 +103,36 @@ pub async fn read_part(m: &Marker, f: &MarkerFile) -> Result<Vec<u8>, LoadError>
     Ok(raw)
 }
 
-async fn decompress(codec: Codec, stored: Vec<u8>, size_hint: u64) -> std::io::Result<Vec<u8>> {
+/// Decompresses `stored`, producing at most `raw_bytes + 1` bytes: one byte more than
+/// expected is enough to tell the part is wrong, and the output (and the allocation)
+/// never grows further whatever the compressed data claims.
+async fn decompress(codec: Codec, stored: Vec<u8>, raw_bytes: u64) -> std::io::Result<Vec<u8>> {
     use async_compression::tokio::bufread::{BzDecoder, GzipDecoder, ZstdDecoder};
-    let mut out = Vec::with_capacity(size_hint.min(1 << 30) as usize);
+    let limit = raw_bytes.saturating_add(1);
+    // The capacity is only a hint from the marker: bounded so a wrong marker cannot
+    // reserve memory on its own.
+    let mut out = Vec::with_capacity(limit.min(1 << 30) as usize);
     let input = std::io::Cursor::new(stored);
     match codec {
-        Codec::None => return Ok(input.into_inner()),
+        Codec::None => {
+            let mut raw = input.into_inner();
+            raw.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            return Ok(raw);
+        }
         Codec::Zstd => {
             let mut d = ZstdDecoder::new(input);
             d.multiple_members(true);
-            d.read_to_end(&mut out).await?;
+            d.take(limit).read_to_end(&mut out).await?;
         }
         Codec::Gzip => {
             let mut d = GzipDecoder::new(input);
             d.multiple_members(true);
-            d.read_to_end(&mut out).await?;
+            d.take(limit).read_to_end(&mut out).await?;
         }
         Codec::Bzip2 => {
             let mut d = BzDecoder::new(input);
             d.multiple_members(true);
-            d.read_to_end(&mut out).await?;
+            d.take(limit).read_to_end(&mut out).await?;
         }
     }
     Ok(out)
@@ -130,4 +156,94 @@ pub async fn compress(codec: Codec, raw: &[u8]) -> std::io::Result<Vec<u8>> {
 /// Lowercase hex SHA-256 of raw bytes (as recorded in manifests and markers).
 pub fn sha256_hex(raw: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(raw))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossdock_core::layout::{ExportId, Timestamp};
+
+    fn part(part: u32, raw: &[u8]) -> MarkerFile {
+        MarkerFile {
+            name: DumpFile::Part { segment: 0, part, codec: Codec::Zstd }.s3_name(),
+            segment: 0,
+            part,
+            items: 1,
+            raw_bytes: raw.len() as u64,
+            stored_bytes: 1,
+            sha256: sha256_hex(raw),
+        }
+    }
+
+    fn marker(files: Vec<MarkerFile>) -> (SuccessMarker, DumpKey) {
+        let export = ExportId::new("b", "Orders", Timestamp::parse("2026-11-23T09-30-00Z").expect("ts")).expect("id");
+        let schema = serde_json::from_value(serde_json::json!({
+            "format_version": 1, "table": "Orders",
+            "key_schema": [{ "name": "pk", "role": "HASH" }],
+            "attribute_definitions": [{ "name": "pk", "type": "S" }],
+            "global_secondary_indexes": [], "local_secondary_indexes": [],
+            "billing_mode": "PAY_PER_REQUEST", "capacity_before": null,
+            "item_count_estimate": 0, "size_bytes_estimate": 0, "total_segments": 1, "crossdock_version": "0.1.0"
+        }))
+        .expect("schema");
+        let totals = crossdock_core::marker::Totals {
+            files: files.len() as u64,
+            items: files.iter().map(|f| f.items).sum(),
+            raw_bytes: files.iter().map(|f| f.raw_bytes).sum(),
+            stored_bytes: files.iter().map(|f| f.stored_bytes).sum(),
+        };
+        let key = DumpKey::from_gcs_key(&export.gcs_key(&DumpFile::Success, Codec::Zstd)).expect("key");
+        let m = SuccessMarker {
+            format_version: crossdock_core::FORMAT_VERSION,
+            export,
+            codec: Codec::Zstd,
+            schema,
+            files,
+            totals,
+            type_stats: Default::default(),
+            written_at: "2026-11-23T09:41:00Z".into(),
+            written_by: "test".into(),
+        };
+        (m, key)
+    }
+
+    #[test]
+    fn a_file_listed_twice_is_refused_naming_it() {
+        let (ok, key) = marker(vec![part(0, b"a\n"), part(1, b"b\n")]);
+        assert_eq!(validate(&ok, &key), Ok(()));
+        // Totals that agree with the doubled list: only the duplicate check catches it.
+        let (twice, key) = marker(vec![part(0, b"a\n"), part(1, b"b\n"), part(0, b"a\n")]);
+        let reason = validate(&twice, &key).expect_err("a duplicate is refused");
+        assert!(reason.contains("data/seg-00000-part-00000.json.zst") && reason.contains("more than once"), "{reason}");
+    }
+
+    /// A zstd bomb: 1 MiB of zeros in about a hundred bytes, recorded as 1 KiB.
+    #[tokio::test]
+    async fn decompression_stops_one_byte_past_the_recorded_size() {
+        let bomb_raw = vec![0u8; 1 << 20];
+        let recorded = &bomb_raw[..1024];
+        for codec in [Codec::Zstd, Codec::Gzip, Codec::Bzip2, Codec::None] {
+            let stored = compress(codec, &bomb_raw).await.expect("compress");
+            let out = decompress(codec, stored.clone(), recorded.len() as u64).await.expect("decompress");
+            assert_eq!(out.len(), 1025, "{codec}: output capped at the recorded size + 1");
+            match check_part(codec, stored, &part(0, recorded), "bkt", "b/Orders/ts/data/seg-00000-part-00000.json.zst").await {
+                Err(e @ LoadError::CorruptFile { .. }) => {
+                    let text = e.to_string();
+                    assert!(text.contains("gs://bkt/b/Orders/ts/data/seg-00000-part-00000.json.zst") && text.contains("more than the 1024 bytes"), "{text}");
+                }
+                r => panic!("{codec}: expected CorruptFile, got {:?}", r.map(|v| v.len())),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_part_of_the_recorded_size_and_checksum_passes_and_a_short_one_does_not() {
+        let raw = b"{\"Item\":{\"pk\":{\"S\":\"a\"}}}\n".repeat(10);
+        let f = part(0, &raw);
+        let stored = compress(Codec::Zstd, &raw).await.expect("compress");
+        assert_eq!(check_part(Codec::Zstd, stored, &f, "bkt", "k").await.expect("valid part"), raw);
+        let short = compress(Codec::Zstd, &raw[..raw.len() - 1]).await.expect("compress");
+        let e = check_part(Codec::Zstd, short, &f, "bkt", "k").await.expect_err("short part");
+        assert!(e.to_string().contains("the marker says"), "{e}");
+    }
 }

@@ -6,6 +6,10 @@
 //! - `_rejects/seg-SSSSS-part-PPPPP.jsonl` ([`Reject`] lines) before that record,
 //!   when some rows of the file could not be converted;
 //! - `_LOADED` ([`LoadedRecord`]) when the whole load has finished and been counted.
+//!
+//! A forced load removes `_LOADED` and the records that would let a run skip a file
+//! before it writes anything, so a forced load that does not finish leaves nothing
+//! claiming the old outcome.
 
 use crate::error::LoadError;
 use crate::marker::Marker;
@@ -105,6 +109,16 @@ pub async fn write_rejects(m: &Marker, f: &MarkerFile, rejects: &[Reject]) -> Re
     let key = rejects_key(m, f);
     m.gcs.write(&key, body, "application/x-ndjson").await?;
     Ok(key)
+}
+
+/// Removes a file's progress record, so no later run skips the file on its account.
+pub async fn forget(m: &Marker, f: &MarkerFile) -> Result<(), LoadError> {
+    m.gcs.delete(&progress_key(m, f)).await
+}
+
+/// Removes `_LOADED`, so no later run reports the export as already loaded.
+pub async fn forget_loaded(m: &Marker) -> Result<(), LoadError> {
+    m.gcs.delete(&m.key(&DumpFile::Loaded)).await
 }
 
 pub async fn read_loaded(m: &Marker) -> Result<Option<LoadedRecord>, LoadError> {

@@ -1,5 +1,6 @@
-//! Orchestration of one load: plan, table, files (skipping finished ones), indexes,
-//! row count against the marker, `_LOADED`. Also the full read-back verification.
+//! Orchestration of one load: plan, table, files (skipping finished ones unless
+//! forced), indexes, row count against the marker, `_LOADED`. Also the full read-back
+//! verification.
 
 use crate::error::LoadError;
 use crate::marker::{read_part, Marker};
@@ -12,6 +13,7 @@ use crossdock_core::marker::{LoadedRecord, MarkerFile};
 use crossdock_core::pipeline::{BatchConfig, Pipeline, TargetConfig};
 use crossdock_core::routing::Route;
 use crossdock_core::sizing::AdaptiveBatch;
+use futures::{StreamExt as _, TryStreamExt as _};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -99,8 +101,40 @@ pub struct Plan {
 pub struct LoadOptions {
     /// Rows that may be rejected before the load fails.
     pub max_errors: u64,
-    /// Load again even if `_LOADED` says this destination is done.
+    /// Load every file again, whatever `_LOADED` and the progress records say about
+    /// this destination (the table may have been truncated or dropped since).
     pub force: bool,
+}
+
+/// Which files of the marker a load writes, given the progress records found.
+#[derive(Debug, Default, PartialEq)]
+pub struct FilePlan<'a> {
+    /// Files to load, in marker order.
+    pub todo: Vec<&'a MarkerFile>,
+    /// Files already done in this destination, with their records.
+    pub skipped: Vec<&'a FileProgress>,
+    /// Files whose record says done here but that a forced load writes again: their
+    /// records go before anything is written, so an interrupted forced load is not
+    /// followed by a run that skips them.
+    pub forget: Vec<&'a MarkerFile>,
+}
+
+/// The skip decision: a file is skipped when its record says it was loaded, whole
+/// (same SHA-256), into this target and destination, unless the load is forced.
+pub fn plan_files<'a>(files: &'a [MarkerFile], recorded: &'a BTreeMap<String, FileProgress>, target: TargetKind, destination: &str, force: bool) -> FilePlan<'a> {
+    let mut plan = FilePlan::default();
+    for f in files {
+        let done = recorded.get(&f.name).filter(|p| p.status == FileStatus::Done && p.target == target.name() && p.destination == destination && p.sha256 == f.sha256);
+        match done {
+            Some(p) if !force => plan.skipped.push(p),
+            Some(_) => {
+                plan.forget.push(f);
+                plan.todo.push(f);
+            }
+            None => plan.todo.push(f),
+        }
+    }
+    plan
 }
 
 /// The result of a load (`--output json`).
@@ -408,31 +442,32 @@ async fn load_inner<T: Target>(marker: &Marker, target: &T, model: &TableModel, 
         max_mutations_per_call: 0,
         duration_ms: 0,
     };
-    if !opts.force {
-        if let Some(done) = progress::read_loaded(marker).await? {
-            if done.target == kind.name() && done.destination == destination {
-                summary.status = "already-loaded";
-                summary.rows_in_target = done.rows_in_target;
-                summary.rejected = done.rejected;
-                summary.files_skipped = m.files.len();
-                return Ok(summary);
-            }
+    let loaded_here = progress::read_loaded(marker).await?.filter(|done| done.target == kind.name() && done.destination == destination);
+    if let Some(done) = &loaded_here {
+        if !opts.force {
+            summary.status = "already-loaded";
+            summary.rows_in_target = done.rows_in_target;
+            summary.rejected = done.rejected;
+            summary.files_skipped = m.files.len();
+            return Ok(summary);
         }
     }
     summary.table_created = target.ensure_table(model).await?;
     let recorded = progress::read_all(marker).await?;
-    let mut todo = Vec::new();
-    for f in &m.files {
-        match recorded.get(&f.name) {
-            Some(p) if p.status == FileStatus::Done && p.target == kind.name() && p.destination == destination && p.sha256 == f.sha256 => {
-                summary.files_skipped += 1;
-                summary.rows_written += p.rows_written;
-                summary.rejected += p.rejected;
-                event_file(kind, &f.name, "skipped", 0, 0);
-            }
-            _ => todo.push(f),
-        }
+    let files = plan_files(&m.files, &recorded, kind, &destination, opts.force);
+    // A forced load is about to write: the old outcome and the records that would let
+    // a later run skip files no longer hold, whether or not this load finishes.
+    if loaded_here.is_some() {
+        progress::forget_loaded(marker).await?;
     }
+    futures::stream::iter(files.forget.iter().map(|f| progress::forget(marker, f))).buffer_unordered(16).try_collect::<Vec<()>>().await?;
+    for p in &files.skipped {
+        summary.files_skipped += 1;
+        summary.rows_written += p.rows_written;
+        summary.rejected += p.rejected;
+        event_file(kind, &p.file, "skipped", 0, 0);
+    }
+    let todo = files.todo;
     let (tx, rx) = tokio::sync::mpsc::channel(feed::CHUNKS_AHEAD);
     let w = Writing {
         marker,
@@ -605,4 +640,49 @@ pub async fn verify<T: Target>(marker: &Marker, target: &T, model: &TableModel) 
         note(&mut report, format!("missing row {k}"));
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(part: u32) -> MarkerFile {
+        MarkerFile { name: format!("data/seg-00000-part-{part:05}.json.zst"), segment: 0, part, items: 10, raw_bytes: 100, stored_bytes: 50, sha256: format!("{part:064}") }
+    }
+
+    fn record(f: &MarkerFile, status: FileStatus, destination: &str) -> FileProgress {
+        progress_record(TargetKind::Postgres, destination, f, status, f.items, 0, None)
+    }
+
+    fn names(files: &[&MarkerFile]) -> Vec<u32> {
+        files.iter().map(|f| f.part).collect()
+    }
+
+    #[test]
+    fn a_forced_load_writes_every_file_and_forgets_the_records_it_ignores() {
+        let files: Vec<MarkerFile> = (0..5).map(file).collect();
+        let here = "s.orders";
+        let mut recorded = BTreeMap::new();
+        for (f, status, destination) in
+            [(&files[0], FileStatus::Done, here), (&files[1], FileStatus::Done, here), (&files[2], FileStatus::Failed, here), (&files[3], FileStatus::Done, "elsewhere.orders")]
+        {
+            recorded.insert(f.name.clone(), record(f, status, destination));
+        }
+        // A record of another version of the file (other checksum) does not count.
+        let mut stale = record(&files[4], FileStatus::Done, here);
+        stale.sha256 = "ff".repeat(32);
+        recorded.insert(files[4].name.clone(), stale);
+
+        let normal = plan_files(&files, &recorded, TargetKind::Postgres, here, false);
+        assert_eq!(names(&normal.todo), [2, 3, 4]);
+        assert_eq!(normal.skipped.iter().map(|p| p.file.as_str()).collect::<Vec<_>>(), [files[0].name.as_str(), files[1].name.as_str()]);
+        assert!(normal.forget.is_empty());
+        // Same place, another target kind: nothing is skipped.
+        assert_eq!(plan_files(&files, &recorded, TargetKind::Spanner, here, false).todo.len(), 5);
+
+        let forced = plan_files(&files, &recorded, TargetKind::Postgres, here, true);
+        assert_eq!(names(&forced.todo), [0, 1, 2, 3, 4], "a forced load writes every file");
+        assert!(forced.skipped.is_empty());
+        assert_eq!(names(&forced.forget), [0, 1], "the records that would let a later run skip a file");
+    }
 }

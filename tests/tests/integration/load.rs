@@ -199,9 +199,64 @@ async fn plain_table_loads_into_bigtable_with_identical_values() {
     assert_eq!((summary.rows_in_target, summary.files_loaded), (200, 2));
     verify_all(&t, &export).await;
     // Reloading (forced) replaces rows in place: same count, same values.
-    load_export(&t, &export, BatchConfig::default(), LoadOptions { force: true, ..Default::default() }).await.expect("reload");
+    let forced = load_export(&t, &export, BatchConfig::default(), LoadOptions { force: true, ..Default::default() }).await.expect("reload");
+    assert_eq!((forced.status, forced.files_loaded, forced.files_skipped, forced.rows_in_target), ("loaded", 2, 0, 200), "{forced:?}");
+    verify_all(&t, &export).await;
+    // The table is dropped: the progress records all say done, and a forced load
+    // still writes every file into the table it recreates.
+    let table = guard.name.clone();
+    drop(guard);
+    let guard = TempBigtable { name: table };
+    let forced = load_export(&t, &export, BatchConfig::default(), LoadOptions { force: true, ..Default::default() }).await.expect("reload into a dropped table");
+    assert!(forced.table_created, "the dropped table is recreated: {forced:?}");
+    assert_eq!((forced.files_loaded, forced.files_skipped), (forced.files_total, 0), "{forced:?}");
+    assert_eq!(forced.rows_in_target, 200);
     verify_all(&t, &export).await;
     drop(guard);
+}
+
+/// `--force` after the target lost rows reloads every file; a forced load that stops
+/// early leaves neither `_LOADED` nor a record that would let a plain rerun skip a file
+/// it did not reach.
+#[tokio::test]
+async fn forced_load_reloads_a_truncated_table_and_an_interrupted_one_leaves_no_stale_outcome() {
+    let bucket = TempGcsBucket::new("force").await;
+    let (s, items) = sample(300, true, true);
+    let export = write_export(&bucket.client, &bucket.name, "b", s, items, 3, Codec::Gzip).await;
+    let pg = TempPgSchema::new("force").await;
+    let t = postgres(&pg).await;
+    let model = model_for(TargetKind::Postgres, &export);
+    let truncate = || async {
+        crossdock_tests::postgres().await.batch_execute(&format!("TRUNCATE \"{}\".\"{}\"", pg.name, model.name)).await.expect("truncate");
+    };
+    let force = LoadOptions { force: true, ..Default::default() };
+    let first = load_export(&t, &export, BatchConfig::default(), LoadOptions::default()).await.expect("load");
+    assert_eq!((first.files_loaded, first.rows_in_target), (3, 300));
+
+    truncate().await;
+    let plain = load_export(&t, &export, BatchConfig::default(), LoadOptions::default()).await.expect("plain rerun");
+    assert_eq!(plain.status, "already-loaded", "without --force `_LOADED` is trusted");
+    let forced = load_export(&t, &export, BatchConfig::default(), force.clone()).await.expect("forced load");
+    assert_eq!((forced.status, forced.files_total, forced.files_loaded, forced.files_skipped, forced.rows_in_target), ("loaded", 3, 3, 0, 300), "{forced:?}");
+    assert_eq!(t.count_rows(&model).await.expect("count"), 300);
+    assert_eq!(loaded_record(&export).await.rows_in_target, 300);
+
+    // Again, but the second file is now corrupt: the forced load stops there, before
+    // reaching the third.
+    truncate().await;
+    let key = format!("{}{}", export.export.dir(), export.marker.files[1].name);
+    let good = get(&bucket.client, &bucket.name, &key).await.expect("part");
+    put(&bucket.client, &bucket.name, &key, b"not gzip".to_vec()).await;
+    match load_export(&t, &export, BatchConfig::default(), force).await {
+        Err(LoadError::CorruptFile { key: k, .. }) => assert_eq!(k, key),
+        r => panic!("expected CorruptFile, got {r:?}"),
+    }
+    let loaded_key = export.export.gcs_key(&crossdock_core::layout::DumpFile::Loaded, Codec::None);
+    assert!(get(&bucket.client, &bucket.name, &loaded_key).await.is_none(), "an unfinished forced load leaves no _LOADED");
+    put(&bucket.client, &bucket.name, &key, good).await;
+    let rerun = load_export(&t, &export, BatchConfig::default(), LoadOptions::default()).await.expect("plain rerun after the interrupted forced load");
+    assert_eq!((rerun.status, rerun.files_skipped, rerun.files_loaded, rerun.rows_in_target), ("loaded", 1, 2, 300), "{rerun:?}");
+    verify_all(&t, &export).await;
 }
 
 #[tokio::test]
@@ -270,6 +325,28 @@ async fn marker_for_missing_file_is_not_found_and_recorded() {
     assert_eq!(progress.len(), 2, "the good file done, the missing one recorded as failed: {progress:?}");
     let failed = get(&bucket.client, &bucket.name, progress.iter().find(|p| p.contains("00007")).expect("record")).await.expect("body");
     assert!(String::from_utf8_lossy(&failed).contains("\"failed\""));
+}
+
+#[tokio::test]
+async fn marker_listing_a_file_twice_is_refused_naming_marker_and_file() {
+    let bucket = TempGcsBucket::new("dup").await;
+    let (s, items) = sample(20, true, true);
+    let mut export = write_export(&bucket.client, &bucket.name, "b", s, items, 2, Codec::Zstd).await;
+    // Totals that agree with the doubled list, as a relay counting it twice would write.
+    let twice = export.marker.files[0].clone();
+    export.marker.totals.files += 1;
+    export.marker.totals.items += twice.items;
+    export.marker.totals.raw_bytes += twice.raw_bytes;
+    export.marker.totals.stored_bytes += twice.stored_bytes;
+    export.marker.files.push(twice.clone());
+    write_marker(&bucket.client, &bucket.name, &export.marker).await;
+    match crossdock_load::marker::read(crossdock_tests::gcs().await, &export.marker_url).await {
+        Err(e @ LoadError::InvalidMarker { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains(&export.marker_url) && text.contains(&twice.name) && text.contains("more than once"), "{text}");
+        }
+        r => panic!("expected InvalidMarker, got {:?}", r.map(|m| m.marker.files.len())),
+    }
 }
 
 #[tokio::test]

@@ -132,7 +132,7 @@ impl<'de> Visitor<'de> for Typed {
         let number = |s: String| validate_number(&s).map(|()| s).map_err(|_| fail::<A::Error>());
         let bytes = |s: String| b64().decode(s).map_err(|_| fail::<A::Error>());
         let nested = self.depth + 1;
-        if matches!(tag, TypeTag::L | TypeTag::M) && nested >= MAX_DEPTH {
+        if matches!(tag, TypeTag::L | TypeTag::M) && nested > MAX_DEPTH {
             return Err(fail());
         }
         let v = match tag {

@@ -15,11 +15,13 @@ use super::{BatchLimits, CallStats, Target};
 use crate::decimal::Decimal;
 use crate::error::LoadError;
 use crate::schema::{Cell, ColumnType, Row, TableModel, TargetKind};
-use bigtable_rs::bigtable::{BigTable, BigTableConnection};
-use bigtable_rs::google::bigtable::v2::mutation::{DeleteFromRow, Mutation as M, SetCell};
+use bigtable_rs::bigtable::{BigTable, BigTableConnection, RoutingMetadata as _};
 use bigtable_rs::google::bigtable::v2::mutate_rows_request::Entry;
+use bigtable_rs::google::bigtable::v2::mutation::{DeleteFromRow, Mutation as M, SetCell};
+use bigtable_rs::google::bigtable::v2::read_rows_response::{self, cell_chunk::RowStatus};
 use bigtable_rs::google::bigtable::v2::row_filter::{Chain, Filter};
-use bigtable_rs::google::bigtable::v2::{MutateRowsRequest, Mutation, ReadRowsRequest, RowFilter};
+use bigtable_rs::google::bigtable::v2::row_range::StartKey;
+use bigtable_rs::google::bigtable::v2::{MutateRowsRequest, Mutation, ReadRowsRequest, RowFilter, RowRange, RowSet};
 use futures::StreamExt as _;
 use googleapis_tonic_google_bigtable_admin_v2::google::bigtable::admin::v2 as admin;
 use std::collections::HashMap;
@@ -289,9 +291,36 @@ impl Target for BigtableTarget {
         Ok(())
     }
 
+    /// A key-only scan (first cell of each row, value stripped) whose responses are
+    /// counted as they stream in and dropped: memory does not grow with the table, and
+    /// only a stream idle for [`READ_IDLE_TIMEOUT`] fails, however long the scan takes.
+    /// A broken stream resumes after the last row counted.
     async fn count_rows(&self, model: &TableModel) -> Result<u64, LoadError> {
-        let filter = Filter::Chain(Chain { filters: vec![RowFilter { filter: Some(Filter::CellsPerRowLimitFilter(1)) }, RowFilter { filter: Some(Filter::StripValueTransformer(true)) }] });
-        Ok(self.read(model, filter).await?.len() as u64)
+        let mut client = self.client();
+        let table_name = client.get_full_table_name(&model.name);
+        let mut counter = RowCounter::default();
+        let mut failures = 0u32;
+        loop {
+            let req = count_request(&table_name, counter.last_committed.as_deref());
+            let failure = match stream_count(&mut client, req, &mut counter).await {
+                Ok(()) => return Ok(counter.rows),
+                Err(f) => f,
+            };
+            if counter.progressed {
+                failures = 0;
+            }
+            failures += 1;
+            let retryable = match &failure {
+                CountFailure::Idle => true,
+                CountFailure::Status(s) => code_retryable(s.code()),
+                CountFailure::Header(_) => false,
+            };
+            if !retryable || failures > COUNT_RETRIES {
+                return Err(err("count rows", &model.name, format!("{failure} after {} rows counted", counter.rows), retryable));
+            }
+            tracing::warn!(table = %model.name, rows = counter.rows, attempt = failures, error = %failure, "row count stream broke; resuming after the last row counted");
+            tokio::time::sleep(Duration::from_millis(200 << failures.min(5))).await;
+        }
     }
 
     async fn read_all(&self, model: &TableModel) -> Result<Vec<Row>, LoadError> {
@@ -322,6 +351,135 @@ impl Target for BigtableTarget {
     }
 }
 
+/// Longest wait for the next response of a ReadRows stream before the stream counts
+/// as broken (the scan as a whole has no deadline).
+pub const READ_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Consecutive broken streams, without a row counted in between, before counting fails.
+const COUNT_RETRIES: u32 = 5;
+
+/// Why one ReadRows stream of a count ended early.
+#[derive(Debug)]
+enum CountFailure {
+    Status(tonic::Status),
+    Idle,
+    Header(String),
+}
+
+impl std::fmt::Display for CountFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CountFailure::Status(s) => write!(f, "{:?}: {}", s.code(), s.message()),
+            CountFailure::Idle => write!(f, "no response for {} s", READ_IDLE_TIMEOUT.as_secs()),
+            CountFailure::Header(m) => write!(f, "routing header: {m}"),
+        }
+    }
+}
+
+/// Counts the rows of a ReadRows response stream from its chunks: a row counts when
+/// its CommitRow arrives (a row may span chunks and responses; a ResetRow only means
+/// its chunks come again). Holds two row keys, never a row.
+#[derive(Debug, Default)]
+struct RowCounter {
+    rows: u64,
+    /// Key of the row being received.
+    current: Vec<u8>,
+    /// Key of the last row counted: a resumed scan starts after it.
+    last_committed: Option<Vec<u8>>,
+    /// Whether a row was counted since the flag was last cleared.
+    progressed: bool,
+}
+
+impl RowCounter {
+    fn feed(&mut self, chunks: &[read_rows_response::CellChunk]) {
+        for c in chunks {
+            if !c.row_key.is_empty() {
+                self.current.clone_from(&c.row_key);
+            }
+            if let Some(RowStatus::CommitRow(true)) = c.row_status {
+                self.rows += 1;
+                self.progressed = true;
+                self.last_committed = Some(std::mem::take(&mut self.current));
+            }
+        }
+    }
+}
+
+/// The key-only scan of a count: the whole table, or what follows `after`.
+fn count_request(table_name: &str, after: Option<&[u8]>) -> ReadRowsRequest {
+    let filter =
+        Filter::Chain(Chain { filters: vec![RowFilter { filter: Some(Filter::CellsPerRowLimitFilter(1)) }, RowFilter { filter: Some(Filter::StripValueTransformer(true)) }] });
+    let rows = after.map(|key| RowSet { row_keys: vec![], row_ranges: vec![RowRange { start_key: Some(StartKey::StartKeyOpen(key.to_vec())), end_key: None }] });
+    ReadRowsRequest { table_name: table_name.into(), rows, filter: Some(RowFilter { filter: Some(filter) }), ..Default::default() }
+}
+
+/// Runs one ReadRows stream to its end, feeding `counter`. bigtable_rs's own
+/// `read_rows` collects every row and bounds the whole call by the connection timeout,
+/// so the stream is read here from the generated client.
+async fn stream_count(client: &mut BigTable, req: ReadRowsRequest, counter: &mut RowCounter) -> Result<(), CountFailure> {
+    counter.progressed = false;
+    // What bigtable_rs adds to each table call: Cloud Bigtable routes on it.
+    let routing = tonic::metadata::MetadataValue::try_from(req.get_routing_header()).map_err(|e| CountFailure::Header(e.to_string()))?;
+    let mut request = tonic::Request::new(req);
+    request.metadata_mut().insert("x-goog-request-params", routing);
+    let call = client.get_client().read_rows(request);
+    let mut stream = match tokio::time::timeout(READ_IDLE_TIMEOUT, call).await {
+        Ok(r) => r.map_err(CountFailure::Status)?.into_inner(),
+        Err(_) => return Err(CountFailure::Idle),
+    };
+    loop {
+        match tokio::time::timeout(READ_IDLE_TIMEOUT, stream.message()).await {
+            Ok(Ok(Some(resp))) => counter.feed(&resp.chunks),
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(s)) => return Err(CountFailure::Status(s)),
+            Err(_) => return Err(CountFailure::Idle),
+        }
+    }
+}
+
 fn code_retryable(code: tonic::Code) -> bool {
     matches!(code, tonic::Code::Unavailable | tonic::Code::ResourceExhausted | tonic::Code::Aborted | tonic::Code::DeadlineExceeded | tonic::Code::Internal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use read_rows_response::CellChunk;
+
+    fn chunk(key: &[u8], status: Option<RowStatus>) -> CellChunk {
+        CellChunk {
+            row_key: key.to_vec(),
+            family_name: (!key.is_empty()).then(|| "d".into()),
+            qualifier: (!key.is_empty()).then(|| b"q".to_vec()),
+            row_status: status,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rows_count_on_commit_across_chunks_and_responses() {
+        let mut c = RowCounter::default();
+        c.feed(&[chunk(b"a", Some(RowStatus::CommitRow(true))), chunk(b"b", None)]);
+        assert_eq!((c.rows, c.last_committed.as_deref()), (1, Some(&b"a"[..])));
+        // Row b ends in the next response; row c is reset, sent again, then committed.
+        c.feed(&[chunk(b"", Some(RowStatus::CommitRow(true))), chunk(b"c", None), chunk(b"", Some(RowStatus::ResetRow(true)))]);
+        c.feed(&[chunk(b"c", Some(RowStatus::CommitRow(true)))]);
+        assert_eq!((c.rows, c.last_committed.as_deref()), (3, Some(&b"c"[..])));
+        assert!(c.progressed);
+        // An empty response (the server reporting scan progress) counts nothing.
+        c.feed(&[]);
+        assert_eq!(c.rows, 3);
+    }
+
+    #[test]
+    fn a_resumed_count_starts_after_the_last_row_counted() {
+        let whole = count_request("projects/p/instances/i/tables/t", None);
+        assert_eq!(whole.rows, None);
+        let Some(RowFilter { filter: Some(Filter::Chain(chain)) }) = &whole.filter else { panic!("{:?}", whole.filter) };
+        assert_eq!(chain.filters.len(), 2, "first cell only, value stripped");
+        let rest = count_request("projects/p/instances/i/tables/t", Some(b"k\x00"));
+        let range = &rest.rows.as_ref().expect("a row set").row_ranges[0];
+        assert_eq!(range.start_key, Some(StartKey::StartKeyOpen(b"k\x00".to_vec())));
+        assert_eq!(range.end_key, None);
+        assert_eq!(rest.get_routing_header(), "table_name=projects%2Fp%2Finstances%2Fi%2Ftables%2Ft&app_profile_id=");
+    }
 }
