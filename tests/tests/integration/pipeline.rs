@@ -29,7 +29,6 @@ fn export_args(table: &str, bucket: &str, extra: &[&str]) -> Vec<String> {
 async fn faults_injected_end_to_end_still_match_item_for_item() {
     let dir = work_dir("pipefaults");
     let ddb = crossdock_tests::dynamodb().await;
-    let s3 = crossdock_tests::s3().await;
     let gcs = crossdock_tests::gcs().await;
 
     // Source tables: one with a GSI (→ PostgreSQL), one without (→ Bigtable), every type.
