@@ -128,8 +128,8 @@ pub async fn run(relay: Relay, shutdown: impl Future<Output = ()>) -> Result<Sum
         DrainReason::Idle => "idle",
     };
     metrics::drain_started(label, lock(&shared.inflight).len(), deadline);
-    let _ = receiver.await;
     let until = Instant::now() + deadline;
+    let _ = receiver.await;
     loop {
         if lock(&shared.inflight).is_empty() {
             break;
@@ -138,18 +138,7 @@ pub async fn run(relay: Relay, shutdown: impl Future<Output = ()>) -> Result<Sum
             let abandoned: Vec<(String, InFlight)> = lock(&shared.inflight).drain().collect();
             for (id, f) in abandoned {
                 f.abort.abort();
-                let r = shared
-                    .relay
-                    .sqs
-                    .change_message_visibility()
-                    .queue_url(&settings.queue_url)
-                    .receipt_handle(&f.receipt)
-                    .visibility_timeout(0)
-                    .send()
-                    .await;
-                if let Err(e) = r {
-                    metrics::sqs_error("ChangeMessageVisibility", &aws_sdk_sqs::error::DisplayErrorContext(&e).to_string());
-                }
+                release(&shared, &f.receipt).await;
                 metrics::released(&id);
                 metrics::message_done(&id, "released");
                 inc(&shared.stats.released);
@@ -192,6 +181,14 @@ pub async fn run(relay: Relay, shutdown: impl Future<Output = ()>) -> Result<Sum
     Ok(summary)
 }
 
+/// Makes a message visible again at once, for another relay (or this one's successor).
+async fn release(shared: &Shared, receipt: &str) {
+    let r = shared.relay.sqs.change_message_visibility().queue_url(&shared.relay.settings.queue_url).receipt_handle(receipt).visibility_timeout(0).send().await;
+    if let Err(e) = r {
+        metrics::sqs_error("ChangeMessageVisibility", &aws_sdk_sqs::error::DisplayErrorContext(&e).to_string());
+    }
+}
+
 async fn receive_loop(shared: Arc<Shared>, stop: CancellationToken, idle: CancellationToken, sem: Arc<Semaphore>) {
     let s = &shared.relay.settings;
     let concurrency = s.concurrency;
@@ -226,9 +223,22 @@ async fn receive_loop(shared: Arc<Shared>, stop: CancellationToken, idle: Cancel
             .visibility_timeout(shared.relay.visibility as i32)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send();
+        let mut call = std::pin::pin!(call);
         let resp = tokio::select! {
-            r = call => r,
-            _ = stop.cancelled() => break,
+            r = &mut call => r,
+            _ = stop.cancelled() => {
+                // The long poll may already have taken messages off the queue; dropped,
+                // they would stay hidden for a whole visibility timeout. Let it finish
+                // and hand back what it took.
+                if let Ok(Ok(out)) = tokio::time::timeout(Duration::from_secs(u64::from(wait) + 5), call).await {
+                    for m in out.messages.unwrap_or_default() {
+                        if let Some(receipt) = m.receipt_handle {
+                            release(&shared, &receipt).await;
+                        }
+                    }
+                }
+                break;
+            }
         };
         let messages = match resp {
             Ok(out) => {
