@@ -7,7 +7,7 @@
 //! anything else (a reject, a repeated name, a value of another type) returns `None`
 //! and the caller takes the checked path, which also gives the reason.
 
-use crate::schema::{to_float, to_int, to_numeric, typed_json, Cell, Column, ColumnType, Row, TableModel, TargetKind};
+use crate::schema::{stored_json, stored_text, to_float, to_int, to_numeric, Cell, Column, ColumnType, Row, TableModel, TargetKind};
 use base64::Engine as _;
 use crossdock_core::item::{parse_attrs_with, validate_number, AttributeValue, Text};
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
@@ -94,7 +94,7 @@ impl<'de> DeserializeSeed<'de> for CellSeed<'_> {
         if self.column.ty == ColumnType::Json {
             // Any type goes into a JSON column: decode the value whole, with the codec.
             let v = <AttributeValue as serde::Deserialize>::deserialize(de)?;
-            return Ok(Cell::Json(typed_json(&v)));
+            return Ok(Cell::Json(stored_json(self.target, &v)));
         }
         de.deserialize_map(self)
     }
@@ -111,7 +111,7 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).map_err(|_| fail::<A::Error>());
         let ok = |r: Result<Cell, String>| r.map_err(|_| fail::<A::Error>());
         let cell = match (self.column.ty, tag.0.as_ref()) {
-            (ColumnType::String, "S") => Cell::Str(map.next_value()?),
+            (ColumnType::String, "S") => Cell::Str(stored_text(self.target, map.next_value()?)),
             (ColumnType::Bool, "BOOL") => Cell::Bool(map.next_value()?),
             (ColumnType::Bytes, "B") => Cell::Bytes(b64(&map.next_value::<Text<'de>>()?.0)?),
             (ColumnType::Int64, "N") => {
@@ -129,7 +129,7 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
                 number(&n)?;
                 ok(to_numeric(self.target, n).map(Cell::Num))?
             }
-            (ColumnType::StringArray, "SS") => Cell::StrArr(map.next_value()?),
+            (ColumnType::StringArray, "SS") => Cell::StrArr(map.next_value::<Vec<String>>()?.into_iter().map(|s| stored_text(self.target, s)).collect()),
             (ColumnType::BytesArray, "BS") => Cell::BytesArr(map.next_value::<Vec<Text<'de>>>()?.iter().map(|s| b64(&s.0)).collect::<Result<_, _>>()?),
             (ColumnType::Int64Array | ColumnType::Float64Array | ColumnType::NumericArray, "NS") => {
                 let ns: Vec<String> = map.next_value()?;

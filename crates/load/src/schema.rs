@@ -12,6 +12,10 @@
 //! - an absent attribute is SQL `NULL` (so `{"NULL":true}` and "absent" stay distinct).
 //! - names: identifiers that are already valid are kept; others are encoded reversibly
 //!   as `x_` + (`_` → `__`, any other byte outside `[A-Za-z0-9]` → `_hh`).
+//! - PostgreSQL strings: `text` and `jsonb` cannot hold U+0000, which DynamoDB strings
+//!   may contain, so a string that contains it (or starts with the escape mark) is
+//!   stored escaped ([`pg_escape`]): in text columns, text arrays and every string and
+//!   map key inside JSON.
 
 use crate::decimal::Decimal;
 use crate::error::LoadError;
@@ -326,14 +330,14 @@ impl TableModel {
         let target = self.target;
         let wrong = |v: &AttributeValue| format!("{} value does not fit column {} of type {:?}", v.type_tag().as_str(), c.name, c.ty);
         Ok(match (c.ty, v) {
-            (ColumnType::Json, v) => Cell::Json(typed_json(&v)),
-            (ColumnType::String, A::S(s)) => Cell::Str(s),
+            (ColumnType::Json, v) => Cell::Json(stored_json(target, &v)),
+            (ColumnType::String, A::S(s)) => Cell::Str(stored_text(target, s)),
             (ColumnType::Bytes, A::B(b)) => Cell::Bytes(b),
             (ColumnType::Bool, A::Bool(b)) => Cell::Bool(b),
             (ColumnType::Int64, A::N(n)) => Cell::Int(to_int(&n)?),
             (ColumnType::Numeric, A::N(n)) => Cell::Num(to_numeric(target, n)?),
             (ColumnType::Float64, A::N(n)) => Cell::Float(to_float(&n)?),
-            (ColumnType::StringArray, A::Ss(s)) => Cell::StrArr(s),
+            (ColumnType::StringArray, A::Ss(s)) => Cell::StrArr(s.into_iter().map(|s| stored_text(target, s)).collect()),
             (ColumnType::BytesArray, A::Bs(b)) => Cell::BytesArr(b),
             (ColumnType::Int64Array, A::Ns(ns)) => Cell::IntArr(ns.iter().map(|n| to_int(n)).collect::<Result<_, _>>()?),
             (ColumnType::NumericArray, A::Ns(ns)) => Cell::NumArr(ns.into_iter().map(|n| to_numeric(target, n)).collect::<Result<_, _>>()?),
@@ -345,16 +349,25 @@ impl TableModel {
     /// Converts a row read back from the target to the item it stands for.
     pub fn to_item(&self, row: &Row) -> Result<Item, String> {
         let mut item = Item::new();
+        let pg = self.target == TargetKind::Postgres;
         for (c, cell) in self.columns.iter().zip(row) {
             let v = match cell {
                 Cell::Null => continue,
                 Cell::Int(i) => AttributeValue::N(i.to_string()),
                 Cell::Num(n) => AttributeValue::N(n.clone()),
                 Cell::Float(f) => AttributeValue::N(format_float(*f)),
+                Cell::Str(s) if pg => AttributeValue::S(pg_unescape(s).map_err(|e| format!("column {}: {e}", c.name))?),
                 Cell::Str(s) => AttributeValue::S(s.clone()),
                 Cell::Bytes(b) => AttributeValue::B(b.clone()),
                 Cell::Bool(b) => AttributeValue::Bool(*b),
-                Cell::Json(j) => parse_typed_json(j).map_err(|e| format!("column {}: {e}", c.name))?,
+                Cell::Json(j) => {
+                    let mut v = parse_typed_json(j).map_err(|e| format!("column {}: {e}", c.name))?;
+                    if pg {
+                        map_strings(&mut v, &mut |s| pg_unescape(&s)).map_err(|e| format!("column {}: {e}", c.name))?;
+                    }
+                    v
+                }
+                Cell::StrArr(v) if pg => AttributeValue::Ss(v.iter().map(|s| pg_unescape(s)).collect::<Result<_, _>>().map_err(|e| format!("column {}: {e}", c.name))?),
                 Cell::StrArr(v) => AttributeValue::Ss(v.clone()),
                 Cell::IntArr(v) => AttributeValue::Ns(v.iter().map(i64::to_string).collect()),
                 Cell::NumArr(v) => AttributeValue::Ns(v.clone()),
@@ -418,6 +431,118 @@ pub fn parse_typed_json(text: &str) -> Result<AttributeValue, String> {
     let line = format!("{{\"Item\":{{\"\":{text}}}}}");
     let mut item = crossdock_core::item::parse_line(&line, 0).map_err(|e| e.to_string())?;
     item.swap_remove("").ok_or_else(|| "empty JSON value".to_string())
+}
+
+/// Marks a PostgreSQL string stored escaped. U+FFFF is a Unicode noncharacter, kept
+/// for a program's internal use, so real text almost never starts with it, while
+/// PostgreSQL accepts it in `text` and `jsonb` alike.
+pub const PG_ESCAPE_MARK: char = '\u{FFFF}';
+
+/// Whether PostgreSQL stores `s` escaped: it holds U+0000, or it starts with the mark
+/// (escaped too, so that reading back can tell the two apart).
+pub fn pg_needs_escape(s: &str) -> bool {
+    s.starts_with(PG_ESCAPE_MARK) || s.as_bytes().contains(&0)
+}
+
+/// A DynamoDB string as PostgreSQL stores it: unchanged, unless [`pg_needs_escape`];
+/// then the mark, followed by the string with `\` written `\\` and U+0000 written `\0`.
+/// Reversible ([`pg_unescape`]) and injective, so escaped keys stay unique.
+pub fn pg_escape(s: String) -> String {
+    if !pg_needs_escape(&s) {
+        return s;
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    out.push(PG_ESCAPE_MARK);
+    for ch in s.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\0' => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Inverse of [`pg_escape`]; `Err` for text that starts with the mark but is not an
+/// escape crossdock wrote.
+pub fn pg_unescape(s: &str) -> Result<String, String> {
+    let Some(body) = s.strip_prefix(PG_ESCAPE_MARK) else {
+        return Ok(s.to_string());
+    };
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.chars();
+    while let Some(ch) = chars.next() {
+        if ch != '\\' {
+            out.push(ch);
+            continue;
+        }
+        match chars.next() {
+            Some('\\') => out.push('\\'),
+            Some('0') => out.push('\0'),
+            other => return Err(format!("escaped string {s:?} has a bad escape \\{}", other.map(String::from).unwrap_or_default())),
+        }
+    }
+    Ok(out)
+}
+
+/// A string as a column of `target` stores it.
+pub(crate) fn stored_text(target: TargetKind, s: String) -> String {
+    match target {
+        TargetKind::Postgres => pg_escape(s),
+        TargetKind::Spanner | TargetKind::Bigtable => s,
+    }
+}
+
+/// A value as a JSON column of `target` stores it: typed JSON, on PostgreSQL with every
+/// string and map key that needs it escaped (jsonb refuses `\u0000` as well).
+pub(crate) fn stored_json(target: TargetKind, v: &AttributeValue) -> String {
+    if target != TargetKind::Postgres || !any_string(v, &pg_needs_escape) {
+        return typed_json(v);
+    }
+    let mut v = v.clone();
+    // pg_escape cannot fail.
+    let _ = map_strings(&mut v, &mut |s| Ok(pg_escape(s)));
+    typed_json(&v)
+}
+
+/// Whether any string of `v` (S, an SS element, a map key, at any depth) matches.
+fn any_string(v: &AttributeValue, f: &impl Fn(&str) -> bool) -> bool {
+    use AttributeValue as A;
+    match v {
+        A::S(s) => f(s),
+        A::Ss(ss) => ss.iter().any(|s| f(s)),
+        A::L(l) => l.iter().any(|v| any_string(v, f)),
+        A::M(m) => m.iter().any(|(k, v)| f(k) || any_string(v, f)),
+        A::N(_) | A::B(_) | A::Bool(_) | A::Null | A::Ns(_) | A::Bs(_) => false,
+    }
+}
+
+/// Replaces every string of `v` (as [`any_string`] finds them) by `f` of it.
+fn map_strings(v: &mut AttributeValue, f: &mut impl FnMut(String) -> Result<String, String>) -> Result<(), String> {
+    use AttributeValue as A;
+    match v {
+        A::S(s) => *s = f(std::mem::take(s))?,
+        A::Ss(ss) => {
+            for s in ss {
+                *s = f(std::mem::take(s))?;
+            }
+        }
+        A::L(l) => {
+            for v in l {
+                map_strings(v, f)?;
+            }
+        }
+        A::M(m) => {
+            let mut out = indexmap::IndexMap::with_capacity(m.len());
+            for (k, mut v) in std::mem::take(m) {
+                map_strings(&mut v, f)?;
+                out.insert(f(k)?, v);
+            }
+            *m = out;
+        }
+        A::N(_) | A::B(_) | A::Bool(_) | A::Null | A::Ns(_) | A::Bs(_) => {}
+    }
+    Ok(())
 }
 
 /// Equality of items as DynamoDB sees them: numbers compared by value (floats by
@@ -512,9 +637,11 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) const LINES: [&str; 2] = [
+    pub(crate) const LINES: [&str; 3] = [
         r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"},"status":{"S":"new"},"price":{"N":"12.50"},"big":{"N":"123456789012345678901234567890123456"},"n":{"N":"7"},"b":{"B":"AAE="},"t":{"BOOL":true},"ss":{"SS":["x","y"]},"ns":{"NS":["1","2"]},"bs":{"BS":["AA=="]},"l":{"L":[{"S":"a"},{"N":"1"}]},"m":{"M":{"k":{"NULL":true}}},"mixed":{"S":"s"},"nul":{"NULL":true},"odd name!":{"S":"x"}}}"#,
         r#"{"Item":{"pk":{"S":"b"},"sk":{"N":"2"},"mixed":{"N":"3"}}}"#,
+        // U+0000 (and the escape mark) in a key, a string, a set, JSON strings and map keys.
+        r#"{"Item":{"pk":{"S":"a\u0000b"},"sk":{"N":"3"},"status":{"S":"\u0000\\x"},"ss":{"SS":["x\u0000","\uffffy","z"]},"m":{"M":{"k\u0000":{"S":"v\u0000"},"\uffff":{"L":[{"S":"\\0"}]}}},"mixed":{"S":"\u0000"}}}"#,
     ];
 
     pub(crate) fn stats() -> TypeStats {
@@ -568,6 +695,51 @@ pub(crate) mod tests {
                 assert!(items_equal(&item, &back), "{target:?}\n{item:?}\n{back:?}");
             }
         }
+    }
+
+    #[test]
+    fn pg_escape_round_trips_and_keeps_strings_apart() {
+        let strings = ["", "plain", "a\0b", "\0", "\0\0", "\\", "\\0", "\u{FFFF}", "\u{FFFF}\\0", "\u{FFFF}\0", "x\u{FFFF}", "a\\\0", "\0\\0", "日本\0"];
+        let mut seen = std::collections::HashSet::new();
+        for s in strings {
+            let e = pg_escape(s.to_string());
+            assert!(!e.contains('\0'), "{s:?} → {e:?}");
+            assert_eq!(pg_unescape(&e).as_deref(), Ok(s), "{e:?}");
+            assert!(seen.insert(e.clone()), "{s:?} → {e:?} collides");
+            if !s.contains('\0') && !s.starts_with(PG_ESCAPE_MARK) {
+                assert_eq!(e, s, "strings without U+0000 or the mark are kept as they are");
+            }
+        }
+        assert_eq!(pg_escape("a\0b\\".into()), "\u{FFFF}a\\0b\\\\");
+        for bad in ["\u{FFFF}a\\", "\u{FFFF}\\x"] {
+            assert!(pg_unescape(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn postgres_rows_hold_no_nul_and_other_targets_keep_it() {
+        let item = parse_line(LINES[2], 1).expect("valid");
+        let pg = TableModel::infer(TargetKind::Postgres, &schema(), &stats(), None).expect("model");
+        let row = pg.to_row(&item).expect("converts");
+        assert_eq!(row[0], Cell::Str("\u{FFFF}a\\0b".into()));
+        for cell in &row {
+            let texts: Vec<&str> = match cell {
+                Cell::Str(s) | Cell::Json(s) => vec![s],
+                Cell::StrArr(v) => v.iter().map(String::as_str).collect(),
+                _ => vec![],
+            };
+            for t in texts {
+                assert!(!t.contains('\0') && !t.contains("\\u0000"), "{cell:?}");
+            }
+        }
+        let bt = TableModel::infer(TargetKind::Bigtable, &schema(), &stats(), None).expect("model");
+        assert_eq!(bt.to_row(&item).expect("converts")[0], Cell::Str("a\0b".into()));
+        // What PostgreSQL gives back: jsonb re-spaced, the mark raw or escaped.
+        let at = pg.columns.iter().position(|c| c.attribute == "m").expect("m");
+        let Cell::Json(text) = &row[at] else { panic!("m is JSON") };
+        let mut back = row.clone();
+        back[at] = Cell::Json(text.replace(':', ": ").replace('\u{FFFF}', "\\uffff"));
+        assert!(items_equal(&item, &pg.to_item(&back).expect("decodes")));
     }
 
     #[test]

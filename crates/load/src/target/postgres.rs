@@ -3,6 +3,9 @@
 //! (a rerun after a crash, `--force`) is redone as binary COPY into a per-session
 //! staging table plus one `INSERT … SELECT … ON CONFLICT DO UPDATE`, in one
 //! transaction. Either way a batch is all or nothing, and a repeated batch is harmless.
+//! Rows arrive with their strings already in the form PostgreSQL can hold (the model's
+//! conversion escapes U+0000, [`crate::schema::pg_escape`]) and are read back as stored;
+//! `TableModel::to_item` reverses the escape.
 
 use super::{BatchLimits, CallStats, Target};
 use crate::error::LoadError;
