@@ -155,6 +155,7 @@ pub async fn write_export(
             raw_bytes: raw.len() as u64,
             stored_bytes: stored.len() as u64,
             sha256: hex_sha(&raw),
+            stored_crc32c: Some(crossdock_core::marker::Crc32c::of(&stored)),
         };
         put(client, bucket, &export.gcs_key(&file, codec), stored).await;
         totals.files += 1;

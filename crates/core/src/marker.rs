@@ -24,6 +24,62 @@ pub struct MarkerFile {
     pub stored_bytes: u64,
     /// SHA-256 of the uncompressed bytes, from the manifest.
     pub sha256: String,
+    /// CRC32C of the stored (compressed) bytes, computed by the relay as it uploaded them
+    /// and confirmed against the CRC32C GCS reports. Absent in markers of relays that
+    /// did not record it; a loader then cannot check the stored bytes before decoding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_crc32c: Option<Crc32c>,
+}
+
+/// A CRC32C (Castagnoli) checksum, written as GCS writes an object's `crc32c`: standard
+/// base64 of the big-endian value (`"AAAAAA=="` for empty input), so a recorded value
+/// compares with what GCS reports for the object as text or as a number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Crc32c(pub u32);
+
+impl Crc32c {
+    /// The checksum of `bytes`.
+    pub fn of(bytes: &[u8]) -> Crc32c {
+        Crc32c(crc32c::crc32c(bytes))
+    }
+
+    /// The checksum of what was checksummed so far followed by `bytes`, for data
+    /// seen in pieces (the relay's upload stream).
+    pub fn append(self, bytes: &[u8]) -> Crc32c {
+        Crc32c(crc32c::crc32c_append(self.0, bytes))
+    }
+
+    /// Parses GCS's form; `None` unless it is base64 of exactly four bytes.
+    pub fn from_gcs(text: &str) -> Option<Crc32c> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim()).ok()?;
+        Some(Crc32c(u32::from_be_bytes(bytes.try_into().ok()?)))
+    }
+
+    /// GCS's form: base64 of the big-endian value.
+    pub fn to_gcs(self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(self.0.to_be_bytes())
+    }
+}
+
+impl std::fmt::Display for Crc32c {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_gcs())
+    }
+}
+
+impl Serialize for Crc32c {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_gcs())
+    }
+}
+
+impl<'de> Deserialize<'de> for Crc32c {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Crc32c, D::Error> {
+        let text = String::deserialize(d)?;
+        Crc32c::from_gcs(&text).ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not a CRC32C (base64 of 4 bytes)")))
+    }
 }
 
 /// Totals over all files of the export.
@@ -79,6 +135,23 @@ pub struct StoredObject {
     pub stored_bytes: u64,
     /// Uncompressed size recorded in the object's metadata by the relay.
     pub raw_bytes: Option<u64>,
+    /// CRC32C of the stored bytes recorded in the object's metadata by the relay.
+    pub stored_crc32c: Option<Crc32c>,
+    /// CRC32C GCS reports for the object's bytes as they are now.
+    pub gcs_crc32c: Option<Crc32c>,
+}
+
+impl StoredObject {
+    /// Whether the bytes in GCS are still the ones the relay stored: when the relay
+    /// recorded a CRC32C, GCS must report the same. An object rewritten or corrupted
+    /// behind the relay's back (its metadata kept) fails this; one relayed before the
+    /// CRC32C was recorded has nothing to compare and passes.
+    pub fn intact(&self) -> bool {
+        match self.stored_crc32c {
+            Some(recorded) => self.gcs_crc32c == Some(recorded),
+            None => true,
+        }
+    }
 }
 
 /// The verdict of [`check_complete`].
@@ -91,7 +164,8 @@ pub enum Completeness {
 }
 
 /// The completeness rule: the schema, all `total_segments` manifests and every part they
-/// list are present in GCS, with each part's recorded raw size equal to the manifest's.
+/// list are present in GCS, with each part's recorded raw size equal to the manifest's
+/// and its bytes still those the relay stored ([`StoredObject::intact`]).
 ///
 /// `objects` maps names relative to the export directory to what is stored there;
 /// `manifests` are the parsed manifests found (any order).
@@ -141,7 +215,7 @@ fn marker_file(p: &PartEntry, objects: &BTreeMap<String, StoredObject>, codec: C
     };
     let name = DumpFile::Part { segment, part, codec }.s3_name();
     let o = objects.get(&name)?;
-    (o.raw_bytes == Some(p.bytes)).then(|| MarkerFile {
+    (o.raw_bytes == Some(p.bytes) && o.intact()).then(|| MarkerFile {
         name,
         segment,
         part,
@@ -149,6 +223,7 @@ fn marker_file(p: &PartEntry, objects: &BTreeMap<String, StoredObject>, codec: C
         raw_bytes: p.bytes,
         stored_bytes: o.stored_bytes,
         sha256: p.sha256.clone(),
+        stored_crc32c: o.stored_crc32c,
     })
 }
 
@@ -182,7 +257,7 @@ mod tests {
     }
 
     fn stored(raw: u64) -> StoredObject {
-        StoredObject { stored_bytes: raw / 4, raw_bytes: Some(raw) }
+        StoredObject { stored_bytes: raw / 4, raw_bytes: Some(raw), stored_crc32c: None, gcs_crc32c: None }
     }
 
     #[test]
@@ -218,6 +293,66 @@ mod tests {
     }
 
     #[test]
+    fn a_part_whose_gcs_crc32c_differs_from_the_recorded_one_is_missing() {
+        let mut schema = sample_schema();
+        schema.total_segments = 1;
+        let ms = vec![manifest(0, &[(0, 100)])];
+        let name = "data/seg-00000-part-00000.json.zst".to_string();
+        let good = StoredObject { stored_crc32c: Some(Crc32c(7)), gcs_crc32c: Some(Crc32c(7)), ..stored(100) };
+        let objects = BTreeMap::from([(name.clone(), good.clone())]);
+        let Completeness::Complete { files, .. } = check_complete(Some(&schema), &ms, &objects, Codec::Zstd) else {
+            panic!("matching CRC32C counts");
+        };
+        assert_eq!(files[0].stored_crc32c, Some(Crc32c(7)), "the recorded CRC32C goes into the marker");
+        for gcs in [Some(Crc32c(8)), None] {
+            let objects = BTreeMap::from([(name.clone(), StoredObject { gcs_crc32c: gcs, ..good.clone() })]);
+            assert_eq!(
+                check_complete(Some(&schema), &ms, &objects, Codec::Zstd),
+                Completeness::Incomplete { missing: vec!["data/seg-00000-part-00000.json".into()] },
+                "GCS reports {gcs:?}"
+            );
+        }
+        // Relayed before CRC32Cs were recorded: nothing to compare, counted as before.
+        let old = StoredObject { stored_crc32c: None, gcs_crc32c: Some(Crc32c(8)), ..good };
+        assert!(matches!(check_complete(Some(&schema), &ms, &BTreeMap::from([(name, old)]), Codec::Zstd), Completeness::Complete { .. }));
+    }
+
+    #[test]
+    fn crc32c_is_castagnoli_in_gcs_form_and_optional_in_markers() {
+        // RFC 3720 B.4 test vector, and GCS's value for an empty object.
+        assert_eq!(Crc32c::of(b"123456789"), Crc32c(0xE306_9283));
+        assert_eq!(Crc32c::of(b"").to_gcs(), "AAAAAA==");
+        assert_eq!(Crc32c::default().append(b"1234").append(b"56789"), Crc32c::of(b"123456789"));
+        let c = Crc32c(0xE306_9283);
+        assert_eq!(c.to_gcs(), "4waSgw==");
+        assert_eq!(Crc32c::from_gcs("4waSgw=="), Some(c));
+        for bad in ["", "4waS", "4waSgwAA", "not base64"] {
+            assert_eq!(Crc32c::from_gcs(bad), None, "{bad:?}");
+        }
+        let mut f = MarkerFile {
+            name: "data/seg-00000-part-00000.json.zst".into(),
+            segment: 0,
+            part: 0,
+            items: 1,
+            raw_bytes: 2,
+            stored_bytes: 3,
+            sha256: "ab".repeat(32),
+            stored_crc32c: Some(c),
+        };
+        let json = serde_json::to_value(&f).expect("ser");
+        assert_eq!(json["stored_crc32c"], "4waSgw==");
+        assert_eq!(serde_json::from_value::<MarkerFile>(json).expect("de"), f);
+        // A marker of an older relay has no such field and still parses.
+        f.stored_crc32c = None;
+        let json = serde_json::to_value(&f).expect("ser");
+        assert!(json.get("stored_crc32c").is_none(), "{json}");
+        assert_eq!(serde_json::from_value::<MarkerFile>(json).expect("de"), f);
+        let mut bad = serde_json::to_value(&f).expect("ser");
+        bad["stored_crc32c"] = "xyz".into();
+        assert!(serde_json::from_value::<MarkerFile>(bad).is_err());
+    }
+
+    #[test]
     fn marker_and_loaded_snapshots() {
         let export = ExportId::new("2026-11-23", "Orders", Timestamp::parse("2026-11-23T09-30-00Z").expect("ts")).expect("id");
         let marker = SuccessMarker {
@@ -233,6 +368,7 @@ mod tests {
                 raw_bytes: 120,
                 stored_bytes: 80,
                 sha256: "ab".repeat(32),
+                stored_crc32c: None,
             }],
             totals: Totals { files: 1, items: 2, raw_bytes: 120, stored_bytes: 80 },
             type_stats: TypeStats::default(),

@@ -1,5 +1,5 @@
 //! The loader's data path up to the writers: each file is downloaded and checked
-//! whole (size + sha256, before any of its rows is written), then converted on a
+//! whole (stored CRC32C, size + sha256, before any of its rows is written), then converted on a
 //! blocking thread into chunks of rows that flow through a bounded channel while the
 //! next file downloads. Memory stays at about two files' raw bytes plus a few chunks,
 //! whatever the part size, and writers never wait at file boundaries.

@@ -3,7 +3,7 @@
 use crate::error::LoadError;
 use crate::gcs::Gcs;
 use crossdock_core::layout::{DumpFile, DumpKey};
-use crossdock_core::marker::{MarkerFile, SuccessMarker};
+use crossdock_core::marker::{Crc32c, MarkerFile, SuccessMarker};
 use crossdock_core::Codec;
 use sha2::Digest as _;
 use tokio::io::AsyncReadExt as _;
@@ -85,10 +85,13 @@ pub async fn read_part(m: &Marker, f: &MarkerFile) -> Result<Vec<u8>, LoadError>
 }
 
 /// Decompresses a stored part (`gs://bucket/key`) and checks it against its marker
-/// entry: exactly `raw_bytes` bytes (decompression stops one byte past that, so a
-/// corrupt or hostile part cannot make the loader allocate more) and the SHA-256.
+/// entry: the stored bytes' CRC32C when the marker records one (before decoding, so
+/// damaged bytes never reach the decompressor), then exactly `raw_bytes` bytes
+/// (decompression stops one byte past that, so a corrupt or hostile part cannot make
+/// the loader allocate more) and the SHA-256.
 pub async fn check_part(codec: Codec, stored: Vec<u8>, f: &MarkerFile, bucket: &str, key: &str) -> Result<Vec<u8>, LoadError> {
     let corrupt = |reason: String| LoadError::CorruptFile { bucket: bucket.into(), key: key.into(), reason };
+    check_stored(&stored, f).map_err(corrupt)?;
     let raw = decompress(codec, stored, f.raw_bytes).await.map_err(|e| corrupt(format!("cannot decompress as {codec}: {e}")))?;
     if raw.len() as u64 > f.raw_bytes {
         return Err(corrupt(format!("decompresses to more than the {} bytes the marker records; stopped there", f.raw_bytes)));
@@ -101,6 +104,16 @@ pub async fn check_part(codec: Codec, stored: Vec<u8>, f: &MarkerFile, bucket: &
         return Err(corrupt(format!("SHA-256 {sha} differs from the marker's {}", f.sha256)));
     }
     Ok(raw)
+}
+
+/// The stored (compressed) bytes against the CRC32C the marker records for them, if any.
+fn check_stored(stored: &[u8], f: &MarkerFile) -> Result<(), String> {
+    let Some(recorded) = f.stored_crc32c else { return Ok(()) };
+    let got = Crc32c::of(stored);
+    if got != recorded {
+        return Err(format!("CRC32C {got} of the {} stored bytes differs from the marker's {recorded}", stored.len()));
+    }
+    Ok(())
 }
 
 /// Decompresses `stored`, producing at most `raw_bytes + 1` bytes: one byte more than
@@ -172,6 +185,7 @@ mod tests {
             raw_bytes: raw.len() as u64,
             stored_bytes: 1,
             sha256: sha256_hex(raw),
+            stored_crc32c: None,
         }
     }
 
@@ -245,5 +259,25 @@ mod tests {
         let short = compress(Codec::Zstd, &raw[..raw.len() - 1]).await.expect("compress");
         let e = check_part(Codec::Zstd, short, &f, "bkt", "k").await.expect_err("short part");
         assert!(e.to_string().contains("the marker says"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn stored_bytes_are_checked_against_the_marker_crc32c_before_decoding() {
+        let raw = b"{\"Item\":{\"pk\":{\"S\":\"a\"}}}\n".repeat(10);
+        let stored = compress(Codec::Zstd, &raw).await.expect("compress");
+        let f = MarkerFile { stored_crc32c: Some(Crc32c::of(&stored)), ..part(0, &raw) };
+        assert_eq!(check_part(Codec::Zstd, stored.clone(), &f, "bkt", "k").await.expect("intact part"), raw);
+        // One flipped bit: whatever it would do to decoding, the CRC32C names it first.
+        let mut damaged = stored.clone();
+        let at = damaged.len() / 2;
+        damaged[at] ^= 0x01;
+        let key = "b/Orders/ts/data/seg-00000-part-00000.json.zst";
+        let e = check_part(Codec::Zstd, damaged.clone(), &f, "bkt", key).await.expect_err("damaged part");
+        let text = e.to_string();
+        assert!(matches!(e, LoadError::CorruptFile { .. }), "{e:?}");
+        assert!(text.contains(&format!("gs://bkt/{key}")) && text.contains("CRC32C") && text.contains(&Crc32c::of(&stored).to_string()), "{text}");
+        // A marker without a CRC32C (an older relay's) still gets the size and SHA-256 checks.
+        let old = MarkerFile { stored_crc32c: None, ..f };
+        assert!(check_part(Codec::Zstd, stored, &old, "bkt", key).await.is_ok());
     }
 }

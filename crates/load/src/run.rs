@@ -647,7 +647,7 @@ mod tests {
     use super::*;
 
     fn file(part: u32) -> MarkerFile {
-        MarkerFile { name: format!("data/seg-00000-part-{part:05}.json.zst"), segment: 0, part, items: 10, raw_bytes: 100, stored_bytes: 50, sha256: format!("{part:064}") }
+        MarkerFile { name: format!("data/seg-00000-part-{part:05}.json.zst"), segment: 0, part, items: 10, raw_bytes: 100, stored_bytes: 50, sha256: format!("{part:064}"), stored_crc32c: None }
     }
 
     fn record(f: &MarkerFile, status: FileStatus, destination: &str) -> FileProgress {

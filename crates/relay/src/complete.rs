@@ -140,10 +140,11 @@ async fn probe(store: &impl Store, bucket: &str, export: &ExportId, codec: Codec
         };
         let Some(DumpFile::Part { segment, part, .. }) = DumpFile::parse(&p.name) else { return Ok(Some(1)) };
         let name = DumpFile::Part { segment, part, codec }.s3_name();
-        // Found only once finished and of the manifest's size; a copy in progress, or
-        // an older copy of a rewritten part, is not there yet.
-        let raw = store.get(&format!("{dir}{name}")).await?.and_then(|o| Provenance::from_object(&o)).map(|p| p.raw_bytes);
-        if raw != Some(p.bytes) {
+        // Found only once finished, of the manifest's size and with the bytes the relay
+        // stored; a copy in progress, an older copy of a rewritten part, or an object
+        // changed behind the relay's back is not there yet.
+        let found = store.get(&format!("{dir}{name}")).await?.and_then(|o| Provenance::from_object(&o).filter(|p| gcs::intact(&o, p)));
+        if found.map(|p| p.raw_bytes) != Some(p.bytes) {
             return Ok(Some(1));
         }
         seen.next_part.1 += 1;
@@ -163,7 +164,17 @@ async fn mark(store: &impl Store, bucket: &str, export: &ExportId, codec: Codec,
     for o in store.list(&format!("{dir}data/")).await? {
         let rel = o.name.strip_prefix(&dir).unwrap_or(&o.name).to_string();
         let p = Provenance::from_object(&o);
-        objects.insert(rel.clone(), StoredObject { stored_bytes: o.size.max(0) as u64, raw_bytes: p.as_ref().map(|p| p.raw_bytes) });
+        let stored = StoredObject {
+            stored_bytes: o.size.max(0) as u64,
+            raw_bytes: p.as_ref().map(|p| p.raw_bytes),
+            stored_crc32c: p.as_ref().and_then(|p| p.stored_crc32c),
+            gcs_crc32c: gcs::gcs_crc32c(&o),
+        };
+        if !stored.intact() {
+            // Counted as missing by the rule below; said here, since nothing else will.
+            tracing::warn!(bucket, key = %o.name, recorded = ?stored.stored_crc32c, reported = ?o.crc32c, "stored object's CRC32C differs from the one the relay recorded; not counted");
+        }
+        objects.insert(rel.clone(), stored);
         if let Some(p) = p {
             provenance.insert(rel, p);
         }
@@ -222,6 +233,7 @@ mod tests {
     use super::*;
     use crossdock_core::layout::Timestamp;
     use crossdock_core::manifest::{PartEntry, TypeStats};
+    use crossdock_core::marker::Crc32c;
     use crossdock_core::schema::{AttributeDefinition, BillingMode, KeyElement, KeyRole};
     use crossdock_core::TypeTag;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -234,6 +246,8 @@ mod tests {
     }
 
     impl MemStore {
+        /// Stores `body` as the relay does: GCS's CRC32C of it, and the same recorded in
+        /// the provenance.
         fn put(&self, name: &str, body: Vec<u8>, raw_bytes: Option<u64>) {
             let metadata = raw_bytes.map(|raw| {
                 Provenance {
@@ -245,11 +259,20 @@ mod tests {
                     items: 1,
                     raw_sha256: String::new(),
                     codec: "zstd".into(),
+                    stored_crc32c: Some(Crc32c::of(&body)),
                 }
                 .to_metadata()
             });
-            let o = Object { name: name.into(), size: body.len() as i64, metadata, ..Default::default() };
+            let crc32c = Some(Crc32c::of(&body).to_gcs());
+            let o = Object { name: name.into(), size: body.len() as i64, metadata, crc32c, ..Default::default() };
             self.objects.lock().expect("lock").insert(name.into(), (body, o));
+        }
+        /// Replaces the object's bytes behind the relay's back, keeping its metadata.
+        fn corrupt(&self, name: &str) {
+            let mut objects = self.objects.lock().expect("lock");
+            let (body, o) = objects.get_mut(name).expect("object to corrupt");
+            body[0] ^= 0xff;
+            o.crc32c = Some(Crc32c::of(body).to_gcs());
         }
         fn calls(&self) -> usize {
             self.calls.load(Ordering::Relaxed)
@@ -360,6 +383,34 @@ mod tests {
         fs[1].2 = Some(1);
         let outcomes = relay_all(&MemStore::default(), &fs).await;
         assert!(outcomes.iter().all(|o| matches!(o, MarkOutcome::Incomplete { .. })), "{outcomes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_part_changed_behind_the_relays_back_is_never_marked() {
+        let fs = files(2, 2);
+        let part = fs[1].0.clone();
+        assert!(part.contains("/data/"), "{part}");
+        // Changed after this process probed it (the final listing catches it), and
+        // before a fresh process probes it (the probe does).
+        for corrupt_after in [2, fs.len() - 1] {
+            let store = MemStore::default();
+            let c = Completion::default();
+            let mut outcomes = Vec::new();
+            for (i, (name, body, raw)) in fs.iter().enumerate() {
+                store.put(name, body.clone(), *raw);
+                if i == corrupt_after {
+                    store.corrupt(&part);
+                }
+                outcomes.push(c.check(&store, "dst", &export(), Codec::Zstd, "a").await.expect("check"));
+            }
+            assert!(outcomes.iter().all(|o| matches!(o, MarkOutcome::Incomplete { .. })), "{corrupt_after}: {outcomes:?}");
+            let fresh = Completion::default().check(&store, "dst", &export(), Codec::Zstd, "b").await.expect("check");
+            assert!(matches!(fresh, MarkOutcome::Incomplete { .. }), "{fresh:?}");
+            assert!(store.objects.lock().expect("lock").keys().all(|k| !k.ends_with("_SUCCESS")));
+            // Relayed again (the bytes the relay stores), it is counted and marked.
+            store.put(&part, fs[1].1.clone(), fs[1].2);
+            assert!(matches!(c.check(&store, "dst", &export(), Codec::Zstd, "a").await.expect("check"), MarkOutcome::Written { files: 4, .. }));
+        }
     }
 
     #[tokio::test]

@@ -4,7 +4,10 @@
 //! bounded per file (about `chunk_size` + a few blocks) whatever the file's size.
 //!
 //! The object only counts as relayed once its provenance metadata is on it (see
-//! [`crate::gcs::Provenance`]); a copy interrupted before that is redone.
+//! [`crate::gcs::Provenance`]); a copy interrupted before that is redone. The upload
+//! stage checksums (CRC32C) the bytes it sends and compares that with the CRC32C GCS
+//! computed of what it stored, so bytes damaged between the relay and GCS are never
+//! left looking relayed.
 
 use crate::encode::{self, EncodeParams};
 use crate::error::RelayError;
@@ -12,6 +15,7 @@ use crate::event::normalize_etag;
 use crate::gcs::{self, Provenance};
 use crate::health::Health;
 use bytes::{Bytes, BytesMut};
+use crossdock_core::marker::Crc32c;
 use crossdock_core::Codec;
 use gcloud_storage::client::Client as GcsClient;
 use gcloud_storage::http::objects::patch::PatchObjectRequest;
@@ -136,6 +140,10 @@ impl Copier {
         if p.source_bucket != req.src_bucket || p.source_key != req.src_key {
             return Ok(None);
         }
+        // Bytes changed behind the relay's back (metadata kept) are not a copy: redo it.
+        if !gcs::intact(&o, &p) {
+            return Ok(None);
+        }
         if req.event_etag.as_deref() == Some(p.source_etag.as_str()) {
             return Ok(Some(p));
         }
@@ -226,6 +234,7 @@ impl Copier {
             items: summary.lines,
             raw_sha256: summary.sha256,
             codec: codec.name().to_string(),
+            stored_crc32c: Some(up.crc),
         };
         up.finish(&provenance).await?;
         Ok(provenance)
@@ -297,7 +306,23 @@ struct Uploader<'a> {
     session: Option<ResumableUploadClient>,
     offset: u64,
     buf: BytesMut,
+    /// CRC32C of every byte pushed so far (the whole object once the source ended).
+    crc: Crc32c,
     started: Instant,
+}
+
+/// `Ok` when GCS's CRC32C of the stored object (`reported`, as in the object resource)
+/// is the one of the bytes sent.
+fn check_stored(bucket: &str, key: &str, sent: Crc32c, reported: Option<&str>) -> Result<(), RelayError> {
+    if reported.and_then(Crc32c::from_gcs) == Some(sent) {
+        return Ok(());
+    }
+    Err(RelayError::StoredChecksumMismatch {
+        bucket: bucket.into(),
+        key: key.into(),
+        sent: sent.to_gcs(),
+        reported: reported.map_or_else(|| "none".to_string(), |r| format!("{r:?}")),
+    })
 }
 
 impl<'a> Uploader<'a> {
@@ -310,6 +335,7 @@ impl<'a> Uploader<'a> {
             session: None,
             offset: 0,
             buf: BytesMut::new(),
+            crc: Crc32c::default(),
             started: Instant::now(),
         }
     }
@@ -326,6 +352,7 @@ impl<'a> Uploader<'a> {
     }
 
     async fn push(&mut self, b: Bytes) -> Result<(), RelayError> {
+        self.crc = self.crc.append(&b);
         self.buf.extend_from_slice(&b);
         let chunk = self.copier.chunk_size;
         // Keep at least one byte back so the final request always carries data.
@@ -361,6 +388,18 @@ impl<'a> Uploader<'a> {
         Ok(())
     }
 
+    /// Compares GCS's CRC32C of the finished object with the bytes sent; on a
+    /// difference deletes the object (this generation only, so a newer copy by another
+    /// relay stays) and fails the copy, which is then retried.
+    async fn confirm_stored(&self, o: &Object) -> Result<(), RelayError> {
+        let Err(e) = check_stored(&self.bucket, &self.name, self.crc, o.crc32c.as_deref()) else { return Ok(()) };
+        // A failed delete (or a newer generation, another relay's copy) changes nothing:
+        // the completion check refuses an object whose GCS CRC32C differs from the
+        // recorded one, and the retry overwrites it.
+        let _ = gcs::delete(&self.copier.gcs, &self.bucket, &self.name, Some(o.generation)).await;
+        Err(e)
+    }
+
     async fn cancel(self) {
         if let Some(s) = self.session {
             let _ = s.cancel().await;
@@ -372,9 +411,11 @@ impl<'a> Uploader<'a> {
         let total = self.offset + rest.len() as u64;
         self.throttle(total).await;
         let Some(session) = self.session.take() else {
-            gcs::put_small(&self.copier.gcs, &self.bucket, &self.name, rest.to_vec(), self.content_type, Some(p.to_metadata()), false)
-                .await?;
-            return Ok(());
+            let o = gcs::upload_small(&self.copier.gcs, &self.bucket, &self.name, rest.to_vec(), self.content_type, Some(p.to_metadata()), false)
+                .await
+                .map_err(|e| self.err(&e))?;
+            // The provenance went on with the bytes, so a mismatch must not stay behind.
+            return self.confirm_stored(&o).await;
         };
         let range = ChunkSize::new(self.offset, total.saturating_sub(1).max(self.offset), Some(total));
         let obj = match session.upload_multiple_chunk(rest, &range).await.map_err(|e| self.err(&e))? {
@@ -388,6 +429,8 @@ impl<'a> Uploader<'a> {
                 })
             }
         };
+        // Checked before the provenance goes on: an object of the wrong bytes never counts.
+        self.confirm_stored(&obj).await?;
         // The provenance goes on last: only then does the object count as relayed.
         let patch = PatchObjectRequest {
             bucket: self.bucket.clone(),
@@ -413,6 +456,26 @@ impl<'a> Uploader<'a> {
                 }
             }
             Err(e) => Err(self.err(&e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_bytes_must_have_the_crc32c_of_the_bytes_sent() {
+        let sent = Crc32c::default().append(b"compressed ").append(b"bytes");
+        assert_eq!(sent, Crc32c::of(b"compressed bytes"));
+        assert!(check_stored("b", "k", sent, Some(&sent.to_gcs())).is_ok());
+        for reported in [Some(Crc32c::of(b"compressed bytez").to_gcs()), Some("garbage".into()), None] {
+            let e = check_stored("bkt", "b/T/ts/data/seg-00000-part-00000.json.zst", sent, reported.as_deref()).expect_err("mismatch");
+            assert!(matches!(e, RelayError::StoredChecksumMismatch { .. }), "{e:?}");
+            assert!(e.is_retryable(), "a copy that GCS stored wrongly is tried again");
+            assert_eq!(e.kind(), "stored_checksum_mismatch");
+            let text = e.to_string();
+            assert!(text.contains("gs://bkt/b/T/ts/data/seg-00000-part-00000.json.zst") && text.contains(&sent.to_gcs()), "{text}");
         }
     }
 }

@@ -26,6 +26,11 @@ pub enum RelayError {
     /// The SHA-256 recorded for a relayed part differs from its manifest.
     #[error("gs://{bucket}/{key}: SHA-256 {stored} differs from the manifest's {manifest}")]
     ChecksumMismatch { bucket: String, key: String, stored: String, manifest: String },
+    /// The bytes GCS stored for an upload are not the bytes the relay sent: the CRC32C
+    /// GCS reports differs from the one computed while uploading (or GCS reported none).
+    /// The object was deleted again; copying it once more may succeed.
+    #[error("gs://{bucket}/{key}: stored CRC32C {reported} differs from the {sent} of the bytes uploaded; object deleted")]
+    StoredChecksumMismatch { bucket: String, key: String, sent: String, reported: String },
     /// An SQS call failed.
     #[error("SQS {queue}: {message}")]
     Sqs { queue: String, message: String },
@@ -45,6 +50,7 @@ impl RelayError {
             RelayError::Gcs { .. } => "gcs",
             RelayError::BadExportFile { .. } => "bad_export_file",
             RelayError::ChecksumMismatch { .. } => "checksum_mismatch",
+            RelayError::StoredChecksumMismatch { .. } => "stored_checksum_mismatch",
             RelayError::Sqs { .. } => "sqs",
             RelayError::Encode { .. } => "encode",
         }
@@ -54,7 +60,7 @@ impl RelayError {
     pub fn is_retryable(&self) -> bool {
         match self {
             RelayError::S3 { retryable, .. } | RelayError::Gcs { retryable, .. } => *retryable,
-            RelayError::Sqs { .. } => true,
+            RelayError::Sqs { .. } | RelayError::StoredChecksumMismatch { .. } => true,
             _ => false,
         }
     }

@@ -2,7 +2,9 @@
 //! create-only write used for `_SUCCESS`.
 
 use crate::error::{gcs_status, RelayError};
+use crossdock_core::marker::Crc32c;
 use gcloud_storage::client::Client;
+use gcloud_storage::http::objects::delete::DeleteObjectRequest;
 use gcloud_storage::http::objects::download::Range;
 use gcloud_storage::http::objects::get::GetObjectRequest;
 use gcloud_storage::http::objects::list::ListObjectsRequest;
@@ -20,6 +22,7 @@ pub mod keys {
     pub const ITEMS: &str = "crossdock-items";
     pub const RAW_SHA256: &str = "crossdock-raw-sha256";
     pub const CODEC: &str = "crossdock-codec";
+    pub const STORED_CRC32C: &str = "crossdock-stored-crc32c";
 }
 
 /// Where a relayed object came from and what it holds (its GCS metadata).
@@ -34,11 +37,14 @@ pub struct Provenance {
     pub items: u64,
     pub raw_sha256: String,
     pub codec: String,
+    /// CRC32C of the bytes stored, as uploaded (GCS's form); absent on objects relayed
+    /// before it was recorded.
+    pub stored_crc32c: Option<Crc32c>,
 }
 
 impl Provenance {
     pub fn to_metadata(&self) -> HashMap<String, String> {
-        HashMap::from([
+        let mut m = HashMap::from([
             (keys::SOURCE_BUCKET.into(), self.source_bucket.clone()),
             (keys::SOURCE_KEY.into(), self.source_key.clone()),
             (keys::SOURCE_ETAG.into(), self.source_etag.clone()),
@@ -47,7 +53,11 @@ impl Provenance {
             (keys::ITEMS.into(), self.items.to_string()),
             (keys::RAW_SHA256.into(), self.raw_sha256.clone()),
             (keys::CODEC.into(), self.codec.clone()),
-        ])
+        ]);
+        if let Some(c) = self.stored_crc32c {
+            m.insert(keys::STORED_CRC32C.into(), c.to_gcs());
+        }
+        m
     }
 
     /// Reads the provenance of an object; `None` unless the relay finished it (a copy
@@ -64,8 +74,20 @@ impl Provenance {
             items: get(keys::ITEMS).and_then(|s| s.parse().ok()).unwrap_or(0),
             raw_sha256: get(keys::RAW_SHA256).unwrap_or_default(),
             codec: get(keys::CODEC).unwrap_or_default(),
+            stored_crc32c: get(keys::STORED_CRC32C).and_then(|s| Crc32c::from_gcs(&s)),
         })
     }
+}
+
+/// The CRC32C GCS reports for the object's bytes, if it reports one.
+pub fn gcs_crc32c(o: &Object) -> Option<Crc32c> {
+    o.crc32c.as_deref().and_then(Crc32c::from_gcs)
+}
+
+/// Whether the object's bytes are still those its provenance says the relay stored
+/// (see [`crossdock_core::marker::StoredObject::intact`]).
+pub fn intact(o: &Object, p: &Provenance) -> bool {
+    p.stored_crc32c.is_none_or(|recorded| gcs_crc32c(o) == Some(recorded))
 }
 
 /// The object's resource, or `None` if it does not exist.
@@ -103,6 +125,17 @@ pub async fn list(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<Obj
     }
 }
 
+/// Deletes the object (with `generation`, only while that generation is the live one);
+/// one already gone is not an error.
+pub async fn delete(client: &Client, bucket: &str, name: &str, generation: Option<i64>) -> Result<(), RelayError> {
+    let req = DeleteObjectRequest { bucket: bucket.into(), object: name.into(), if_generation_match: generation, ..Default::default() };
+    match client.delete_object(&req).await {
+        Ok(()) => Ok(()),
+        Err(e) if gcs_status(&e) == Some(404) => Ok(()),
+        Err(e) => Err(RelayError::gcs(bucket, name, &e)),
+    }
+}
+
 /// Whether a create-only write found the object already there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Created {
@@ -123,11 +156,25 @@ pub async fn put_small(
     metadata: Option<HashMap<String, String>>,
     create_only: bool,
 ) -> Result<Created, RelayError> {
-    let req = UploadObjectRequest { bucket: bucket.into(), if_generation_match: create_only.then_some(0), ..Default::default() };
-    let meta = Object { name: name.into(), content_type: Some(content_type.into()), metadata, ..Default::default() };
-    match client.upload_object(&req, body, &UploadType::Multipart(Box::new(meta))).await {
+    match upload_small(client, bucket, name, body, content_type, metadata, create_only).await {
         Ok(_) => Ok(Created::Created),
         Err(e) if create_only && gcs_status(&e) == Some(412) => Ok(Created::AlreadyExists),
         Err(e) => Err(RelayError::gcs(bucket, name, &e)),
     }
+}
+
+/// [`put_small`]'s request, returning the stored object's resource (with the CRC32C
+/// GCS computed of what it received).
+pub async fn upload_small(
+    client: &Client,
+    bucket: &str,
+    name: &str,
+    body: Vec<u8>,
+    content_type: &str,
+    metadata: Option<HashMap<String, String>>,
+    create_only: bool,
+) -> Result<Object, gcloud_storage::http::Error> {
+    let req = UploadObjectRequest { bucket: bucket.into(), if_generation_match: create_only.then_some(0), ..Default::default() };
+    let meta = Object { name: name.into(), content_type: Some(content_type.into()), metadata, ..Default::default() };
+    client.upload_object(&req, body, &UploadType::Multipart(Box::new(meta))).await
 }
