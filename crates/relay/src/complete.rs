@@ -62,7 +62,7 @@ impl Store for GcsStore<'_> {
         gcs::list(self.client, self.bucket, prefix).await
     }
     async fn create_json(&self, name: &str, body: Vec<u8>) -> Result<Created, RelayError> {
-        gcs::put_small(self.client, self.bucket, name, body, "application/json", None, true).await
+        gcs::create_json(self.client, self.bucket, name, body).await
     }
 }
 

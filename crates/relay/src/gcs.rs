@@ -143,28 +143,21 @@ pub enum Created {
     AlreadyExists,
 }
 
-/// Writes a small object in one multipart request. With `create_only`, the write
-/// carries `ifGenerationMatch=0`, so it fails (→ [`Created::AlreadyExists`]) if the
+/// Creates a small JSON object (the `_SUCCESS` marker) in one multipart request
+/// carrying `ifGenerationMatch=0`, so it fails (→ [`Created::AlreadyExists`]) if the
 /// object exists; fake-gcs-server enforces this for multipart uploads only, which is
 /// why markers are written this way.
-pub async fn put_small(
-    client: &Client,
-    bucket: &str,
-    name: &str,
-    body: Vec<u8>,
-    content_type: &str,
-    metadata: Option<HashMap<String, String>>,
-    create_only: bool,
-) -> Result<Created, RelayError> {
-    match upload_small(client, bucket, name, body, content_type, metadata, create_only).await {
+pub async fn create_json(client: &Client, bucket: &str, name: &str, body: Vec<u8>) -> Result<Created, RelayError> {
+    match upload_small(client, bucket, name, body, "application/json", None, true).await {
         Ok(_) => Ok(Created::Created),
-        Err(e) if create_only && gcs_status(&e) == Some(412) => Ok(Created::AlreadyExists),
+        Err(e) if gcs_status(&e) == Some(412) => Ok(Created::AlreadyExists),
         Err(e) => Err(RelayError::gcs(bucket, name, &e)),
     }
 }
 
-/// [`put_small`]'s request, returning the stored object's resource (with the CRC32C
-/// GCS computed of what it received).
+/// Writes a small object in one multipart request (create-only with `create_only`),
+/// returning the stored object's resource (with the CRC32C GCS computed of what it
+/// received).
 pub async fn upload_small(
     client: &Client,
     bucket: &str,
