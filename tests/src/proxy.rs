@@ -50,7 +50,6 @@ struct State {
     release: tokio::sync::Notify,
     held: AtomicUsize,
     faulted: AtomicUsize,
-    forwarded: AtomicUsize,
     client: Client<HttpConnector, Incoming>,
 }
 
@@ -59,8 +58,6 @@ struct State {
 pub struct FaultProxy {
     /// `http://127.0.0.1:PORT`
     pub url: String,
-    /// `127.0.0.1:PORT`
-    pub host_port: String,
     state: Arc<State>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -88,7 +85,6 @@ impl FaultProxy {
             release: tokio::sync::Notify::new(),
             held: AtomicUsize::new(0),
             faulted: AtomicUsize::new(0),
-            forwarded: AtomicUsize::new(0),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
         let serving = state.clone();
@@ -101,7 +97,7 @@ impl FaultProxy {
                 });
             }
         });
-        FaultProxy { url: format!("http://{addr}"), host_port: addr.to_string(), state, task }
+        FaultProxy { url: format!("http://{addr}"), state, task }
     }
 
     /// Adds a rule: requests for which `matches(method, decoded_path_and_query)` holds
@@ -124,11 +120,6 @@ impl FaultProxy {
     /// Requests answered with an injected status so far.
     pub fn faulted(&self) -> usize {
         self.state.faulted.load(Ordering::SeqCst)
-    }
-
-    /// Requests forwarded upstream so far.
-    pub fn forwarded(&self) -> usize {
-        self.state.forwarded.load(Ordering::SeqCst)
     }
 
     /// Waits until at least `n` requests are held (true), or `limit` passes (false).
@@ -187,7 +178,6 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     let mut uri = state.upstream.clone().into_parts();
     uri.path_and_query = Some(target.parse().expect("path"));
     parts.uri = hyper::Uri::from_parts(uri).expect("upstream uri");
-    state.forwarded.fetch_add(1, Ordering::SeqCst);
     match state.client.request(Request::from_parts(parts, body)).await {
         Ok(resp) => Ok(resp.map(|b| b.boxed())),
         Err(e) => Ok(Response::builder().status(StatusCode::BAD_GATEWAY).body(full(&format!("proxy: {e}"))).expect("response")),
