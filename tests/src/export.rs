@@ -47,6 +47,33 @@ pub async fn read_capacity(ddb: &aws_sdk_dynamodb::Client, name: &str) -> i64 {
     d.table().and_then(|t| t.provisioned_throughput()).and_then(|p| p.read_capacity_units()).expect("provisioned")
 }
 
+/// How many times the table's provisioned capacity was decreased today (dynalite counts them).
+pub async fn decreases_today(ddb: &aws_sdk_dynamodb::Client, name: &str) -> i64 {
+    let d = ddb.describe_table().table_name(name).send().await.expect("describe");
+    d.table().and_then(|t| t.provisioned_throughput()).and_then(|p| p.number_of_decreases_today()).unwrap_or(0)
+}
+
+/// The table's capacity lease under prefix `""`, if any.
+pub async fn lease(s3: &aws_sdk_s3::Client, bucket: &str, table: &str) -> Option<crossdock_core::manifest::CapacityLease> {
+    let key = crossdock_core::layout::capacity_lease_key("", table).expect("lease key");
+    get(s3, bucket, &key).await.map(|b| serde_json::from_slice(&b).expect("lease json"))
+}
+
+/// Waits until the table's lease is stale by its own clock (`heartbeat_at` +
+/// `stale_after_secs` and `held_until` passed): a state read from the lease, not a guessed delay.
+pub async fn wait_lease_stale(s3: &aws_sdk_s3::Client, bucket: &str, table: &str, limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let l = lease(s3, bucket, table).await.expect("a lease");
+        let standing = crossdock_export::lease::standing_now(&l, "").expect("valid lease");
+        if matches!(standing, crossdock_export::lease::Standing::Stale { .. }) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "lease never went stale: {l:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Item `i`: every DynamoDB type (S N B BOOL NULL SS NS BS L M, nested), plus a string
 /// `pad` of `pad` bytes to set the item size.
 pub fn item(i: u64, pad: usize) -> HashMap<String, Av> {

@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod proxy;
 pub mod relay;
 pub mod resources;
+pub mod sync;
 pub mod watch;
 
 use std::sync::atomic::{AtomicU32, Ordering};

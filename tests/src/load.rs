@@ -49,6 +49,7 @@ pub fn schema(table: &str, with_sort_key: bool, gsi: bool) -> TableSchema {
         size_bytes_estimate: 0,
         total_segments: 1,
         crossdock_version: crossdock_core::VERSION.into(),
+        stream: None,
     }
 }
 

@@ -29,6 +29,11 @@ pub enum Action {
     Hold,
     /// Answer with this status (e.g. 503) without forwarding.
     Status(u16),
+    /// A connection that stopped moving bytes: keep the request open and unanswered
+    /// like [`Action::Hold`], but never forward it; at [`FaultProxy::release`] it is
+    /// answered 504. The client is expected to give up on it first (a stall or read
+    /// timeout), so nothing it sent ever reaches the server.
+    Stall,
 }
 
 /// Matches a request by method and its percent-decoded path and query.
@@ -158,7 +163,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             return Ok(Response::builder().status(status).body(full("injected fault")).expect("response"));
         }
-        Some(Action::Hold) => {
+        Some(action @ (Action::Hold | Action::Stall)) => {
             state.held.fetch_add(1, Ordering::SeqCst);
             loop {
                 let notified = state.release.notified();
@@ -170,6 +175,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             state.held.fetch_sub(1, Ordering::SeqCst);
             if state.closed.load(Ordering::SeqCst) {
                 return Ok(Response::builder().status(StatusCode::SERVICE_UNAVAILABLE).body(full("proxy stopped")).expect("response"));
+            }
+            if matches!(action, Action::Stall) {
+                return Ok(Response::builder().status(StatusCode::GATEWAY_TIMEOUT).body(full("stalled request, never forwarded")).expect("response"));
             }
         }
         None => {}

@@ -195,6 +195,7 @@ impl FakeExport {
             size_bytes_estimate: 0,
             total_segments: self.segments,
             crossdock_version: crossdock_core::VERSION.into(),
+            stream: None,
         }
     }
 
@@ -247,6 +248,19 @@ impl FakeExport {
             let key = self.export.s3_key(prefix, &f);
             s3.put_object().bucket(bucket).key(&key).body(body.into()).send().await.unwrap_or_else(|e| panic!("put {key}: {e:?}"));
         }
+    }
+
+    /// [`FakeExport::put_all`] with up to `at_once` PutObjects in flight, in the same
+    /// order of starting (for exports of thousands of files).
+    pub async fn put_all_concurrently(&self, s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, at_once: usize) {
+        use futures::StreamExt;
+        let puts = self.files().into_iter().map(|(f, body)| {
+            let key = self.export.s3_key(prefix, &f);
+            async move {
+                s3.put_object().bucket(bucket).key(&key).body(body.into()).send().await.unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+            }
+        });
+        futures::stream::iter(puts).buffer_unordered(at_once.max(1)).collect::<Vec<()>>().await;
     }
 
     /// Checks GCS holds every file intact (parts decompress to the exact raw bytes;

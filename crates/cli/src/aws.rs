@@ -13,8 +13,21 @@ fn retry_config() -> aws_config::retry::RetryConfig {
         .with_max_backoff(std::time::Duration::from_secs(10))
 }
 
+/// The `--profile` of this process, set once from the command line.
+static PROFILE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+pub fn use_profile(name: Option<String>) {
+    let _ = PROFILE.set(name);
+}
+
+/// The one AWS set-up of every command: credentials and region from the default chain
+/// as the aws CLI resolves them (environment, `--profile`/AWS_PROFILE with SSO,
+/// `credential_process` and role chains, web identity, ECS/EC2 metadata).
 pub async fn config(region: Option<String>) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).retry_config(retry_config());
+    if let Some(p) = PROFILE.get().and_then(|p| p.as_deref()) {
+        loader = loader.profile_name(p);
+    }
     if let Some(r) = region {
         loader = loader.region(aws_config::Region::new(r));
     }

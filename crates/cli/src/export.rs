@@ -1,12 +1,15 @@
-//! `crossdock export` (issue #3): dump one DynamoDB table to S3, raising and restoring its
-//! read capacity; `crossdock export restore` puts back capacity left raised by a crash.
+//! `crossdock export`: dump one DynamoDB table to S3, raising and restoring its read
+//! capacity under the table's lease; `crossdock export restore` puts back capacity left
+//! raised by a crashed run (once its heartbeat is stale); `crossdock export capacity
+//! raise|restore` hold one lease for all the shards of a sharded export.
 //!
 //! Exit codes: 0 done; 1 failed (incl. table not ACTIVE, no capacity decrease left);
-//! 2 usage error; 3 table or bucket not found; 4 capacity not restored (run
+//! 2 usage error (incl. a raise refused because another live export holds the table's
+//! lease); 3 table or bucket not found; 4 capacity not restored (run
 //! `crossdock export restore`); 5 partial (interrupted: rerun with `--resume`).
 
 use crate::exit::{fail, Code};
-use crossdock_export::lease::{AppAutoscaling, Autoscaler, LeaseCtx, NoAutoscaling};
+use crossdock_export::lease::{AppAutoscaling, Autoscaler, Holder, LeaseCtx, NoAutoscaling, RestoreAction, RestoreReport};
 use crossdock_export::{Clients, Event, ExportConfig, ExportError, Observer, Raise};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +28,76 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Sub {
-    /// Restore read capacity left raised by an export that crashed (reads `_capacity.json`).
+    /// Restore read capacity left raised by an export that crashed: acts only on a lease
+    /// whose owner's heartbeat is stale, and says why it left a live one alone.
     Restore(RestoreArgs),
+    /// One capacity lease for all the shards of a sharded export: `raise` before them,
+    /// `restore` after them.
+    Capacity(CapacityArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CapacityArgs {
+    #[command(subcommand)]
+    command: CapacitySub,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum CapacitySub {
+    /// Take the table's lease for --run-id and raise; the lease stays held (live for
+    /// --hold, and for as long as shards given `--capacity-run` renew it).
+    Raise(CapacityRaiseArgs),
+    /// Restore the capacity raised for --run-id and release its lease (also a stale
+    /// lease of another run; never a live one).
+    Restore(CapacityRestoreArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CapacityRaiseArgs {
+    #[command(flatten)]
+    at: Location,
+    /// Identifies the sharded run: the shards get it as --capacity-run, the restore step as --run-id.
+    #[arg(long)]
+    run_id: String,
+    /// Raise read capacity to this many RCU.
+    #[arg(long, conflicts_with = "raise_by", required_unless_present = "raise_by")]
+    raise_to: Option<i64>,
+    /// Raise read capacity by this many RCU.
+    #[arg(long)]
+    raise_by: Option<i64>,
+    /// Raise even when no capacity decrease would be left today to restore with.
+    #[arg(long)]
+    force: bool,
+    /// Seconds the lease stays live without heartbeats: until the shards start renewing it.
+    #[arg(long, default_value_t = 3600)]
+    hold: u64,
+    /// Seconds without a heartbeat after which the lease counts as stale (its holders gone).
+    #[arg(long, default_value_t = 180)]
+    lease_stale_after: u64,
+    /// Seconds to wait for the table to become ACTIVE after a capacity change.
+    #[arg(long, default_value_t = 1800)]
+    active_timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct CapacityRestoreArgs {
+    #[command(flatten)]
+    at: Location,
+    /// The run id given to `export capacity raise`.
+    #[arg(long)]
+    run_id: String,
+    /// Only once every segment of this export has its manifest (needs --batch and
+    /// --timestamp): lets each shard try the restore as its last step, and the last one
+    /// to finish do it.
+    #[arg(long, requires_all = ["batch", "timestamp"])]
+    when_complete: bool,
+    #[arg(long)]
+    batch: Option<String>,
+    #[arg(long)]
+    timestamp: Option<String>,
+    /// Seconds to wait for the table to become ACTIVE after a capacity change.
+    #[arg(long, default_value_t = 1800)]
+    active_timeout: u64,
 }
 
 /// Where exports of a table live.
@@ -110,6 +181,14 @@ struct ExportArgs {
     /// Seconds to wait for the table to become ACTIVE after a capacity change.
     #[arg(long, default_value_t = 1800)]
     active_timeout: u64,
+    /// Seconds without a heartbeat after which this run's capacity lease counts as stale
+    /// (the run gone), so another export or `export restore` may restore it.
+    #[arg(long, default_value_t = 180)]
+    lease_stale_after: u64,
+    /// Scan as a shard of the run raised by `export capacity raise --run-id ID`: renew
+    /// that lease's heartbeat while scanning; its restore step releases it.
+    #[arg(long, conflicts_with_all = ["raise_to", "raise_by"])]
+    capacity_run: Option<String>,
     /// No progress line, even on a terminal.
     #[arg(long)]
     no_progress: bool,
@@ -119,9 +198,6 @@ struct ExportArgs {
 struct RestoreArgs {
     #[command(flatten)]
     at: Location,
-    /// Only leases of this batch (default: every batch under the prefix).
-    #[arg(long)]
-    batch: Option<String>,
 }
 
 fn parse_range(s: &str) -> Result<(u32, u32), String> {
@@ -169,37 +245,141 @@ async fn clients(at: &Location) -> Clients {
 pub async fn run(args: Args) -> anyhow::Result<Code> {
     match args.command {
         Some(Sub::Restore(r)) => restore(r).await,
+        Some(Sub::Capacity(CapacityArgs { command: CapacitySub::Raise(r) })) => capacity_raise(r).await,
+        Some(Sub::Capacity(CapacityArgs { command: CapacitySub::Restore(r) })) => capacity_restore(r).await,
         None => export(args.export).await,
     }
 }
 
-async fn restore(a: RestoreArgs) -> anyhow::Result<Code> {
-    let table = require(&a.at.table, "--table")?;
-    let bucket = require(&a.at.bucket, "--bucket")?;
-    crossdock_core::layout::validate_prefix(&a.at.prefix).map_err(|e| fail(Code::Usage, e.to_string()))?;
-    let c = clients(&a.at).await;
-    let ctx = LeaseCtx {
+fn lease_ctx<'a>(c: &'a Clients, bucket: &'a str, active_timeout: u64) -> LeaseCtx<'a> {
+    LeaseCtx {
         ddb: &c.ddb,
         s3: &c.s3,
         autoscaler: c.autoscaler.as_ref(),
-        bucket: &bucket,
-        active_timeout: Duration::from_secs(1800),
-    };
-    let reports = crossdock_export::lease::restore_table(&ctx, &a.at.prefix, &table, a.batch.as_deref())
+        bucket,
+        active_timeout: Duration::from_secs(active_timeout),
+    }
+}
+
+/// The table, bucket and prefix of a lease command, checked.
+fn lease_target(at: &Location) -> anyhow::Result<(String, String)> {
+    let table = require(&at.table, "--table")?;
+    let bucket = require(&at.bucket, "--bucket")?;
+    crossdock_core::layout::validate_prefix(&at.prefix).map_err(|e| fail(Code::Usage, e.to_string()))?;
+    crossdock_core::layout::validate_table(&table).map_err(|e| fail(Code::Usage, e.to_string()))?;
+    Ok((table, bucket))
+}
+
+fn restore_failed(table: &str) -> impl Fn(ExportError) -> anyhow::Error + '_ {
+    move |e| {
+        let code = if e.is_not_found() { Code::NotFound } else if e.is_usage() { Code::Usage } else { Code::CapacityNotRestored };
+        fail(code, format!("restore of table {table}: {e}"))
+    }
+}
+
+fn print_restore(r: &RestoreReport, bucket: &str, json: bool) {
+    if json {
+        println!("{}", serde_json::json!({ "table": r.table, "restored": r }));
+        return;
+    }
+    let lease = format!("lease s3://{bucket}/{}", r.key);
+    match r.action {
+        RestoreAction::Restored if r.autoscaled => println!(
+            "{}: autoscaling bounds restored, capacity left to autoscaling (it was {} before the raise; forcing it would spend a capacity decrease) ({lease}: {})",
+            r.table,
+            r.restored_to.unwrap_or_default(),
+            r.why
+        ),
+        RestoreAction::Restored => println!("{}: read capacity restored to {} ({lease}: {})", r.table, r.restored_to.unwrap_or_default(), r.why),
+        RestoreAction::LeftLive => println!("{}: {lease} left alone, nothing restored: {}", r.table, r.why),
+        RestoreAction::AlreadyRestored => println!("{}: nothing to do: {lease} is already {}", r.table, r.why),
+        RestoreAction::NoLease => println!("{}: no capacity lease at s3://{bucket}/{}; nothing to do", r.table, r.key),
+        RestoreAction::Lost => println!("{}: {lease} was taken over by another run: {}", r.table, r.why),
+    }
+}
+
+async fn restore(a: RestoreArgs) -> anyhow::Result<Code> {
+    let (table, bucket) = lease_target(&a.at)?;
+    let c = clients(&a.at).await;
+    // A run of its own: it restores only a stale lease, never a live export's.
+    let holder = Holder::new(None, crossdock_export::lease::DEFAULT_STALE_AFTER);
+    let report = crossdock_export::lease::restore_table(&lease_ctx(&c, &bucket, 1800), &holder, &a.at.prefix, &table, false)
         .await
-        .map_err(|e| {
-            let code = if e.is_not_found() { Code::NotFound } else { Code::CapacityNotRestored };
-            fail(code, format!("restore of table {table}: {e}"))
-        })?;
+        .map_err(restore_failed(&table))?;
+    print_restore(&report, &bucket, a.at.output == Output::Json);
+    Ok(Code::Ok)
+}
+
+async fn capacity_raise(a: CapacityRaiseArgs) -> anyhow::Result<Code> {
+    let (table, bucket) = lease_target(&a.at)?;
+    crossdock_core::layout::validate_segment("--run-id", &a.run_id).map_err(|e| fail(Code::Usage, e.to_string()))?;
+    let raise = match (a.raise_to, a.raise_by) {
+        (Some(n), _) => Raise::To(n),
+        (None, Some(n)) => Raise::By(n),
+        (None, None) => return Err(fail(Code::Usage, "--raise-to or --raise-by is required")),
+    };
+    if matches!(raise, Raise::To(n) | Raise::By(n) if n <= 0) {
+        return Err(fail(Code::Usage, "the raise must be a positive number of RCU"));
+    }
+    if a.lease_stale_after == 0 {
+        return Err(fail(Code::Usage, "--lease-stale-after must be at least 1 s"));
+    }
+    let c = clients(&a.at).await;
+    let holder = Holder::new(Some(&a.run_id), Duration::from_secs(a.lease_stale_after));
+    let r = crossdock_export::lease::capacity_raise(
+        &lease_ctx(&c, &bucket, a.active_timeout),
+        &holder,
+        &a.at.prefix,
+        &table,
+        |current| raise.target(current),
+        a.force,
+        Duration::from_secs(a.hold),
+    )
+    .await
+    .map_err(|e| fail(code_for(&e), format!("capacity raise of table {table}: {e}")))?;
     if a.at.output == Output::Json {
-        println!("{}", serde_json::json!({ "table": table, "restored": reports }));
-    } else if reports.is_empty() {
-        println!("{table}: no unrestored capacity lease under s3://{bucket}/{}; nothing to do", a.at.prefix);
+        println!("{}", serde_json::to_string(&r)?);
     } else {
-        for r in &reports {
-            println!("{table}: read capacity restored to {} (lease s3://{bucket}/{})", r.restored_to, r.key);
+        for s in &r.restored_stale {
+            print_restore(s, &bucket, false);
+        }
+        let read = |t: Option<crossdock_core::schema::Throughput>| t.map_or_else(|| "-".to_string(), |t| t.read.to_string());
+        println!(
+            "{table}: {} (run {}, read capacity {} → {}, lease s3://{bucket}/{} held until {})",
+            r.action,
+            r.run_id,
+            read(r.original),
+            read(r.raised_to),
+            r.key,
+            r.held_until.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(Code::Ok)
+}
+
+async fn capacity_restore(a: CapacityRestoreArgs) -> anyhow::Result<Code> {
+    let (table, bucket) = lease_target(&a.at)?;
+    crossdock_core::layout::validate_segment("--run-id", &a.run_id).map_err(|e| fail(Code::Usage, e.to_string()))?;
+    let c = clients(&a.at).await;
+    if a.when_complete {
+        let (Some(batch), Some(ts)) = (&a.batch, &a.timestamp) else {
+            return Err(fail(Code::Usage, "--when-complete needs --batch and --timestamp"));
+        };
+        let ts = crossdock_core::Timestamp::parse(ts).map_err(|e| fail(Code::Usage, e.to_string()))?;
+        let export = crossdock_core::ExportId::new(batch, &table, ts).map_err(|e| fail(Code::Usage, e.to_string()))?;
+        let complete = crossdock_export::run::export_complete(&c.s3, &bucket, &a.at.prefix, &export)
+            .await
+            .map_err(|e| fail(code_for(&e), e.to_string()))?;
+        if !complete {
+            println!("{table}: export {export} is not complete yet; the lease of run {} stays held for the shards still scanning", a.run_id);
+            return Ok(Code::Ok);
         }
     }
+    let holder = Holder::new(Some(&a.run_id), crossdock_export::lease::DEFAULT_STALE_AFTER);
+    let report = crossdock_export::lease::restore_table(&lease_ctx(&c, &bucket, a.active_timeout), &holder, &a.at.prefix, &table, true)
+        .await
+        .map_err(restore_failed(&table))?;
+    print_restore(&report, &bucket, a.at.output == Output::Json);
     Ok(Code::Ok)
 }
 
@@ -232,6 +412,8 @@ async fn export(a: ExportArgs) -> anyhow::Result<Code> {
     cfg.resume = a.resume;
     cfg.force = a.force;
     cfg.active_timeout = Duration::from_secs(a.active_timeout);
+    cfg.lease_stale_after = Duration::from_secs(a.lease_stale_after);
+    cfg.capacity_run = a.capacity_run.clone();
     if a.chunk_size < crossdock_export::writer::MIN_CHUNK_BYTES as u64 {
         return Err(fail(Code::Usage, "--chunk-size must be at least 5M (S3's minimum multipart chunk)"));
     }

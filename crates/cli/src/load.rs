@@ -8,10 +8,10 @@
 use crate::exit::{fail, Code};
 use crossdock_load::run::{self, BatchPlan, LoadOptions, Plan, Routing};
 use crossdock_load::schema::TableModel;
-use crossdock_load::target::bigtable::BigtableTarget;
-use crossdock_load::target::postgres::PostgresTarget;
-use crossdock_load::target::spanner::SpannerTarget;
-use crossdock_load::target::Target;
+use crossdock_load::sink::bigtable::BigtableTarget;
+use crossdock_load::sink::postgres::PostgresTarget;
+use crossdock_load::sink::spanner::SpannerTarget;
+use crossdock_load::sink::Target;
 use crossdock_load::LoadError;
 use crossdock_core::notify::Notification;
 use crossdock_core::pipeline::TargetConfig;
@@ -101,7 +101,8 @@ pub async fn prepare(marker_url: &str, pipeline: &crossdock_core::pipeline::Pipe
     let marker = crossdock_load::marker::read(client, marker_url).await.map_err(coded)?;
     let routing = run::route(&marker, pipeline).map_err(coded)?;
     let kind = run::kind_of(&routing.target);
-    let model = TableModel::infer(kind, &marker.marker.schema, &marker.marker.type_stats, routing.destination.as_deref()).map_err(coded)?;
+    let float64 = pipeline.table(&marker.marker.export.table).float64_attributes;
+    let model = TableModel::infer_with(kind, &marker.marker.schema, &marker.marker.type_stats, routing.destination.as_deref(), &float64).map_err(coded)?;
     Ok(Prepared { marker, routing, model })
 }
 

@@ -11,6 +11,7 @@ mod pipeline;
 mod plan;
 mod relay;
 mod shutdown;
+mod sync;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,10 @@ use std::process::ExitCode;
 struct Cli {
     #[command(flatten)]
     log: logging::LogArgs,
+    /// AWS named profile from ~/.aws/config (SSO, credential_process, role chains work
+    /// as in the aws CLI); default: AWS_PROFILE, then the default credential chain.
+    #[arg(long, global = true, value_name = "NAME")]
+    profile: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,6 +44,8 @@ enum Command {
     Plan(plan::Args),
     /// Compare a loaded table with its marker.
     Verify(verify::Args),
+    /// Replay the table's change stream onto its loaded destination (catch-up before cutover).
+    Sync(sync::Args),
     /// Pipeline files: `validate`.
     Pipeline(pipeline::Args),
 }
@@ -46,6 +53,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(&cli.log);
+    aws::use_profile(cli.profile.clone());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -60,6 +68,7 @@ fn main() -> ExitCode {
             Command::Load(a) => load::run(a).await,
             Command::Plan(a) => plan::run(a).await,
             Command::Verify(a) => verify::run(a).await,
+            Command::Sync(a) => sync::run(a).await,
             Command::Pipeline(a) => pipeline::run(a).await,
         }
     });

@@ -60,7 +60,7 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
 /// `--online`: every endpoint the pipeline names answers (15 s each).
 async fn check_online(p: &crossdock_core::pipeline::Pipeline) -> anyhow::Result<()> {
     use crossdock_core::pipeline::TargetConfig;
-    use crossdock_load::target::{bigtable::BigtableTarget, postgres::PostgresTarget, spanner::SpannerTarget};
+    use crossdock_load::sink::{bigtable::BigtableTarget, postgres::PostgresTarget, spanner::SpannerTarget};
     use std::time::Duration;
     async fn within(what: String, f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
         match tokio::time::timeout(Duration::from_secs(15), f).await {

@@ -1,4 +1,4 @@
-//! `crossdock relay` (issue #4): runs the SQS-driven S3 → GCS relay until SIGTERM,
+//! `crossdock relay`: runs the SQS-driven S3 → GCS relay until SIGTERM,
 //! Ctrl-C, a spot interruption notice or `--until-idle`, serving `/metrics`
 //! (Prometheus) and `/healthz` on `--metrics-addr`.
 
@@ -8,6 +8,7 @@ use crossdock_core::Codec;
 use crossdock_relay::{HealthStatus, RelayError, RelaySettings};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Flags of `crossdock relay`.
 #[derive(Debug, clap::Args)]
@@ -52,6 +53,18 @@ pub struct Args {
     /// Seconds a failed message stays invisible before it is retried.
     #[arg(long, default_value_t = 10)]
     retry_delay: u32,
+    /// Seconds a copy may go without moving a byte (S3 read, GCS upload) before it is
+    /// abandoned and its message retried; 0 never abandons one. Without it a hung
+    /// connection keeps the message hidden for as long as its heartbeat runs.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    copy_stall_timeout: u64,
+    /// Seconds to open a connection to GCS.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    gcs_connect_timeout: u64,
+    /// Seconds a GCS request may wait for its response (from sending it, so longer than
+    /// one upload request of --chunk-mib takes to send), then between reads of it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    gcs_read_timeout: u64,
     /// Seconds a drain waits for in-flight copies before releasing their messages.
     #[arg(long, default_value_t = 100)]
     drain_deadline: u64,
@@ -111,6 +124,7 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
     s.wait_time_secs = args.wait_time;
     s.retry_delay_secs = args.retry_delay;
     s.drain_deadline_secs = args.drain_deadline;
+    s.copy_stall_timeout_secs = args.copy_stall_timeout;
     s.until_idle_secs = args.until_idle;
     s.imds_endpoint = (!args.no_spot_poll).then(|| args.imds_endpoint.clone());
     s.spot_poll_secs = args.spot_poll;
@@ -120,8 +134,13 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
     let conf = crate::aws::config(args.region.clone()).await;
     let s3 = crate::aws::s3(&conf);
     let sqs = aws_sdk_sqs::Client::new(&conf);
+    let timeouts = crossdock_relay::gcs::Timeouts {
+        connect: Duration::from_secs(args.gcs_connect_timeout.max(1)),
+        read: Duration::from_secs(args.gcs_read_timeout.max(1)),
+    };
+    let http = crossdock_relay::gcs::http_client(timeouts).context("GCS HTTP client")?;
     let gcs = {
-        let config = match &args.gcs_endpoint {
+        let mut config = match &args.gcs_endpoint {
             Some(ep) => {
                 let mut c = gcloud_storage::client::ClientConfig::default().anonymous();
                 c.storage_endpoint = ep.clone();
@@ -129,6 +148,9 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
             }
             None => gcloud_storage::client::ClientConfig::default().with_auth().await.context("Google credentials for GCS")?,
         };
+        // The client's default HTTP client has no timeouts: a hung connection would
+        // wait forever. This one has them, and counts requests for /metrics.
+        config.http = Some(http);
         gcloud_storage::client::Client::new(config)
     };
     let relay = match s.build(s3, sqs, gcs).await {
@@ -147,6 +169,7 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
         skipped = summary.skipped,
         misrouted = summary.misrouted,
         failed = summary.failed,
+        stalled = summary.stalled,
         markers = summary.markers_written,
         released = summary.released,
         "relay exited"

@@ -4,9 +4,9 @@
 use crate::exit::Code;
 use crate::load::{prepare, with_target, Output};
 use crossdock_core::pipeline::TargetConfig;
-use crossdock_load::target::bigtable::BigtableTarget;
-use crossdock_load::target::postgres::PostgresTarget;
-use crossdock_load::target::spanner::SpannerTarget;
+use crossdock_load::sink::bigtable::BigtableTarget;
+use crossdock_load::sink::postgres::PostgresTarget;
+use crossdock_load::sink::spanner::SpannerTarget;
 use std::path::PathBuf;
 
 /// Flags of `crossdock verify`.

@@ -153,6 +153,42 @@ impl fmt::Display for ExportId {
     }
 }
 
+/// The batch name reserved for per-table exporter state: `{prefix}_leases/{table}/…`.
+pub const LEASE_BATCH: &str = "_leases";
+
+/// S3 key of `table`'s capacity lease under `prefix`:
+/// `{prefix}_leases/{table}/1970-01-01T00-00-00Z/_capacity.json`. One per table, whatever
+/// the batch or timestamp, so every export of the table meets the same lease. It has the
+/// shape of an export's `_capacity.json` (reserved batch, epoch timestamp) because the
+/// relay sees every key under the prefix: it parses this one as exporter state and
+/// never copies it.
+pub fn capacity_lease_key(prefix: &str, table: &str) -> Result<String, LayoutError> {
+    let export = ExportId::new(LEASE_BATCH, table, Timestamp("1970-01-01T00-00-00Z".into()))?;
+    Ok(export.s3_key(prefix, &DumpFile::Capacity))
+}
+
+/// GCS prefix of the catch-up checkpoints of an export: `{batch}/{table}/{timestamp}/_sync/`,
+/// next to the marker the sync was started from.
+pub fn sync_prefix(export: &ExportId) -> String {
+    format!("{}_sync/", export.dir())
+}
+
+/// GCS key of the catch-up checkpoint of one stream shard:
+/// `{batch}/{table}/{timestamp}/_sync/{shard}.json`. Shard ids (DynamoDB Streams
+/// `shardId-…`, Kinesis `shardId-000000000000`) are one path segment; anything else is
+/// refused rather than written somewhere unexpected.
+pub fn sync_checkpoint_key(export: &ExportId, shard: &str) -> Result<String, LayoutError> {
+    validate_segment("shard id", shard)?;
+    Ok(format!("{}{shard}.json", sync_prefix(export)))
+}
+
+/// The shard id of a key under [`sync_prefix`], `None` for anything else.
+pub fn sync_shard_of(export: &ExportId, key: &str) -> Option<String> {
+    let shard = key.strip_prefix(&sync_prefix(export))?.strip_suffix(".json")?;
+    validate_segment("shard id", shard).ok()?;
+    Some(shard.to_string())
+}
+
 /// A file of an export, by role. Data parts carry the codec they are stored with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DumpFile {
@@ -336,6 +372,15 @@ mod tests {
             assert_eq!(DumpFile::parse(&f.s3_name()), Some(f), "{}", f.s3_name());
         }
         assert!(DumpFile::Schema.is_relayed() && !DumpFile::Capacity.is_relayed());
+    }
+
+    #[test]
+    fn the_capacity_lease_key_is_per_table_and_parses_as_unrelayed_state() {
+        let key = capacity_lease_key("dumps/", "Orders").expect("valid");
+        assert_eq!(key, "dumps/_leases/Orders/1970-01-01T00-00-00Z/_capacity.json");
+        let parsed = DumpKey::from_s3_key("dumps/", &key).expect("parses");
+        assert!(parsed.file == DumpFile::Capacity && !parsed.file.is_relayed());
+        assert!(capacity_lease_key("", "a/b").is_err());
     }
 
     #[test]

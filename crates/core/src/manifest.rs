@@ -19,6 +19,12 @@ pub struct AttributeStats {
     /// Most digits before the decimal point among `N` values (decides INT64 vs NUMERIC).
     #[serde(default)]
     pub max_integer_digits: u32,
+    /// Most digits after the decimal point among `N` values (decides whether a
+    /// NUMERIC of limited scale holds every value). Absent in statistics written
+    /// before it was recorded: read it through [`AttributeStats::fraction_digits`],
+    /// which says when it is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fraction_digits: Option<u32>,
     /// Largest value seen, in bytes of its DynamoDB JSON text.
     #[serde(default)]
     pub max_value_bytes: u64,
@@ -29,9 +35,31 @@ pub struct AttributeStats {
 #[serde(transparent)]
 pub struct TypeStats(pub BTreeMap<String, AttributeStats>);
 
+impl AttributeStats {
+    /// Most digits after the decimal point among the `N` values, `None` when unknown:
+    /// statistics without `max_fraction_digits` that counted fractional numbers. With
+    /// no fractional number every value is an integer, so the answer is 0 whatever
+    /// the statistics' age.
+    pub fn fraction_digits(&self) -> Option<u32> {
+        if self.fractional_numbers == 0 {
+            Some(0)
+        } else {
+            self.max_fraction_digits
+        }
+    }
+}
+
 /// Integer digits of a DynamoDB number text and whether it has a fractional part
 /// (`"1.25E1"` → `(2, true)`, `"100E-2"` → `(1, false)`). Exact: works on the digits.
 pub fn number_shape(n: &str) -> (u32, bool) {
+    let (integer, fraction) = number_digits(n);
+    (integer, fraction > 0)
+}
+
+/// Digits before and after the decimal point of a DynamoDB number text in plain
+/// notation, without leading or trailing zeros (`"1.25E1"` → `(2, 1)`, `"1E-130"` →
+/// `(0, 130)`, `"100E-2"` → `(1, 0)`). Exact: works on the digits.
+pub fn number_digits(n: &str) -> (u32, u32) {
     let body = n.trim_start_matches(['-', '+']);
     let (mantissa, exp) = match body.find(['e', 'E']) {
         Some(i) => (&body[..i], body[i + 1..].parse::<i64>().unwrap_or(0)),
@@ -44,9 +72,10 @@ pub fn number_shape(n: &str) -> (u32, bool) {
     let point = int.len() as i64 + exp - (digits.len() - unpadded.len()) as i64;
     let significant = unpadded.trim_end_matches('0');
     if significant.is_empty() {
-        return (1, false); // zero
+        return (1, 0); // zero
     }
-    (point.clamp(0, i64::from(u32::MAX)) as u32, significant.len() as i64 > point)
+    let clamp = |v: i64| v.clamp(0, i64::from(u32::MAX)) as u32;
+    (clamp(point), clamp(significant.len() as i64 - point))
 }
 
 impl TypeStats {
@@ -54,6 +83,8 @@ impl TypeStats {
     pub fn observe(&mut self, item: &Item, encoded_len: impl Fn(&AttributeValue) -> usize) {
         for (name, v) in item {
             let s = self.0.entry(name.clone()).or_default();
+            // Recorded from here on; stays unknown if merged statistics lacked it.
+            s.max_fraction_digits = s.fraction_digits();
             *s.types.entry(v.type_tag()).or_default() += 1;
             s.max_value_bytes = s.max_value_bytes.max(encoded_len(v) as u64);
             let numbers: &[String] = match v {
@@ -62,9 +93,10 @@ impl TypeStats {
                 _ => &[],
             };
             for n in numbers {
-                let (digits, fractional) = number_shape(n);
+                let (digits, fraction) = number_digits(n);
                 s.max_integer_digits = s.max_integer_digits.max(digits);
-                s.fractional_numbers += u64::from(fractional);
+                s.fractional_numbers += u64::from(fraction > 0);
+                s.max_fraction_digits = s.max_fraction_digits.map(|m| m.max(fraction));
             }
         }
     }
@@ -75,6 +107,11 @@ impl TypeStats {
             for (t, c) in &o.types {
                 *s.types.entry(*t).or_default() += c;
             }
+            // Unknown on either side (older statistics with fractions) stays unknown.
+            s.max_fraction_digits = match (s.fraction_digits(), o.fraction_digits()) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
             s.fractional_numbers += o.fractional_numbers;
             s.max_integer_digits = s.max_integer_digits.max(o.max_integer_digits);
             s.max_value_bytes = s.max_value_bytes.max(o.max_value_bytes);
@@ -138,8 +175,10 @@ pub struct AutoscalingBounds {
     pub max_capacity: i64,
 }
 
-/// `_capacity.json`: written BEFORE the exporter raises capacity, so a later
-/// `crossdock export restore` (or the next export) can put the table back after a crash.
+/// `_capacity.json`, one per table: created (create-only) BEFORE the exporter raises
+/// capacity, renewed by its owner's heartbeat, so a second raising export of the table is
+/// refused and a later `crossdock export restore` (or the next export) puts the table back
+/// only once the owner is gone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CapacityLease {
@@ -154,6 +193,37 @@ pub struct CapacityLease {
     pub taken_at: String,
     /// Set once the original capacity is back.
     pub restored: bool,
+    /// Who holds the lease: only this run restores it while its heartbeat is fresh.
+    pub owner: LeaseOwner,
+    /// RFC 3339 time of the owner's last renewal.
+    pub heartbeat_at: String,
+    /// The owner counts as gone once its heartbeat is this many seconds old (and
+    /// `held_until` has passed): then anyone may restore the lease.
+    pub stale_after_secs: u64,
+    /// RFC 3339 time until which the lease is live even without heartbeats: set by
+    /// `crossdock export capacity raise`, whose process exits while the shards it raised
+    /// for have not started yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_until: Option<String>,
+    /// Who restored it and why (`own run …`, `stale: …`), once `restored`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_by: Option<String>,
+}
+
+/// The run holding a capacity lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseOwner {
+    /// Random per process (or the id given to `export capacity raise`).
+    pub run_id: String,
+    pub host: String,
+    pub pid: u32,
+}
+
+impl std::fmt::Display for LeaseOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "run {} (pid {} on {})", self.run_id, self.pid, self.host)
+    }
 }
 
 #[cfg(test)]
@@ -179,6 +249,64 @@ mod tests {
         for (n, digits, fractional) in cases {
             assert_eq!(number_shape(n), (digits, fractional), "{n}");
         }
+    }
+
+    #[test]
+    fn number_digits_count_both_sides_of_the_point() {
+        let cases = [
+            ("0", 1, 0),
+            ("-123.000", 3, 0),
+            ("12.5", 2, 1),
+            ("0.7923361357004808", 0, 16),
+            ("37.774929123456", 2, 12),
+            ("1E-130", 0, 130),
+            ("-0.000000000000000000000000000000000001", 0, 36),
+            ("9.9999999999999999999999999999999999999E+125", 126, 0),
+            ("1.2345678901234567890123456789012345678E-100", 0, 137),
+            ("12345678901234567890123456789012345678", 38, 0),
+            ("100E-2", 1, 0),
+        ];
+        for (n, integer, fraction) in cases {
+            assert_eq!(number_digits(n), (integer, fraction), "{n}");
+        }
+    }
+
+    #[test]
+    fn fraction_digits_are_recorded_and_unknown_stays_unknown() {
+        let item = |n: &str| parse_line(&format!(r#"{{"Item":{{"r":{{"N":"{n}"}},"s":{{"S":"x"}}}}}}"#), 1).expect("valid");
+        let len = |_: &AttributeValue| 10;
+        let mut new = TypeStats::default();
+        for n in ["0.7923361357004808", "1.5", "7"] {
+            new.observe(&item(n), len);
+        }
+        assert_eq!(new.0["r"].max_fraction_digits, Some(16));
+        assert_eq!(new.0["r"].fraction_digits(), Some(16));
+        assert_eq!(new.0["s"].fraction_digits(), Some(0));
+        // Statistics written before the field existed parse, and say "unknown" only
+        // when they counted fractions.
+        let old: TypeStats = serde_json::from_str(
+            r#"{"r":{"types":{"N":3},"fractional_numbers":2,"max_integer_digits":1,"max_value_bytes":9},
+                "i":{"types":{"N":3},"fractional_numbers":0,"max_integer_digits":4,"max_value_bytes":9}}"#,
+        )
+        .expect("older statistics parse");
+        assert_eq!((old.0["r"].fraction_digits(), old.0["i"].fraction_digits()), (None, Some(0)));
+        let mut merged = new.clone();
+        merged.merge(&old);
+        assert_eq!(merged.0["r"].fraction_digits(), None, "old ∪ new: unknown");
+        let mut merged = old.clone();
+        merged.merge(&new);
+        assert_eq!(merged.0["r"].fraction_digits(), None, "new ∪ old: unknown");
+        merged.observe(&item("1.25"), len);
+        assert_eq!(merged.0["r"].fraction_digits(), None, "observing more does not make it known");
+        let mut fresh = TypeStats::default();
+        fresh.merge(&new);
+        assert_eq!(fresh, new, "merging into nothing copies");
+        fresh.merge(&old);
+        assert_eq!(fresh.0["i"].fraction_digits(), Some(0));
+        // Round trip: unknown is written as absent, known as a number.
+        let text = serde_json::to_string(&merged).expect("serialises");
+        assert!(!text.contains("null"), "{text}");
+        assert_eq!(serde_json::from_str::<TypeStats>(&text).expect("parses"), merged);
     }
 
     #[test]
@@ -230,6 +358,11 @@ mod tests {
             autoscaling: Some(AutoscalingBounds { min_capacity: 100, max_capacity: 2000 }),
             taken_at: "2026-11-23T09:30:00Z".into(),
             restored: false,
+            owner: LeaseOwner { run_id: "7f3a9c2e51d04b88".into(), host: "ci-runner-12".into(), pid: 4242 },
+            heartbeat_at: "2026-11-23T09:41:30Z".into(),
+            stale_after_secs: 180,
+            held_until: None,
+            restored_by: None,
         };
         insta::assert_json_snapshot!("capacity_lease", l);
     }

@@ -164,6 +164,12 @@ pub struct TableConfig {
     /// Overrides of the pipeline's batch settings.
     #[serde(default)]
     pub batch: BatchConfig,
+    /// Number attributes (`N`, `NS`) the relational target stores as FLOAT64 /
+    /// `double precision`, by choice: lossy past 15–17 significant digits, so never
+    /// chosen otherwise. Key attributes cannot be listed (two numbers could become one
+    /// key). Bigtable keeps every number's exact text and ignores the list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub float64_attributes: Vec<String>,
 }
 
 /// A pipeline file as written.
@@ -243,6 +249,13 @@ impl PipelineFile {
             if !seen.insert(t.name.as_str()) {
                 return Err(bad(&format!("tables[{i}].name"), format!("table {:?} is listed twice", t.name)));
             }
+            let mut attrs = BTreeSet::new();
+            for a in &t.float64_attributes {
+                if a.is_empty() || !attrs.insert(a.as_str()) {
+                    let why = if a.is_empty() { "an attribute name is empty".to_string() } else { format!("attribute {a:?} is listed twice") };
+                    return Err(bad(&format!("tables[{i}].float64_attributes"), why));
+                }
+            }
         }
         for (field, b) in std::iter::once(("batch".to_string(), &self.batch))
             .chain(self.tables.iter().enumerate().map(|(i, t)| (format!("tables[{i}].batch"), &t.batch)))
@@ -301,6 +314,7 @@ impl Pipeline {
             route: None,
             destination: None,
             batch: BatchConfig::default(),
+            float64_attributes: Vec::new(),
         })
     }
 
@@ -373,6 +387,13 @@ rows = 500
         assert!(build(&FILE.replace("kind = \"postgres\"\nurl = \"${PG_URL}\"", "kind = \"bigtable\"\nproject = \"p\"\ninstance = \"i\"")).contains("targets.relational"));
         assert!(build(&FILE.replace("name = \"Orders\"", "name = \"../x\"")).contains("tables[0].name"));
         assert!(build(&format!("{FILE}\n[[tables]]\nname = \"Orders\"\n")).contains("listed twice"));
+        let floats = |list: &str| FILE.replace("route = \"wide-column\"", &format!("route = \"wide-column\"\nfloat64_attributes = {list}"));
+        assert!(build(&floats(r#"["ratio", "ratio"]"#)).contains("tables[0].float64_attributes"));
+        assert!(build(&floats(r#"[""]"#)).contains("tables[0].float64_attributes"));
+        let p = PipelineFile::parse("x.toml", &floats(r#"["ratio", "score"]"#)).expect("parses").build("x.toml", env).expect("valid");
+        assert_eq!(p.table("Orders").float64_attributes, ["ratio", "score"]);
+        assert!(p.table("Other").float64_attributes.is_empty());
+        assert!(PipelineFile::parse("x.toml", &floats("\"ratio\"")).is_err(), "a list, not a string");
         assert!(build(&FILE.replace("codec = \"gzip\"", "codec = \"gzip\"\nlevel = 12")).contains("relay.level"));
     }
 

@@ -89,6 +89,45 @@ pub struct TableSchema {
     pub total_segments: u32,
     /// Version of crossdock that wrote the export.
     pub crossdock_version: String,
+    /// The table's change streams when the export started, which `crossdock sync`
+    /// replays onto the target; absent when the table had none (or the export predates
+    /// this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamInfo>,
+}
+
+/// The change streams a table had when its export started.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamInfo {
+    /// The table's DynamoDB stream (`LatestStreamArn`), if enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamodb: Option<DynamoDbStream>,
+    /// Active Kinesis Data Streams destinations of the table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinesis: Vec<KinesisStream>,
+}
+
+/// A DynamoDB stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamoDbStream {
+    pub arn: String,
+    /// `LatestStreamLabel`: the stream's creation time, which tells a re-enabled
+    /// stream (whose earlier records are gone) from the one the export saw.
+    pub label: String,
+    /// `NEW_IMAGE`, `NEW_AND_OLD_IMAGES`, `OLD_IMAGE` or `KEYS_ONLY`.
+    pub view_type: String,
+}
+
+/// A Kinesis Data Streams for DynamoDB destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KinesisStream {
+    pub arn: String,
+    /// `MILLISECOND` or `MICROSECOND` (of `ApproximateCreationDateTime`), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
 }
 
 impl TableSchema {
@@ -143,6 +182,7 @@ pub(crate) mod tests {
             size_bytes_estimate: 150_000_000,
             total_segments: 4,
             crossdock_version: "0.1.0".into(),
+            stream: None,
         }
     }
 

@@ -39,14 +39,19 @@ pub enum ExportError {
     /// The capacity raised for the export could not be restored. The lease stays in S3.
     #[error("capacity of table {table:?} NOT restored ({cause}); lease at s3://{bucket}/{key}; run `crossdock export restore --table {table} --bucket {bucket}`")]
     CapacityNotRestored { table: String, bucket: String, key: String, cause: String, export_error: Option<Box<ExportError>> },
+    /// Another run holds the table's capacity lease and is alive: this run must not
+    /// raise (nor, sharded, restore) under it.
+    #[error("table {table:?} is leased by another export: {why}; nothing was raised. Wait for that export to end; if it died, its lease turns stale and the next export or `crossdock export restore --table {table} --bucket {bucket}` restores it (lease s3://{bucket}/{key})")]
+    LeaseHeld { table: String, bucket: String, key: String, owner: String, why: String },
     #[error(transparent)]
     Layout(#[from] LayoutError),
 }
 
 impl ExportError {
-    /// Whether the error happened before anything was touched because of bad input.
+    /// Whether the error happened before anything was touched because of bad input (or
+    /// a raise another live export's lease forbids).
     pub fn is_usage(&self) -> bool {
-        matches!(self, ExportError::InvalidInput { .. } | ExportError::Layout(_))
+        matches!(self, ExportError::InvalidInput { .. } | ExportError::Layout(_) | ExportError::LeaseHeld { .. })
     }
     pub fn is_not_found(&self) -> bool {
         matches!(self, ExportError::TableNotFound { .. } | ExportError::BucketNotFound { .. })

@@ -1,6 +1,7 @@
 //! crossdock-export: capacity lease, rate-limited parallel scan, DynamoDB JSON dump to S3.
 //!
-//! - [`lease`]: DescribeTable checks, `_capacity.json`, raise, restore (also after a crash).
+//! - [`lease`]: DescribeTable checks, the per-table capacity lease (owner, heartbeat,
+//!   conditional writes), raise, restore (also after a crash, once the owner is stale).
 //! - [`scan`]: one segment of the parallel scan, with checkpoints for `--resume`.
 //! - [`ratelimit`]: the RCU token bucket and page-size controller.
 //! - [`writer`]: data parts streamed to S3 (PutObject or multipart), checksums, stats.
@@ -15,6 +16,7 @@ pub mod lease;
 pub mod ratelimit;
 pub mod run;
 pub mod scan;
+pub mod stream;
 pub mod writer;
 
 pub use error::ExportError;

@@ -3,7 +3,7 @@
 //! writes.
 
 use crate::error::{invalid, s3_error, ExportError};
-use crate::lease::{self, Autoscaler, HeldLease, LeaseCtx, RestoreReport, TableInfo};
+use crate::lease::{self, Autoscaler, Heartbeat, Holder, LeaseCtx, RestoreAction, RestoreReport, TableInfo};
 use crate::ratelimit::RateLimiter;
 use crate::scan::{run_segment, SegmentCtx};
 use crate::writer::{get_json, put_json};
@@ -61,6 +61,17 @@ pub enum Raise {
     By(i64),
 }
 
+impl Raise {
+    /// The read capacity to raise to, from the current one (`None`: on demand, or no raise).
+    pub fn target(self, current: Option<Throughput>) -> Option<i64> {
+        match (self, current) {
+            (Raise::None, _) | (_, None) => None,
+            (Raise::To(n), Some(_)) => Some(n),
+            (Raise::By(n), Some(t)) => Some(t.read.saturating_add(n)),
+        }
+    }
+}
+
 /// One export's settings (built from the CLI flags).
 #[derive(Debug, Clone)]
 pub struct ExportConfig {
@@ -92,6 +103,12 @@ pub struct ExportConfig {
     pub force: bool,
     /// How long to wait for the table to become ACTIVE after a capacity change.
     pub active_timeout: Duration,
+    /// A lease this run takes counts as stale (its owner gone) once its heartbeat is
+    /// this old.
+    pub lease_stale_after: Duration,
+    /// The run id of an `export capacity raise` this process scans under (a shard):
+    /// it renews that lease's heartbeat while it runs and never restores it.
+    pub capacity_run: Option<String>,
 }
 
 impl ExportConfig {
@@ -115,6 +132,8 @@ impl ExportConfig {
             resume: false,
             force: false,
             active_timeout: Duration::from_secs(1800),
+            lease_stale_after: lease::DEFAULT_STALE_AFTER,
+            capacity_run: None,
         }
     }
 
@@ -144,6 +163,12 @@ impl ExportConfig {
             }
         }
         if let Some((a, b)) = self.segment_range {
+            if self.raise != Raise::None {
+                return Err(invalid(
+                    "--segment-range",
+                    "a shard must not raise capacity (--raise-to/--raise-by): raise once for all shards with `crossdock export capacity raise`, give the shards its run id with --capacity-run, and restore after them with `crossdock export capacity restore`",
+                ));
+            }
             if a >= b {
                 return Err(invalid("--segment-range", format!("{a}..{b} is empty (the end is exclusive)")));
             }
@@ -152,6 +177,15 @@ impl ExportConfig {
                     return Err(invalid("--segment-range", format!("{a}..{b} is outside TotalSegments {s} (segments 0..{s})")));
                 }
             }
+        }
+        if self.capacity_run.is_some() && self.raise != Raise::None {
+            return Err(invalid("--capacity-run", "the lease of `export capacity raise` already raised the table: drop --raise-to/--raise-by"));
+        }
+        if let Some(run) = &self.capacity_run {
+            crossdock_core::layout::validate_segment("--capacity-run", run)?;
+        }
+        if self.lease_stale_after < Duration::from_secs(1) {
+            return Err(invalid("--lease-stale-after", "must be at least 1 s"));
         }
         if self.concurrency == 0 {
             return Err(invalid("--concurrency", "must be at least 1"));
@@ -264,11 +298,7 @@ fn prepare(cfg: &ExportConfig, info: TableInfo, schema_segments: Option<u32>) ->
     if !info.is_active() {
         return Err(ExportError::TableNotActive { table: cfg.table.clone(), status: info.status.clone() });
     }
-    let target = match (cfg.raise, info.throughput) {
-        (Raise::None, _) | (_, None) => None,
-        (Raise::To(n), Some(_)) => Some(n),
-        (Raise::By(n), Some(t)) => Some(t.read.saturating_add(n)),
-    };
+    let target = cfg.raise.target(info.throughput);
     let raise_to = lease::plan_raise(&info, target, cfg.force)?;
     let total = match (cfg.segments, schema_segments) {
         (Some(s), Some(existing)) if s != existing => {
@@ -314,16 +344,53 @@ async fn latest_timestamp(s3: &aws_sdk_s3::Client, cfg: &ExportConfig) -> Result
         .max())
 }
 
+/// Whether every segment of the export has its manifest: the point after which no shard
+/// scans any more, so `export capacity restore --when-complete` may release the lease.
+pub async fn export_complete(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, export: &ExportId) -> Result<bool, ExportError> {
+    let schema_key = export.s3_key(prefix, &DumpFile::Schema);
+    let Some(schema) = get_json::<TableSchema>(s3, bucket, &schema_key, "table schema").await? else { return Ok(false) };
+    let dir = format!("{prefix}{}manifests/", export.dir());
+    let (keys, _) = lease::list(s3, bucket, &dir, None).await?;
+    let mut done: Vec<u32> = keys
+        .iter()
+        .filter_map(|k| crossdock_core::layout::DumpKey::from_s3_key(prefix, k).ok())
+        .filter_map(|k| match k.file {
+            DumpFile::Manifest { segment, total } if total == schema.total_segments => Some(segment),
+            _ => None,
+        })
+        .collect();
+    done.sort_unstable();
+    done.dedup();
+    Ok(done.len() as u32 == schema.total_segments)
+}
+
 /// `--dry-run`: checks and the plan; writes nothing, changes nothing.
 pub async fn plan(clients: &Clients, cfg: &ExportConfig) -> Result<ExportPlan, ExportError> {
     cfg.validate()?;
     check_bucket(&clients.s3, &cfg.bucket).await?;
-    let info = lease::describe(&clients.ddb, &cfg.table).await?;
-    let stale = lease::find_unrestored(&clients.s3, &cfg.bucket, &cfg.prefix, &cfg.table, None).await?;
-    // With a stale lease, the table's capacity is the raised one: plan from the original.
-    let mut info = info;
-    if let Some(oldest) = stale.iter().min_by(|a, b| a.lease.taken_at.cmp(&b.lease.taken_at)) {
-        info.throughput = Some(oldest.lease.original);
+    let mut info = lease::describe(&clients.ddb, &cfg.table).await?;
+    let mut stale = Vec::new();
+    if let Some(held) = lease::read_lease(&clients.s3, &cfg.bucket, &cfg.prefix, &cfg.table).await? {
+        let now = time::OffsetDateTime::now_utc();
+        let standing = lease::standing(&held.lease, "", now)
+            .map_err(|why| ExportError::Corrupt { bucket: cfg.bucket.clone(), key: held.key.clone(), what: "capacity lease", why })?;
+        match standing {
+            // The export would restore it first: plan from the capacity before its raise.
+            lease::Standing::Stale { .. } => {
+                info.throughput = Some(held.lease.original);
+                stale.push(held.key);
+            }
+            s @ lease::Standing::Live { .. } if cfg.raise != Raise::None => {
+                return Err(ExportError::LeaseHeld {
+                    table: cfg.table.clone(),
+                    bucket: cfg.bucket.clone(),
+                    key: held.key.clone(),
+                    owner: held.lease.owner.to_string(),
+                    why: lease::describe_lease(&held.lease, s),
+                })
+            }
+            _ => {}
+        }
     }
     let p = prepare(cfg, info, None)?;
     let expected_rcu = sizing::scan_rcu(p.info.size_bytes, cfg.consistent);
@@ -346,8 +413,32 @@ pub async fn plan(clients: &Clients, cfg: &ExportConfig) -> Result<ExportPlan, E
             .filter(|_| p.info.size_bytes > 0)
             .map(|b| sizing::export_seconds(p.info.size_bytes, b, cfg.consistent) * fraction),
         s3_prefix: format!("s3://{}/{}", cfg.bucket, table_dir(cfg)),
-        stale_leases: stale.into_iter().map(|h| h.key).collect(),
+        stale_leases: stale,
     })
+}
+
+/// The table's change streams, recorded in `_schema.json` for `crossdock sync`, with a
+/// warning when there is none it can use. The Kinesis destinations are best effort:
+/// a server (or a policy) that does not answer that call must not stop the export.
+async fn table_stream(ddb: &aws_sdk_dynamodb::Client, info: &TableInfo) -> Option<crossdock_core::schema::StreamInfo> {
+    let kinesis = match ddb.describe_kinesis_streaming_destination().table_name(&info.name).send().await {
+        Ok(r) => r.kinesis_data_stream_destinations().to_vec(),
+        Err(e) => {
+            let (code, message) = crate::error::sdk_message(&e);
+            tracing::warn!(table = %info.name, code = code.as_deref().unwrap_or("-"), error = %message, "could not list the table's Kinesis streaming destinations; recording its DynamoDB stream only");
+            Vec::new()
+        }
+    };
+    let stream = crate::stream::stream_of(&info.description, &kinesis);
+    match &stream {
+        None => tracing::warn!(table = %info.name, "{}", crate::stream::no_stream_warning(&info.name)),
+        Some(s) => {
+            if let Some(w) = crate::stream::view_type_warning(&info.name, s) {
+                tracing::warn!(table = %info.name, "{w}");
+            }
+        }
+    }
+    stream
 }
 
 fn build_schema(info: &TableInfo, total: u32) -> TableSchema {
@@ -408,6 +499,7 @@ fn build_schema(info: &TableInfo, total: u32) -> TableSchema {
         size_bytes_estimate: info.size_bytes,
         total_segments: total,
         crossdock_version: crossdock_core::VERSION.to_string(),
+        stream: None,
     }
 }
 
@@ -431,12 +523,39 @@ pub async fn run(
         bucket: &cfg.bucket,
         active_timeout: cfg.active_timeout,
     };
+    // A shard acts as its capacity step's run, so it never takes that run's lease for
+    // stale; any other export is a run of its own.
+    let holder = Holder::new(cfg.capacity_run.as_deref(), cfg.lease_stale_after);
     // Describe first, so an unknown table fails before anything else.
     lease::describe(&clients.ddb, &cfg.table).await?;
-    // A crashed earlier run may have left the table raised: put it back first.
-    let restored_stale_leases = lease::restore_table(&ctx, &cfg.prefix, &cfg.table, None).await?;
-    for r in &restored_stale_leases {
-        tracing::warn!(table = %cfg.table, key = %r.key, restored_to = r.restored_to, "restored the capacity lease of an earlier run");
+    // A crashed earlier run may have left the table raised: put it back first. A live
+    // run's lease is left alone, and forbids this run's raise.
+    let found = lease::restore_table(&ctx, &holder, &cfg.prefix, &cfg.table, false).await?;
+    let mut restored_stale_leases = Vec::new();
+    let mut joined = None;
+    match found.action {
+        RestoreAction::Restored => {
+            tracing::warn!(table = %cfg.table, key = %found.key, restored_to = ?found.restored_to, why = %found.why, "restored the capacity lease of an earlier run");
+            restored_stale_leases.push(found);
+        }
+        RestoreAction::LeftLive if cfg.raise != Raise::None => {
+            return Err(ExportError::LeaseHeld {
+                table: cfg.table.clone(),
+                bucket: cfg.bucket.clone(),
+                key: found.key,
+                owner: found.owner.map(|o| o.to_string()).unwrap_or_default(),
+                why: found.why,
+            });
+        }
+        RestoreAction::LeftLive if found.owner.as_ref().map(|o| &o.run_id) == cfg.capacity_run.as_ref() => {
+            // A shard of the run whose capacity step raised the table: keep its lease alive.
+            joined = lease::read_lease(&clients.s3, &cfg.bucket, &cfg.prefix, &cfg.table).await?;
+        }
+        RestoreAction::LeftLive => tracing::info!(table = %cfg.table, why = %found.why, "the table's capacity lease belongs to another live run; leaving it alone"),
+        _ => {}
+    }
+    if let (Some(run), None) = (&cfg.capacity_run, &joined) {
+        tracing::warn!(table = %cfg.table, run = %run, "--capacity-run: the table has no live lease of that run (not raised, or already restored); scanning at the current capacity");
     }
     let info = lease::describe(&clients.ddb, &cfg.table).await?;
 
@@ -454,9 +573,25 @@ pub async fn run(
     if existing.is_some() && !cfg.resume && cfg.segment_range.is_none() {
         return Err(invalid("timestamp", format!("s3://{}/{} already exists; use --resume to continue it", cfg.bucket, schema_key)));
     }
+    if cfg.segment_range.is_some() && !cfg.resume {
+        // A shard started afresh would rescan its segments from the start over parts
+        // and checkpoints already written (by itself or a sibling): only --resume
+        // continues them exactly once.
+        let dir = format!("{}{}", cfg.prefix, export.dir());
+        let (keys, _) = lease::list(&clients.s3, &cfg.bucket, &dir, None).await?;
+        let data = keys.iter().filter(|k| *k != &schema_key).count();
+        if data > 0 {
+            return Err(invalid(
+                "--segment-range",
+                format!("s3://{}/{dir} already has data ({data} objects); shards of one export write into it only with --resume (it starts segments without a checkpoint from the beginning)", cfg.bucket),
+            ));
+        }
+    }
     let p = prepare(cfg, info, existing.as_ref().map(|s| s.total_segments))?;
     if existing.is_none() {
-        put_json(&clients.s3, &cfg.bucket, &schema_key, &build_schema(&p.info, p.total)).await?;
+        let mut schema = build_schema(&p.info, p.total);
+        schema.stream = table_stream(&clients.ddb, &p.info).await;
+        put_json(&clients.s3, &cfg.bucket, &schema_key, &schema).await?;
     }
 
     observer.event(&Event::Started {
@@ -468,14 +603,17 @@ pub async fn run(
     let cancel = CancellationToken::new();
     let limiter = RateLimiter::for_budget(p.budget);
     let throttled = AtomicU64::new(0);
-    let mut held: Option<HeldLease> = None;
+    // The lease this run took (its heartbeat), and one of a capacity step it renews.
+    let mut held: Option<Heartbeat> = None;
+    let joined = joined.map(|j| Heartbeat::start(clients.s3.clone(), cfg.bucket.clone(), j));
     let mut interrupted = false;
     let result = {
     let work = async {
         if let Some(raise_to) = p.raise_to {
-            let h = lease::take(&ctx, &export, &cfg.prefix, &p.info, raise_to).await?;
+            let (h, stale) = lease::take(&ctx, &holder, &cfg.prefix, &p.info, raise_to, None).await?;
+            restored_stale_leases.extend(stale);
             observer.event(&crate::run::Event::LeaseTaken { key: h.key.clone() });
-            held = Some(h.clone());
+            held = Some(Heartbeat::start(clients.s3.clone(), cfg.bucket.clone(), h.clone()));
             lease::raise(&ctx, &h).await?;
             observer.event(&Event::CapacityRaised { read: raise_to.read });
         }
@@ -533,12 +671,22 @@ pub async fn run(
     // Restore — always, whatever happened above.
     let mut restored = true;
     let mut restore_error = None;
-    if let Some(h) = held.as_mut() {
-        match lease::restore(&ctx, h).await {
-            Ok(()) => observer.event(&Event::CapacityRestored { read: h.lease.original.read }),
+    if let Some(j) = joined {
+        // The capacity step's lease: renewed while scanning, restored by its own step.
+        if let Err(why) = j.stop().await {
+            tracing::warn!(table = %cfg.table, why = %why, "the capacity step's lease was lost while this shard scanned");
+        }
+    }
+    if let Some(hb) = held {
+        let key = crossdock_core::layout::capacity_lease_key(&cfg.prefix, &cfg.table)?;
+        match lease::release(&ctx, hb, &holder).await {
+            Ok(r) if r.action == RestoreAction::Lost => {
+                tracing::warn!(table = %cfg.table, why = %r.why, "this run's capacity lease was taken over and restored by another run");
+            }
+            Ok(r) => observer.event(&Event::CapacityRestored { read: r.restored_to.unwrap_or_default() }),
             Err(e) => {
                 restored = false;
-                restore_error = Some((h.key.clone(), e));
+                restore_error = Some((key, e));
             }
         }
     }
@@ -583,4 +731,35 @@ pub async fn run(
     };
     tracing::info!(table = %summary.table, items, bytes, parts = nparts, complete, consumed_rcu = summary.consumed_rcu, secs = summary.duration_secs, "export finished");
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_refuses_to_raise_and_a_capacity_run_needs_no_raise() {
+        let mut cfg = ExportConfig::new("Orders", "b", "x");
+        cfg.segment_range = Some((0, 2));
+        assert!(cfg.validate().is_ok());
+        cfg.raise = Raise::To(100);
+        let err = cfg.validate().expect_err("a shard raising");
+        assert!(err.is_usage() && err.to_string().contains("export capacity raise"), "{err}");
+        let mut cfg = ExportConfig::new("Orders", "b", "x");
+        cfg.capacity_run = Some("run-1".into());
+        cfg.raise = Raise::By(10);
+        assert!(cfg.validate().is_err());
+        cfg.raise = Raise::None;
+        cfg.lease_stale_after = Duration::from_millis(500);
+        assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn raise_targets() {
+        let t = Some(Throughput { read: 5, write: 5 });
+        assert_eq!(Raise::To(50).target(t), Some(50));
+        assert_eq!(Raise::By(45).target(t), Some(50));
+        assert_eq!(Raise::None.target(t), None);
+        assert_eq!(Raise::To(50).target(None), None);
+    }
 }

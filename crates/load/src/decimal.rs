@@ -1,5 +1,9 @@
-//! Exact handling of DynamoDB number text: normal form, plain decimal rendering,
+//! Exact handling of DynamoDB number text: normal form, canonical decimal text,
 //! equality, and an order-preserving byte encoding for Bigtable row keys.
+
+/// Spanner `NUMERIC` holds 29 digits before the decimal point and 9 after, exactly.
+pub const SPANNER_NUMERIC_INTEGER_DIGITS: u64 = 29;
+pub const SPANNER_NUMERIC_FRACTION_DIGITS: u64 = 9;
 
 /// A decimal as `±0.d1d2…dn × 10^exp` with no leading or trailing zero digits
 /// (zero has no digits).
@@ -38,7 +42,8 @@ impl Decimal {
         if digits.is_empty() {
             return Some(Decimal { negative: false, digits, exp: 0 });
         }
-        let exp = int.len() as i64 - lead as i64 + e;
+        // Checked: the text may come from anywhere (a target read back), not only the codec.
+        let exp = (int.len() as i64 - lead as i64).checked_add(e)?;
         Some(Decimal { negative, digits, exp })
     }
 
@@ -56,7 +61,15 @@ impl Decimal {
         self.exp.max(0) as u64
     }
 
-    /// Plain decimal text without exponent: `1500`, `-0.015`, `0`.
+    /// Whether Spanner `NUMERIC` holds the value exactly.
+    pub fn fits_spanner_numeric(&self) -> bool {
+        self.integer_digits() <= SPANNER_NUMERIC_INTEGER_DIGITS && self.fraction_digits() <= SPANNER_NUMERIC_FRACTION_DIGITS
+    }
+
+    /// The canonical decimal text: plain notation without exponent, `-` only for a
+    /// value below zero, no leading zero before the point except a lone `0`, no
+    /// trailing zero after it, no point for an integer (`1500`, `-0.015`, `0`). Two
+    /// texts denote the same number exactly when their canonical texts are equal.
     pub fn to_plain(&self) -> String {
         if self.is_zero() {
             return "0".into();
@@ -108,7 +121,15 @@ impl Decimal {
     }
 }
 
-/// Numeric equality of two DynamoDB number texts (`"1.50" == "15E-1"`).
+/// The canonical text ([`Decimal::to_plain`]) of number text; `None` if not a number.
+pub fn canonical(n: &str) -> Option<String> {
+    Decimal::parse(n).map(|d| d.to_plain())
+}
+
+/// Exact numeric equality of two DynamoDB number texts (`"1.50" == "15E-1"`,
+/// `"1E2" == "100"`), digit by digit: never through a float, which would call
+/// numbers equal that differ past the 17th digit. Text that is not a number equals
+/// only the same text.
 pub fn numbers_equal(a: &str, b: &str) -> bool {
     match (Decimal::parse(a), Decimal::parse(b)) {
         (Some(x), Some(y)) => x == y,
@@ -138,6 +159,47 @@ mod tests {
         assert_eq!(d("9223372036854775808").to_i64(), None);
         assert_eq!(d("1.5").to_i64(), None);
         assert_eq!((d("12.345").integer_digits(), d("12.345").fraction_digits()), (2, 3));
+    }
+
+    #[test]
+    fn equality_is_exact_at_dynamodb_extremes() {
+        assert!(numbers_equal("1E2", "100"));
+        assert!(numbers_equal("1.50", "1.5"));
+        assert!(numbers_equal("-0", "0.000"));
+        assert!(numbers_equal("1E-130", &format!("0.{}1", "0".repeat(129))));
+        assert!(numbers_equal("9.9999999999999999999999999999999999999E+125", &format!("{}{}", "9".repeat(38), "0".repeat(88))));
+        // Equal as f64, different as decimals.
+        assert_eq!("0.7923361357004808".parse::<f64>().ok(), "0.79233613570048080001".parse::<f64>().ok());
+        assert!(!numbers_equal("0.7923361357004808", "0.79233613570048080001"));
+        assert!(!numbers_equal("0.7923361357004808", "7.923361357004808e-1000"));
+        assert!(!numbers_equal("12345678901234567890123456789012345678", "1.2345678901234568E37"));
+        assert!(!numbers_equal("1E-130", "0"));
+        assert!(!numbers_equal("-1", "1"));
+        assert!(!numbers_equal("x", "0") && numbers_equal("x", "x"));
+        assert_eq!(Decimal::parse("1E9223372036854775807"), None, "exponent overflow is not a number");
+    }
+
+    #[test]
+    fn canonical_text_and_spanner_fit() {
+        let cases = [
+            ("12345678901234567890123456789012345678", "12345678901234567890123456789012345678"),
+            ("-0.000000000000000000000000000000000001", "-0.000000000000000000000000000000000001"),
+            ("37.774929123456", "37.774929123456"),
+            ("+1.50E1", "15"),
+            ("-00.0", "0"),
+            ("0.7923361357004808", "0.7923361357004808"),
+        ];
+        for (n, want) in cases {
+            assert_eq!(canonical(n).as_deref(), Some(want), "{n}");
+            assert!(numbers_equal(n, want));
+        }
+        assert_eq!(canonical("1E-130").map(|t| t.len()), Some(132));
+        assert_eq!(canonical("nope"), None);
+        assert!(d("99999999999999999999999999999.999999999").fits_spanner_numeric());
+        assert!(d("-1E28").fits_spanner_numeric());
+        assert!(!d("1E29").fits_spanner_numeric(), "30 integer digits");
+        assert!(!d("0.0000000001").fits_spanner_numeric(), "10 fraction digits");
+        assert!(!d("0.7923361357004808").fits_spanner_numeric());
     }
 
     #[test]

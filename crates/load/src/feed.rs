@@ -36,7 +36,7 @@ pub fn convert_file(model: &TableModel, name: &str, file: usize, raw: &[u8], tx:
     // Bigtable needs a row key it can build; other targets take any row.
     let check = |row: &Row| -> Result<(), String> {
         if model.target == TargetKind::Bigtable {
-            crate::target::bigtable::row_key(model, row).map(|_| ())
+            crate::sink::bigtable::row_key(model, row).map(|_| ())
         } else {
             Ok(())
         }

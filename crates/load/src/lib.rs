@@ -4,13 +4,14 @@
 //! - [`marker`]: read and validate the marker (`gs://bucket/batch/table/ts/_SUCCESS`).
 //! - [`schema`]: type inference → a target-neutral [`schema::TableModel`]; reversible
 //!   identifier encoding; item ↔ row conversion; compatibility diff.
-//! - [`target`]: the [`target::Target`] trait and its `spanner`, `bigtable` and
+//! - [`sink`]: the [`sink::Target`] trait and its `spanner`, `bigtable` and
 //!   `postgres` implementations.
 //! - [`feed`]: files → checked bytes → chunks of rows, streaming, for the writers.
 //! - [`rowparse`]: the fast path from a JSON line straight to a row.
 //! - [`progress`]: per-file progress and reject records in GCS, the `_LOADED` record.
 //! - [`run`]: orchestration (plan, load, indexes, count check) and verification.
 
+pub mod compare;
 pub mod decimal;
 pub mod error;
 pub mod feed;
@@ -20,7 +21,7 @@ pub mod progress;
 pub mod rowparse;
 pub mod run;
 pub mod schema;
-pub mod target;
+pub mod sink;
 pub mod watch;
 
 pub use error::LoadError;

@@ -7,7 +7,7 @@
 //! anything else (a reject, a repeated name, a value of another type) returns `None`
 //! and the caller takes the checked path, which also gives the reason.
 
-use crate::schema::{stored_json, stored_text, to_float, to_int, to_numeric, Cell, Column, ColumnType, Row, TableModel, TargetKind};
+use crate::schema::{stored_json, stored_text, to_decimal_text, to_float, to_int, to_numeric, Cell, Column, ColumnType, Row, TableModel, TargetKind};
 use base64::Engine as _;
 use crossdock_core::item::{parse_attrs_with, validate_number, AttributeValue, Text};
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
@@ -129,9 +129,14 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
                 number(&n)?;
                 ok(to_numeric(self.target, n).map(Cell::Num))?
             }
+            (ColumnType::DecimalText, "N") => {
+                let n = map.next_value::<Text<'de>>()?;
+                number(&n.0)?;
+                ok(to_decimal_text(&n.0).map(Cell::Num))?
+            }
             (ColumnType::StringArray, "SS") => Cell::StrArr(map.next_value::<Vec<String>>()?.into_iter().map(|s| stored_text(self.target, s)).collect()),
             (ColumnType::BytesArray, "BS") => Cell::BytesArr(map.next_value::<Vec<Text<'de>>>()?.iter().map(|s| b64(&s.0)).collect::<Result<_, _>>()?),
-            (ColumnType::Int64Array | ColumnType::Float64Array | ColumnType::NumericArray, "NS") => {
+            (ColumnType::Int64Array | ColumnType::Float64Array | ColumnType::NumericArray | ColumnType::DecimalTextArray, "NS") => {
                 let ns: Vec<String> = map.next_value()?;
                 for n in &ns {
                     number(n)?;
@@ -139,6 +144,7 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
                 match self.column.ty {
                     ColumnType::Int64Array => Cell::IntArr(ns.iter().map(|n| to_int(n)).collect::<Result<_, _>>().map_err(|_| fail::<A::Error>())?),
                     ColumnType::Float64Array => Cell::FloatArr(ns.iter().map(|n| to_float(n)).collect::<Result<_, _>>().map_err(|_| fail::<A::Error>())?),
+                    ColumnType::DecimalTextArray => Cell::NumArr(ns.iter().map(|n| to_decimal_text(n)).collect::<Result<_, _>>().map_err(|_| fail::<A::Error>())?),
                     _ => Cell::NumArr(ns.into_iter().map(|n| to_numeric(self.target, n)).collect::<Result<_, _>>().map_err(|_| fail::<A::Error>())?),
                 }
             }

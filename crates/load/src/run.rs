@@ -2,13 +2,15 @@
 //! forced), indexes, row count against the marker, `_LOADED`. Also the full read-back
 //! verification.
 
+use crate::compare::Comparison;
+pub use crate::compare::VerifyReport;
 use crate::error::LoadError;
 use crate::marker::{read_part, Marker};
 use crate::feed::{self, Msg};
 use crate::progress::{self, FileProgress, FileStatus, Reject};
-use crate::schema::{items_equal, typed_json, Row, TableModel, TargetKind};
-use crate::target::{BatchLimits, Target};
-use crossdock_core::item::{parse_line, Item};
+use crate::schema::{Row, TableModel, TargetKind};
+use crate::sink::{BatchLimits, Target};
+use crossdock_core::item::parse_line;
 use crossdock_core::marker::{LoadedRecord, MarkerFile};
 use crossdock_core::pipeline::{BatchConfig, Pipeline, TargetConfig};
 use crossdock_core::routing::Route;
@@ -555,91 +557,24 @@ async fn load_inner<T: Target>(marker: &Marker, target: &T, model: &TableModel, 
     Ok(summary)
 }
 
-/// The outcome of a full read-back comparison.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct VerifyReport {
-    pub source_items: u64,
-    /// Source items the model rejects (expected to be absent).
-    pub rejected: u64,
-    pub target_rows: u64,
-    pub matching: u64,
-    pub missing: u64,
-    pub extra: u64,
-    pub different: u64,
-    /// Up to 20 examples of each problem.
-    pub examples: Vec<String>,
-}
-
-impl VerifyReport {
-    pub fn ok(&self) -> bool {
-        self.missing == 0 && self.extra == 0 && self.different == 0
-    }
-}
-
-fn key_text(model: &TableModel, item: &Item) -> String {
-    model
-        .primary_key
-        .iter()
-        .map(|&i| item.get(&model.columns[i].attribute).map(typed_json).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("|")
-}
-
-/// Reads every source item (through the marker) and every target row, and compares
-/// all of them, attribute by attribute, with DynamoDB's equality.
+/// Compares the export with the target, attribute by attribute, with DynamoDB's
+/// equality, streaming: see [`crate::compare`].
 pub async fn verify<T: Target>(marker: &Marker, target: &T, model: &TableModel) -> Result<VerifyReport, LoadError> {
-    let mut report = VerifyReport::default();
-    let mut source: BTreeMap<String, Item> = BTreeMap::new();
+    let mut cmp = Comparison::new(target, model);
     for f in &marker.marker.files {
         let raw = read_part(marker, f).await?;
         for (i, line) in raw.split(|&b| b == b'\n').enumerate() {
             if line.is_empty() {
                 continue;
             }
-            report.source_items += 1;
             let item = std::str::from_utf8(line).map_err(|e| e.to_string()).and_then(|t| parse_line(t, i as u64 + 1).map_err(|e| e.to_string()));
             match item {
-                Ok(item) if model.to_row(&item).is_ok() => {
-                    source.insert(key_text(model, &item), item);
-                }
-                _ => report.rejected += 1,
+                Ok(item) => cmp.push(item).await?,
+                Err(_) => cmp.reject(),
             }
         }
     }
-    let note = |report: &mut VerifyReport, s: String| {
-        if report.examples.len() < 20 {
-            report.examples.push(s);
-        }
-    };
-    for row in target.read_all(model).await? {
-        report.target_rows += 1;
-        let item = model.to_item(&row).map_err(|m| LoadError::Target { target: "verify", op: "decode", table: model.name.clone(), message: m, retryable: false })?;
-        let key = key_text(model, &item);
-        match source.remove(&key) {
-            None => {
-                report.extra += 1;
-                note(&mut report, format!("extra row {key}"));
-            }
-            Some(src) if items_equal(&src, &item) => report.matching += 1,
-            Some(src) => {
-                report.different += 1;
-                let attrs: Vec<&String> = src
-                    .keys()
-                    .chain(item.keys())
-                    .filter(|a| match (src.get(*a), item.get(*a)) {
-                        (Some(x), Some(y)) => !crate::schema::values_equal(x, y),
-                        _ => true,
-                    })
-                    .collect();
-                note(&mut report, format!("row {key} differs in {attrs:?}"));
-            }
-        }
-    }
-    report.missing = source.len() as u64;
-    for k in source.keys().take(20) {
-        note(&mut report, format!("missing row {k}"));
-    }
-    Ok(report)
+    cmp.finish().await
 }
 
 #[cfg(test)]

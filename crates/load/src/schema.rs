@@ -5,8 +5,11 @@
 //! - key attributes → primary-key columns typed by their attribute definition;
 //! - an attribute seen with exactly one type (and never as `NULL`) → a typed column:
 //!   `S` → string, `B` → bytes, `BOOL` → bool, `N` → int64 when every value is an
-//!   integer of ≤ 18 digits, else numeric (PostgreSQL: always exact `numeric`; Spanner:
-//!   `NUMERIC` when ≤ 29 integer digits, else `FLOAT64`), `SS`/`NS`/`BS` → arrays;
+//!   integer of ≤ 18 digits, else an exact decimal (PostgreSQL: `numeric`, which holds
+//!   every DynamoDB number; Spanner: `NUMERIC` when the statistics show every value
+//!   within 29 integer and 9 fraction digits, else a `STRING` of the canonical decimal
+//!   text, [`crate::decimal::Decimal::to_plain`]), `SS`/`NS`/`BS` → arrays; `FLOAT64`
+//!   only for attributes the pipeline lists in `float64_attributes`;
 //! - anything else (mixed types, `NULL`, `L`, `M`) → a JSON column holding the value in
 //!   DynamoDB's typed JSON form (`{"L":[{"S":"a"}]}`), which keeps every type exactly;
 //! - an absent attribute is SQL `NULL` (so `{"NULL":true}` and "absent" stay distinct).
@@ -17,7 +20,7 @@
 //!   stored escaped ([`pg_escape`]): in text columns, text arrays and every string and
 //!   map key inside JSON.
 
-use crate::decimal::Decimal;
+use crate::decimal::{Decimal, SPANNER_NUMERIC_FRACTION_DIGITS, SPANNER_NUMERIC_INTEGER_DIGITS};
 use crate::error::LoadError;
 use crossdock_core::item::{AttributeValue, Item, TypeTag};
 use crossdock_core::manifest::{AttributeStats, TypeStats};
@@ -65,6 +68,11 @@ pub enum ColumnType {
     BytesArray,
     /// DynamoDB typed JSON of the value.
     Json,
+    /// A number as its canonical decimal text in a string column, for numbers the
+    /// target's NUMERIC cannot hold exactly (cells: [`Cell::Num`]).
+    DecimalText,
+    /// A number set as canonical decimal texts in a string array ([`Cell::NumArr`]).
+    DecimalTextArray,
 }
 
 /// One column: which attribute it holds and how.
@@ -174,16 +182,27 @@ pub fn unsanitise(ident: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn number_type(target: TargetKind, s: &AttributeStats) -> (ColumnType, ColumnType) {
-    let int = s.fractional_numbers == 0 && s.max_integer_digits <= 18;
-    match (target, int) {
-        (_, true) => (ColumnType::Int64, ColumnType::Int64Array),
-        (TargetKind::Spanner, false) if s.max_integer_digits > 29 => (ColumnType::Float64, ColumnType::Float64Array),
+/// The column types (scalar, set) of a number attribute: exact unless `float64` (the
+/// pipeline asked for it). Unknown fraction digits (older statistics) count as "may
+/// not fit" a NUMERIC of limited scale.
+fn number_type(target: TargetKind, s: &AttributeStats, float64: bool) -> (ColumnType, ColumnType) {
+    if float64 {
+        return (ColumnType::Float64, ColumnType::Float64Array);
+    }
+    if s.fractional_numbers == 0 && s.max_integer_digits <= 18 {
+        return (ColumnType::Int64, ColumnType::Int64Array);
+    }
+    let fits_spanner = u64::from(s.max_integer_digits) <= SPANNER_NUMERIC_INTEGER_DIGITS
+        && s.fraction_digits().is_some_and(|f| u64::from(f) <= SPANNER_NUMERIC_FRACTION_DIGITS);
+    match target {
+        TargetKind::Spanner if !fits_spanner => (ColumnType::DecimalText, ColumnType::DecimalTextArray),
+        // PostgreSQL's numeric holds 131,072 digits before the point and 16,383 after;
+        // DynamoDB's numbers need at most 126 and 167.
         _ => (ColumnType::Numeric, ColumnType::NumericArray),
     }
 }
 
-fn column_type(target: TargetKind, s: &AttributeStats) -> ColumnType {
+fn column_type(target: TargetKind, s: &AttributeStats, float64: bool) -> ColumnType {
     let present: Vec<TypeTag> = s.types.iter().filter(|(_, &c)| c > 0).map(|(t, _)| *t).collect();
     let [only] = present[..] else { return ColumnType::Json };
     if target == TargetKind::Bigtable {
@@ -200,9 +219,9 @@ fn column_type(target: TargetKind, s: &AttributeStats) -> ColumnType {
         TypeTag::S => ColumnType::String,
         TypeTag::B => ColumnType::Bytes,
         TypeTag::Bool => ColumnType::Bool,
-        TypeTag::N => number_type(target, s).0,
+        TypeTag::N => number_type(target, s, float64).0,
         TypeTag::Ss => ColumnType::StringArray,
-        TypeTag::Ns => number_type(target, s).1,
+        TypeTag::Ns => number_type(target, s, float64).1,
         TypeTag::Bs => ColumnType::BytesArray,
         TypeTag::Null | TypeTag::L | TypeTag::M => ColumnType::Json,
     }
@@ -223,8 +242,15 @@ impl TableModel {
     /// Builds the model of `schema` + `stats` for `target`; `destination` overrides
     /// the table name (used as given, after the same identifier check).
     pub fn infer(target: TargetKind, schema: &TableSchema, stats: &TypeStats, destination: Option<&str>) -> Result<TableModel, LoadError> {
+        Self::infer_with(target, schema, stats, destination, &[])
+    }
+
+    /// [`Self::infer`] with the number attributes the pipeline stores as FLOAT64
+    /// (`float64_attributes`; ignored on Bigtable, which keeps every number's text).
+    pub fn infer_with(target: TargetKind, schema: &TableSchema, stats: &TypeStats, destination: Option<&str>, float64: &[String]) -> Result<TableModel, LoadError> {
         let table = schema.table.clone();
         let bad = |reason: String| LoadError::Schema { table: table.clone(), reason };
+        let float64: &[String] = if target == TargetKind::Bigtable { &[] } else { float64 };
         let hash = schema.hash_key().ok_or_else(|| bad("the key schema has no HASH key".into()))?;
         let mut key_names = vec![hash.to_string()];
         if let Some(r) = schema.range_key() {
@@ -238,6 +264,10 @@ impl TableModel {
             }
             None => ident(target, &table, &table)?,
         };
+        if let Some(k) = key_names.iter().find(|k| float64.contains(k)) {
+            // Distinct numbers can round to one double: two items would become one row.
+            return Err(bad(format!("key attribute {k:?} cannot be stored as FLOAT64 (float64_attributes): distinct numbers could become one key")));
+        }
         let mut columns = Vec::new();
         for k in &key_names {
             let declared = schema.key_type(k).ok_or_else(|| bad(format!("key attribute {k:?} has no attribute definition")))?;
@@ -245,7 +275,7 @@ impl TableModel {
                 (TargetKind::Bigtable, TypeTag::N) => ColumnType::Numeric,
                 (_, TypeTag::S) => ColumnType::String,
                 (_, TypeTag::B) => ColumnType::Bytes,
-                (_, TypeTag::N) => number_type(target, stats.0.get(k).unwrap_or(&AttributeStats { max_integer_digits: 99, ..Default::default() })).0,
+                (_, TypeTag::N) => number_type(target, stats.0.get(k).unwrap_or(&AttributeStats { max_integer_digits: 99, ..Default::default() }), false).0,
                 (_, other) => return Err(bad(format!("key attribute {k:?} has type {} (keys are S, N or B)", other.as_str()))),
             };
             columns.push(Column { attribute: k.clone(), name: ident(target, &table, k)?, ty, key: true });
@@ -254,7 +284,7 @@ impl TableModel {
             if key_names.contains(attr) {
                 continue;
             }
-            columns.push(Column { attribute: attr.clone(), name: ident(target, &table, attr)?, ty: column_type(target, s), key: false });
+            columns.push(Column { attribute: attr.clone(), name: ident(target, &table, attr)?, ty: column_type(target, s, float64.contains(attr)), key: false });
         }
         // Spanner identifiers are case-insensitive; none may collide.
         let mut seen = std::collections::BTreeMap::new();
@@ -336,11 +366,13 @@ impl TableModel {
             (ColumnType::Bool, A::Bool(b)) => Cell::Bool(b),
             (ColumnType::Int64, A::N(n)) => Cell::Int(to_int(&n)?),
             (ColumnType::Numeric, A::N(n)) => Cell::Num(to_numeric(target, n)?),
+            (ColumnType::DecimalText, A::N(n)) => Cell::Num(to_decimal_text(&n)?),
             (ColumnType::Float64, A::N(n)) => Cell::Float(to_float(&n)?),
             (ColumnType::StringArray, A::Ss(s)) => Cell::StrArr(s.into_iter().map(|s| stored_text(target, s)).collect()),
             (ColumnType::BytesArray, A::Bs(b)) => Cell::BytesArr(b),
             (ColumnType::Int64Array, A::Ns(ns)) => Cell::IntArr(ns.iter().map(|n| to_int(n)).collect::<Result<_, _>>()?),
             (ColumnType::NumericArray, A::Ns(ns)) => Cell::NumArr(ns.into_iter().map(|n| to_numeric(target, n)).collect::<Result<_, _>>()?),
+            (ColumnType::DecimalTextArray, A::Ns(ns)) => Cell::NumArr(ns.iter().map(|n| to_decimal_text(n)).collect::<Result<_, _>>()?),
             (ColumnType::Float64Array, A::Ns(ns)) => Cell::FloatArr(ns.iter().map(|n| to_float(n)).collect::<Result<_, _>>()?),
             (_, v) => return Err(wrong(&v)),
         })
@@ -394,19 +426,29 @@ pub(crate) fn to_int(n: &str) -> Result<i64, String> {
     Decimal::parse(n).and_then(|d| d.to_i64()).ok_or_else(|| format!("number {n} does not fit a 64-bit integer column"))
 }
 
-/// Number text for a NUMERIC column. The codec has already checked it is a DynamoDB
-/// number, which PostgreSQL's NUMERIC always holds; Spanner's is narrower.
+/// Number text for a NUMERIC column (on Bigtable: the cell, the exact text as
+/// exported). The codec has already checked it is a DynamoDB number, which
+/// PostgreSQL's NUMERIC always holds; Spanner's is narrower, and a value outside it
+/// (statistics that do not match the data) is a reject, never rounded.
 pub(crate) fn to_numeric(target: TargetKind, n: String) -> Result<String, String> {
     match target {
         TargetKind::Spanner => {
             let d = Decimal::parse(&n).ok_or_else(|| format!("{n:?} is not a number"))?;
-            if d.integer_digits() > 29 || d.fraction_digits() > 9 {
-                return Err(format!("number {n} does not fit Spanner NUMERIC (29 integer and 9 fractional digits)"));
+            if !d.fits_spanner_numeric() {
+                return Err(format!(
+                    "number {n} does not fit Spanner NUMERIC ({SPANNER_NUMERIC_INTEGER_DIGITS} integer and {SPANNER_NUMERIC_FRACTION_DIGITS} fractional digits)"
+                ));
             }
             Ok(d.to_plain())
         }
         TargetKind::Postgres | TargetKind::Bigtable => Ok(n),
     }
+}
+
+/// Number text for a [`ColumnType::DecimalText`] column: the canonical decimal text,
+/// so equal numbers are stored as equal strings.
+pub(crate) fn to_decimal_text(n: &str) -> Result<String, String> {
+    crate::decimal::canonical(n).ok_or_else(|| format!("{n:?} is not a number"))
 }
 
 pub(crate) fn to_float(n: &str) -> Result<f64, String> {
@@ -545,14 +587,14 @@ fn map_strings(v: &mut AttributeValue, f: &mut impl FnMut(String) -> Result<Stri
     Ok(())
 }
 
-/// Equality of items as DynamoDB sees them: numbers compared by value (floats by
-/// their `f64`), sets as sets, maps regardless of order.
+/// Equality of items as DynamoDB sees them: numbers compared as exact decimals (never
+/// through `f64`), sets as sets, maps regardless of order.
 pub fn items_equal(a: &Item, b: &Item) -> bool {
     a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| values_equal(v, w)))
 }
 
 fn num_eq(a: &str, b: &str) -> bool {
-    crate::decimal::numbers_equal(a, b) || matches!((a.parse::<f64>(), b.parse::<f64>()), (Ok(x), Ok(y)) if x == y && (a.contains('e') || b.contains('e')))
+    crate::decimal::numbers_equal(a, b)
 }
 
 pub fn values_equal(a: &AttributeValue, b: &AttributeValue) -> bool {
@@ -634,6 +676,7 @@ pub(crate) mod tests {
             size_bytes_estimate: 0,
             total_segments: 1,
             crossdock_version: "0.1.0".into(),
+            stream: None,
         }
     }
 
@@ -676,7 +719,8 @@ pub(crate) mod tests {
         assert_eq!(ty(&pg, "nul"), Some(ColumnType::Json));
         assert_eq!(ty(&pg, "l"), Some(ColumnType::Json));
         let sp = TableModel::infer(TargetKind::Spanner, &schema(), &stats(), None).expect("model");
-        assert_eq!(ty(&sp, "big"), Some(ColumnType::Float64));
+        assert_eq!(ty(&sp, "big"), Some(ColumnType::DecimalText), "36 integer digits: more than Spanner NUMERIC holds");
+        assert_eq!(ty(&sp, "price"), Some(ColumnType::Numeric));
         assert_eq!(sp.indexes.len(), 1);
         assert_eq!(sp.indexes[0].storing.len(), sp.columns.len() - 3);
         let bt = TableModel::infer(TargetKind::Bigtable, &schema(), &stats(), None).expect("model");
@@ -695,6 +739,126 @@ pub(crate) mod tests {
                 assert!(items_equal(&item, &back), "{target:?}\n{item:?}\n{back:?}");
             }
         }
+    }
+
+    fn number_stats(values: &[&str]) -> AttributeStats {
+        let mut s = TypeStats::default();
+        for (i, n) in values.iter().enumerate() {
+            let line = format!(r#"{{"Item":{{"pk":{{"S":"{i}"}},"sk":{{"N":"1"}},"r":{{"N":"{n}"}}}}}}"#);
+            s.observe(&parse_line(&line, 1).expect("valid"), |v| typed_json(v).len());
+        }
+        s.0["r"].clone()
+    }
+
+    fn number_column(target: TargetKind, values: &[&str], float64: &[&str]) -> ColumnType {
+        let mut stats = TypeStats::default();
+        stats.0.insert("r".into(), number_stats(values));
+        let float64: Vec<String> = float64.iter().map(|a| a.to_string()).collect();
+        let m = TableModel::infer_with(target, &schema(), &stats, None, &float64).expect("model");
+        m.columns.iter().find(|c| c.attribute == "r").map(|c| c.ty).expect("column r")
+    }
+
+    #[test]
+    fn number_columns_are_exact_unless_the_pipeline_asks_for_float64() {
+        use ColumnType::*;
+        use TargetKind::*;
+        let cases: [(&[&str], ColumnType, ColumnType); 8] = [
+            (&["7", "-123456789012345678"], Int64, Int64),
+            (&["12.5", "99999999999999999999999999999.999999999"], Numeric, Numeric),
+            // Ordinary doubles: more than 9 fraction digits.
+            (&["0.7923361357004808", "1.5"], Numeric, DecimalText),
+            (&["37.774929123456"], Numeric, DecimalText),
+            (&["12345678901234567890123456789012345678"], Numeric, DecimalText),
+            (&["1E-130"], Numeric, DecimalText),
+            (&["9.9999999999999999999999999999999999999E+125"], Numeric, DecimalText),
+            (&["-0.000000000000000000000000000000000001"], Numeric, DecimalText),
+        ];
+        for (values, pg, spanner) in cases {
+            assert_eq!(number_column(Postgres, values, &[]), pg, "{values:?}");
+            assert_eq!(number_column(Spanner, values, &[]), spanner, "{values:?}");
+            assert_eq!(number_column(Bigtable, values, &[]), Numeric, "{values:?}");
+            assert_eq!(number_column(Spanner, values, &["r"]), Float64, "{values:?}");
+            assert_eq!(number_column(Postgres, values, &["r"]), Float64, "{values:?}");
+            assert_eq!(number_column(Bigtable, values, &["r"]), Numeric, "Bigtable keeps the text: {values:?}");
+        }
+        assert_eq!(number_column(Spanner, &["1.5"], &["other"]), Numeric, "only the listed attribute");
+        let e = TableModel::infer_with(Spanner, &schema(), &stats(), None, &["sk".to_string()]).expect_err("float key");
+        assert!(e.to_string().contains("\"sk\"") && e.to_string().contains("FLOAT64"), "{e}");
+    }
+
+    #[test]
+    fn older_statistics_without_fraction_digits_choose_exact_text_on_spanner() {
+        let mut old = number_stats(&["1.5"]);
+        old.max_fraction_digits = None;
+        let ty = |target, r: &AttributeStats| {
+            let stats = TypeStats([("r".to_string(), r.clone())].into());
+            TableModel::infer(target, &schema(), &stats, None).expect("model").columns.iter().find(|c| c.attribute == "r").map(|c| c.ty)
+        };
+        assert_eq!(ty(TargetKind::Spanner, &old), Some(ColumnType::DecimalText), "unknown scale may not fit NUMERIC");
+        assert_eq!(ty(TargetKind::Postgres, &old), Some(ColumnType::Numeric));
+        // Old statistics of integers only are still known to have no fraction.
+        old.fractional_numbers = 0;
+        old.max_integer_digits = 25;
+        assert_eq!(ty(TargetKind::Spanner, &old), Some(ColumnType::Numeric));
+    }
+
+    #[test]
+    fn numbers_round_trip_exactly_on_every_target() {
+        let values = [
+            "12345678901234567890123456789012345678",
+            "1E-130",
+            "9.9999999999999999999999999999999999999E+125",
+            "-0.000000000000000000000000000000000001",
+            "37.774929123456",
+            "0.7923361357004808",
+            "1.50",
+        ];
+        let mut stats = TypeStats::default();
+        stats.0.insert("r".into(), number_stats(&values));
+        stats.0.insert("ns".into(), {
+            let mut s = number_stats(&values);
+            s.types = [(TypeTag::Ns, 1)].into();
+            s
+        });
+        for target in [TargetKind::Spanner, TargetKind::Postgres, TargetKind::Bigtable] {
+            let m = TableModel::infer(target, &schema(), &stats, None).expect("model");
+            let mut parser = crate::rowparse::RowParser::new(&m);
+            let set = values.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(",");
+            for (i, n) in values.iter().enumerate() {
+                let line = format!(r#"{{"Item":{{"pk":{{"S":"{i}"}},"sk":{{"N":"{n}"}},"r":{{"N":"{n}"}},"ns":{{"NS":[{set}]}}}}}}"#);
+                let item = parse_line(&line, 1).expect("valid");
+                // The key `sk` has no statistics, so it is exact on every target too.
+                let row = m.to_row(&item).unwrap_or_else(|e| panic!("{target:?} {n}: {e}"));
+                assert_eq!(parser.parse(&line).as_ref(), Some(&row), "{target:?}: the fast path agrees");
+                let back = m.to_item(&row).expect("back");
+                assert!(items_equal(&item, &back), "{target:?}\n{item:?}\n{back:?}");
+                let AttributeValue::N(text) = &back["r"] else { panic!("r is a number") };
+                let exact = match target {
+                    // Spanner's cells are canonical text; PostgreSQL gets the exported
+                    // text (sent as binary NUMERIC) and Bigtable keeps it as it is.
+                    TargetKind::Spanner => crate::decimal::canonical(n).expect("number"),
+                    TargetKind::Postgres | TargetKind::Bigtable => n.to_string(),
+                };
+                assert_eq!(text, &exact, "{target:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn verify_compares_numbers_exactly() {
+        let n = |s: &str| AttributeValue::N(s.into());
+        assert!(values_equal(&n("1.50"), &n("1.5")));
+        assert!(values_equal(&n("1E2"), &n("100")));
+        assert!(values_equal(&n("0.7923361357004808"), &n("7.923361357004808e-1")), "FLOAT64 read back, shortest text");
+        // Equal as f64, not as decimals: a rounded value is a difference.
+        assert!(!values_equal(&n("0.7923361357004808"), &n("7.9233613570048080001e-1")));
+        assert!(!values_equal(&n("0.7923361357004808"), &n("0.792336136")));
+        assert!(!values_equal(&n("12345678901234567890123456789012345678"), &n("1.2345678901234568e37")));
+        let ns = |v: &[&str]| AttributeValue::Ns(v.iter().map(|s| s.to_string()).collect());
+        assert!(values_equal(&ns(&["1E2", "1.50"]), &ns(&["1.5", "100"])));
+        assert!(!values_equal(&ns(&["0.7923361357004808"]), &ns(&["7.9233613570048080001e-1"])));
+        let l = |v: AttributeValue| AttributeValue::L(vec![v]);
+        assert!(!values_equal(&l(n("1E-130")), &l(n("1.0000000000000000001E-130"))));
     }
 
     #[test]

@@ -323,6 +323,7 @@ mod tests {
             size_bytes_estimate: 0,
             total_segments,
             crossdock_version: "test".into(),
+            stream: None,
         }
     }
 

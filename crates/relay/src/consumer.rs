@@ -40,6 +40,8 @@ pub struct Summary {
     /// outside the prefix); their messages were left on the queue, not deleted.
     pub misrouted: u64,
     pub failed: u64,
+    /// Copies abandoned because they moved no byte for the stall timeout (also in `failed`).
+    pub stalled: u64,
     pub markers_written: u64,
     pub heartbeats: u64,
     /// Messages abandoned at the drain deadline and made visible again.
@@ -57,6 +59,7 @@ struct Stats {
     ignored: AtomicU64,
     misrouted: AtomicU64,
     failed: AtomicU64,
+    stalled: AtomicU64,
     markers_written: AtomicU64,
     heartbeats: Arc<AtomicU64>,
     released: AtomicU64,
@@ -171,6 +174,7 @@ pub async fn run(relay: Relay, shutdown: impl Future<Output = ()>) -> Result<Sum
         ignored: l(&stats.ignored),
         misrouted: l(&stats.misrouted),
         failed: l(&stats.failed),
+        stalled: l(&stats.stalled),
         markers_written: l(&stats.markers_written),
         heartbeats: stats.heartbeats.load(Ordering::Relaxed),
         released: l(&stats.released),
@@ -507,6 +511,15 @@ async fn handle_record(shared: &Shared, r: &S3Record) -> Fate {
             inc(&shared.stats.ignored);
             return Fate::Done;
         }
+        // Retried like any failed copy: the heartbeat stops with this message's
+        // processing, and the message comes back after `--retry-delay`.
+        Err(e @ RelayError::Stalled { .. }) => {
+            metrics::copy_stalled(&src, &e);
+            shared.stats.error(&e);
+            inc(&shared.stats.failed);
+            inc(&shared.stats.stalled);
+            return Fate::Retry;
+        }
         Err(e) => {
             metrics::copy_failed(&src, &e);
             shared.stats.error(&e);
@@ -515,7 +528,8 @@ async fn handle_record(shared: &Shared, r: &S3Record) -> Fate {
         }
     }
     let export = dk.export.to_string();
-    match relay.completion.try_mark(&relay.gcs, dst_bucket, &dk.export, codec, &relay.instance_id).await {
+    let check = relay.completion.try_mark(&relay.gcs, dst_bucket, &dk.export, codec, &relay.instance_id);
+    match crate::gcs::counted_as("completion", check).await {
         Ok(complete::MarkOutcome::Written { files, items }) => {
             metrics::marker(&export, "written", files, items);
             inc(&shared.stats.markers_written);
@@ -660,7 +674,7 @@ mod tests {
     fn long_copy(health: &Health, every: Duration, piece: usize, pieces: usize) -> tokio::task::JoinHandle<tokio::io::DuplexStream> {
         let (mut src, reader) = tokio::io::duplex(1 << 16);
         let (tx, mut rx) = mpsc::channel(4);
-        tokio::spawn(read_source(Box::new(reader), 1 << 20, tx, "src".into(), PART.into(), false, health.clone()));
+        tokio::spawn(read_source(Box::new(reader), 1 << 20, tx, "src".into(), PART.into(), false, crate::stall::Progress::new(health.clone())));
         tokio::spawn(async move { while rx.recv().await.is_some() {} });
         tokio::spawn(async move {
             for _ in 0..pieces {

@@ -8,13 +8,19 @@
 //! stage checksums (CRC32C) the bytes it sends and compares that with the CRC32C GCS
 //! computed of what it stored, so bytes damaged between the relay and GCS are never
 //! left looking relayed.
+//!
+//! Every copy runs under a stall watch ([`crate::stall`]): one that moves no byte for
+//! the stall timeout is abandoned with [`RelayError::Stalled`] (retryable); an upload
+//! left unfinished creates no object, so nothing of it counts.
 
 use crate::encode::{self, EncodeParams};
 use crate::error::RelayError;
 use crate::event::normalize_etag;
 use crate::gcs::{self, Provenance};
 use crate::health::Health;
+use crate::stall::{self, Progress};
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use crossdock_core::marker::Crc32c;
 use crossdock_core::Codec;
 use gcloud_storage::client::Client as GcsClient;
@@ -48,6 +54,8 @@ pub struct Copier {
     /// Stamped as source bytes arrive and upload requests finish, so a relay busy with
     /// long copies counts as alive.
     pub progress: Health,
+    /// A copy that moves no byte for this long is abandoned (`None`: never).
+    pub stall_timeout: Option<Duration>,
 }
 
 /// One object to copy.
@@ -102,7 +110,16 @@ impl Copier {
         };
         let result = {
             let _guard = lock.lock().await;
-            self.copy_unlocked(req).await
+            let progress = Progress::new(self.progress.clone());
+            match stall::watch(&progress, self.stall_timeout, self.copy_unlocked(req, &progress)).await {
+                Ok(r) => r,
+                Err(s) => Err(RelayError::Stalled {
+                    bucket: req.src_bucket.clone(),
+                    key: req.src_key.clone(),
+                    dst: format!("gs://{}/{}", req.dst_bucket, req.dst_name),
+                    idle_secs: s.idle.as_secs(),
+                }),
+            }
         };
         let mut m = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         if Arc::strong_count(&lock) == 2 {
@@ -111,12 +128,13 @@ impl Copier {
         result
     }
 
-    async fn copy_unlocked(&self, req: &CopyRequest) -> Result<CopyOutcome, RelayError> {
-        if let Some(p) = self.already_copied(req).await? {
+    async fn copy_unlocked(&self, req: &CopyRequest, progress: &Progress) -> Result<CopyOutcome, RelayError> {
+        if let Some(p) = self.already_copied(req, progress).await? {
             return Ok(CopyOutcome::Skipped { provenance: p });
         }
         let started = Instant::now();
         let get = self.s3.get_object().bucket(&req.src_bucket).key(&req.src_key).send().await;
+        progress.moved();
         let obj = match get {
             Ok(o) => o,
             Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
@@ -126,12 +144,14 @@ impl Copier {
         };
         let etag = obj.e_tag().map(normalize_etag).unwrap_or_default();
         let body = obj.body.into_async_read();
-        let provenance = self.stream(req, etag, Box::pin(body)).await?;
+        let provenance = self.stream(req, etag, Box::pin(body), progress).await?;
         Ok(CopyOutcome::Copied { provenance, duration: started.elapsed() })
     }
 
-    async fn already_copied(&self, req: &CopyRequest) -> Result<Option<Provenance>, RelayError> {
-        let Some(o) = gcs::get(&self.gcs, &req.dst_bucket, &req.dst_name).await? else {
+    async fn already_copied(&self, req: &CopyRequest, progress: &Progress) -> Result<Option<Provenance>, RelayError> {
+        let found = gcs::get(&self.gcs, &req.dst_bucket, &req.dst_name).await?;
+        progress.moved();
+        let Some(o) = found else {
             return Ok(None);
         };
         let Some(p) = Provenance::from_object(&o) else {
@@ -158,12 +178,14 @@ impl Copier {
         }
     }
 
-    /// Runs the three stages over an already-open source body.
+    /// Runs the three stages over an already-open source body, stamping `progress`
+    /// as bytes move.
     pub async fn stream(
         &self,
         req: &CopyRequest,
         source_etag: String,
         body: std::pin::Pin<Box<dyn tokio::io::AsyncBufRead + Send>>,
+        progress: &Progress,
     ) -> Result<Provenance, RelayError> {
         let (codec, params) = match req.transcode_from {
             Some(_) => (self.encode.codec, self.encode),
@@ -192,11 +214,14 @@ impl Copier {
         let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(4);
         let block = encode::block_size(params.codec);
         let (sb, sk) = (req.src_bucket.clone(), req.src_key.clone());
-        let reader_task = tokio::spawn(read_source(reader, block, raw_tx, sb, sk, compressed_source, self.progress.clone()));
+        let reader_task = tokio::spawn(read_source(reader, block, raw_tx, sb, sk, compressed_source, progress.clone()));
+        // An abandoned copy (stalled, or its task aborted) must not leave the reader
+        // blocked on a hung S3 connection.
+        let _reader_guard = AbortOnDrop(reader_task.abort_handle());
         let encoder_task = tokio::task::spawn_blocking(move || encode::run_blocking(params, raw_rx, out_tx));
 
         let content_type = if req.transcode_from.is_some() { codec.content_type() } else { "application/json" };
-        let mut up = Uploader::new(self, req, content_type);
+        let mut up = Uploader::new(self, req, content_type, progress.clone());
         let mut failed: Option<RelayError> = None;
         while let Some(b) = out_rx.recv().await {
             if let Err(e) = up.push(b).await {
@@ -254,7 +279,7 @@ pub(crate) async fn read_source(
     bucket: String,
     key: String,
     compressed: bool,
-    progress: Health,
+    progress: Progress,
 ) -> Result<SourceSummary, RelayError> {
     let mut sha = Sha256::new();
     let (mut raw, mut lines, mut last) = (0u64, 0u64, b'\n');
@@ -272,7 +297,7 @@ pub(crate) async fn read_source(
             if n == 0 {
                 break;
             }
-            progress.progressed();
+            progress.moved();
         }
         if buf.is_empty() {
             break;
@@ -296,6 +321,29 @@ pub(crate) async fn read_source(
     Ok(SourceSummary { raw_bytes: raw, lines, sha256: hex::encode(sha.finalize()) })
 }
 
+/// Aborts a task when dropped (a no-op once it finished).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Pieces a request body is handed to the HTTP client in, so that an upload's progress
+/// is seen while a large request is being sent, not only when it is answered.
+const BODY_PIECE: usize = 256 << 10;
+
+/// `data` as a request body that stamps `progress` each time the client takes a piece.
+fn counted_body(data: Bytes, progress: &Progress) -> reqwest_middleware::reqwest::Body {
+    let progress = progress.clone();
+    let pieces: Vec<Bytes> = (0..data.len()).step_by(BODY_PIECE).map(|at| data.slice(at..(at + BODY_PIECE).min(data.len()))).collect();
+    reqwest_middleware::reqwest::Body::wrap_stream(futures::stream::iter(pieces).map(move |piece| {
+        progress.moved();
+        Ok::<_, std::io::Error>(piece)
+    }))
+}
+
 /// The upload stage: buffers encoded bytes into `chunk_size` requests of a resumable
 /// session, started lazily so that small objects go in one request.
 struct Uploader<'a> {
@@ -309,6 +357,7 @@ struct Uploader<'a> {
     /// CRC32C of every byte pushed so far (the whole object once the source ended).
     crc: Crc32c,
     started: Instant,
+    progress: Progress,
 }
 
 /// `Ok` when GCS's CRC32C of the stored object (`reported`, as in the object resource)
@@ -326,7 +375,7 @@ fn check_stored(bucket: &str, key: &str, sent: Crc32c, reported: Option<&str>) -
 }
 
 impl<'a> Uploader<'a> {
-    fn new(copier: &'a Copier, req: &CopyRequest, content_type: &'static str) -> Self {
+    fn new(copier: &'a Copier, req: &CopyRequest, content_type: &'static str, progress: Progress) -> Self {
         Uploader {
             copier,
             bucket: req.dst_bucket.clone(),
@@ -337,6 +386,7 @@ impl<'a> Uploader<'a> {
             buf: BytesMut::new(),
             crc: Crc32c::default(),
             started: Instant::now(),
+            progress,
         }
     }
 
@@ -346,8 +396,9 @@ impl<'a> Uploader<'a> {
 
     async fn throttle(&self, upto: u64) {
         if let Some(rate) = self.copier.rate_limit.filter(|r| *r > 0) {
-            let due = self.started + Duration::from_secs_f64(upto as f64 / rate as f64);
-            tokio::time::sleep_until(due.into()).await;
+            let due = tokio::time::Instant::from(self.started + Duration::from_secs_f64(upto as f64 / rate as f64));
+            self.progress.quiet_until(due);
+            tokio::time::sleep_until(due).await;
         }
     }
 
@@ -361,6 +412,7 @@ impl<'a> Uploader<'a> {
                 let req = UploadObjectRequest { bucket: self.bucket.clone(), ..Default::default() };
                 let meta = Object { name: self.name.clone(), content_type: Some(self.content_type.into()), ..Default::default() };
                 let s = self.copier.gcs.prepare_resumable_upload(&req, &UploadType::Multipart(Box::new(meta))).await.map_err(|e| self.err(&e))?;
+                self.progress.moved();
                 self.session = Some(s);
             }
             let part = self.buf.split_to(chunk).freeze();
@@ -371,7 +423,7 @@ impl<'a> Uploader<'a> {
                 key: self.name.clone(),
                 message: "no upload session".into(),
             })?;
-            match session.upload_multiple_chunk(part, &range).await.map_err(|e| self.err(&e))? {
+            match session.upload_multiple_chunk(counted_body(part, &self.progress), &range).await.map_err(|e| self.err(&e))? {
                 UploadStatus::ResumeIncomplete(r) if r.last_byte == self.offset + chunk as u64 - 1 => {}
                 other => {
                     return Err(RelayError::Gcs {
@@ -383,7 +435,7 @@ impl<'a> Uploader<'a> {
                 }
             }
             self.offset += chunk as u64;
-            self.copier.progress.progressed();
+            self.progress.moved();
         }
         Ok(())
     }
@@ -414,11 +466,12 @@ impl<'a> Uploader<'a> {
             let o = gcs::upload_small(&self.copier.gcs, &self.bucket, &self.name, rest.to_vec(), self.content_type, Some(p.to_metadata()), false)
                 .await
                 .map_err(|e| self.err(&e))?;
+            self.progress.moved();
             // The provenance went on with the bytes, so a mismatch must not stay behind.
             return self.confirm_stored(&o).await;
         };
         let range = ChunkSize::new(self.offset, total.saturating_sub(1).max(self.offset), Some(total));
-        let obj = match session.upload_multiple_chunk(rest, &range).await.map_err(|e| self.err(&e))? {
+        let obj = match session.upload_multiple_chunk(counted_body(rest, &self.progress), &range).await.map_err(|e| self.err(&e))? {
             UploadStatus::Ok(o) => o,
             other => {
                 return Err(RelayError::Gcs {
@@ -429,6 +482,7 @@ impl<'a> Uploader<'a> {
                 })
             }
         };
+        self.progress.moved();
         // Checked before the provenance goes on: an object of the wrong bytes never counts.
         self.confirm_stored(&obj).await?;
         // The provenance goes on last: only then does the object count as relayed.
@@ -463,6 +517,29 @@ impl<'a> Uploader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_that_stops_sending_is_abandoned_one_stall_timeout_later() {
+        use tokio::io::AsyncWriteExt;
+        let (mut src, reader) = tokio::io::duplex(1 << 16);
+        let (tx, mut rx) = mpsc::channel(4);
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        // A byte a minute for five minutes, then a connection that stays open and silent.
+        tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                src.write_all(b"{}").await.expect("write");
+            }
+            std::future::pending::<()>().await;
+            drop(src);
+        });
+        let progress = Progress::detached();
+        let read = read_source(Box::new(reader), 1 << 20, tx, "src".into(), "k".into(), false, progress.clone());
+        let start = tokio::time::Instant::now();
+        let out = stall::watch(&progress, Some(Duration::from_secs(120)), read).await;
+        assert!(matches!(out, Err(stall::Stalled { idle }) if idle == Duration::from_secs(120)), "{:?}", out.map(|_| ()));
+        assert_eq!(start.elapsed(), Duration::from_secs(5 * 60 + 120));
+    }
 
     #[test]
     fn stored_bytes_must_have_the_crc32c_of_the_bytes_sent() {

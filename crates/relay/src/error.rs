@@ -31,6 +31,10 @@ pub enum RelayError {
     /// The object was deleted again; copying it once more may succeed.
     #[error("gs://{bucket}/{key}: stored CRC32C {reported} differs from the {sent} of the bytes uploaded; object deleted")]
     StoredChecksumMismatch { bucket: String, key: String, sent: String, reported: String },
+    /// The copy moved no byte (S3 read, GCS upload) for the stall timeout and was
+    /// abandoned; nothing of it counts as relayed, and another try may well succeed.
+    #[error("copy of s3://{bucket}/{key} to {dst} stalled: no bytes moved for {idle_secs} s; abandoned")]
+    Stalled { bucket: String, key: String, dst: String, idle_secs: u64 },
     /// An SQS call failed.
     #[error("SQS {queue}: {message}")]
     Sqs { queue: String, message: String },
@@ -51,6 +55,7 @@ impl RelayError {
             RelayError::BadExportFile { .. } => "bad_export_file",
             RelayError::ChecksumMismatch { .. } => "checksum_mismatch",
             RelayError::StoredChecksumMismatch { .. } => "stored_checksum_mismatch",
+            RelayError::Stalled { .. } => "stalled",
             RelayError::Sqs { .. } => "sqs",
             RelayError::Encode { .. } => "encode",
         }
@@ -60,7 +65,7 @@ impl RelayError {
     pub fn is_retryable(&self) -> bool {
         match self {
             RelayError::S3 { retryable, .. } | RelayError::Gcs { retryable, .. } => *retryable,
-            RelayError::Sqs { .. } | RelayError::StoredChecksumMismatch { .. } => true,
+            RelayError::Sqs { .. } | RelayError::StoredChecksumMismatch { .. } | RelayError::Stalled { .. } => true,
             _ => false,
         }
     }

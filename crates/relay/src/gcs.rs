@@ -1,5 +1,6 @@
-//! GCS helpers: the relay's object metadata (provenance), reads, listings and the
-//! create-only write used for `_SUCCESS`.
+//! GCS helpers: the HTTP client under the GCS client (timeouts, request counting),
+//! the relay's object metadata (provenance), reads, listings and the create-only write
+//! used for `_SUCCESS`.
 
 use crate::error::{gcs_status, RelayError};
 use crossdock_core::marker::Crc32c;
@@ -11,6 +12,8 @@ use gcloud_storage::http::objects::list::ListObjectsRequest;
 use gcloud_storage::http::objects::upload::{UploadObjectRequest, UploadType};
 use gcloud_storage::http::objects::Object;
 use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
 
 /// Metadata keys written on every relayed object.
 pub mod keys {
@@ -170,4 +173,111 @@ pub async fn upload_small(
     let req = UploadObjectRequest { bucket: bucket.into(), if_generation_match: create_only.then_some(0), ..Default::default() };
     let meta = Object { name: name.into(), content_type: Some(content_type.into()), metadata, ..Default::default() };
     client.upload_object(&req, body, &UploadType::Multipart(Box::new(meta))).await
+}
+
+/// Timeouts of every GCS request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// To open a connection (TCP + TLS).
+    pub connect: Duration,
+    /// From sending a request to its response headers, and then between reads of the
+    /// response: so it must exceed the time one upload request (`--chunk-mib`) takes
+    /// to send. A copy that stops moving bytes sooner is caught by the stall timeout.
+    pub read: Duration,
+}
+
+impl Default for Timeouts {
+    /// rclone's GCS defaults (`--contimeout 1m`, `--timeout 5m`) in spirit, with a
+    /// shorter connect: a connect that takes more than 30 s is not going to work.
+    fn default() -> Self {
+        Timeouts { connect: Duration::from_secs(30), read: Duration::from_secs(300) }
+    }
+}
+
+/// The HTTP client for `gcloud_storage::client::ClientConfig::http`: with `timeouts`
+/// (the GCS client's own default has none, so a hung connection waits forever), and
+/// counting every request in `crossdock_relay_gcs_requests_total{op, purpose}`.
+pub fn http_client(timeouts: Timeouts) -> Result<reqwest_middleware::ClientWithMiddleware, RelayError> {
+    let client = reqwest_middleware::reqwest::Client::builder()
+        .connect_timeout(timeouts.connect)
+        .read_timeout(timeouts.read)
+        .build()
+        .map_err(|e| RelayError::Config(format!("building the GCS HTTP client: {e}")))?;
+    Ok(reqwest_middleware::ClientBuilder::new(client).with(count_request).build())
+}
+
+tokio::task_local! {
+    static PURPOSE: &'static str;
+}
+
+/// Runs `fut` with its GCS requests counted under `purpose` (`copy` outside any).
+pub async fn counted_as<F: Future>(purpose: &'static str, fut: F) -> F::Output {
+    PURPOSE.scope(purpose, fut).await
+}
+
+fn count_request<'a>(
+    req: reqwest_middleware::reqwest::Request,
+    extensions: &'a mut http::Extensions,
+    next: reqwest_middleware::Next<'a>,
+) -> std::pin::Pin<Box<dyn Future<Output = reqwest_middleware::Result<reqwest_middleware::reqwest::Response>> + Send + 'a>> {
+    let purpose = PURPOSE.try_with(|p| *p).unwrap_or("copy");
+    crate::metrics::gcs_request(operation(req.method().as_str(), req.url()), purpose);
+    next.run(req, extensions)
+}
+
+/// The JSON API operation a request is, from its method and URL (low cardinality).
+fn operation(method: &str, url: &reqwest_middleware::reqwest::Url) -> &'static str {
+    let has = |key: &str, value: &str| url.query_pairs().any(|(k, v)| k == key && v == value);
+    let path = url.path();
+    if path.contains("/upload/storage/v1/") {
+        return match method {
+            "POST" if has("uploadType", "resumable") => "upload_start",
+            "POST" => "upload",
+            "PUT" => "upload_chunk",
+            "DELETE" => "upload_cancel",
+            _ => "other",
+        };
+    }
+    // …/b/{bucket}/o is the listing, …/b/{bucket}/o/{object} one object (its name
+    // percent-encoded into one segment).
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let listing = segments.len() >= 3 && segments[segments.len() - 3] == "b" && segments[segments.len() - 1] == "o";
+    match method {
+        "GET" if listing => "list",
+        "GET" if has("alt", "media") => "download",
+        "GET" => "get",
+        "PATCH" => "patch",
+        "DELETE" => "delete",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_named_by_operation() {
+        let op = |m: &str, u: &str| operation(m, &u.parse().expect("url"));
+        let base = "http://127.0.0.1:4443";
+        assert_eq!(op("GET", &format!("{base}/storage/v1/b/dst/o/b1%2FOrders%2F_schema.json")), "get");
+        assert_eq!(op("GET", &format!("{base}/storage/v1/b/dst/o/b1%2FOrders%2F_schema.json?alt=media")), "download");
+        assert_eq!(op("GET", &format!("{base}/storage/v1/b/dst/o?prefix=b1%2FOrders%2Fdata%2F")), "list");
+        assert_eq!(op("POST", &format!("{base}/upload/storage/v1/b/dst/o?uploadType=multipart")), "upload");
+        assert_eq!(op("POST", &format!("{base}/upload/storage/v1/b/dst/o?uploadType=resumable")), "upload_start");
+        assert_eq!(op("PUT", &format!("{base}/upload/storage/v1/b/dst/o?uploadType=resumable&upload_id=x")), "upload_chunk");
+        assert_eq!(op("DELETE", &format!("{base}/upload/storage/v1/b/dst/o?uploadType=resumable&upload_id=x")), "upload_cancel");
+        assert_eq!(op("PATCH", &format!("{base}/storage/v1/b/dst/o/a%2Fo")), "patch");
+        assert_eq!(op("DELETE", &format!("{base}/storage/v1/b/dst/o/a%2Fo?ifGenerationMatch=3")), "delete");
+        // Objects named like the listing's path are still objects.
+        assert_eq!(op("GET", &format!("{base}/storage/v1/b/dst/o/a%2Fo")), "get");
+        assert_eq!(op("GET", &format!("{base}/storage/v1/b/dst/o/o")), "get");
+        assert_eq!(op("GET", &format!("{base}/storage/v1/b/o/o")), "list");
+    }
+
+    #[tokio::test]
+    async fn requests_are_counted_under_the_purpose_they_run_in() {
+        assert_eq!(counted_as("completion", async { PURPOSE.try_with(|p| *p) }).await, Ok("completion"));
+        assert!(PURPOSE.try_with(|p| *p).is_err(), "outside any purpose: counted as copy");
+    }
 }

@@ -19,6 +19,7 @@ pub mod gcs;
 pub mod health;
 pub mod metrics;
 pub mod notify;
+pub mod stall;
 
 pub use consumer::{run, DrainReason, Summary};
 pub use error::RelayError;
@@ -72,6 +73,11 @@ pub struct RelaySettings {
     /// Visibility given to a message whose processing failed, before it is retried.
     #[serde(default = "defaults::retry_delay")]
     pub retry_delay_secs: u32,
+    /// A copy that moves no byte (S3 read, GCS upload) for this many seconds is
+    /// abandoned and its message retried, rather than held by its heartbeat forever; 0
+    /// never abandons one.
+    #[serde(default = "defaults::copy_stall_timeout")]
+    pub copy_stall_timeout_secs: u64,
     /// How long a drain waits for in-flight copies before abandoning them.
     #[serde(default = "defaults::drain_deadline")]
     pub drain_deadline_secs: u64,
@@ -109,6 +115,9 @@ mod defaults {
     pub fn drain_deadline() -> u64 {
         100
     }
+    pub fn copy_stall_timeout() -> u64 {
+        120
+    }
     pub fn spot_poll() -> u64 {
         5
     }
@@ -130,6 +139,7 @@ impl RelaySettings {
             visibility_timeout_secs: None,
             wait_time_secs: defaults::wait_time(),
             retry_delay_secs: defaults::retry_delay(),
+            copy_stall_timeout_secs: defaults::copy_stall_timeout(),
             drain_deadline_secs: defaults::drain_deadline(),
             until_idle_secs: None,
             imds_endpoint: None,
@@ -195,6 +205,7 @@ impl RelaySettings {
             rate_limit: self.rate_limit,
             locks: Arc::default(),
             progress: health.clone(),
+            stall_timeout: (self.copy_stall_timeout_secs > 0).then(|| Duration::from_secs(self.copy_stall_timeout_secs)),
         };
         Ok(Relay { settings: self, sqs, gcs, copier, visibility, instance_id, health, completion: complete::Completion::default() })
     }

@@ -27,6 +27,11 @@ pub const METRICS: &[(&str, &str)] = &[
     ("crossdock_relay_copy_seconds", "time to copy one object"),
     ("crossdock_relay_delete_failures_total", "messages a batch delete did not delete"),
     ("crossdock_relay_drains_total", "drains started, by reason (signal, spot, idle)"),
+    (
+        "crossdock_relay_gcs_requests_total",
+        "HTTP requests sent to GCS, by operation (get, download, list, upload, upload_start, upload_chunk, upload_cancel, patch, delete) and purpose (copy, completion)",
+    ),
+    ("crossdock_relay_stalls_total", "copies abandoned because they moved no byte for --copy-stall-timeout"),
 ];
 
 pub fn message_received(message_id: &str, lag: Option<Duration>) {
@@ -124,6 +129,20 @@ pub fn copied(table: &str, src: &str, dst: &str, outcome: &CopyOutcome) {
 pub fn source_gone(bucket: &str, key: &str) {
     warn!(bucket, key, "source object no longer exists; nothing to copy");
     metrics::counter!("crossdock_relay_errors_total", "type" => "source_not_found").increment(1);
+}
+
+/// A copy that moved no byte (S3 read, GCS upload) for the stall timeout: a hung
+/// connection. It was abandoned so its heartbeat stops holding the message.
+pub fn copy_stalled(src: &str, e: &RelayError) {
+    warn!(source = src, error = %e, kind = e.kind(), "copy stalled (--copy-stall-timeout): abandoned; the message will be retried");
+    metrics::counter!("crossdock_relay_stalls_total").increment(1);
+    metrics::counter!("crossdock_relay_errors_total", "type" => e.kind()).increment(1);
+    metrics::counter!("crossdock_relay_objects_total", "outcome" => "failed").increment(1);
+}
+
+/// One HTTP request to GCS (counted where the GCS client sends it, see `gcs::http_client`).
+pub fn gcs_request(op: &'static str, purpose: &'static str) {
+    metrics::counter!("crossdock_relay_gcs_requests_total", "op" => op, "purpose" => purpose).increment(1);
 }
 
 pub fn copy_failed(src: &str, e: &RelayError) {

@@ -81,3 +81,44 @@ async fn pipeline_validate_online_connects_to_every_endpoint() {
     assert!(String::from_utf8_lossy(&no_bucket.stderr).contains("s3://no-such-bucket-online"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `--profile` takes credentials the way the aws CLI does: here from a profile's
+/// `credential_process`, with no key in the environment. Without the profile the same
+/// command has no credentials and fails.
+#[tokio::test]
+async fn aws_profile_with_credential_process_signs_requests() {
+    let queue = crossdock_tests::resources::TempQueue::new("profile", 30).await;
+    let dir = std::env::temp_dir().join(crossdock_tests::unique("profile"));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let called = dir.join("called");
+    std::fs::write(
+        dir.join("creds.sh"),
+        format!("#!/bin/sh\ntouch '{}'\necho '{{\"Version\":1,\"AccessKeyId\":\"AKIDPROFILE\",\"SecretAccessKey\":\"profile-secret\"}}'\n", called.display()),
+    )
+    .expect("write credential process");
+    std::fs::write(dir.join("config"), format!("[profile crossdock-test]\ncredential_process = /bin/sh {}\n", dir.join("creds.sh").display())).expect("write config");
+    let relay = |profile: Option<&str>| {
+        let mut c = Command::new(crossdock_tests::crossdock_bin());
+        if let Some(p) = profile {
+            c.args(["--profile", p]);
+        }
+        c.args(["relay", "--queue", &queue.url, "--dst-bucket-map", "src=dst", "--wait-time", "1", "--until-idle", "1", "--no-spot-poll", "--metrics-addr", "off"])
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_CONFIG_FILE", dir.join("config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-credentials"))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .expect("run crossdock")
+    };
+    let out = relay(Some("crossdock-test"));
+    assert!(out.status.success(), "exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr));
+    assert!(called.exists(), "the profile's credential_process was not run");
+    std::fs::remove_file(&called).expect("reset");
+    let out = relay(None);
+    assert!(!out.status.success(), "no credentials, yet the relay succeeded: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(!called.exists());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -5,7 +5,10 @@ use crossdock_export::lease::{AppAutoscaling, Autoscaler, NoAutoscaling};
 use crossdock_export::{Clients, Event, ExportConfig, ExportError, Observer, Raise};
 use crossdock_core::manifest::{AutoscalingBounds, CapacityLease};
 use crossdock_core::TypeTag;
-use crossdock_tests::export::{create_table, export_dir, fill, get, list, read_capacity, read_dump, same_items, scan_lines};
+use crossdock_tests::unique;
+use crossdock_tests::export::{
+    create_table, decreases_today, export_dir, fill, lease, list, read_capacity, read_dump, same_items, scan_lines, wait_lease_stale,
+};
 use crossdock_tests::resources::{TempBucket, TempTable};
 use crossdock_tests::pipeline::{run, work_dir, Proc};
 use crossdock_tests::proxy::{checkpoint_put, part_put, Action, FaultProxy};
@@ -110,15 +113,18 @@ async fn capacity_and_autoscaling_minimum_are_raised_before_the_first_scan_and_r
     let (read_during, bounds_during) = watch.at_first_page.lock().expect("lock").expect("a page was scanned");
     assert_eq!(read_during, 60, "raised before the first Scan");
     assert_eq!(bounds_during, Some(AutoscalingBounds { min_capacity: 60, max_capacity: 60 }), "MinCapacity raised with it");
-    assert_eq!(read_capacity(&c.ddb, &table.name).await, 5, "restored after");
+    // The bounds go back; the capacity is left to autoscaling, which scales in by itself:
+    // forcing it down would spend one of the day's capacity decreases.
     assert_eq!(aas.read_bounds(&table.name).await.expect("bounds"), Some(original), "autoscaling bounds restored");
+    assert_eq!(read_capacity(&c.ddb, &table.name).await, 60, "no forced UpdateTable on an autoscaled table");
+    assert_eq!(decreases_today(&c.ddb, &table.name).await, 0, "no capacity decrease spent");
     let events = watch.events.lock().expect("lock").clone();
     let pos = |f: &dyn Fn(&Event) -> bool| events.iter().position(f).expect("event present");
     assert!(pos(&|e| matches!(e, Event::LeaseTaken { .. })) < pos(&|e| matches!(e, Event::CapacityRaised { read: 60 })));
     assert!(pos(&|e| matches!(e, Event::Page { .. })) < pos(&|e| matches!(e, Event::CapacityRestored { read: 5 })));
-    let lease_key = format!("{}_capacity.json", export_dir(&c.s3, &bucket.name, "b", &table.name).await);
-    let lease: CapacityLease = serde_json::from_slice(&get(&c.s3, &bucket.name, &lease_key).await.expect("lease")).expect("lease json");
+    let lease: CapacityLease = lease(&c.s3, &bucket.name, &table.name).await.expect("lease");
     assert!(lease.restored && lease.original.read == 5 && lease.autoscaling == Some(original), "{lease:?}");
+    assert_eq!(lease.owner.pid, std::process::id(), "the lease names its owner");
 
     aas.deregister_read(&table.name).await.expect("deregister scalable target");
 }
@@ -151,9 +157,16 @@ async fn export_held_mid_scan(dir: &std::path::Path, name: &str, table: &str, bu
     (child, s3)
 }
 
-async fn lease_of(s3: &aws_sdk_s3::Client, bucket: &str) -> CapacityLease {
-    let key = list(s3, bucket, "b/").await.into_iter().find(|k| k.ends_with("_capacity.json")).expect("lease written");
-    serde_json::from_slice(&get(s3, bucket, &key).await.expect("lease")).expect("lease json")
+async fn lease_of(s3: &aws_sdk_s3::Client, bucket: &str, table: &str) -> CapacityLease {
+    lease(s3, bucket, table).await.expect("lease written")
+}
+
+fn restore_cmd(table: &str, bucket: &str) -> (Option<i32>, String, String) {
+    let out = Command::new(crossdock_tests::crossdock_bin())
+        .args(["export", "restore", "--no-autoscaling", "--table", table, "--bucket", bucket])
+        .output()
+        .expect("run restore");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,35 +188,87 @@ async fn sigterm_mid_scan_restores_capacity_and_exits_partial() {
     assert!(summary["items"].as_u64().is_some_and(|n| n > 0 && n < 3000), "stopped mid-scan: {summary}");
     assert_eq!(summary["capacity_restored"], true);
     assert_eq!(read_capacity(&c.ddb, &table.name).await, 5, "restored after SIGTERM");
-    assert!(lease_of(&c.s3, &bucket.name).await.restored);
+    assert!(lease_of(&c.s3, &bucket.name, &table.name).await.restored);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_scan_then_export_restore_puts_capacity_back() {
+async fn a_second_raising_export_of_a_table_is_refused_naming_the_running_owner() {
+    let (table, bucket, c) = fault_table("exptwo").await;
+    let dir = work_dir("exptwo");
+    let (mut first, s3) = export_held_mid_scan(&dir, "export-1", &table.name, &bucket.name, &["--raise-to", "40", "--read-ratio", "1", "--output", "json"]).await;
+    let pid = first.child.id().expect("running");
+    assert_eq!(read_capacity(&c.ddb, &table.name).await, 40);
+
+    // Another batch, same table: the lease is per table.
+    let (code, _, stderr) = export_cmd(&["--table", &table.name, "--bucket", &bucket.name, "--batch", "other", "--raise-to", "50", "--segments", "2"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("leased by another export") && stderr.contains(&format!("pid {pid}")), "names the owner: {stderr}");
+    assert_eq!(read_capacity(&c.ddb, &table.name).await, 40, "the first export's raise is untouched");
+    let l = lease_of(&c.s3, &bucket.name, &table.name).await;
+    assert!(!l.restored && l.owner.pid == pid && l.raised_to.read == 40, "{l:?}");
+
+    s3.release();
+    let status = first.wait(Duration::from_secs(180)).await;
+    assert_eq!(status.code(), Some(0), "{}", first.log_tail());
+    assert_eq!(first.json()["items"], 3000);
+    assert_eq!(read_capacity(&c.ddb, &table.name).await, 5, "restored once by its owner");
+    assert_eq!(decreases_today(&c.ddb, &table.name).await, 1);
+    let l = lease_of(&c.s3, &bucket.name, &table.name).await;
+    assert!(l.restored && l.restored_by.as_deref().is_some_and(|b| b.contains(&l.owner.run_id)), "{l:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_restore_during_a_live_export_leaves_its_lease_alone_and_says_why() {
+    let (table, bucket, c) = fault_table("explive").await;
+    let dir = work_dir("explive");
+    // A short stale period: the lease stays live only because the heartbeat renews it.
+    let (mut child, s3) =
+        export_held_mid_scan(&dir, "export", &table.name, &bucket.name, &["--raise-to", "40", "--read-ratio", "1", "--lease-stale-after", "2"]).await;
+    let pid = child.child.id().expect("running");
+    // Observable: renewals come at least a sixth of the stale period apart, so seven
+    // distinct heartbeats mean the lease has lived past its stale period on renewals alone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut beats = std::collections::BTreeSet::new();
+    while beats.len() < 8 {
+        beats.insert(lease_of(&c.s3, &bucket.name, &table.name).await.heartbeat_at);
+        assert!(std::time::Instant::now() < deadline, "the heartbeat was not renewed: {beats:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, stdout, stderr) = restore_cmd(&table.name, &bucket.name);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("left alone") && stdout.contains(&format!("pid {pid}")) && stdout.contains("heartbeat"), "says which and why: {stdout}");
+    assert_eq!(read_capacity(&c.ddb, &table.name).await, 40, "the live export keeps its capacity");
+    assert!(!lease_of(&c.s3, &bucket.name, &table.name).await.restored);
+
+    s3.release();
+    assert_eq!(child.wait(Duration::from_secs(180)).await.code(), Some(0), "{}", child.log_tail());
+    assert_eq!(read_capacity(&c.ddb, &table.name).await, 5);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_scan_then_export_restore_puts_capacity_back_once_the_heartbeat_is_stale() {
     let (table, bucket, c) = fault_table("expkill").await;
     let dir = work_dir("expkill");
-    let (mut child, _s3) = export_held_mid_scan(&dir, "export", &table.name, &bucket.name, &["--raise-to", "40", "--read-ratio", "1"]).await;
+    let (mut child, _s3) =
+        export_held_mid_scan(&dir, "export", &table.name, &bucket.name, &["--raise-to", "40", "--read-ratio", "1", "--lease-stale-after", "2"]).await;
     child.signal("KILL");
     assert!(!child.wait(Duration::from_secs(10)).await.success());
     assert_eq!(read_capacity(&c.ddb, &table.name).await, 40, "a SIGKILLed export leaves the raise");
-    assert!(!lease_of(&c.s3, &bucket.name).await.restored);
+    assert!(!lease_of(&c.s3, &bucket.name, &table.name).await.restored);
 
-    let out = Command::new(crossdock_tests::crossdock_bin())
-        .args(["export", "restore", "--no-autoscaling", "--table", &table.name, "--bucket", &bucket.name])
-        .output()
-        .expect("run restore");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("restored to 5"));
+    wait_lease_stale(&c.s3, &bucket.name, &table.name, Duration::from_secs(60)).await;
+    let (code, stdout, stderr) = restore_cmd(&table.name, &bucket.name);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("restored to 5") && stdout.contains("stale"), "{stdout}");
     assert_eq!(read_capacity(&c.ddb, &table.name).await, 5);
-    assert!(lease_of(&c.s3, &bucket.name).await.restored);
+    assert!(lease_of(&c.s3, &bucket.name, &table.name).await.restored);
 
-    let again = Command::new(crossdock_tests::crossdock_bin())
-        .args(["export", "restore", "--no-autoscaling", "--table", &table.name, "--bucket", &bucket.name])
-        .output()
-        .expect("run restore");
-    assert_eq!(again.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"));
+    let (code, stdout, _) = restore_cmd(&table.name, &bucket.name);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("nothing to do"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -213,10 +278,12 @@ async fn sigkill_mid_scan_then_resume_exports_every_item_exactly_once_and_restor
     let dir = work_dir("expresume");
     // Killed while a part is uploaded but its checkpoint is not: the resumed run must
     // neither lose nor repeat that part's items.
-    let (mut child, _s3) = export_held_mid_scan(&dir, "export-1", &table.name, &bucket.name, &["--raise-to", "40", "--read-ratio", "1"]).await;
+    let (mut child, _s3) =
+        export_held_mid_scan(&dir, "export-1", &table.name, &bucket.name, &["--raise-to", "40", "--read-ratio", "1", "--lease-stale-after", "2"]).await;
     child.signal("KILL");
     assert!(!child.wait(Duration::from_secs(10)).await.success());
     assert_eq!(read_capacity(&c.ddb, &table.name).await, 40);
+    wait_lease_stale(&c.s3, &bucket.name, &table.name, Duration::from_secs(60)).await;
     let parts_at_kill = list(&c.s3, &bucket.name, "b/").await.iter().filter(|k| k.contains("/data/")).count();
     assert!(parts_at_kill >= 2, "a part beyond the last checkpoint was uploaded ({parts_at_kill} parts)");
 
@@ -225,6 +292,7 @@ async fn sigkill_mid_scan_then_resume_exports_every_item_exactly_once_and_restor
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(summary["complete"], true);
     assert_eq!(summary["restored_stale_leases"].as_array().map(Vec::len), Some(1), "{summary}");
+    assert_eq!(summary["restored_stale_leases"][0]["action"], "restored", "{summary}");
     assert_eq!(summary["items"], 3000);
     assert_eq!(read_capacity(&c.ddb, &table.name).await, 5);
 
@@ -321,6 +389,7 @@ async fn bad_input_is_refused_with_clear_errors_and_nothing_raised() {
         (vec!["--table", t, "--bucket", b, "--batch", "x", "--read-ratio", "1.6"], 2, "outside (0, 1.5]"),
         (vec!["--table", t, "--bucket", b, "--batch", "x", "--segments", "4", "--segment-range", "2..5"], 2, "outside TotalSegments 4"),
         (vec!["--bucket", b, "--batch", "x"], 2, "--table is required"),
+        (vec!["--table", t, "--bucket", b, "--batch", "x", "--segments", "4", "--segment-range", "0..2", "--raise-to", "50"], 2, "export capacity raise"),
     ];
     for (args, code, needle) in cases {
         let (got, _, stderr) = export_cmd(&args);
@@ -377,4 +446,72 @@ async fn dry_run_prints_the_plan_as_json_and_touches_nothing() {
     assert_eq!(plan["capacity_now"]["read"], 5);
     assert_eq!(read_capacity(&c.ddb, &table.name).await, 5);
     assert!(list(&c.s3, &bucket.name, "").await.is_empty());
+}
+
+fn cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(crossdock_tests::crossdock_bin()).args(args).output().expect("run");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_export_of_three_processes_under_the_capacity_step_is_raised_and_restored_exactly_once() {
+    let (table, bucket, c) = fault_table("expshard").await;
+    let (t, b) = (table.name.as_str(), bucket.name.as_str());
+    let dir = work_dir("expshard");
+    let run_id = unique("run");
+    let ts = "2026-11-23T10-00-00Z";
+    let at = ["--no-autoscaling", "--table", t, "--bucket", b];
+    let capacity = |sub: &str, extra: &[&str]| -> Vec<String> {
+        ["export", "capacity", sub].iter().chain(at.iter()).chain(["--run-id", run_id.as_str()].iter()).chain(extra).map(|x| x.to_string()).collect()
+    };
+
+    let (code, stdout, stderr) = cli(&capacity("raise", &["--raise-to", "60", "--hold", "600", "--output", "json"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("\"raised\""), "{stdout}");
+    assert_eq!(read_capacity(&c.ddb, t).await, 60);
+    // The same step again (a retried init container) changes nothing.
+    let (code, stdout, stderr) = cli(&capacity("raise", &["--raise-to", "60"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("already_held"), "{stdout}");
+
+    let shard = |i: u32| export_args(t, b, &["--segments", "3", "--segment-range", &format!("{i}..{}", i + 1), "--timestamp", ts, "--resume", "--capacity-run", &run_id, "--read-ratio", "1", "--output", "json"]);
+    let mut shards: Vec<Proc> = (0..3).map(|i| Proc::spawn(&dir, &format!("shard-{i}"), &shard(i))).collect();
+    let mut items = 0;
+    for p in &mut shards {
+        let status = p.wait(Duration::from_secs(300)).await;
+        assert_eq!(status.code(), Some(0), "{}: {}", p.name, p.log_tail());
+        let summary = p.json();
+        assert_eq!(summary["complete"], true, "{summary}");
+        assert_eq!(summary["restored_stale_leases"].as_array().map(Vec::len), Some(0), "{summary}");
+        items += summary["items"].as_u64().expect("items");
+    }
+    assert_eq!(items, 3000);
+    assert_eq!(read_capacity(&c.ddb, t).await, 60, "no shard restored the capacity step's raise");
+    assert_eq!(decreases_today(&c.ddb, t).await, 0);
+    let l = lease_of(&c.s3, b, t).await;
+    assert!(!l.restored && l.owner.run_id == run_id, "{l:?}");
+
+    // A shard run again without --resume would rescan over existing parts: refused.
+    let (code, _, stderr) = cli(&shard(1).iter().map(String::as_str).filter(|a| *a != "--resume").collect::<Vec<_>>());
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("already has data") && stderr.contains("--resume"), "{stderr}");
+
+    // Every shard tries the restore as its last step; it happens once, when complete.
+    let restore = capacity("restore", &["--when-complete", "--batch", "b", "--timestamp", ts]);
+    let restore: Vec<&str> = restore.iter().map(String::as_str).collect();
+    let outs: Vec<String> = (0..3).map(|_| cli(&restore)).map(|(code, out, err)| {
+        assert_eq!(code, Some(0), "{err}");
+        out
+    }).collect();
+    assert!(outs[0].contains("restored to 5"), "{outs:?}");
+    assert!(outs[1..].iter().all(|o| o.contains("nothing to do")), "{outs:?}");
+    assert_eq!(read_capacity(&c.ddb, t).await, 5);
+    assert_eq!(decreases_today(&c.ddb, t).await, 1, "restored exactly once");
+    let l = lease_of(&c.s3, b, t).await;
+    assert!(l.restored && l.restored_by.as_deref().is_some_and(|by| by.contains(&run_id)), "{l:?}");
+
+    let dump_dir = export_dir(&c.s3, b, "b", t).await;
+    let dump = read_dump(&c.s3, b, &dump_dir).await;
+    same_items(&dump.lines, &scan_lines(&c.ddb, t).await).expect("every item exactly once across the shards");
+    let _ = std::fs::remove_dir_all(&dir);
 }

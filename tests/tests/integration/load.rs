@@ -8,10 +8,10 @@ use crossdock_core::Codec;
 use crossdock_load::marker::Marker;
 use crossdock_load::run::{self, LoadOptions, Summary};
 use crossdock_load::schema::{items_equal, ColumnType, Row, TableModel, TargetKind};
-use crossdock_load::target::bigtable::BigtableTarget;
-use crossdock_load::target::postgres::PostgresTarget;
-use crossdock_load::target::spanner::SpannerTarget;
-use crossdock_load::target::Target;
+use crossdock_load::sink::bigtable::BigtableTarget;
+use crossdock_load::sink::postgres::PostgresTarget;
+use crossdock_load::sink::spanner::SpannerTarget;
+use crossdock_load::sink::Target;
 use crossdock_load::LoadError;
 use crossdock_tests::load::*;
 use crossdock_tests::resources::*;
@@ -67,6 +67,22 @@ async fn conformance<T: Target>(t: &T, model: &TableModel, items: &[Item]) {
     t.write_batch(model, &rows[..3]).await.expect("again");
     assert_eq!(t.count_rows(model).await.expect("count"), items.len() as u64);
     assert_reads_back(t, model, items).await;
+    // Lookups by key: present keys come back whole, an absent one does not.
+    let mut absent = items[0].clone();
+    absent.insert("pk".into(), crossdock_core::item::AttributeValue::S("no such key".into()));
+    let asked = [rows[0].clone(), model.to_row(&absent).expect("converts"), rows[rows.len() - 1].clone()];
+    let mut got: Vec<Item> = t.read_keys(model, &asked).await.expect("read keys").iter().map(|r| model.to_item(r).expect("decode")).collect();
+    assert_eq!(got.len(), 2, "{:?}: {got:?}", t.kind());
+    got.sort_by_key(|i| i["pk"] == items[0]["pk"]);
+    assert!(items_equal(&got[1], &items[0]) && items_equal(&got[0], &items[items.len() - 1]), "{:?}: {got:?}", t.kind());
+    assert!(t.read_keys(model, &[]).await.expect("no keys").is_empty());
+    // Deletes by key: the rows go, an absent key is no error, the others stay.
+    let gone = [rows[1].clone(), model.to_row(&absent).expect("converts"), rows[2].clone()];
+    t.delete_keys(model, &gone).await.expect("delete keys");
+    t.delete_keys(model, &gone[..1]).await.expect("deleting again");
+    assert_eq!(t.count_rows(model).await.expect("count"), items.len() as u64 - 2, "{:?}", t.kind());
+    assert!(t.read_keys(model, &gone).await.expect("read deleted").is_empty(), "{:?}", t.kind());
+    t.write_batch(model, &rows[1..3]).await.expect("write back");
     t.create_indexes(model).await.expect("indexes");
     t.create_indexes(model).await.expect("indexes are idempotent");
     assert_eq!(t.list_indexes(model).await.expect("list indexes").len(), model.indexes.len());
@@ -610,4 +626,45 @@ async fn notify_url_gets_load_finished_and_load_failed_events() {
     assert!(events[0]["text"].as_str().is_some_and(|t| t.contains("25 row(s)")), "{}", events[0]);
     assert_eq!(events[1]["event"], "load_failed");
     assert_eq!(events[1]["marker"], missing.as_str());
+}
+
+/// Loads `export` into `t` with three faults written behind the loader's back — the
+/// first row left out, the second row's `status` changed, a row added whose key the
+/// export lacks — and checks `verify` counts each one (over more than one lookup batch).
+async fn verify_finds_each_fault<T: Target>(t: &T, export: &WrittenExport) {
+    use crossdock_core::item::AttributeValue;
+    let marker = marker_of(export).await;
+    let model = model_for(t.kind(), export);
+    t.ensure_table(&model).await.expect("table");
+    let mut items = export.items.clone();
+    items[1].insert("status".into(), AttributeValue::S("tampered".into()));
+    let mut extra = items[2].clone();
+    extra.insert("pk".into(), AttributeValue::S("not in the export".into()));
+    items.push(extra);
+    let rows: Vec<Row> = items[1..].iter().map(|i| model.to_row(i).expect("converts")).collect();
+    t.write_batch(&model, &rows).await.expect("write");
+    let report = run::verify(&marker, t, &model).await.expect("verify");
+    let n = export.items.len() as u64;
+    assert_eq!(
+        (report.source_items, report.target_rows, report.matching, report.missing, report.different, report.extra),
+        (n, n, n - 2, 1, 1, 1),
+        "{:?}: {report:?}",
+        t.kind()
+    );
+    assert!(!report.ok());
+    assert!(report.examples.iter().any(|e| e.starts_with("row ") && e.contains("status")), "{report:?}");
+}
+
+#[tokio::test]
+async fn verify_finds_missing_different_and_extra_rows_on_every_target() {
+    let bucket = TempGcsBucket::new("ldvf").await;
+    let (s, items) = sample(1_100, true, false);
+    let bt_guard = TempBigtable { name: s.table.clone() };
+    let export = write_export(&bucket.client, &bucket.name, "b1", s, items, 3, Codec::Zstd).await;
+    let pg = TempPgSchema::new("vf").await;
+    verify_finds_each_fault(&postgres(&pg).await, &export).await;
+    let db = TempSpannerDb::new("vf").await;
+    verify_finds_each_fault(&spanner(&db).await, &export).await;
+    verify_finds_each_fault(&bigtable().await, &export).await;
+    drop(bt_guard);
 }

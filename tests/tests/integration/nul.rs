@@ -7,8 +7,8 @@ use crossdock_core::pipeline::BatchConfig;
 use crossdock_core::Codec;
 use crossdock_load::run::{self, LoadOptions};
 use crossdock_load::schema::{items_equal, TableModel, TargetKind};
-use crossdock_load::target::postgres::PostgresTarget;
-use crossdock_load::target::Target;
+use crossdock_load::sink::postgres::PostgresTarget;
+use crossdock_load::sink::Target;
 use crossdock_tests::load::*;
 use crossdock_tests::resources::*;
 

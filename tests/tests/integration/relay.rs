@@ -347,3 +347,117 @@ async fn metrics_and_healthz_are_served() {
     relay.signal("TERM");
     assert!(relay.wait(Duration::from_secs(30)).await.expect("exits").success());
 }
+
+/// The value of the first sample in a Prometheus text body whose line starts with
+/// `prefix` (-1 if there is none).
+fn sample(body: &str, prefix: &str) -> f64 {
+    body.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(-1.0)
+}
+
+#[tokio::test]
+async fn a_stalled_copy_is_abandoned_and_its_message_retried() {
+    let w = Wired::new("relaystall", 30, None).await;
+    let e = FakeExport::new("stall", "Stalled", 1, 2, 200);
+    let port = free_port();
+    let mut args = w.cli_args();
+    args.retain(|a| a != "off");
+    let pos = args.iter().position(|a| a == "--metrics-addr").expect("flag");
+    args.insert(pos + 1, format!("127.0.0.1:{port}"));
+    // A short stall timeout against a 30 s visibility: without the stall watch the
+    // heartbeat would keep the stalled message hidden for as long as the relay lives.
+    args.extend(["--copy-stall-timeout", "2"].map(String::from));
+    let log = tmp_log("stall");
+    // The first upload request stalls: sent, never answered, never forwarded (as a
+    // connection that stopped moving bytes); every later one goes through.
+    let proxy = FaultProxy::gcs().await;
+    proxy.rule_n(0, 1, Action::Stall, gcs_upload);
+    let mut relay = RelayProcess::spawn_with_env(&args, &log, &[("STORAGE_EMULATOR_HOST", &proxy.url)]);
+    e.put_all(&w.src.client, &w.src.name, "").await;
+    assert!(proxy.wait_held(1, Duration::from_secs(60)).await, "an upload stalled; log {}", log.display());
+    // The relay itself reports giving up on the stalled copy while the request is still
+    // held open: the stall watch, not an answer, ended it.
+    let abandoned = eventually(Duration::from_secs(60), || async { relay.log_text().contains("copy stalled") }).await;
+    assert!(abandoned, "the stalled copy was abandoned; log {}", log.display());
+    assert_eq!(proxy.held(), 1, "abandoned while its request was still held");
+    // Answers the stalled request (504, never forwarded) to a client that left.
+    proxy.release();
+    let gcs = crossdock_tests::gcs().await;
+    let marked = eventually(Duration::from_secs(60), || async { get(&gcs, &w.gcs.name, &e.export.marker_key()).await.is_some() }).await;
+    assert!(marked, "the retried copy landed and the export was marked; log {}", log.display());
+    let body = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    relay.signal("TERM");
+    assert!(relay.wait(Duration::from_secs(30)).await.expect("exits").success());
+
+    e.verify_in_gcs(&gcs, &w.gcs.name, Codec::Zstd).await;
+    assert_eq!(list_names(&gcs, &w.gcs.name).await.len(), e.file_count() + 1, "every file once and the marker");
+    let text = relay.log_text();
+    let lines = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(lines("copy stalled"), 1, "{text}");
+    assert_eq!(lines("object copied"), e.file_count(), "each file copied once, the stalled one on its retry: {text}");
+    assert_eq!(lines("_SUCCESS written"), 1, "{text}");
+    assert_eq!(sample(&body, "crossdock_relay_stalls_total"), 1.0, "{body}");
+    assert_eq!(sample(&body, "crossdock_relay_errors_total{type=\"stalled\"}"), 1.0, "{body}");
+    assert!(sample(&body, "crossdock_relay_gcs_requests_total{") > 0.0, "GCS requests are counted: {body}");
+}
+
+/// GCS requests by (purpose, op) from a Prometheus text body.
+fn gcs_requests(body: &str) -> std::collections::BTreeMap<(String, String), f64> {
+    let label = |l: &str, name: &str| l.split(&format!("{name}=\"")).nth(1).and_then(|r| r.split('"').next()).map(str::to_string);
+    body.lines()
+        .filter(|l| l.starts_with("crossdock_relay_gcs_requests_total{"))
+        .filter_map(|l| Some(((label(l, "purpose")?, label(l, "op")?), l.rsplit(' ').next()?.parse().ok()?)))
+        .collect()
+}
+
+/// The completion check's cost at table scale, run by `scripts/bench-completion`
+/// (ignored by the suite: minutes long). An export of `CROSSDOCK_BENCH_SEGMENTS`
+/// (2,000) segments × `CROSSDOCK_BENCH_PARTS` (4) parts of `CROSSDOCK_BENCH_ITEMS` (3)
+/// items is put into a bucket wired to the queue while the relay binary runs, as an
+/// export would; every HTTP request the relay sends to GCS is counted by its own
+/// `crossdock_relay_gcs_requests_total{op, purpose}`.
+#[tokio::test]
+#[ignore = "benchmark, minutes long: scripts/bench-completion"]
+async fn bench_completion_gcs_requests_per_copied_file() {
+    let env = |k: &str, d: u32| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (segments, parts, items) = (env("CROSSDOCK_BENCH_SEGMENTS", 2_000), env("CROSSDOCK_BENCH_PARTS", 4), env("CROSSDOCK_BENCH_ITEMS", 3));
+    let w = Wired::new("benchcompl", 60, None).await;
+    let e = FakeExport::new("bench", "Completion", segments, parts, items);
+    let port = free_port();
+    let mut args = w.cli_args();
+    args.retain(|a| a != "off");
+    let pos = args.iter().position(|a| a == "--metrics-addr").expect("flag");
+    args.insert(pos + 1, format!("127.0.0.1:{port}"));
+    args.extend(["--concurrency", "8"].map(String::from));
+    let log = tmp_log("bench-completion");
+    let started = std::time::Instant::now();
+    let mut relay = RelayProcess::spawn(&args, &log);
+    e.put_all_concurrently(&w.src.client, &w.src.name, "", 16).await;
+    let put_s = started.elapsed().as_secs_f64();
+    let gcs = crossdock_tests::gcs().await;
+    let marked = eventually(Duration::from_secs(3_600), || async { get(&gcs, &w.gcs.name, &e.export.marker_key()).await.is_some() }).await;
+    let relay_s = started.elapsed().as_secs_f64();
+    assert!(marked, "no _SUCCESS; log {}", log.display());
+    let body = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    relay.signal("TERM");
+    assert!(relay.wait(Duration::from_secs(60)).await.expect("exits").success());
+
+    let copied = sample(&body, "crossdock_relay_objects_total{outcome=\"copied\"}");
+    assert_eq!(copied as usize, e.file_count(), "every file copied once: {body}");
+    let requests = gcs_requests(&body);
+    let per_file = |purpose: &str| requests.iter().filter(|((p, _), _)| p == purpose).map(|(_, n)| n).sum::<f64>() / copied;
+    let breakdown = |purpose: &str| {
+        requests.iter().filter(|((p, _), _)| p == purpose).map(|((_, op), n)| format!("{op} {:.2}", n / copied)).collect::<Vec<_>>().join(", ")
+    };
+    let completion = per_file("completion");
+    println!(
+        "export of {segments} segments x {parts} parts ({} files) relayed end to end in {relay_s:.0} s (puts done after {put_s:.0} s)",
+        e.file_count()
+    );
+    println!("gcs requests per copied file: {completion:.2} (goal ≤ 3)   [completion check: {}]", breakdown("completion"));
+    println!(
+        "all gcs requests per copied file, the copy's own included: {:.2}   [copy: {}]",
+        completion + per_file("copy"),
+        breakdown("copy")
+    );
+    assert!(completion <= 3.0, "completion check costs {completion:.2} GCS requests per copied file");
+}

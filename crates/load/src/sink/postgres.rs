@@ -13,6 +13,7 @@ use crate::schema::{compat_diff, Cell, ColumnType, Row, TableModel, TargetKind};
 use bytes::BytesMut;
 use futures::{pin_mut, TryStreamExt as _};
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use super::pgtls::Tls;
 use tokio_postgres::{Client, NoTls};
 use crate::decimal::Decimal;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -21,6 +22,55 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// bounds memory and transaction size).
 const PG_START_ROWS: usize = 5_000;
 const PG_MAX_ROWS: usize = 50_000;
+
+/// ` WHERE (k1, k2) IN (($1, $2), …)` for the primary keys of `rows`, with its
+/// parameters: bound as text, bytea or int8 and cast to the column's type, so every
+/// key type takes the one binding path.
+fn key_filter(model: &TableModel, rows: &[Row]) -> Result<(String, Vec<KeyParam>), LoadError> {
+    let mut params: Vec<KeyParam> = Vec::with_capacity(rows.len() * model.primary_key.len());
+    let mut tuples = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut parts = Vec::with_capacity(model.primary_key.len());
+        for &k in &model.primary_key {
+            let (param, cast) = match &row[k] {
+                Cell::Str(s) => (KeyParam::Text(s.clone()), "text"),
+                Cell::Num(n) => (KeyParam::Text(n.clone()), "text::numeric"),
+                Cell::Bytes(b) => (KeyParam::Bytes(b.clone()), "bytea"),
+                Cell::Int(i) => (KeyParam::Int(*i), "int8"),
+                other => return Err(LoadError::Target { target: "postgres", op: "key", table: model.name.clone(), message: format!("key cell {other:?} cannot be bound"), retryable: false }),
+            };
+            params.push(param);
+            parts.push(format!("${}::{cast}", params.len()));
+        }
+        tuples.push(format!("({})", parts.join(", ")));
+    }
+    let keys: Vec<String> = model.primary_key.iter().map(|&k| q(&model.columns[k].name)).collect();
+    Ok((format!(" WHERE ({}) IN ({})", keys.join(", "), tuples.join(", ")), params))
+}
+
+/// A primary-key value bound in a lookup or delete (see `key_filter`).
+#[derive(Debug)]
+enum KeyParam {
+    Text(String),
+    Bytes(Vec<u8>),
+    Int(i64),
+}
+
+impl ToSql for KeyParam {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            KeyParam::Text(s) => s.to_sql(ty, out),
+            KeyParam::Bytes(b) => b.to_sql(ty, out),
+            KeyParam::Int(i) => i.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <String as ToSql>::accepts(ty) || <Vec<u8> as ToSql>::accepts(ty) || <i64 as ToSql>::accepts(ty)
+    }
+
+    to_sql_checked!();
+}
 
 pub struct PostgresTarget {
     url: String,
@@ -49,9 +99,31 @@ fn err(op: &'static str, table: &str, e: tokio_postgres::Error) -> LoadError {
         || (e.code().is_none() && e.as_db_error().is_none());
     let message = match e.as_db_error() {
         Some(db) => format!("{}: {}{}", db.code().code(), db.message(), db.detail().map(|d| format!(" ({d})")).unwrap_or_default()),
-        None => e.to_string(),
+        // The driver's own text is generic ("error performing TLS handshake"); the cause
+        // (an unknown issuer, a refused connection) is in its sources.
+        None => {
+            let mut m = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                m.push_str(": ");
+                m.push_str(&s.to_string());
+                source = s.source();
+            }
+            m
+        }
     };
     LoadError::Target { target: "postgres", op, table: table.into(), message, retryable }
+}
+
+/// Runs a connection's I/O until it closes.
+async fn drive<S, T>(conn: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "postgres connection closed");
+    }
 }
 
 /// A failed connection, named by the redacted URL, with anything of the URL the
@@ -85,6 +157,8 @@ pub fn udt_name(t: ColumnType) -> &'static str {
         ColumnType::Float64Array => "_float8",
         ColumnType::BytesArray => "_bytea",
         ColumnType::Json => "jsonb",
+        ColumnType::DecimalText => "text",
+        ColumnType::DecimalTextArray => "_text",
     }
 }
 
@@ -102,6 +176,8 @@ fn sql_type(t: ColumnType) -> &'static str {
         ColumnType::Float64Array => "double precision[]",
         ColumnType::BytesArray => "bytea[]",
         ColumnType::Json => "jsonb",
+        ColumnType::DecimalText => "text",
+        ColumnType::DecimalTextArray => "text[]",
     }
 }
 
@@ -120,6 +196,8 @@ fn copy_type(t: ColumnType) -> Type {
         ColumnType::Int64Array => Type::INT8_ARRAY,
         ColumnType::Float64Array => Type::FLOAT8_ARRAY,
         ColumnType::BytesArray => Type::BYTEA_ARRAY,
+        ColumnType::DecimalText => Type::TEXT,
+        ColumnType::DecimalTextArray => Type::TEXT_ARRAY,
     }
 }
 
@@ -153,17 +231,22 @@ fn put_numeric(text: &str, out: &mut BytesMut) -> Result<(), String> {
     Ok(())
 }
 
-/// A NUMERIC value (also an element of NUMERIC[]).
+/// A number cell: NUMERIC (also an element of NUMERIC[]), or its text in a text
+/// column ([`ColumnType::DecimalText`], which the model never chooses on PostgreSQL
+/// since NUMERIC holds every DynamoDB number, but a column of it must still work).
 #[derive(Debug)]
 struct PgNumeric<'a>(&'a str);
 
 impl ToSql for PgNumeric<'_> {
-    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == Type::TEXT {
+            return self.0.to_sql(ty, out);
+        }
         put_numeric(self.0, out)?;
         Ok(IsNull::No)
     }
     fn accepts(ty: &Type) -> bool {
-        *ty == Type::NUMERIC
+        *ty == Type::NUMERIC || *ty == Type::TEXT
     }
     to_sql_checked!();
 }
@@ -212,12 +295,19 @@ impl PostgresTarget {
     }
 
     async fn open(&self) -> Result<Client, LoadError> {
-        let (client, conn) = tokio_postgres::connect(&self.url, NoTls).await.map_err(|e| connect_err(&self.url, &self.schema, e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "postgres connection closed");
+        let (conn_str, tls) = super::pgtls::configure(&self.url)?;
+        let client = match tls {
+            Tls::Off => {
+                let (client, conn) = tokio_postgres::connect(&conn_str, NoTls).await.map_err(|e| connect_err(&self.url, &self.schema, e))?;
+                tokio::spawn(drive(conn));
+                client
             }
-        });
+            Tls::On(tls) => {
+                let (client, conn) = tokio_postgres::connect(&conn_str, tls).await.map_err(|e| connect_err(&self.url, &self.schema, e))?;
+                tokio::spawn(drive(conn));
+                client
+            }
+        };
         // IF NOT EXISTS notices (schema, staging table) are expected, not news.
         client.batch_execute("SET client_min_messages = warning").await.map_err(|e| err("connect", &self.schema, e))?;
         Ok(client)
@@ -236,6 +326,53 @@ impl PostgresTarget {
         if !c.is_closed() {
             self.pool.lock().await.push(c);
         }
+    }
+
+    /// `SELECT` every model column (numbers and JSON as their text) of the rows matching
+    /// `filter` (SQL after the table name, may be empty).
+    async fn select(&self, model: &TableModel, filter: String, params: Vec<KeyParam>) -> Result<Vec<Row>, LoadError> {
+        let c = self.take().await?;
+        let select: Vec<String> = model
+            .columns
+            .iter()
+            .map(|c| match c.ty {
+                ColumnType::Numeric | ColumnType::Json => format!("{}::text", q(&c.name)),
+                ColumnType::NumericArray => format!("{}::text[]", q(&c.name)),
+                _ => q(&c.name),
+            })
+            .collect();
+        let sql = format!("SELECT {} FROM {}{filter}", select.join(", "), self.table(model));
+        let result = async {
+            let stream = c.query_raw(&sql, params.iter().map(|p| p as &(dyn ToSql + Sync))).await.map_err(|e| err("read", &model.name, e))?;
+            pin_mut!(stream);
+            let mut out = Vec::new();
+            while let Some(r) = stream.try_next().await.map_err(|e| err("read", &model.name, e))? {
+                let mut row = Vec::with_capacity(model.columns.len());
+                for (i, col) in model.columns.iter().enumerate() {
+                    let get_err = |e: tokio_postgres::Error| err("read", &model.name, e);
+                    let cell = match col.ty {
+                        ColumnType::Int64 => r.try_get::<_, Option<i64>>(i).map_err(get_err)?.map(Cell::Int),
+                        ColumnType::Numeric | ColumnType::DecimalText => r.try_get::<_, Option<String>>(i).map_err(get_err)?.map(Cell::Num),
+                        ColumnType::Json => r.try_get::<_, Option<String>>(i).map_err(get_err)?.map(Cell::Json),
+                        ColumnType::String => r.try_get::<_, Option<String>>(i).map_err(get_err)?.map(Cell::Str),
+                        ColumnType::Float64 => r.try_get::<_, Option<f64>>(i).map_err(get_err)?.map(Cell::Float),
+                        ColumnType::Bytes => r.try_get::<_, Option<Vec<u8>>>(i).map_err(get_err)?.map(Cell::Bytes),
+                        ColumnType::Bool => r.try_get::<_, Option<bool>>(i).map_err(get_err)?.map(Cell::Bool),
+                        ColumnType::StringArray => r.try_get::<_, Option<Vec<String>>>(i).map_err(get_err)?.map(Cell::StrArr),
+                        ColumnType::NumericArray | ColumnType::DecimalTextArray => r.try_get::<_, Option<Vec<String>>>(i).map_err(get_err)?.map(Cell::NumArr),
+                        ColumnType::Int64Array => r.try_get::<_, Option<Vec<i64>>>(i).map_err(get_err)?.map(Cell::IntArr),
+                        ColumnType::Float64Array => r.try_get::<_, Option<Vec<f64>>>(i).map_err(get_err)?.map(Cell::FloatArr),
+                        ColumnType::BytesArray => r.try_get::<_, Option<Vec<Vec<u8>>>>(i).map_err(get_err)?.map(Cell::BytesArr),
+                    };
+                    row.push(cell.unwrap_or(Cell::Null));
+                }
+                out.push(row);
+            }
+            Ok(out)
+        }
+        .await;
+        self.give(c).await;
+        result
     }
 
     fn table(&self, model: &TableModel) -> String {
@@ -453,48 +590,27 @@ impl Target for PostgresTarget {
     }
 
     async fn read_all(&self, model: &TableModel) -> Result<Vec<Row>, LoadError> {
-        let c = self.take().await?;
-        let select: Vec<String> = model
-            .columns
-            .iter()
-            .map(|c| match c.ty {
-                ColumnType::Numeric | ColumnType::Json => format!("{}::text", q(&c.name)),
-                ColumnType::NumericArray => format!("{}::text[]", q(&c.name)),
-                _ => q(&c.name),
-            })
-            .collect();
-        let sql = format!("SELECT {} FROM {}", select.join(", "), self.table(model));
-        let result = async {
-            let stream = c.query_raw(&sql, std::iter::empty::<i32>()).await.map_err(|e| err("read", &model.name, e))?;
-            pin_mut!(stream);
-            let mut out = Vec::new();
-            while let Some(r) = stream.try_next().await.map_err(|e| err("read", &model.name, e))? {
-                let mut row = Vec::with_capacity(model.columns.len());
-                for (i, col) in model.columns.iter().enumerate() {
-                    let get_err = |e: tokio_postgres::Error| err("read", &model.name, e);
-                    let cell = match col.ty {
-                        ColumnType::Int64 => r.try_get::<_, Option<i64>>(i).map_err(get_err)?.map(Cell::Int),
-                        ColumnType::Numeric => r.try_get::<_, Option<String>>(i).map_err(get_err)?.map(Cell::Num),
-                        ColumnType::Json => r.try_get::<_, Option<String>>(i).map_err(get_err)?.map(Cell::Json),
-                        ColumnType::String => r.try_get::<_, Option<String>>(i).map_err(get_err)?.map(Cell::Str),
-                        ColumnType::Float64 => r.try_get::<_, Option<f64>>(i).map_err(get_err)?.map(Cell::Float),
-                        ColumnType::Bytes => r.try_get::<_, Option<Vec<u8>>>(i).map_err(get_err)?.map(Cell::Bytes),
-                        ColumnType::Bool => r.try_get::<_, Option<bool>>(i).map_err(get_err)?.map(Cell::Bool),
-                        ColumnType::StringArray => r.try_get::<_, Option<Vec<String>>>(i).map_err(get_err)?.map(Cell::StrArr),
-                        ColumnType::NumericArray => r.try_get::<_, Option<Vec<String>>>(i).map_err(get_err)?.map(Cell::NumArr),
-                        ColumnType::Int64Array => r.try_get::<_, Option<Vec<i64>>>(i).map_err(get_err)?.map(Cell::IntArr),
-                        ColumnType::Float64Array => r.try_get::<_, Option<Vec<f64>>>(i).map_err(get_err)?.map(Cell::FloatArr),
-                        ColumnType::BytesArray => r.try_get::<_, Option<Vec<Vec<u8>>>>(i).map_err(get_err)?.map(Cell::BytesArr),
-                    };
-                    row.push(cell.unwrap_or(Cell::Null));
-                }
-                out.push(row);
-            }
-            Ok(out)
+        self.select(model, String::new(), Vec::new()).await
+    }
+
+    async fn read_keys(&self, model: &TableModel, rows: &[Row]) -> Result<Vec<Row>, LoadError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
         }
-        .await;
+        let (filter, params) = key_filter(model, rows)?;
+        self.select(model, filter, params).await
+    }
+
+    async fn delete_keys(&self, model: &TableModel, rows: &[Row]) -> Result<(), LoadError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (filter, params) = key_filter(model, rows)?;
+        let c = self.take().await?;
+        let sql = format!("DELETE FROM {}{filter}", self.table(model));
+        let r = c.execute_raw(&sql, params.iter().map(|p| p as &(dyn ToSql + Sync))).await.map_err(|e| err("delete", &model.name, e));
         self.give(c).await;
-        result
+        r.map(drop)
     }
 
     async fn list_indexes(&self, model: &TableModel) -> Result<Vec<String>, LoadError> {

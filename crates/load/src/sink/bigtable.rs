@@ -97,7 +97,7 @@ fn cell_from(ty: ColumnType, v: Vec<u8>) -> Result<Cell, String> {
     let text = |v: Vec<u8>| String::from_utf8(v).map_err(|e| e.to_string());
     Ok(match ty {
         ColumnType::String => Cell::Str(text(v)?),
-        ColumnType::Numeric => Cell::Num(text(v)?),
+        ColumnType::Numeric | ColumnType::DecimalText => Cell::Num(text(v)?),
         ColumnType::Bytes => Cell::Bytes(v),
         _ => Cell::Json(text(v)?),
     })
@@ -156,9 +156,84 @@ impl BigtableTarget {
         Ok(Entry { row_key: key, mutations, idempotency: None })
     }
 
-    async fn read(&self, model: &TableModel, filter: Filter) -> Result<Vec<(Vec<u8>, Vec<bigtable_rs::bigtable::RowCell>)>, LoadError> {
+    /// Applies `entries` with MutateRows: entries that fail retryably are sent again
+    /// (bounded, with backoff), the server's flow-control hints are followed.
+    async fn mutate(&self, model: &TableModel, mut entries: Vec<Entry>) -> Result<(), LoadError> {
         let mut client = self.client();
-        let req = ReadRowsRequest { table_name: client.get_full_table_name(&model.name), filter: Some(RowFilter { filter: Some(filter) }), ..Default::default() };
+        let table_name = client.get_full_table_name(&model.name);
+        let mut attempt = 0u32;
+        while !entries.is_empty() {
+            let mutations: usize = entries.iter().map(|e| e.mutations.len()).sum();
+            if mutations > crossdock_core::sizing::BIGTABLE_MAX_MUTATIONS {
+                return Err(err("mutate rows", &model.name, format!("batch of {mutations} mutations exceeds the limit; lower the batch size"), false));
+            }
+            let req = MutateRowsRequest { table_name: table_name.clone(), entries: entries.clone(), ..Default::default() };
+            let mut stream = client.mutate_rows(req).await.map_err(|e| bt_err("mutate rows", &model.name, e))?;
+            self.stats.record(entries.len(), mutations);
+            let mut failed = Vec::new();
+            let mut slow_down = None;
+            let mut permanent = None;
+            while let Some(resp) = stream.next().await {
+                let resp = resp.map_err(|s| err("mutate rows", &model.name, s.message().to_string(), code_retryable(s.code())))?;
+                if let Some(rl) = resp.rate_limit_info {
+                    if rl.factor > 0.0 && rl.factor < 1.0 {
+                        slow_down = Some(rl.factor);
+                    }
+                }
+                for e in resp.entries {
+                    let code = e.status.as_ref().map_or(0, |s| s.code);
+                    if code != 0 {
+                        let retry = code_retryable(tonic::Code::from_i32(code));
+                        if retry {
+                            failed.push(e.index as usize);
+                        } else {
+                            permanent = Some(e.status.map(|s| s.message).unwrap_or_default());
+                        }
+                    }
+                }
+            }
+            if let Some(m) = permanent {
+                return Err(err("mutate rows", &model.name, m, false));
+            }
+            if let Some(f) = slow_down {
+                // Server flow control: wait in proportion to how much it asks us to slow.
+                tokio::time::sleep(Duration::from_millis(((1.0 - f) * 1000.0) as u64)).await;
+            }
+            if failed.is_empty() {
+                return Ok(());
+            }
+            attempt += 1;
+            self.stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if attempt > 8 {
+                return Err(err("mutate rows", &model.name, format!("{} entries still failing after {attempt} attempts", failed.len()), true));
+            }
+            failed.sort_unstable();
+            entries = failed.into_iter().filter_map(|i| entries.get(i).cloned()).collect();
+            tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+        }
+        Ok(())
+    }
+
+    /// A row's cells of the table's family, in model column order.
+    fn decode_row(&self, model: &TableModel, cells: Vec<bigtable_rs::bigtable::RowCell>) -> Result<Row, LoadError> {
+        let mut row: Row = vec![Cell::Null; model.columns.len()];
+        for c in cells {
+            if c.family_name != self.family {
+                continue;
+            }
+            if let Some(i) = model.columns.iter().position(|col| col.attribute.as_bytes() == c.qualifier.as_slice()) {
+                row[i] = cell_from(model.columns[i].ty, c.value).map_err(|m| err("read", &model.name, m, false))?;
+            }
+        }
+        Ok(row)
+    }
+
+    /// The rows of `rows` (every row when `None`), newest cell per column: the emulator
+    /// does not apply GC on read.
+    async fn read(&self, model: &TableModel, rows: Option<RowSet>) -> Result<Vec<(Vec<u8>, Vec<bigtable_rs::bigtable::RowCell>)>, LoadError> {
+        let mut client = self.client();
+        let filter = Filter::CellsPerColumnLimitFilter(1);
+        let req = ReadRowsRequest { table_name: client.get_full_table_name(&model.name), rows, filter: Some(RowFilter { filter: Some(filter) }), ..Default::default() };
         let rows = client.read_rows(req).await.map_err(|e| bt_err("read", &model.name, e))?;
         Ok(rows)
     }
@@ -232,59 +307,7 @@ impl Target for BigtableTarget {
         for r in rows {
             entries.push(self.entry(model, r).map_err(|m| err("encode", &model.name, m, false))?);
         }
-        let mut client = self.client();
-        let table_name = client.get_full_table_name(&model.name);
-        let mut attempt = 0u32;
-        while !entries.is_empty() {
-            let mutations: usize = entries.iter().map(|e| e.mutations.len()).sum();
-            if mutations > crossdock_core::sizing::BIGTABLE_MAX_MUTATIONS {
-                return Err(err("mutate rows", &model.name, format!("batch of {mutations} mutations exceeds the limit; lower the batch size"), false));
-            }
-            let req = MutateRowsRequest { table_name: table_name.clone(), entries: entries.clone(), ..Default::default() };
-            let mut stream = client.mutate_rows(req).await.map_err(|e| bt_err("mutate rows", &model.name, e))?;
-            self.stats.record(entries.len(), mutations);
-            let mut failed = Vec::new();
-            let mut slow_down = None;
-            let mut permanent = None;
-            while let Some(resp) = stream.next().await {
-                let resp = resp.map_err(|s| err("mutate rows", &model.name, s.message().to_string(), code_retryable(s.code())))?;
-                if let Some(rl) = resp.rate_limit_info {
-                    if rl.factor > 0.0 && rl.factor < 1.0 {
-                        slow_down = Some(rl.factor);
-                    }
-                }
-                for e in resp.entries {
-                    let code = e.status.as_ref().map_or(0, |s| s.code);
-                    if code != 0 {
-                        let retry = code_retryable(tonic::Code::from_i32(code));
-                        if retry {
-                            failed.push(e.index as usize);
-                        } else {
-                            permanent = Some(e.status.map(|s| s.message).unwrap_or_default());
-                        }
-                    }
-                }
-            }
-            if let Some(m) = permanent {
-                return Err(err("mutate rows", &model.name, m, false));
-            }
-            if let Some(f) = slow_down {
-                // Server flow control: wait in proportion to how much it asks us to slow.
-                tokio::time::sleep(Duration::from_millis(((1.0 - f) * 1000.0) as u64)).await;
-            }
-            if failed.is_empty() {
-                return Ok(());
-            }
-            attempt += 1;
-            self.stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if attempt > 8 {
-                return Err(err("mutate rows", &model.name, format!("{} entries still failing after {attempt} attempts", failed.len()), true));
-            }
-            failed.sort_unstable();
-            entries = failed.into_iter().filter_map(|i| entries.get(i).cloned()).collect();
-            tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
-        }
-        Ok(())
+        self.mutate(model, entries).await
     }
 
     async fn create_indexes(&self, _model: &TableModel) -> Result<(), LoadError> {
@@ -324,22 +347,26 @@ impl Target for BigtableTarget {
     }
 
     async fn read_all(&self, model: &TableModel) -> Result<Vec<Row>, LoadError> {
-        // The emulator does not apply GC on read: keep the newest cell per column.
-        let rows = self.read(model, Filter::CellsPerColumnLimitFilter(1)).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (_key, cells) in rows {
-            let mut row: Row = vec![Cell::Null; model.columns.len()];
-            for c in cells {
-                if c.family_name != self.family {
-                    continue;
-                }
-                if let Some(i) = model.columns.iter().position(|col| col.attribute.as_bytes() == c.qualifier.as_slice()) {
-                    row[i] = cell_from(model.columns[i].ty, c.value).map_err(|m| err("read", &model.name, m, false))?;
-                }
-            }
-            out.push(row);
+        let rows = self.read(model, None).await?;
+        rows.into_iter().map(|(_, cells)| self.decode_row(model, cells)).collect()
+    }
+
+    async fn read_keys(&self, model: &TableModel, rows: &[Row]) -> Result<Vec<Row>, LoadError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let row_keys = rows.iter().map(|r| row_key(model, r).map_err(|m| err("read", &model.name, m, false))).collect::<Result<Vec<_>, _>>()?;
+        let found = self.read(model, Some(RowSet { row_keys, row_ranges: vec![] })).await?;
+        found.into_iter().map(|(_, cells)| self.decode_row(model, cells)).collect()
+    }
+
+    async fn delete_keys(&self, model: &TableModel, rows: &[Row]) -> Result<(), LoadError> {
+        let mut entries = Vec::with_capacity(rows.len());
+        for r in rows {
+            let key = row_key(model, r).map_err(|m| err("encode", &model.name, m, false))?;
+            entries.push(Entry { row_key: key, mutations: vec![Mutation { mutation: Some(M::DeleteFromRow(DeleteFromRow {})) }], idempotency: None });
+        }
+        self.mutate(model, entries).await
     }
 
     async fn list_indexes(&self, _model: &TableModel) -> Result<Vec<String>, LoadError> {

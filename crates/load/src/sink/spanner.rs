@@ -10,7 +10,8 @@ use gcloud_googleapis::spanner::admin::database::v1::UpdateDatabaseDdlRequest;
 use gcloud_googleapis::spanner::v1::mutation::{Operation, Write};
 use gcloud_googleapis::spanner::v1::Mutation;
 use gcloud_spanner::client::{Client, ClientConfig};
-use gcloud_spanner::statement::Statement;
+use gcloud_spanner::key::Key;
+use gcloud_spanner::statement::{Statement, ToKind};
 use prost_types::value::Kind;
 use prost_types::{ListValue, Value};
 
@@ -58,6 +59,8 @@ pub fn spanner_type(t: ColumnType) -> &'static str {
         ColumnType::Float64Array => "ARRAY<FLOAT64>",
         ColumnType::BytesArray => "ARRAY<BYTES(MAX)>",
         ColumnType::Json => "JSON",
+        ColumnType::DecimalText => "STRING(MAX)",
+        ColumnType::DecimalTextArray => "ARRAY<STRING(MAX)>",
     }
 }
 
@@ -107,7 +110,7 @@ fn scalar_from(ty: ColumnType, val: &Value) -> Result<Cell, String> {
     }
     Ok(match ty {
         ColumnType::Int64 => Cell::Int(text()?.parse().map_err(|e: std::num::ParseIntError| e.to_string())?),
-        ColumnType::Numeric => Cell::Num(text()?),
+        ColumnType::Numeric | ColumnType::DecimalText => Cell::Num(text()?),
         ColumnType::Float64 => Cell::Float(float()?),
         ColumnType::String => Cell::Str(text()?),
         ColumnType::Bytes => Cell::Bytes(bytes(text()?)?),
@@ -116,12 +119,12 @@ fn scalar_from(ty: ColumnType, val: &Value) -> Result<Cell, String> {
             _ => return Err(bad()),
         },
         ColumnType::Json => Cell::Json(text()?),
-        ColumnType::StringArray | ColumnType::Int64Array | ColumnType::NumericArray | ColumnType::Float64Array | ColumnType::BytesArray => {
+        ColumnType::StringArray | ColumnType::Int64Array | ColumnType::NumericArray | ColumnType::DecimalTextArray | ColumnType::Float64Array | ColumnType::BytesArray => {
             let Kind::ListValue(l) = kind else { return Err(bad()) };
             let elem = match ty {
                 ColumnType::StringArray => ColumnType::String,
                 ColumnType::Int64Array => ColumnType::Int64,
-                ColumnType::NumericArray => ColumnType::Numeric,
+                ColumnType::NumericArray | ColumnType::DecimalTextArray => ColumnType::Numeric,
                 ColumnType::Float64Array => ColumnType::Float64,
                 _ => ColumnType::Bytes,
             };
@@ -129,12 +132,42 @@ fn scalar_from(ty: ColumnType, val: &Value) -> Result<Cell, String> {
             match ty {
                 ColumnType::StringArray => Cell::StrArr(cells.into_iter().filter_map(|c| if let Cell::Str(x) = c { Some(x) } else { None }).collect()),
                 ColumnType::Int64Array => Cell::IntArr(cells.into_iter().filter_map(|c| if let Cell::Int(x) = c { Some(x) } else { None }).collect()),
-                ColumnType::NumericArray => Cell::NumArr(cells.into_iter().filter_map(|c| if let Cell::Num(x) = c { Some(x) } else { None }).collect()),
+                ColumnType::NumericArray | ColumnType::DecimalTextArray => Cell::NumArr(cells.into_iter().filter_map(|c| if let Cell::Num(x) = c { Some(x) } else { None }).collect()),
                 ColumnType::Float64Array => Cell::FloatArr(cells.into_iter().filter_map(|c| if let Cell::Float(x) = c { Some(x) } else { None }).collect()),
                 _ => Cell::BytesArr(cells.into_iter().filter_map(|c| if let Cell::Bytes(x) = c { Some(x) } else { None }).collect()),
             }
         }
     })
+}
+
+/// One row of raw values, in model column order, as cells.
+fn decode_row(model: &TableModel, values: &[Value]) -> Result<Row, LoadError> {
+    model
+        .columns
+        .iter()
+        .zip(values)
+        .map(|(c, v)| scalar_from(c.ty, v).map_err(|m| LoadError::Target { target: "spanner", op: "read", table: model.name.clone(), message: format!("column {}: {m}", c.name), retryable: false }))
+        .collect()
+}
+
+/// The primary key of a row, as Spanner keys are written.
+fn key_of(model: &TableModel, row: &Row) -> Key {
+    let parts: Vec<KeyPart> = model.primary_key.iter().map(|&k| KeyPart(to_value(&row[k]))).collect();
+    Key::composite(&parts.iter().map(|p| p as &dyn ToKind).collect::<Vec<_>>())
+}
+
+/// A key element already encoded as a Spanner value (the form mutations use).
+struct KeyPart(Value);
+
+impl ToKind for KeyPart {
+    fn to_kind(&self) -> Kind {
+        self.0.kind.clone().unwrap_or(Kind::NullValue(0))
+    }
+
+    // Keys carry no type annotation; the read names the table, whose key types Spanner knows.
+    fn get_type() -> gcloud_googleapis::spanner::v1::Type {
+        <String as ToKind>::get_type()
+    }
 }
 
 /// A raw column value of a result row.
@@ -295,16 +328,40 @@ impl Target for SpannerTarget {
         let cols: Vec<String> = model.columns.iter().map(|c| q(&c.name)).collect();
         let stmt = Statement::new(format!("SELECT {} FROM {}", cols.join(", "), q(&model.name)));
         let raw = self.query(&model.name, stmt, cols.len()).await?;
-        raw.iter()
-            .map(|r| {
-                model
-                    .columns
-                    .iter()
-                    .zip(r)
-                    .map(|(c, v)| scalar_from(c.ty, v).map_err(|m| LoadError::Target { target: "spanner", op: "read", table: model.name.clone(), message: format!("column {}: {m}", c.name), retryable: false }))
-                    .collect()
-            })
-            .collect()
+        raw.iter().map(|r| decode_row(model, r)).collect()
+    }
+
+    async fn read_keys(&self, model: &TableModel, rows: &[Row]) -> Result<Vec<Row>, LoadError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A read by key set: Spanner looks each key up, in one call and one snapshot.
+        let keys: Vec<Key> = rows.iter().map(|row| key_of(model, row)).collect();
+        let columns: Vec<&str> = model.columns.iter().map(|c| c.name.as_str()).collect();
+        let mut tx = self.client.single().await.map_err(|e| client_err("read", &model.name, e))?;
+        let mut iter = tx.read(&model.name, &columns, keys).await.map_err(|s| status_err("read", &model.name, &s))?;
+        let mut out = Vec::with_capacity(rows.len());
+        while let Some(row) = iter.next().await.map_err(|s| status_err("read", &model.name, &s))? {
+            let mut vals = Vec::with_capacity(columns.len());
+            for i in 0..columns.len() {
+                let raw: Raw = row.column(i).map_err(|e| LoadError::Target { target: "spanner", op: "read", table: model.name.clone(), message: e.to_string(), retryable: false })?;
+                vals.push(raw.0);
+            }
+            out.push(decode_row(model, &vals)?);
+        }
+        Ok(out)
+    }
+
+    async fn delete_keys(&self, model: &TableModel, rows: &[Row]) -> Result<(), LoadError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let keys = rows.iter().map(|row| ListValue { values: model.primary_key.iter().map(|&k| to_value(&row[k])).collect() }).collect();
+        let key_set = gcloud_googleapis::spanner::v1::KeySet { keys, ranges: vec![], all: false };
+        let m = Mutation { operation: Some(Operation::Delete(gcloud_googleapis::spanner::v1::mutation::Delete { table: model.name.clone(), key_set: Some(key_set) })) };
+        self.client.apply_at_least_once(vec![m]).await.map_err(|e| client_err("delete", &model.name, e))?;
+        self.stats.record(rows.len(), rows.len());
+        Ok(())
     }
 
     async fn list_indexes(&self, model: &TableModel) -> Result<Vec<String>, LoadError> {

@@ -2,6 +2,9 @@
 //! suite work the same against Spanner, Bigtable and PostgreSQL.
 
 pub mod bigtable;
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
+pub mod pgtls;
 pub mod postgres;
 pub mod spanner;
 
@@ -63,8 +66,16 @@ pub trait Target: Send + Sync + 'static {
     /// Creates the secondary indexes of the model (after the data is in); idempotent.
     fn create_indexes(&self, model: &TableModel) -> impl Future<Output = Result<(), LoadError>> + Send;
     fn count_rows(&self, model: &TableModel) -> impl Future<Output = Result<u64, LoadError>> + Send;
-    /// Every row of the table, in model column order (for verification).
+    /// Every row of the table, in model column order. Holds the table in memory: for
+    /// tests and small tables; `verify` uses [`Target::read_keys`].
     fn read_all(&self, model: &TableModel) -> impl Future<Output = Result<Vec<Row>, LoadError>> + Send;
+    /// The rows, in model column order and any row order, whose primary keys are those
+    /// of `rows` (only their key cells are read); keys absent from the table are
+    /// absent from the answer. Callers keep `rows` to a few hundred.
+    fn read_keys(&self, model: &TableModel, rows: &[Row]) -> impl Future<Output = Result<Vec<Row>, LoadError>> + Send;
+    /// Deletes the rows with the primary keys of `rows` (only their key cells are read);
+    /// absent keys are no error. All or nothing per call, like `write_batch`.
+    fn delete_keys(&self, model: &TableModel, rows: &[Row]) -> impl Future<Output = Result<(), LoadError>> + Send;
     /// Names of the secondary indexes present on the table.
     fn list_indexes(&self, model: &TableModel) -> impl Future<Output = Result<Vec<String>, LoadError>> + Send;
     fn stats(&self) -> &CallStats;

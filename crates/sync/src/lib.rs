@@ -1,0 +1,21 @@
+//! crossdock-sync: the catch-up leg. Replays a table's change stream onto the target
+//! its export was loaded into, so the target follows the live table until cutover.
+//!
+//! - [`source`]: the [`source::ChangeSource`] trait, with DynamoDB Streams, Kinesis Data
+//!   Streams for DynamoDB and an in-memory fake that splits shards.
+//! - [`apply`]: one batch → last change per key → upserts and deletes on the `Target`.
+//! - [`checkpoint`]: per-shard positions in GCS under the export's `_sync/`.
+//! - [`run`]: the loop (lineage, batching, checkpoints after durability, lag, `until_lag`).
+//! - [`events`]: logs and metrics, one function per occurrence.
+//!
+//! See README.md.
+
+pub mod apply;
+pub mod checkpoint;
+pub mod error;
+pub mod events;
+pub mod run;
+pub mod source;
+
+pub use error::SyncError;
+pub use run::{run, Outcome, Status, Summary, SyncOptions};
