@@ -262,7 +262,7 @@ impl<T: Target> Writing<'_, T> {
                         size.backoff();
                         self.target.stats().retries.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(error = %e, attempt, next_batch = size.size(), "retrying batch");
-                        tokio::time::sleep(Duration::from_millis((50u64 << attempt.min(7)) + rand_jitter())).await;
+                        tokio::time::sleep(crossdock_core::retry::backoff(attempt, Duration::from_millis(100), Duration::from_millis(6_400), rand::random())).await;
                     }
                     Err(e) => return Err(e),
                 }
@@ -374,10 +374,6 @@ impl<T: Target> Writing<'_, T> {
         event_file(self.model.target, &f.name, "failed", 0, rejects.len() as u64);
         LoadError::TooManyRejects { rejected: total, max: self.opts.max_errors, bucket: self.marker.gcs.bucket.clone(), key }
     }
-}
-
-fn rand_jitter() -> u64 {
-    u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0) % 50)
 }
 
 fn progress_record(target: TargetKind, destination: &str, f: &MarkerFile, status: FileStatus, rows: u64, rejected: u64, reason: Option<String>) -> FileProgress {
