@@ -206,7 +206,7 @@ pub async fn read_dump(s3: &aws_sdk_s3::Client, bucket: &str, dir: &str) -> Dump
         for p in &m.parts {
             let body = get(s3, bucket, &format!("{dir}{}", p.name)).await.unwrap_or_else(|| panic!("part {} missing", p.name));
             assert_eq!(body.len() as u64, p.bytes, "bytes of {}", p.name);
-            assert_eq!(crossdock_export::writer::sha256_hex(&body), p.sha256, "sha256 of {}", p.name);
+            assert_eq!(crossdock_core::stamp::sha256_hex(&body), p.sha256, "sha256 of {}", p.name);
             let text = String::from_utf8(body).expect("utf-8");
             let n = text.lines().count() as u64;
             assert_eq!(n, p.items, "items of {}", p.name);

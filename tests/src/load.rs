@@ -186,7 +186,7 @@ pub async fn write_marker(client: &gcloud_storage::client::Client, bucket: &str,
 }
 
 pub fn hex_sha(raw: &[u8]) -> String {
-    crossdock_load::marker::sha256_hex(raw)
+    crossdock_core::stamp::sha256_hex(raw)
 }
 
 /// A pipeline file for the local stack with the given relational target kind

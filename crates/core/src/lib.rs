@@ -21,6 +21,7 @@ pub mod retry;
 pub mod routing;
 pub mod schema;
 pub mod sizing;
+pub mod stamp;
 
 pub use codec::Codec;
 pub use item::{AttributeValue, Item, TypeTag};

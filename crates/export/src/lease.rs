@@ -37,6 +37,7 @@ use crate::error::{ddb_error, invalid, s3_error, ExportError};
 use aws_sdk_dynamodb::types::{BillingMode as SdkBilling, ProvisionedThroughput, TableDescription, TableStatus};
 use aws_sdk_s3::primitives::ByteStream;
 use crossdock_core::layout::capacity_lease_key;
+use crossdock_core::stamp::{now_rfc3339, rfc3339};
 use crossdock_core::manifest::{AutoscalingBounds, CapacityLease, LeaseOwner};
 use crossdock_core::schema::{BillingMode, Throughput};
 use futures::future::BoxFuture;
@@ -642,14 +643,6 @@ pub async fn wait_active(ddb: &aws_sdk_dynamodb::Client, table: &str, timeout: D
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
-fn now_rfc3339() -> String {
-    rfc3339(time::OffsetDateTime::now_utc())
 }
 
 /// Renews a held lease's heartbeat in the background until stopped.

@@ -196,11 +196,6 @@ impl PartWriter {
     }
 }
 
-/// SHA-256 of `bytes`, lowercase hex (the checksum manifests record for parts).
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 /// Size of a value's DynamoDB JSON text (without escapes), for the type statistics'
 /// `max_value_bytes`; computed without encoding.
 pub fn json_len(v: &AttributeValue) -> usize {

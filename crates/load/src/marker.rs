@@ -166,11 +166,6 @@ pub async fn compress(codec: Codec, raw: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Lowercase hex SHA-256 of raw bytes (as recorded in manifests and markers).
-pub fn sha256_hex(raw: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(raw))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,7 +179,7 @@ mod tests {
             items: 1,
             raw_bytes: raw.len() as u64,
             stored_bytes: 1,
-            sha256: sha256_hex(raw),
+            sha256: crossdock_core::stamp::sha256_hex(raw),
             stored_crc32c: None,
         }
     }

@@ -57,10 +57,6 @@ pub struct Reject {
     pub item: String,
 }
 
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
 /// GCS key of a file's progress record.
 pub fn progress_key(m: &Marker, f: &MarkerFile) -> String {
     m.key(&DumpFile::LoadProgress { segment: f.segment, part: f.part })

@@ -387,7 +387,7 @@ fn progress_record(target: TargetKind, destination: &str, f: &MarkerFile, status
         rejected,
         sha256: f.sha256.clone(),
         reason,
-        finished_at: progress::now_rfc3339(),
+        finished_at: crossdock_core::stamp::now_rfc3339(),
     }
 }
 
@@ -544,7 +544,7 @@ async fn load_inner<T: Target>(marker: &Marker, target: &T, model: &TableModel, 
             rows_in_target: summary.rows_in_target,
             rejected: summary.rejected,
             duration_ms: summary.duration_ms,
-            finished_at: progress::now_rfc3339(),
+            finished_at: crossdock_core::stamp::now_rfc3339(),
         },
     )
     .await?;

@@ -205,7 +205,7 @@ async fn mark(store: &impl Store, bucket: &str, export: &ExportId, codec: Codec,
         files,
         totals,
         type_stats,
-        written_at: now_rfc3339(),
+        written_at: crossdock_core::stamp::now_rfc3339(),
         written_by: written_by.to_string(),
     };
     let body = serde_json::to_vec_pretty(&marker).map_err(|e| RelayError::BadExportFile {
@@ -224,9 +224,6 @@ fn parse<T: serde::de::DeserializeOwned>(bucket: &str, key: &str, what: &'static
     serde_json::from_slice(bytes).map_err(|e| RelayError::BadExportFile { bucket: bucket.into(), key: key.into(), what, message: e.to_string() })
 }
 
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
 
 #[cfg(test)]
 mod tests {

@@ -323,7 +323,7 @@ impl<'a, S: ChangeSource, T: Target, C: CheckpointStore> Sync<'a, S, T, C> {
                 }
             }
         }
-        let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let now = crossdock_core::stamp::now_rfc3339();
         let mut saves = Vec::new();
         for (id, s) in &self.shards {
             // Nothing applied here, and no end to record.
