@@ -34,6 +34,7 @@
 //! substitute for tests ([`FakeAutoscaling`]), since the local stack has no such service.
 
 use crate::error::{ddb_error, invalid, s3_error, ExportError};
+use crate::writer::get_json_tagged;
 use aws_sdk_dynamodb::types::{BillingMode as SdkBilling, ProvisionedThroughput, TableDescription, TableStatus};
 use aws_sdk_s3::primitives::ByteStream;
 use crossdock_core::layout::capacity_lease_key;
@@ -367,27 +368,8 @@ pub async fn read_lease(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, tab
 }
 
 async fn read_key(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Option<HeldLease>, ExportError> {
-    let out = match s3.get_object().bucket(bucket).key(key).send().await {
-        Ok(o) => o,
-        Err(e) => {
-            if let aws_sdk_s3::error::SdkError::ServiceError(s) = &e {
-                if s.err().is_no_such_key() {
-                    return Ok(None);
-                }
-            }
-            return Err(s3_error(bucket, key, "GetObject", &e));
-        }
-    };
-    let etag = out.e_tag().unwrap_or_default().to_string();
-    let bytes = out
-        .body
-        .collect()
-        .await
-        .map_err(|e| ExportError::S3 { bucket: bucket.into(), key: key.into(), op: "GetObject", message: e.to_string() })?
-        .into_bytes();
-    let lease = serde_json::from_slice(&bytes)
-        .map_err(|e| ExportError::Corrupt { bucket: bucket.into(), key: key.into(), what: "capacity lease", why: e.to_string() })?;
-    Ok(Some(HeldLease { key: key.into(), etag, lease }))
+    let held = get_json_tagged::<CapacityLease>(s3, bucket, key, "capacity lease").await?;
+    Ok(held.map(|(lease, etag)| HeldLease { key: key.into(), etag, lease }))
 }
 
 /// The precondition of a lease write.

@@ -242,6 +242,16 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
     key: &str,
     what: &'static str,
 ) -> Result<Option<T>, ExportError> {
+    Ok(get_json_tagged(s3, bucket, key, what).await?.map(|(doc, _)| doc))
+}
+
+/// [`get_json`] with the object's ETag, for a conditional write over it.
+pub async fn get_json_tagged<T: serde::de::DeserializeOwned>(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    what: &'static str,
+) -> Result<Option<(T, String)>, ExportError> {
     let out = match s3.get_object().bucket(bucket).key(key).send().await {
         Ok(o) => o,
         Err(e) => {
@@ -253,6 +263,7 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
             return Err(s3_error(bucket, key, "GetObject", &e));
         }
     };
+    let etag = out.e_tag().unwrap_or_default().to_string();
     let bytes = out
         .body
         .collect()
@@ -260,7 +271,7 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| ExportError::S3 { bucket: bucket.into(), key: key.into(), op: "GetObject", message: e.to_string() })?
         .into_bytes();
     serde_json::from_slice(&bytes)
-        .map(Some)
+        .map(|doc| Some((doc, etag)))
         .map_err(|e| ExportError::Corrupt { bucket: bucket.into(), key: key.into(), what, why: e.to_string() })
 }
 
