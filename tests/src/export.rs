@@ -4,8 +4,7 @@
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue as Av, KeySchemaElement, KeyType, ProvisionedThroughput, PutRequest,
-    ScalarAttributeType, TableStatus, WriteRequest,
+    AttributeDefinition, AttributeValue as Av, KeySchemaElement, KeyType, ProvisionedThroughput, PutRequest, ScalarAttributeType, TableStatus, WriteRequest,
 };
 use crossdock_core::item::{parse_line, to_line};
 use crossdock_core::layout::{DumpFile, DumpKey};
@@ -89,10 +88,7 @@ pub fn item(i: u64, pad: usize) -> HashMap<String, Av> {
     m.insert("tags".into(), Av::Ss(vec!["a".into(), format!("t{}", i % 7)]));
     m.insert("nums".into(), Av::Ns(vec!["-1".into(), "2.5".into(), format!("{}", i + 10)]));
     m.insert("blobs".into(), Av::Bs(vec![Blob::new(vec![1, 2]), Blob::new(vec![3, (i % 256) as u8])]));
-    m.insert(
-        "list".into(),
-        Av::L(vec![Av::S("x".into()), Av::N("0".into()), Av::Bool(false), Av::Null(true), Av::L(vec![Av::N(i.to_string())])]),
-    );
+    m.insert("list".into(), Av::L(vec![Av::S("x".into()), Av::N("0".into()), Av::Bool(false), Av::Null(true), Av::L(vec![Av::N(i.to_string())])]));
     let mut inner = HashMap::new();
     inner.insert("street".into(), Av::S("1 Main St".into()));
     inner.insert("geo".into(), Av::L(vec![Av::N("52.52".into()), Av::N("13.405".into())]));
@@ -115,12 +111,7 @@ pub async fn fill(ddb: &aws_sdk_dynamodb::Client, table: &str, n: u64, pad: usiz
                 .map(|i| WriteRequest::builder().put_request(PutRequest::builder().set_item(Some(item(*i, pad))).build().expect("put")).build())
                 .collect();
             for _ in 0..100 {
-                let out = ddb
-                    .batch_write_item()
-                    .request_items(table, reqs.clone())
-                    .send()
-                    .await
-                    .unwrap_or_else(|e| panic!("batch write to {table}: {e:?}"));
+                let out = ddb.batch_write_item().request_items(table, reqs.clone()).send().await.unwrap_or_else(|e| panic!("batch write to {table}: {e:?}"));
                 reqs = out.unprocessed_items().and_then(|u| u.get(table)).cloned().unwrap_or_default();
                 if reqs.is_empty() {
                     return;
@@ -223,11 +214,7 @@ pub async fn read_dump(s3: &aws_sdk_s3::Client, bucket: &str, dir: &str) -> Dump
 /// The single export directory of `table` in `batch` (panics unless exactly one).
 pub async fn export_dir(s3: &aws_sdk_s3::Client, bucket: &str, batch: &str, table: &str) -> String {
     let keys = list(s3, bucket, &format!("{batch}/{table}/")).await;
-    let mut dirs: Vec<String> = keys
-        .iter()
-        .filter_map(|k| DumpKey::from_s3_key("", k).ok())
-        .map(|d| d.export.dir())
-        .collect();
+    let mut dirs: Vec<String> = keys.iter().filter_map(|k| DumpKey::from_s3_key("", k).ok()).map(|d| d.export.dir()).collect();
     dirs.sort();
     dirs.dedup();
     assert_eq!(dirs.len(), 1, "expected one export directory: {dirs:?}");

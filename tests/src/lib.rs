@@ -19,9 +19,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Reads a variable the local stack exports, or panics with what to do.
 pub fn stack_var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run `scripts/local-stack up && eval \"$(scripts/local-stack env)\"` (scripts/test does this)")
-    })
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run `scripts/local-stack up && eval \"$(scripts/local-stack env)\"` (scripts/test does this)"))
 }
 
 /// A name unique to this test process and call: lowercase, `[a-z0-9-]`, starts with a
@@ -46,10 +45,7 @@ pub fn unique_ident(prefix: &str) -> String {
 /// AWS configuration for the local stack (endpoints from `AWS_ENDPOINT_URL*`).
 pub async fn aws_config() -> aws_config::SdkConfig {
     stack_var("AWS_ENDPOINT_URL");
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .load()
-        .await
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new("us-east-1")).load().await
 }
 
 pub async fn s3() -> aws_sdk_s3::Client {
@@ -78,9 +74,7 @@ pub async fn gcs() -> gcloud_storage::client::Client {
 /// A PostgreSQL connection to the stack's database (`CROSSDOCK_PG_URL`).
 pub async fn postgres() -> tokio_postgres::Client {
     let url = stack_var("CROSSDOCK_PG_URL");
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to PostgreSQL at {url}: {e}"));
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap_or_else(|e| panic!("cannot connect to PostgreSQL at {url}: {e}"));
     tokio::spawn(conn);
     client
 }

@@ -114,10 +114,8 @@ pub async fn get(client: &gcloud_storage::client::Client, bucket: &str, key: &st
 /// Lists object names under a prefix.
 pub async fn list(client: &gcloud_storage::client::Client, bucket: &str, prefix: &str) -> Vec<String> {
     use gcloud_storage::http::objects::list::ListObjectsRequest;
-    let page = client
-        .list_objects(&ListObjectsRequest { bucket: bucket.into(), prefix: Some(prefix.into()), ..Default::default() })
-        .await
-        .expect("list objects");
+    let page =
+        client.list_objects(&ListObjectsRequest { bucket: bucket.into(), prefix: Some(prefix.into()), ..Default::default() }).await.expect("list objects");
     page.items.unwrap_or_default().into_iter().map(|o| o.name).collect()
 }
 

@@ -4,8 +4,7 @@
 //! what landed (DynamoDB Scan keys, PostgreSQL rows, Bigtable row keys).
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType, ProvisionedThroughput,
-    ScalarAttributeType,
+    AttributeDefinition, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType, ProvisionedThroughput, ScalarAttributeType,
 };
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -83,9 +82,7 @@ impl Proc {
     /// [`Proc::spawn`] with extra environment variables for the child (e.g. another
     /// `STORAGE_EMULATOR_HOST`).
     pub fn spawn_with_env(dir: &Path, name: &str, args: &[String], env: &[(&str, &str)]) -> Proc {
-        let open = |ext: &str| {
-            std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.{ext}"))).expect("output file")
-        };
+        let open = |ext: &str| std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.{ext}"))).expect("output file");
         let child = tokio::process::Command::new(crate::crossdock_bin())
             .args(args)
             .envs(env.iter().copied())
@@ -160,9 +157,7 @@ pub async fn run(dir: &Path, name: &str, args: &[String], limit: Duration) -> (O
 /// The JSON object of a `--output json` stdout: the whole text (pretty-printed), or
 /// else its last line that is one.
 pub fn parse_json(text: &str) -> Option<serde_json::Value> {
-    serde_json::from_str(text.trim())
-        .ok()
-        .or_else(|| text.lines().rev().find(|l| l.trim_start().starts_with('{')).and_then(|l| serde_json::from_str(l).ok()))
+    serde_json::from_str(text.trim()).ok().or_else(|| text.lines().rev().find(|l| l.trim_start().starts_with('{')).and_then(|l| serde_json::from_str(l).ok()))
 }
 
 /// A fresh temp directory for a test's pipeline file and process outputs.
@@ -213,10 +208,7 @@ instance = "{instance}"
 
 /// The tables of a PostgreSQL schema.
 pub async fn pg_tables(pg: &tokio_postgres::Client, schema: &str) -> Vec<String> {
-    let rows = pg
-        .query("SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1", &[&schema])
-        .await
-        .expect("list tables");
+    let rows = pg.query("SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1", &[&schema]).await.expect("list tables");
     rows.iter().map(|r| r.get::<_, String>(0)).collect()
 }
 
@@ -235,9 +227,8 @@ pub async fn bigtable_row_keys(table: &str) -> Vec<String> {
     use bigtable_rs::google::bigtable::v2::row_filter::Filter;
     use bigtable_rs::google::bigtable::v2::{ReadRowsRequest, RowFilter};
     crate::stack_var("BIGTABLE_EMULATOR_HOST");
-    let conn = BigTableConnection::new(&crate::gcp_project(), &crate::bigtable_instance(), true, 1, Some(Duration::from_secs(60)))
-        .await
-        .expect("Bigtable connection");
+    let conn =
+        BigTableConnection::new(&crate::gcp_project(), &crate::bigtable_instance(), true, 1, Some(Duration::from_secs(60))).await.expect("Bigtable connection");
     let mut client = conn.client();
     let req = ReadRowsRequest {
         table_name: client.get_full_table_name(table),

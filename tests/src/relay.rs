@@ -102,7 +102,16 @@ impl Wired {
         let Some(dlq) = &self.dlq else { return Vec::new() };
         let mut out = Vec::new();
         for _ in 0..5 {
-            let r = dlq.client.receive_message().queue_url(&dlq.url).max_number_of_messages(10).visibility_timeout(60).wait_time_seconds(1).send().await.expect("receive dlq");
+            let r = dlq
+                .client
+                .receive_message()
+                .queue_url(&dlq.url)
+                .max_number_of_messages(10)
+                .visibility_timeout(60)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("receive dlq");
             let ms = r.messages.unwrap_or_default();
             if ms.is_empty() {
                 break;
@@ -171,12 +180,8 @@ impl FakeExport {
         let mut out = Vec::new();
         for i in 0..self.lines_per_part {
             let pad = "x".repeat(((i * 7 + segment * 3 + part) % 50) as usize);
-            writeln!(
-                out,
-                r#"{{"Item":{{"pk":{{"S":"{}-{segment}-{part}-{i}"}},"n":{{"N":"{i}"}},"pad":{{"S":"{pad}"}}}}}}"#,
-                self.export.table
-            )
-            .expect("write");
+            writeln!(out, r#"{{"Item":{{"pk":{{"S":"{}-{segment}-{part}-{i}"}},"n":{{"N":"{i}"}},"pad":{{"S":"{pad}"}}}}}}"#, self.export.table)
+                .expect("write");
         }
         out
     }
@@ -283,7 +288,8 @@ impl FakeExport {
         assert_eq!(marker.files.len() as u32, self.segments * self.parts_per_segment);
         assert_eq!(marker.totals.files, u64::from(self.segments * self.parts_per_segment));
         assert_eq!(marker.totals.items, u64::from(self.segments * self.parts_per_segment * self.lines_per_part));
-        let raw_total: u64 = (0..self.segments).flat_map(|s| (0..self.parts_per_segment).map(move |p| (s, p))).map(|(s, p)| self.part_raw(s, p).len() as u64).sum();
+        let raw_total: u64 =
+            (0..self.segments).flat_map(|s| (0..self.parts_per_segment).map(move |p| (s, p))).map(|(s, p)| self.part_raw(s, p).len() as u64).sum();
         assert_eq!(marker.totals.raw_bytes, raw_total);
         for mf in &marker.files {
             let o = get(gcs, bucket, &format!("{}{}", self.export.dir(), mf.name)).await.expect("listed file exists");

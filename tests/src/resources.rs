@@ -43,13 +43,7 @@ impl Drop for TempBucket {
             let client = crate::s3().await;
             let mut token = None;
             loop {
-                let page = client
-                    .list_objects_v2()
-                    .bucket(&name)
-                    .set_continuation_token(token)
-                    .send()
-                    .await
-                    .map_err(|e| format!("{e:?}"))?;
+                let page = client.list_objects_v2().bucket(&name).set_continuation_token(token).send().await.map_err(|e| format!("{e:?}"))?;
                 for o in page.contents() {
                     if let Some(k) = o.key() {
                         client.delete_object().bucket(&name).key(k).send().await.map_err(|e| format!("{e:?}"))?;
@@ -148,10 +142,7 @@ impl TempGcsBucket {
         client
             .insert_bucket(&InsertBucketRequest {
                 name: name.clone(),
-                param: gcloud_storage::http::buckets::insert::InsertBucketParam {
-                    project: crate::gcp_project(),
-                    ..Default::default()
-                },
+                param: gcloud_storage::http::buckets::insert::InsertBucketParam { project: crate::gcp_project(), ..Default::default() },
                 bucket: BucketCreationConfig::default(),
             })
             .await
@@ -183,10 +174,7 @@ impl Drop for TempGcsBucket {
                     break;
                 }
             }
-            client
-                .delete_bucket(&DeleteBucketRequest { bucket: name.clone(), ..Default::default() })
-                .await
-                .map_err(|e| format!("{e:?}"))?;
+            client.delete_bucket(&DeleteBucketRequest { bucket: name.clone(), ..Default::default() }).await.map_err(|e| format!("{e:?}"))?;
             Ok(())
         });
     }
@@ -244,11 +232,7 @@ impl Drop for TempSpannerDb {
     fn drop(&mut self) {
         let path = self.path.clone();
         cleanup(format!("Spanner database {path}"), async move {
-            reqwest::Client::new()
-                .delete(format!("{}/v1/{path}", spanner_http()))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
+            reqwest::Client::new().delete(format!("{}/v1/{path}", spanner_http())).send().await.map_err(|e| e.to_string())?;
             Ok(())
         });
     }

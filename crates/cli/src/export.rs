@@ -234,11 +234,8 @@ pub(crate) fn code_for(e: &ExportError) -> Code {
 
 async fn clients(at: &Location) -> Clients {
     let conf = crate::aws::config(at.region.clone()).await;
-    let autoscaler: Arc<dyn Autoscaler> = if at.no_autoscaling {
-        Arc::new(NoAutoscaling)
-    } else {
-        Arc::new(AppAutoscaling(aws_sdk_applicationautoscaling::Client::new(&conf)))
-    };
+    let autoscaler: Arc<dyn Autoscaler> =
+        if at.no_autoscaling { Arc::new(NoAutoscaling) } else { Arc::new(AppAutoscaling(aws_sdk_applicationautoscaling::Client::new(&conf))) };
     Clients { ddb: aws_sdk_dynamodb::Client::new(&conf), s3: crate::aws::s3(&conf), autoscaler }
 }
 
@@ -252,13 +249,7 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
 }
 
 fn lease_ctx<'a>(c: &'a Clients, bucket: &'a str, active_timeout: u64) -> LeaseCtx<'a> {
-    LeaseCtx {
-        ddb: &c.ddb,
-        s3: &c.s3,
-        autoscaler: c.autoscaler.as_ref(),
-        bucket,
-        active_timeout: Duration::from_secs(active_timeout),
-    }
+    LeaseCtx { ddb: &c.ddb, s3: &c.s3, autoscaler: c.autoscaler.as_ref(), bucket, active_timeout: Duration::from_secs(active_timeout) }
 }
 
 /// The table, bucket and prefix of a lease command, checked.
@@ -272,7 +263,13 @@ fn lease_target(at: &Location) -> anyhow::Result<(String, String)> {
 
 fn restore_failed(table: &str) -> impl Fn(ExportError) -> anyhow::Error + '_ {
     move |e| {
-        let code = if e.is_not_found() { Code::NotFound } else if e.is_usage() { Code::Usage } else { Code::CapacityNotRestored };
+        let code = if e.is_not_found() {
+            Code::NotFound
+        } else if e.is_usage() {
+            Code::Usage
+        } else {
+            Code::CapacityNotRestored
+        };
         fail(code, format!("restore of table {table}: {e}"))
     }
 }
@@ -303,9 +300,8 @@ async fn restore(a: RestoreArgs) -> anyhow::Result<Code> {
     let c = clients(&a.at).await;
     // A run of its own: it restores only a stale lease, never a live export's.
     let holder = Holder::new(None, crossdock_export::lease::DEFAULT_STALE_AFTER);
-    let report = crossdock_export::lease::restore_table(&lease_ctx(&c, &bucket, 1800), &holder, &a.at.prefix, &table, false)
-        .await
-        .map_err(restore_failed(&table))?;
+    let report =
+        crossdock_export::lease::restore_table(&lease_ctx(&c, &bucket, 1800), &holder, &a.at.prefix, &table, false).await.map_err(restore_failed(&table))?;
     print_restore(&report, &bucket, a.at.output == Output::Json);
     Ok(Code::Ok)
 }
@@ -367,9 +363,7 @@ async fn capacity_restore(a: CapacityRestoreArgs) -> anyhow::Result<Code> {
         };
         let ts = crossdock_core::Timestamp::parse(ts).map_err(|e| fail(Code::Usage, e.to_string()))?;
         let export = crossdock_core::ExportId::new(batch, &table, ts).map_err(|e| fail(Code::Usage, e.to_string()))?;
-        let complete = crossdock_export::run::export_complete(&c.s3, &bucket, &a.at.prefix, &export)
-            .await
-            .map_err(|e| fail(code_for(&e), e.to_string()))?;
+        let complete = crossdock_export::run::export_complete(&c.s3, &bucket, &a.at.prefix, &export).await.map_err(|e| fail(code_for(&e), e.to_string()))?;
         if !complete {
             println!("{table}: export {export} is not complete yet; the lease of run {} stays held for the shards still scanning", a.run_id);
             return Ok(Code::Ok);
@@ -387,12 +381,7 @@ async fn export(a: ExportArgs) -> anyhow::Result<Code> {
     let table = require(&a.at.table, "--table")?;
     let bucket = require(&a.at.bucket, "--bucket")?;
     let batch = require(&a.batch, "--batch")?;
-    let timestamp = a
-        .timestamp
-        .as_deref()
-        .map(crossdock_core::Timestamp::parse)
-        .transpose()
-        .map_err(|e| fail(Code::Usage, e.to_string()))?;
+    let timestamp = a.timestamp.as_deref().map(crossdock_core::Timestamp::parse).transpose().map_err(|e| fail(Code::Usage, e.to_string()))?;
     let mut cfg = ExportConfig::new(&table, &bucket, &batch);
     cfg.prefix = a.at.prefix.clone();
     cfg.timestamp = timestamp;
@@ -433,7 +422,11 @@ async fn export(a: ExportArgs) -> anyhow::Result<Code> {
             println!("  budget           {}", fmt_rcu(plan.rcu_budget));
             println!("  segments         {}..{} of {} ({} at a time)", plan.segments.0, plan.segments.1, plan.total_segments, plan.concurrency);
             println!("  table estimate   {} items, {} bytes", plan.item_count_estimate, plan.size_bytes_estimate);
-            println!("  expected         {:.0} RCU, {}", plan.expected_rcu, plan.expected_seconds.map_or_else(|| "duration unknown (no size estimate or no limit)".to_string(), |s| format!("{s:.0} s")));
+            println!(
+                "  expected         {:.0} RCU, {}",
+                plan.expected_rcu,
+                plan.expected_seconds.map_or_else(|| "duration unknown (no size estimate or no limit)".to_string(), |s| format!("{s:.0} s"))
+            );
             println!("  destination      {}<timestamp>/", plan.s3_prefix);
             for k in &plan.stale_leases {
                 println!("  stale lease      {k} (restored first)");

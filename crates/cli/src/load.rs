@@ -6,6 +6,8 @@
 //! row count differs from the marker's.
 
 use crate::exit::{fail, Code};
+use crossdock_core::notify::Notification;
+use crossdock_core::pipeline::TargetConfig;
 use crossdock_load::run::{self, BatchPlan, LoadOptions, Plan, Routing};
 use crossdock_load::schema::TableModel;
 use crossdock_load::sink::bigtable::BigtableTarget;
@@ -13,8 +15,6 @@ use crossdock_load::sink::postgres::PostgresTarget;
 use crossdock_load::sink::spanner::SpannerTarget;
 use crossdock_load::sink::Target;
 use crossdock_load::LoadError;
-use crossdock_core::notify::Notification;
-use crossdock_core::pipeline::TargetConfig;
 use std::path::PathBuf;
 
 mod progress;

@@ -27,9 +27,7 @@ enum Sub {
 pub fn load(file: &std::path::Path) -> anyhow::Result<crossdock_core::pipeline::Pipeline> {
     let path = file.display().to_string();
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read pipeline file {path}"))?;
-    PipelineFile::parse(&path, &text)
-        .and_then(|p| p.build(&path, |v| std::env::var(v).ok()))
-        .map_err(|e| fail(Code::Usage, e.to_string()))
+    PipelineFile::parse(&path, &text).and_then(|p| p.build(&path, |v| std::env::var(v).ok())).map_err(|e| fail(Code::Usage, e.to_string()))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<Code> {
@@ -70,35 +68,26 @@ async fn check_online(p: &crossdock_core::pipeline::Pipeline) -> anyhow::Result<
     }
     let conf = crate::aws::config(p.source.region.clone()).await;
     let s3 = crate::aws::s3(&conf);
-    within(
-        format!("source bucket s3://{}", p.source.bucket),
-        async { s3.head_bucket().bucket(&p.source.bucket).send().await.map(drop).map_err(|e| anyhow::anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string())) },
-    )
+    within(format!("source bucket s3://{}", p.source.bucket), async {
+        s3.head_bucket().bucket(&p.source.bucket).send().await.map(drop).map_err(|e| anyhow::anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))
+    })
     .await?;
-    within(
-        format!("destination bucket gs://{}", p.dst_bucket),
-        async {
-            let gcs = crossdock_load::gcs::client().await?;
-            let req = gcloud_storage::http::buckets::get::GetBucketRequest { bucket: p.dst_bucket.clone(), ..Default::default() };
-            gcs.get_bucket(&req).await.map(drop).map_err(anyhow::Error::from)
-        },
-    )
+    within(format!("destination bucket gs://{}", p.dst_bucket), async {
+        let gcs = crossdock_load::gcs::client().await?;
+        let req = gcloud_storage::http::buckets::get::GetBucketRequest { bucket: p.dst_bucket.clone(), ..Default::default() };
+        gcs.get_bucket(&req).await.map(drop).map_err(anyhow::Error::from)
+    })
     .await?;
     for t in [p.relational.as_ref(), p.wide_column.as_ref()].into_iter().flatten() {
         let what = format!("{} target", t.kind());
-        within(
-            what,
-            async move {
-                match t {
-                    TargetConfig::Spanner { database } => SpannerTarget::connect(database).await.map(drop)?,
-                    TargetConfig::Postgres { url, schema } => PostgresTarget::connect(url, schema).await.map(drop)?,
-                    TargetConfig::Bigtable { project, instance, column_family } => {
-                        BigtableTarget::connect(project, instance, column_family, 0).await.map(drop)?
-                    }
-                }
-                Ok(())
-            },
-        )
+        within(what, async move {
+            match t {
+                TargetConfig::Spanner { database } => SpannerTarget::connect(database).await.map(drop)?,
+                TargetConfig::Postgres { url, schema } => PostgresTarget::connect(url, schema).await.map(drop)?,
+                TargetConfig::Bigtable { project, instance, column_family } => BigtableTarget::connect(project, instance, column_family, 0).await.map(drop)?,
+            }
+            Ok(())
+        })
         .await?;
     }
     Ok(())

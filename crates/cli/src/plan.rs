@@ -84,12 +84,7 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
     Ok(Code::Ok)
 }
 
-async fn describe(
-    ddb: &aws_sdk_dynamodb::Client,
-    table: &str,
-    rule: crossdock_core::routing::RouteRule,
-    measure: bool,
-) -> anyhow::Result<TableFacts> {
+async fn describe(ddb: &aws_sdk_dynamodb::Client, table: &str, rule: crossdock_core::routing::RouteRule, measure: bool) -> anyhow::Result<TableFacts> {
     // The exporter's own reading of DescribeTable: the plan and the export see the same table.
     let info = crossdock_export::lease::describe(ddb, table).await.map_err(|e| fail(crate::export::code_for(&e), e.to_string()))?;
     let d = &info.description;

@@ -188,23 +188,21 @@ async fn serve_metrics(addr: SocketAddr, health: crossdock_relay::Health) -> any
     tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving /metrics and /healthz");
     // Healthy while anything advances (receives, accepted heartbeats, copy bytes) and
     // while draining; the relay crate decides, see `crossdock_relay::health`.
-    let app = Router::new()
-        .route("/metrics", get(move || std::future::ready(handle.render())))
-        .route(
-            "/healthz",
-            get(move || {
-                let h = health.clone();
-                async move {
-                    match h.check() {
-                        HealthStatus::Draining => (StatusCode::OK, "draining\n".to_string()),
-                        HealthStatus::Ok { .. } => (StatusCode::OK, "ok\n".to_string()),
-                        HealthStatus::Stale { since } => {
-                            (StatusCode::SERVICE_UNAVAILABLE, format!("no progress (receive, heartbeat or copy) for {} s\n", since.as_secs()))
-                        }
+    let app = Router::new().route("/metrics", get(move || std::future::ready(handle.render()))).route(
+        "/healthz",
+        get(move || {
+            let h = health.clone();
+            async move {
+                match h.check() {
+                    HealthStatus::Draining => (StatusCode::OK, "draining\n".to_string()),
+                    HealthStatus::Ok { .. } => (StatusCode::OK, "ok\n".to_string()),
+                    HealthStatus::Stale { since } => {
+                        (StatusCode::SERVICE_UNAVAILABLE, format!("no progress (receive, heartbeat or copy) for {} s\n", since.as_secs()))
                     }
                 }
-            }),
-        );
+            }
+        }),
+    );
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "metrics server stopped");

@@ -145,7 +145,10 @@ async fn open_source(args: &Args, p: &Prepared, conf: &aws_config::SdkConfig) ->
                 (None, Some(rec), Ok(Some((cur, _)))) if &cur != rec => {
                     return Err(fail(
                         Code::Failure,
-                        format!("table {table}: the export recorded stream {rec} but the table's stream is now {cur} (disabled and enabled again?): {}", crossdock_sync::error::REEXPORT),
+                        format!(
+                            "table {table}: the export recorded stream {rec} but the table's stream is now {cur} (disabled and enabled again?): {}",
+                            crossdock_sync::error::REEXPORT
+                        ),
                     ))
                 }
                 (None, Some(rec), Ok(_)) => rec.clone(),
@@ -197,7 +200,10 @@ async fn check_loaded<T: Target>(p: &Prepared, t: &T) -> anyhow::Result<()> {
     let body = match m.gcs.read(&key).await {
         Ok(b) => b,
         Err(crossdock_load::LoadError::NotFound { .. }) => {
-            return Err(not_loaded(format!("the export is not loaded (no gs://{}/{key}): run `crossdock load --marker {}` to completion first", m.gcs.bucket, m.url)))
+            return Err(not_loaded(format!(
+                "the export is not loaded (no gs://{}/{key}): run `crossdock load --marker {}` to completion first",
+                m.gcs.bucket, m.url
+            )))
         }
         Err(e) => return Err(crate::load::coded(e)),
     };

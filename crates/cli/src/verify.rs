@@ -36,7 +36,14 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
         Output::Text => {
             println!(
                 "{}: {} source items ({} rejected), {} target rows: {} equal, {} missing, {} extra, {} different",
-                p.marker.marker.export, report.source_items, report.rejected, report.target_rows, report.matching, report.missing, report.extra, report.different
+                p.marker.marker.export,
+                report.source_items,
+                report.rejected,
+                report.target_rows,
+                report.matching,
+                report.missing,
+                report.extra,
+                report.different
             );
             for e in &report.examples {
                 println!("  {e}");

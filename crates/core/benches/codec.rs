@@ -24,11 +24,7 @@ fn main() {
     let mb = bytes as f64 / 1e6;
 
     let t = Instant::now();
-    let items: Vec<_> = lines
-        .iter()
-        .enumerate()
-        .map(|(i, l)| parse_line(l, i as u64 + 1).expect("benchmark lines are valid"))
-        .collect();
+    let items: Vec<_> = lines.iter().enumerate().map(|(i, l)| parse_line(l, i as u64 + 1).expect("benchmark lines are valid")).collect();
     let parse = t.elapsed().as_secs_f64();
 
     let t = Instant::now();

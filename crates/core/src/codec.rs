@@ -110,10 +110,7 @@ impl fmt::Display for Codec {
 impl FromStr for Codec {
     type Err = UnknownCodec;
     fn from_str(s: &str) -> Result<Self, UnknownCodec> {
-        Codec::ALL
-            .into_iter()
-            .find(|c| c.name() == s.to_ascii_lowercase())
-            .ok_or_else(|| UnknownCodec(s.into()))
+        Codec::ALL.into_iter().find(|c| c.name() == s.to_ascii_lowercase()).ok_or_else(|| UnknownCodec(s.into()))
     }
 }
 

@@ -10,11 +10,7 @@ mod tests {
     /// The fenced blocks whose info string is `{lang} {tag}`.
     fn examples(lang: &str, tag: &str) -> Vec<&'static str> {
         let fence = format!("```{lang} {tag}\n");
-        FORMAT_MD
-            .split(&fence)
-            .skip(1)
-            .map(|rest| rest.split("\n```").next().unwrap_or_default())
-            .collect()
+        FORMAT_MD.split(&fence).skip(1).map(|rest| rest.split("\n```").next().unwrap_or_default()).collect()
     }
 
     fn parse_all<T: serde::de::DeserializeOwned>(tag: &str) -> usize {

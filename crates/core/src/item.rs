@@ -40,9 +40,7 @@ pub enum AttributeValue {
 }
 
 /// DynamoDB's type tags, used for per-attribute type statistics and schema inference.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum TypeTag {
     S,
     N,
@@ -62,18 +60,8 @@ pub enum TypeTag {
 }
 
 impl TypeTag {
-    pub const ALL: [TypeTag; 10] = [
-        TypeTag::S,
-        TypeTag::N,
-        TypeTag::B,
-        TypeTag::Bool,
-        TypeTag::Null,
-        TypeTag::Ss,
-        TypeTag::Ns,
-        TypeTag::Bs,
-        TypeTag::L,
-        TypeTag::M,
-    ];
+    pub const ALL: [TypeTag; 10] =
+        [TypeTag::S, TypeTag::N, TypeTag::B, TypeTag::Bool, TypeTag::Null, TypeTag::Ss, TypeTag::Ns, TypeTag::Bs, TypeTag::L, TypeTag::M];
 
     /// The tag as it appears in DynamoDB JSON (`"S"`, `"BOOL"`, …).
     pub fn as_str(self) -> &'static str {
@@ -190,8 +178,8 @@ pub fn parse_line(line: &str, line_no: u64) -> Result<Item, CodecError> {
 /// The checked path: through `serde_json::Value`, with errors naming the attribute.
 fn checked_parse_line(line: &str, line_no: u64) -> Result<Item, CodecError> {
     let err = |attribute: String, kind| CodecError { line: line_no, attribute, kind };
-    let value: serde_json::Value = serde_json::from_str(line.trim_end_matches(['\n', '\r']))
-        .map_err(|e| err(String::new(), CodecErrorKind::Json(e.to_string())))?;
+    let value: serde_json::Value =
+        serde_json::from_str(line.trim_end_matches(['\n', '\r'])).map_err(|e| err(String::new(), CodecErrorKind::Json(e.to_string())))?;
     let serde_json::Value::Object(mut top) = value else {
         return Err(err(String::new(), CodecErrorKind::NotAnItemLine));
     };
@@ -214,11 +202,7 @@ fn join(path: &str, name: &str) -> String {
     }
 }
 
-fn parse_map(
-    attrs: serde_json::Map<String, serde_json::Value>,
-    path: &str,
-    depth: usize,
-) -> Result<Item, PathError> {
+fn parse_map(attrs: serde_json::Map<String, serde_json::Value>, path: &str, depth: usize) -> Result<Item, PathError> {
     let mut item = Item::with_capacity(attrs.len());
     for (name, v) in attrs {
         let p = join(path, &name);
@@ -254,9 +238,7 @@ fn parse_value(v: serde_json::Value, path: &str, depth: usize) -> Result<Attribu
             })
             .collect()
     };
-    let decode = |s: &str| {
-        b64().decode(s).map_err(|e| (path.to_string(), CodecErrorKind::Base64(e.to_string())))
-    };
+    let decode = |s: &str| b64().decode(s).map_err(|e| (path.to_string(), CodecErrorKind::Base64(e.to_string())));
     Ok(match t {
         TypeTag::S => match inner {
             J::String(s) => AttributeValue::S(s),
@@ -550,11 +532,8 @@ mod tests {
 
     /// Numbers DynamoDB accepts: up to 38 digits plain, or short mantissas with exponents.
     fn number() -> impl Strategy<Value = String> {
-        let plain = ("-?[1-9][0-9]{0,20}", proptest::option::of("[0-9]{1,17}"))
-            .prop_map(|(int, frac)| frac.map_or(int.clone(), |f| format!("{int}.{f}")));
-        let exponent = ("-?[1-9]", "[0-9]{0,4}", -125i32..=120).prop_map(|(d, f, e)| {
-            if f.is_empty() { format!("{d}E{e}") } else { format!("{d}.{f}e{e:+}") }
-        });
+        let plain = ("-?[1-9][0-9]{0,20}", proptest::option::of("[0-9]{1,17}")).prop_map(|(int, frac)| frac.map_or(int.clone(), |f| format!("{int}.{f}")));
+        let exponent = ("-?[1-9]", "[0-9]{0,4}", -125i32..=120).prop_map(|(d, f, e)| if f.is_empty() { format!("{d}E{e}") } else { format!("{d}.{f}e{e:+}") });
         prop_oneof![plain, exponent]
     }
 
@@ -572,8 +551,7 @@ mod tests {
         leaf.prop_recursive(4, 32, 4, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..4).prop_map(AttributeValue::L),
-                proptest::collection::vec((any::<String>(), inner), 0..4)
-                    .prop_map(|kv| AttributeValue::M(kv.into_iter().collect())),
+                proptest::collection::vec((any::<String>(), inner), 0..4).prop_map(|kv| AttributeValue::M(kv.into_iter().collect())),
             ]
         })
     }

@@ -66,13 +66,11 @@ pub fn validate_table(name: &str) -> Result<(), LayoutError> {
 #[serde(try_from = "String", into = "String")]
 pub struct Timestamp(String);
 
-const TS_FORMAT: &[time::format_description::FormatItem<'static>] =
-    time::macros::format_description!("[year]-[month]-[day]T[hour]-[minute]-[second]Z");
+const TS_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!("[year]-[month]-[day]T[hour]-[minute]-[second]Z");
 
 impl Timestamp {
     pub fn parse(s: &str) -> Result<Self, LayoutError> {
-        time::PrimitiveDateTime::parse(s, TS_FORMAT)
-            .map_err(|_| invalid("timestamp", s, "expected YYYY-MM-DDTHH-MM-SSZ (UTC)"))?;
+        time::PrimitiveDateTime::parse(s, TS_FORMAT).map_err(|_| invalid("timestamp", s, "expected YYYY-MM-DDTHH-MM-SSZ (UTC)"))?;
         Ok(Timestamp(s.to_string()))
     }
     pub fn from_datetime(t: time::OffsetDateTime) -> Self {
@@ -292,9 +290,7 @@ pub struct DumpKey {
 impl DumpKey {
     /// Parses an S3 key under `prefix` (which is empty or ends with `/`).
     pub fn from_s3_key(prefix: &str, key: &str) -> Result<DumpKey, LayoutError> {
-        let rest = key
-            .strip_prefix(prefix)
-            .ok_or_else(|| LayoutError::OutsidePrefix { key: key.into(), prefix: prefix.into() })?;
+        let rest = key.strip_prefix(prefix).ok_or_else(|| LayoutError::OutsidePrefix { key: key.into(), prefix: prefix.into() })?;
         Self::from_relative(key, rest)
     }
 
@@ -312,8 +308,7 @@ impl DumpKey {
             validate_segment("file name", seg)?;
         }
         let export = ExportId::new(batch, table, Timestamp::parse(ts)?)?;
-        let file = DumpFile::parse(name)
-            .ok_or_else(|| LayoutError::UnknownFile { key: key.into(), name: name.into() })?;
+        let file = DumpFile::parse(name).ok_or_else(|| LayoutError::UnknownFile { key: key.into(), name: name.into() })?;
         Ok(DumpKey { export, file })
     }
 }
@@ -339,8 +334,7 @@ mod tests {
 
     #[test]
     fn awkward_batch_names_round_trip_s3_to_gcs_to_parts() {
-        let export = ExportId::new("run 1+été%20", "Orders.v2-x_y", ts())
-            .expect("valid export id");
+        let export = ExportId::new("run 1+été%20", "Orders.v2-x_y", ts()).expect("valid export id");
         let part = DumpFile::Part { segment: 3, part: 12, codec: Codec::None };
         let s3 = export.s3_key("dumps/", &part);
         assert_eq!(s3, "dumps/run 1+été%20/Orders.v2-x_y/2026-11-23T09-30-00Z/data/seg-00003-part-00012.json");
@@ -391,14 +385,8 @@ mod tests {
         assert!(DumpKey::from_s3_key("", "b//2026-11-23T09-30-00Z/_schema.json").is_err());
         assert!(DumpKey::from_s3_key("", "b/no spaces in tables/2026-11-23T09-30-00Z/_schema.json").is_err());
         assert!(DumpKey::from_s3_key("", "b/Orders/2026-11-23 09:30/_schema.json").is_err());
-        assert!(matches!(
-            DumpKey::from_s3_key("", "b/Orders/2026-11-23T09-30-00Z/notes.txt"),
-            Err(LayoutError::UnknownFile { .. })
-        ));
-        assert!(matches!(
-            DumpKey::from_s3_key("dumps/", "other/b/Orders/2026-11-23T09-30-00Z/_schema.json"),
-            Err(LayoutError::OutsidePrefix { .. })
-        ));
+        assert!(matches!(DumpKey::from_s3_key("", "b/Orders/2026-11-23T09-30-00Z/notes.txt"), Err(LayoutError::UnknownFile { .. })));
+        assert!(matches!(DumpKey::from_s3_key("dumps/", "other/b/Orders/2026-11-23T09-30-00Z/_schema.json"), Err(LayoutError::OutsidePrefix { .. })));
         assert!(ExportId::new("..", "Orders", ts()).is_err());
         assert!(ExportId::new("b", "ab", ts()).is_err());
         assert!(validate_prefix("dumps").is_err());

@@ -7,6 +7,8 @@
 //! - [`routing`], [`pipeline`]: which table goes to which target, from the pipeline file.
 //! - [`codec`]: compression codecs; [`sizing`]: segments, capacity and batch-size maths.
 //! - [`redact`]: credentials out of URLs before they reach logs, errors or output.
+// Libraries report through their return values and tracing, never the terminal or exit.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr, clippy::exit))]
 
 pub mod codec;
 mod docs;

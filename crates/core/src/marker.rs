@@ -169,12 +169,7 @@ pub enum Completeness {
 ///
 /// `objects` maps names relative to the export directory to what is stored there;
 /// `manifests` are the parsed manifests found (any order).
-pub fn check_complete(
-    schema: Option<&TableSchema>,
-    manifests: &[SegmentManifest],
-    objects: &BTreeMap<String, StoredObject>,
-    codec: Codec,
-) -> Completeness {
+pub fn check_complete(schema: Option<&TableSchema>, manifests: &[SegmentManifest], objects: &BTreeMap<String, StoredObject>, codec: Codec) -> Completeness {
     let Some(schema) = schema else {
         return Completeness::Incomplete { missing: vec![DumpFile::Schema.s3_name()] };
     };
@@ -236,12 +231,7 @@ mod tests {
     fn manifest(segment: u32, parts: &[(u32, u64)]) -> SegmentManifest {
         let parts: Vec<PartEntry> = parts
             .iter()
-            .map(|&(part, bytes)| PartEntry {
-                name: format!("data/seg-{segment:05}-part-{part:05}.json"),
-                items: bytes / 10,
-                bytes,
-                sha256: "00".repeat(32),
-            })
+            .map(|&(part, bytes)| PartEntry { name: format!("data/seg-{segment:05}-part-{part:05}.json"), items: bytes / 10, bytes, sha256: "00".repeat(32) })
             .collect();
         SegmentManifest {
             format_version: 1,
@@ -268,10 +258,7 @@ mod tests {
         let mut objects = BTreeMap::new();
         let zst = |s: u32, p: u32| format!("data/seg-{s:05}-part-{p:05}.json.zst");
 
-        assert_eq!(
-            check_complete(None, &ms, &objects, Codec::Zstd),
-            Completeness::Incomplete { missing: vec!["_schema.json".into()] }
-        );
+        assert_eq!(check_complete(None, &ms, &objects, Codec::Zstd), Completeness::Incomplete { missing: vec!["_schema.json".into()] });
         objects.insert(zst(0, 0), stored(100));
         objects.insert(zst(0, 1), stored(50));
         let only_first = check_complete(Some(&schema), &ms[..1], &objects, Codec::Zstd);

@@ -36,7 +36,9 @@ impl Notification {
 
     pub fn load_finished(marker: &str, target: &str, destination: &str, rows: u64, expected: u64, rejected: u64) -> Self {
         Notification {
-            text: format!(":white_check_mark: crossdock: loaded {marker} into {target} table {destination} — {rows} row(s) ({expected} expected, {rejected} rejected)"),
+            text: format!(
+                ":white_check_mark: crossdock: loaded {marker} into {target} table {destination} — {rows} row(s) ({expected} expected, {rejected} rejected)"
+            ),
             event: NotifyEvent::LoadFinished,
             marker: marker.into(),
             details: serde_json::json!({ "target": target, "destination": destination, "rows": rows, "expected": expected, "rejected": rejected }),

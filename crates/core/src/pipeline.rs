@@ -86,15 +86,10 @@ impl std::fmt::Debug for TargetConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TargetConfig::Spanner { database } => f.debug_struct("Spanner").field("database", database).finish(),
-            TargetConfig::Postgres { url, schema } => {
-                f.debug_struct("Postgres").field("url", &crate::redact::Redacted(url)).field("schema", schema).finish()
+            TargetConfig::Postgres { url, schema } => f.debug_struct("Postgres").field("url", &crate::redact::Redacted(url)).field("schema", schema).finish(),
+            TargetConfig::Bigtable { project, instance, column_family } => {
+                f.debug_struct("Bigtable").field("project", project).field("instance", instance).field("column_family", column_family).finish()
             }
-            TargetConfig::Bigtable { project, instance, column_family } => f
-                .debug_struct("Bigtable")
-                .field("project", project)
-                .field("instance", instance)
-                .field("column_family", column_family)
-                .finish(),
         }
     }
 }
@@ -257,8 +252,8 @@ impl PipelineFile {
                 }
             }
         }
-        for (field, b) in std::iter::once(("batch".to_string(), &self.batch))
-            .chain(self.tables.iter().enumerate().map(|(i, t)| (format!("tables[{i}].batch"), &t.batch)))
+        for (field, b) in
+            std::iter::once(("batch".to_string(), &self.batch)).chain(self.tables.iter().enumerate().map(|(i, t)| (format!("tables[{i}].batch"), &t.batch)))
         {
             if b.rows == Some(0) || b.max_rows == Some(0) || b.writers == Some(0) {
                 return Err(bad(&field, "rows, max_rows and writers must be at least 1".into()));
@@ -384,7 +379,8 @@ rows = 500
         assert!(build(&FILE.replace("${PG_URL}", "${NOPE}")).contains("NOPE is not set"));
         assert!(build(&FILE.replace("prefix = \"exports/\"", "prefix = \"exports\"")).contains("source.prefix"));
         assert!(build(&FILE.replace("[source]", "[source]\nread_ratio = 2.0")).contains("source.read_ratio"));
-        assert!(build(&FILE.replace("kind = \"postgres\"\nurl = \"${PG_URL}\"", "kind = \"bigtable\"\nproject = \"p\"\ninstance = \"i\"")).contains("targets.relational"));
+        assert!(build(&FILE.replace("kind = \"postgres\"\nurl = \"${PG_URL}\"", "kind = \"bigtable\"\nproject = \"p\"\ninstance = \"i\""))
+            .contains("targets.relational"));
         assert!(build(&FILE.replace("name = \"Orders\"", "name = \"../x\"")).contains("tables[0].name"));
         assert!(build(&format!("{FILE}\n[[tables]]\nname = \"Orders\"\n")).contains("listed twice"));
         let floats = |list: &str| FILE.replace("route = \"wide-column\"", &format!("route = \"wide-column\"\nfloat64_attributes = {list}"));

@@ -86,15 +86,7 @@ fn secrets(url: &str) -> Vec<String> {
             }
         }
     }
-    let decoded: Vec<String> = found
-        .iter()
-        .filter_map(|s| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8()
-                .ok()
-                .map(|d| d.into_owned())
-        })
-        .collect();
+    let decoded: Vec<String> = found.iter().filter_map(|s| percent_encoding::percent_decode_str(s).decode_utf8().ok().map(|d| d.into_owned())).collect();
     found.extend(decoded);
     // Shorter than this, a "secret" is indistinguishable from ordinary words in the
     // message and replacing it would make the message unreadable without protecting
@@ -120,9 +112,7 @@ impl<'a> Parts<'a> {
     fn parse(s: &'a str) -> Option<Parts<'a>> {
         let (scheme, after) = s.split_once("://")?;
         let mut chars = scheme.chars();
-        if !chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-            || !chars.all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
-        {
+        if !chars.next().is_some_and(|c| c.is_ascii_alphabetic()) || !chars.all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c)) {
             return None;
         }
         // Userinfo ends at the *last* `@` before any query or fragment, so an
@@ -136,18 +126,10 @@ impl<'a> Parts<'a> {
         let host_end = hostpart.find(['/', '?', '#']).unwrap_or(hostpart.len());
         let (host, rest) = hostpart.split_at(host_end);
         // Hosts are names, IPv4 or bracketed IPv6 addresses, with an optional port.
-        if !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._:[]%".contains(c))
-        {
+        if !host.chars().all(|c| c.is_ascii_alphanumeric() || "-._:[]%".contains(c)) {
             return None;
         }
-        Some(Parts {
-            scheme,
-            userinfo,
-            host,
-            rest,
-        })
+        Some(Parts { scheme, userinfo, host, rest })
     }
 }
 
@@ -176,27 +158,12 @@ mod tests {
     #[test]
     fn keeps_where_drops_secrets() {
         let cases = [
-            (
-                "postgres://app:s3cr3t@db.internal:5432/orders?sslmode=require",
-                "postgres://app:REDACTED@db.internal:5432/…",
-            ),
-            (
-                "postgres://postgres@127.0.0.1:1/x",
-                "postgres://postgres@127.0.0.1:1/…",
-            ),
+            ("postgres://app:s3cr3t@db.internal:5432/orders?sslmode=require", "postgres://app:REDACTED@db.internal:5432/…"),
+            ("postgres://postgres@127.0.0.1:1/x", "postgres://postgres@127.0.0.1:1/…"),
             ("postgresql://app:@db", "postgresql://app:REDACTED@db"),
-            (
-                "https://hooks.slack.com/services/T000/B000/SECRETTOKEN",
-                "https://hooks.slack.com/…",
-            ),
-            (
-                "http://127.0.0.1:1/services/T000/B000/SECRETTOKEN",
-                "http://127.0.0.1:1/…",
-            ),
-            (
-                "https://chat.example/hook?token=SECRET",
-                "https://chat.example/…",
-            ),
+            ("https://hooks.slack.com/services/T000/B000/SECRETTOKEN", "https://hooks.slack.com/…"),
+            ("http://127.0.0.1:1/services/T000/B000/SECRETTOKEN", "http://127.0.0.1:1/…"),
+            ("https://chat.example/hook?token=SECRET", "https://chat.example/…"),
             ("https://chat.example#SECRET", "https://chat.example/…"),
             ("http://[::1]:8080/x", "http://[::1]:8080/…"),
             ("https://example.com", "https://example.com"),
@@ -214,47 +181,32 @@ mod tests {
             assert_eq!(url(input), want, "{input}");
             assert_eq!(Redacted(input).to_string(), want, "{input}");
         }
-        assert_eq!(
-            format!("{:?}", Redacted("https://h/SECRET")),
-            "\"https://h/…\""
-        );
+        assert_eq!(format!("{:?}", Redacted("https://h/SECRET")), "\"https://h/…\"");
     }
 
     #[test]
     fn scrub_removes_every_trace_of_the_url() {
         let u = "postgres://app:s3cr%40t@db:5432/orders";
-        let msg =
-            format!("cannot connect to {u}: password \"s3cr@t\" rejected; raw s3cr%40t; db orders");
+        let msg = format!("cannot connect to {u}: password \"s3cr@t\" rejected; raw s3cr%40t; db orders");
         let s = scrub(&msg, u);
         assert!(!s.contains("s3cr"), "{s}");
         assert!(!s.contains("orders"), "{s}");
         assert!(s.contains("postgres://app:REDACTED@db:5432/…"), "{s}");
 
         let hook = "https://hooks.example/services/T000/B000/SECRETTOKEN";
-        let s = scrub("error sending request for url (https://hooks.example/services/T000/B000/SECRETTOKEN): refused; path services/T000/B000/SECRETTOKEN", hook);
+        let s =
+            scrub("error sending request for url (https://hooks.example/services/T000/B000/SECRETTOKEN): refused; path services/T000/B000/SECRETTOKEN", hook);
         assert!(!s.contains("SECRETTOKEN"), "{s}");
         assert!(s.contains("https://hooks.example/…"), "{s}");
 
         // A `/` in the password: the whole userinfo goes, and the password on its own.
         let u = "postgres://a:Pw/0k@db/x";
-        assert_eq!(
-            scrub(&format!("{u} (Pw/0k)"), u),
-            "postgres://REDACTED@db/… (REDACTED)"
-        );
+        assert_eq!(scrub(&format!("{u} (Pw/0k)"), u), "postgres://REDACTED@db/… (REDACTED)");
 
         // Not a URL: the whole value is the secret.
-        assert_eq!(
-            scrub(
-                "conn host=db password=pw1234 failed",
-                "host=db password=pw1234"
-            ),
-            "conn REDACTED failed"
-        );
+        assert_eq!(scrub("conn host=db password=pw1234 failed", "host=db password=pw1234"), "conn REDACTED failed");
         // Too short to tell from text: left alone rather than shredding the message.
-        assert_eq!(
-            scrub("connection refused", "postgres://a:b@db"),
-            "connection refused"
-        );
+        assert_eq!(scrub("connection refused", "postgres://a:b@db"), "connection refused");
     }
 
     proptest::proptest! {

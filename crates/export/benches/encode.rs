@@ -21,10 +21,8 @@ fn item(i: u64) -> HashMap<String, Av> {
     m.insert("active".into(), Av::Bool(i.is_multiple_of(2)));
     m.insert("tags".into(), Av::Ss(vec!["a".into(), "b".into(), format!("c{i}")]));
     m.insert("blob".into(), Av::B(Blob::new((0u8..32).collect::<Vec<_>>())));
-    let addr = HashMap::from([
-        ("street".to_string(), Av::S("1 Main St".into())),
-        ("geo".to_string(), Av::L(vec![Av::N("52.52".into()), Av::N("13.405".into())])),
-    ]);
+    let addr =
+        HashMap::from([("street".to_string(), Av::S("1 Main St".into())), ("geo".to_string(), Av::L(vec![Av::N("52.52".into()), Av::N("13.405".into())]))]);
     m.insert("address".into(), Av::M(addr));
     m.insert("nothing".into(), Av::Null(true));
     m.insert("notes".into(), Av::S("lorem ipsum dolor sit amet ".repeat(8)));

@@ -4,9 +4,9 @@
 //! converted with their attributes (and map keys) sorted by name, which makes a dump of
 //! the same data byte-identical from run to run (stable checksums).
 
-use crossdock_core::item::{AttributeValue, Item};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue as Sdk;
+use crossdock_core::item::{AttributeValue, Item};
 use std::collections::HashMap;
 
 /// An attribute whose type this build of the SDK does not know (`Unknown`).
@@ -43,9 +43,7 @@ pub fn from_sdk(v: &Sdk, path: &str) -> Result<AttributeValue, UnknownType> {
         Sdk::Ss(v) => AttributeValue::Ss(v.clone()),
         Sdk::Ns(v) => AttributeValue::Ns(v.clone()),
         Sdk::Bs(v) => AttributeValue::Bs(v.iter().map(|b| b.as_ref().to_vec()).collect()),
-        Sdk::L(l) => AttributeValue::L(
-            l.iter().enumerate().map(|(i, x)| from_sdk(x, &format!("{path}[{i}]"))).collect::<Result<_, _>>()?,
-        ),
+        Sdk::L(l) => AttributeValue::L(l.iter().enumerate().map(|(i, x)| from_sdk(x, &format!("{path}[{i}]"))).collect::<Result<_, _>>()?),
         Sdk::M(m) => AttributeValue::M(from_sdk_map(m, path)?),
         _ => return Err(UnknownType { attribute: path.to_string() }),
     })
@@ -84,9 +82,6 @@ mod tests {
         let sdk = to_sdk_item(&item);
         let back = from_sdk_item(&sdk).expect("known types");
         // Maps come back sorted: j.x before j.y.
-        assert_eq!(
-            to_line(&back),
-            line.replace(r#"{"y":{"S":"2"},"x":{"S":"1"}}"#, r#"{"x":{"S":"1"},"y":{"S":"2"}}"#)
-        );
+        assert_eq!(to_line(&back), line.replace(r#"{"y":{"S":"2"},"x":{"S":"1"}}"#, r#"{"x":{"S":"1"},"y":{"S":"2"}}"#));
     }
 }

@@ -37,7 +37,9 @@ pub enum ExportError {
     #[error("table {table:?}: item has an attribute {attribute:?} of a type unknown to this build")]
     UnknownAttributeType { table: String, attribute: String },
     /// The capacity raised for the export could not be restored. The lease stays in S3.
-    #[error("capacity of table {table:?} NOT restored ({cause}); lease at s3://{bucket}/{key}; run `crossdock export restore --table {table} --bucket {bucket}`")]
+    #[error(
+        "capacity of table {table:?} NOT restored ({cause}); lease at s3://{bucket}/{key}; run `crossdock export restore --table {table} --bucket {bucket}`"
+    )]
     CapacityNotRestored { table: String, bucket: String, key: String, cause: String, export_error: Option<Box<ExportError>> },
     /// Another run holds the table's capacity lease and is alive: this run must not
     /// raise (nor, sharded, restore) under it.
@@ -83,10 +85,7 @@ where
 
 /// Codes that mean "slow down", never fatal for a scan.
 pub(crate) fn is_throttle(code: Option<&str>) -> bool {
-    matches!(
-        code,
-        Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded" | "Throttling")
-    )
+    matches!(code, Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded" | "Throttling"))
 }
 
 pub(crate) fn ddb_error<E, R>(table: &str, op: &'static str, e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> ExportError
@@ -98,7 +97,8 @@ where
     if code.as_deref() == Some("ResourceNotFoundException") {
         return ExportError::TableNotFound { table: table.into() };
     }
-    let retryable = !matches!(e, aws_sdk_dynamodb::error::SdkError::ServiceError(_)) || is_throttle(code.as_deref())
+    let retryable = !matches!(e, aws_sdk_dynamodb::error::SdkError::ServiceError(_))
+        || is_throttle(code.as_deref())
         || matches!(code.as_deref(), Some("ResourceInUseException" | "InternalServerError" | "LimitExceededException"));
     ExportError::DynamoDb { table: table.into(), op, message, retryable }
 }

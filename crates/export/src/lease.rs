@@ -38,9 +38,9 @@ use crate::writer::get_json_tagged;
 use aws_sdk_dynamodb::types::{BillingMode as SdkBilling, ProvisionedThroughput, TableDescription, TableStatus};
 use aws_sdk_s3::primitives::ByteStream;
 use crossdock_core::layout::capacity_lease_key;
-use crossdock_core::stamp::{now_rfc3339, rfc3339};
 use crossdock_core::manifest::{AutoscalingBounds, CapacityLease, LeaseOwner};
 use crossdock_core::schema::{BillingMode, Throughput};
+use crossdock_core::stamp::{now_rfc3339, rfc3339};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -100,10 +100,10 @@ impl Autoscaler for AppAutoscaling {
                     op: "DescribeScalableTargets",
                     message: aws_sdk_applicationautoscaling::error::DisplayErrorContext(&e).to_string(),
                 })?;
-            Ok(out.scalable_targets().first().map(|t| AutoscalingBounds {
-                min_capacity: i64::from(t.min_capacity()),
-                max_capacity: i64::from(t.max_capacity()),
-            }))
+            Ok(out
+                .scalable_targets()
+                .first()
+                .map(|t| AutoscalingBounds { min_capacity: i64::from(t.min_capacity()), max_capacity: i64::from(t.max_capacity()) }))
         })
     }
 
@@ -207,20 +207,15 @@ pub async fn describe(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Result<Tab
     let Some(d) = out.table else { return Err(ExportError::TableNotFound { table: table.into() }) };
     let on_demand = d.billing_mode_summary().and_then(|b| b.billing_mode()) == Some(&SdkBilling::PayPerRequest);
     let pt = d.provisioned_throughput();
-    let throughput = if on_demand {
-        None
-    } else {
-        pt.map(|p| Throughput { read: p.read_capacity_units().unwrap_or(0), write: p.write_capacity_units().unwrap_or(0) })
-    };
+    let throughput =
+        if on_demand { None } else { pt.map(|p| Throughput { read: p.read_capacity_units().unwrap_or(0), write: p.write_capacity_units().unwrap_or(0) }) };
     Ok(TableInfo {
         name: table.into(),
         status: d.table_status().map_or_else(|| "UNKNOWN".into(), |s| s.as_str().to_string()),
         billing: if throughput.is_some() { BillingMode::Provisioned } else { BillingMode::PayPerRequest },
         throughput,
         decreases_today: pt.and_then(|p| p.number_of_decreases_today()).unwrap_or(0),
-        last_decrease: pt
-            .and_then(|p| p.last_decrease_date_time())
-            .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.secs()).ok()),
+        last_decrease: pt.and_then(|p| p.last_decrease_date_time()).and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.secs()).ok()),
         size_bytes: d.table_size_bytes().unwrap_or(0).max(0) as u64,
         item_count: d.item_count().unwrap_or(0).max(0) as u64,
         description: d,
@@ -343,14 +338,12 @@ pub fn describe_lease(lease: &CapacityLease, s: Standing) -> String {
     match s {
         Standing::Restored => format!("restored ({})", lease.restored_by.as_deref().unwrap_or("by an earlier version")),
         Standing::Own => format!("held by this run, {}", lease.owner),
-        Standing::Live { heartbeat_age_secs } => format!(
-            "held by {}, last heartbeat {heartbeat_age_secs} s ago (stale after {} s{held})",
-            lease.owner, lease.stale_after_secs
-        ),
-        Standing::Stale { heartbeat_age_secs } => format!(
-            "stale: {} has not renewed it for {heartbeat_age_secs} s (stale after {} s{held})",
-            lease.owner, lease.stale_after_secs
-        ),
+        Standing::Live { heartbeat_age_secs } => {
+            format!("held by {}, last heartbeat {heartbeat_age_secs} s ago (stale after {} s{held})", lease.owner, lease.stale_after_secs)
+        }
+        Standing::Stale { heartbeat_age_secs } => {
+            format!("stale: {} has not renewed it for {heartbeat_age_secs} s (stale after {} s{held})", lease.owner, lease.stale_after_secs)
+        }
     }
 }
 
@@ -383,8 +376,12 @@ enum Cond<'a> {
 /// Writes a lease under a precondition: `Ok(Some(etag))` written, `Ok(None)` someone
 /// else wrote it first (412, or 409 for a create racing another).
 async fn write_lease(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, lease: &CapacityLease, cond: Cond<'_>) -> Result<Option<String>, ExportError> {
-    let body = serde_json::to_vec_pretty(lease)
-        .map_err(|e| ExportError::Corrupt { bucket: bucket.into(), key: key.into(), what: "capacity lease", why: e.to_string() })?;
+    let body = serde_json::to_vec_pretty(lease).map_err(|e| ExportError::Corrupt {
+        bucket: bucket.into(),
+        key: key.into(),
+        what: "capacity lease",
+        why: e.to_string(),
+    })?;
     let req = s3.put_object().bucket(bucket).key(key).content_type("application/json").body(ByteStream::from(body));
     let req = match cond {
         Cond::Create => req.if_none_match("*"),
@@ -555,7 +552,12 @@ async fn mark_restored(ctx: &LeaseCtx<'_>, mut held: HeldLease, by: &str) -> Res
             _ => return Ok(false),
         }
     }
-    Err(ExportError::S3 { bucket: ctx.bucket.into(), key: held.key, op: "PutObject", message: format!("the lease kept changing under {RACES} attempts to mark it restored") })
+    Err(ExportError::S3 {
+        bucket: ctx.bucket.into(),
+        key: held.key,
+        op: "PutObject",
+        message: format!("the lease kept changing under {RACES} attempts to mark it restored"),
+    })
 }
 
 /// Restores a stale lease: first claims it (an `If-Match` write naming `holder` as
@@ -892,7 +894,13 @@ pub async fn capacity_raise(
     match r.action {
         RestoreAction::Restored => out.restored_stale.push(r),
         RestoreAction::LeftLive => {
-            return Err(ExportError::LeaseHeld { table: table.into(), bucket: ctx.bucket.into(), key, owner: r.owner.map(|o| o.to_string()).unwrap_or_default(), why: r.why })
+            return Err(ExportError::LeaseHeld {
+                table: table.into(),
+                bucket: ctx.bucket.into(),
+                key,
+                owner: r.owner.map(|o| o.to_string()).unwrap_or_default(),
+                why: r.why,
+            })
         }
         _ => {}
     }
@@ -928,12 +936,7 @@ pub async fn capacity_raise(
 }
 
 /// Lists keys (and common prefixes with a delimiter) under a prefix.
-pub(crate) async fn list(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    prefix: &str,
-    delimiter: Option<&str>,
-) -> Result<(Vec<String>, Vec<String>), ExportError> {
+pub(crate) async fn list(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, delimiter: Option<&str>) -> Result<(Vec<String>, Vec<String>), ExportError> {
     let mut keys = Vec::new();
     let mut prefixes = Vec::new();
     let mut token = None;

@@ -9,6 +9,8 @@
 //! - [`run`]: orchestration, `--dry-run` plan, summary.
 //!
 //! See README.md.
+// Libraries report through their return values and tracing, never the terminal or exit.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr, clippy::exit))]
 
 pub mod convert;
 pub mod error;

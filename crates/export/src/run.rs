@@ -8,9 +8,7 @@ use crate::ratelimit::RateLimiter;
 use crate::scan::{run_segment, SegmentCtx};
 use crate::writer::{get_json, put_json};
 use crossdock_core::layout::{validate_prefix, DumpFile, ExportId, Timestamp};
-use crossdock_core::schema::{
-    AttributeDefinition, BillingMode, KeyElement, KeyRole, Projection, SecondaryIndex, TableSchema, Throughput,
-};
+use crossdock_core::schema::{AttributeDefinition, BillingMode, KeyElement, KeyRole, Projection, SecondaryIndex, TableSchema, Throughput};
 use crossdock_core::{sizing, TypeTag, FORMAT_VERSION};
 use futures::StreamExt;
 use std::future::Future;
@@ -23,18 +21,40 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// Checks passed, the schema is written; scanning starts (after any raise).
-    Started { export: ExportId, total_segments: u32, size_bytes_estimate: u64, rcu_budget: Option<f64> },
+    Started {
+        export: ExportId,
+        total_segments: u32,
+        size_bytes_estimate: u64,
+        rcu_budget: Option<f64>,
+    },
     /// `_capacity.json` written (nothing raised yet).
-    LeaseTaken { key: String },
+    LeaseTaken {
+        key: String,
+    },
     /// Read capacity raised and the table ACTIVE again.
-    CapacityRaised { read: i64 },
+    CapacityRaised {
+        read: i64,
+    },
     /// One Scan page written into the current part.
-    Page { segment: u32, items: u64, bytes: u64, consumed_rcu: f64 },
+    Page {
+        segment: u32,
+        items: u64,
+        bytes: u64,
+        consumed_rcu: f64,
+    },
     /// A data part is durable in S3 (and its checkpoint follows).
-    PartWritten { segment: u32, items: u64, bytes: u64 },
-    SegmentDone { segment: u32 },
+    PartWritten {
+        segment: u32,
+        items: u64,
+        bytes: u64,
+    },
+    SegmentDone {
+        segment: u32,
+    },
     /// Read capacity back to the original.
-    CapacityRestored { read: i64 },
+    CapacityRestored {
+        read: i64,
+    },
 }
 
 /// Receives [`Event`]s synchronously, on the export's task.
@@ -338,10 +358,7 @@ fn table_dir(cfg: &ExportConfig) -> String {
 async fn latest_timestamp(s3: &aws_sdk_s3::Client, cfg: &ExportConfig) -> Result<Option<Timestamp>, ExportError> {
     let dir = table_dir(cfg);
     let (_, prefixes) = lease::list(s3, &cfg.bucket, &dir, Some("/")).await?;
-    Ok(prefixes
-        .iter()
-        .filter_map(|p| p.strip_prefix(&dir)?.strip_suffix('/').and_then(|t| Timestamp::parse(t).ok()))
-        .max())
+    Ok(prefixes.iter().filter_map(|p| p.strip_prefix(&dir)?.strip_suffix('/').and_then(|t| Timestamp::parse(t).ok())).max())
 }
 
 /// Whether every segment of the export has its manifest: the point after which no shard
@@ -372,8 +389,12 @@ pub async fn plan(clients: &Clients, cfg: &ExportConfig) -> Result<ExportPlan, E
     let mut stale = Vec::new();
     if let Some(held) = lease::read_lease(&clients.s3, &cfg.bucket, &cfg.prefix, &cfg.table).await? {
         let now = time::OffsetDateTime::now_utc();
-        let standing = lease::standing(&held.lease, "", now)
-            .map_err(|why| ExportError::Corrupt { bucket: cfg.bucket.clone(), key: held.key.clone(), what: "capacity lease", why })?;
+        let standing = lease::standing(&held.lease, "", now).map_err(|why| ExportError::Corrupt {
+            bucket: cfg.bucket.clone(),
+            key: held.key.clone(),
+            what: "capacity lease",
+            why,
+        })?;
         match standing {
             // The export would restore it first: plan from the capacity before its raise.
             lease::Standing::Stale { .. } => {
@@ -408,10 +429,7 @@ pub async fn plan(clients: &Clients, cfg: &ExportConfig) -> Result<ExportPlan, E
         item_count_estimate: p.info.item_count,
         size_bytes_estimate: p.info.size_bytes,
         expected_rcu: expected_rcu * fraction,
-        expected_seconds: p
-            .budget
-            .filter(|_| p.info.size_bytes > 0)
-            .map(|b| sizing::export_seconds(p.info.size_bytes, b, cfg.consistent) * fraction),
+        expected_seconds: p.budget.filter(|_| p.info.size_bytes > 0).map(|b| sizing::export_seconds(p.info.size_bytes, b, cfg.consistent) * fraction),
         s3_prefix: format!("s3://{}/{}", cfg.bucket, table_dir(cfg)),
         stale_leases: stale,
     })
@@ -446,17 +464,12 @@ fn build_schema(info: &TableInfo, total: u32) -> TableSchema {
     let d = &info.description;
     let keys = |ks: &[aws_sdk_dynamodb::types::KeySchemaElement]| -> Vec<KeyElement> {
         ks.iter()
-            .map(|k| KeyElement {
-                name: k.attribute_name().to_string(),
-                role: if *k.key_type() == KeyType::Range { KeyRole::Range } else { KeyRole::Hash },
-            })
+            .map(|k| KeyElement { name: k.attribute_name().to_string(), role: if *k.key_type() == KeyType::Range { KeyRole::Range } else { KeyRole::Hash } })
             .collect()
     };
     let projection = |p: Option<&aws_sdk_dynamodb::types::Projection>| match p.and_then(|p| p.projection_type()) {
         Some(ProjectionType::KeysOnly) => Projection::KeysOnly,
-        Some(ProjectionType::Include) => Projection::Include {
-            attributes: p.map(|p| p.non_key_attributes().to_vec()).unwrap_or_default(),
-        },
+        Some(ProjectionType::Include) => Projection::Include { attributes: p.map(|p| p.non_key_attributes().to_vec()).unwrap_or_default() },
         _ => Projection::All,
     };
     TableSchema {
@@ -507,22 +520,11 @@ fn build_schema(info: &TableInfo, total: u32) -> TableSchema {
 /// keeps its checkpoints, restores capacity and returns a summary with
 /// `interrupted: true`). Capacity raised by this run is restored on every path; if that
 /// fails the error is [`ExportError::CapacityNotRestored`].
-pub async fn run(
-    clients: &Clients,
-    cfg: &ExportConfig,
-    observer: &dyn Observer,
-    shutdown: impl Future<Output = ()>,
-) -> Result<ExportSummary, ExportError> {
+pub async fn run(clients: &Clients, cfg: &ExportConfig, observer: &dyn Observer, shutdown: impl Future<Output = ()>) -> Result<ExportSummary, ExportError> {
     let started = tokio::time::Instant::now();
     cfg.validate()?;
     check_bucket(&clients.s3, &cfg.bucket).await?;
-    let ctx = LeaseCtx {
-        ddb: &clients.ddb,
-        s3: &clients.s3,
-        autoscaler: clients.autoscaler.as_ref(),
-        bucket: &cfg.bucket,
-        active_timeout: cfg.active_timeout,
-    };
+    let ctx = LeaseCtx { ddb: &clients.ddb, s3: &clients.s3, autoscaler: clients.autoscaler.as_ref(), bucket: &cfg.bucket, active_timeout: cfg.active_timeout };
     // A shard acts as its capacity step's run, so it never takes that run's lease for
     // stale; any other export is a run of its own.
     let holder = Holder::new(cfg.capacity_run.as_deref(), cfg.lease_stale_after);
@@ -551,7 +553,9 @@ pub async fn run(
             // A shard of the run whose capacity step raised the table: keep its lease alive.
             joined = lease::read_lease(&clients.s3, &cfg.bucket, &cfg.prefix, &cfg.table).await?;
         }
-        RestoreAction::LeftLive => tracing::info!(table = %cfg.table, why = %found.why, "the table's capacity lease belongs to another live run; leaving it alone"),
+        RestoreAction::LeftLive => {
+            tracing::info!(table = %cfg.table, why = %found.why, "the table's capacity lease belongs to another live run; leaving it alone")
+        }
         _ => {}
     }
     if let (Some(run), None) = (&cfg.capacity_run, &joined) {
@@ -594,12 +598,7 @@ pub async fn run(
         put_json(&clients.s3, &cfg.bucket, &schema_key, &schema).await?;
     }
 
-    observer.event(&Event::Started {
-        export: export.clone(),
-        total_segments: p.total,
-        size_bytes_estimate: p.info.size_bytes,
-        rcu_budget: p.budget,
-    });
+    observer.event(&Event::Started { export: export.clone(), total_segments: p.total, size_bytes_estimate: p.info.size_bytes, rcu_budget: p.budget });
     let cancel = CancellationToken::new();
     let limiter = RateLimiter::for_budget(p.budget);
     let throttled = AtomicU64::new(0);
@@ -608,64 +607,63 @@ pub async fn run(
     let joined = joined.map(|j| Heartbeat::start(clients.s3.clone(), cfg.bucket.clone(), j));
     let mut interrupted = false;
     let result = {
-    let work = async {
-        if let Some(raise_to) = p.raise_to {
-            let (h, stale) = lease::take(&ctx, &holder, &cfg.prefix, &p.info, raise_to, None).await?;
-            restored_stale_leases.extend(stale);
-            observer.event(&crate::run::Event::LeaseTaken { key: h.key.clone() });
-            held = Some(Heartbeat::start(clients.s3.clone(), cfg.bucket.clone(), h.clone()));
-            lease::raise(&ctx, &h).await?;
-            observer.event(&Event::CapacityRaised { read: raise_to.read });
-        }
-        let seg_ctx = SegmentCtx {
-            ddb: &clients.ddb,
-            s3: &clients.s3,
-            bucket: &cfg.bucket,
-            prefix: &cfg.prefix,
-            export: &export,
-            total: p.total,
-            workers: p.workers,
-            consistent: cfg.consistent,
-            part_bytes: cfg.part_bytes,
-            chunk_bytes: cfg.chunk_bytes,
-            resume: cfg.resume,
-            limiter: &limiter,
-            cancel: &cancel,
-            observer,
-            throttled: &throttled,
-        };
-        let seg_ctx = &seg_ctx;
-        let mut results = futures::stream::iter(p.range.0..p.range.1)
-            .map(|s| async move { run_segment(seg_ctx, s).await })
-            .buffer_unordered(p.workers as usize);
-        let mut ends = Vec::new();
-        let mut first_error = None;
-        while let Some(r) = results.next().await {
-            match r {
-                Ok(end) => ends.push(end),
-                Err(e) => {
-                    tracing::error!(table = %cfg.table, error = %e, "segment failed; stopping the others");
-                    cancel.cancel();
-                    first_error.get_or_insert(e);
+        let work = async {
+            if let Some(raise_to) = p.raise_to {
+                let (h, stale) = lease::take(&ctx, &holder, &cfg.prefix, &p.info, raise_to, None).await?;
+                restored_stale_leases.extend(stale);
+                observer.event(&crate::run::Event::LeaseTaken { key: h.key.clone() });
+                held = Some(Heartbeat::start(clients.s3.clone(), cfg.bucket.clone(), h.clone()));
+                lease::raise(&ctx, &h).await?;
+                observer.event(&Event::CapacityRaised { read: raise_to.read });
+            }
+            let seg_ctx = SegmentCtx {
+                ddb: &clients.ddb,
+                s3: &clients.s3,
+                bucket: &cfg.bucket,
+                prefix: &cfg.prefix,
+                export: &export,
+                total: p.total,
+                workers: p.workers,
+                consistent: cfg.consistent,
+                part_bytes: cfg.part_bytes,
+                chunk_bytes: cfg.chunk_bytes,
+                resume: cfg.resume,
+                limiter: &limiter,
+                cancel: &cancel,
+                observer,
+                throttled: &throttled,
+            };
+            let seg_ctx = &seg_ctx;
+            let mut results =
+                futures::stream::iter(p.range.0..p.range.1).map(|s| async move { run_segment(seg_ctx, s).await }).buffer_unordered(p.workers as usize);
+            let mut ends = Vec::new();
+            let mut first_error = None;
+            while let Some(r) = results.next().await {
+                match r {
+                    Ok(end) => ends.push(end),
+                    Err(e) => {
+                        tracing::error!(table = %cfg.table, error = %e, "segment failed; stopping the others");
+                        cancel.cancel();
+                        first_error.get_or_insert(e);
+                    }
                 }
             }
+            match first_error {
+                Some(e) => Err(e),
+                None => Ok(ends),
+            }
+        };
+        tokio::pin!(work);
+        tokio::pin!(shutdown);
+        tokio::select! {
+            r = &mut work => r,
+            _ = &mut shutdown => {
+                tracing::warn!(table = %cfg.table, "shutdown requested: stopping the scan, restoring capacity");
+                interrupted = true;
+                cancel.cancel();
+                work.await
+            }
         }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(ends),
-        }
-    };
-    tokio::pin!(work);
-    tokio::pin!(shutdown);
-    tokio::select! {
-        r = &mut work => r,
-        _ = &mut shutdown => {
-            tracing::warn!(table = %cfg.table, "shutdown requested: stopping the scan, restoring capacity");
-            interrupted = true;
-            cancel.cancel();
-            work.await
-        }
-    }
     };
 
     // Restore — always, whatever happened above.

@@ -131,7 +131,13 @@ pub(crate) async fn run_segment(ctx: &SegmentCtx<'_>, segment: u32) -> Result<Se
                     ctx.throttled.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("crossdock_export_throttled_total").increment(1);
                     let wait = crossdock_core::retry::backoff(attempt, Duration::from_millis(100), Duration::from_secs(5), rand::random());
-                    tracing::warn!(table, segment, code = code.as_deref().unwrap_or("transport"), wait_ms = wait.as_millis() as u64, "scan throttled or failed transiently; backing off");
+                    tracing::warn!(
+                        table,
+                        segment,
+                        code = code.as_deref().unwrap_or("transport"),
+                        wait_ms = wait.as_millis() as u64,
+                        "scan throttled or failed transiently; backing off"
+                    );
                     tokio::select! {
                         _ = ctx.cancel.cancelled() => {}
                         _ = tokio::time::sleep(wait) => {}
@@ -152,8 +158,7 @@ pub(crate) async fn run_segment(ctx: &SegmentCtx<'_>, segment: u32) -> Result<Se
         rcu_since_checkpoint += consumed;
         let bytes_before = part.bytes();
         for item in out.items() {
-            let item = from_sdk_item(item)
-                .map_err(|u| ExportError::UnknownAttributeType { table: table.into(), attribute: u.attribute })?;
+            let item = from_sdk_item(item).map_err(|u| ExportError::UnknownAttributeType { table: table.into(), attribute: u.attribute })?;
             part.push(&item).await?;
         }
         let page_items = out.items().len() as u64;

@@ -14,11 +14,7 @@ pub fn stream_of(desc: &TableDescription, kinesis: &[KinesisDataStreamDestinatio
         (true, Some(arn)) => Some(DynamoDbStream {
             arn: arn.to_string(),
             label: desc.latest_stream_label().unwrap_or_default().to_string(),
-            view_type: desc
-                .stream_specification()
-                .and_then(|s| s.stream_view_type())
-                .map(|v| v.as_str().to_string())
-                .unwrap_or_default(),
+            view_type: desc.stream_specification().and_then(|s| s.stream_view_type()).map(|v| v.as_str().to_string()).unwrap_or_default(),
         }),
         _ => None,
     };
@@ -26,10 +22,7 @@ pub fn stream_of(desc: &TableDescription, kinesis: &[KinesisDataStreamDestinatio
         .iter()
         .filter(|d| d.destination_status() == Some(&DestinationStatus::Active))
         .filter_map(|d| {
-            Some(KinesisStream {
-                arn: d.stream_arn()?.to_string(),
-                precision: d.approximate_creation_date_time_precision().map(|p| p.as_str().to_string()),
-            })
+            Some(KinesisStream { arn: d.stream_arn()?.to_string(), precision: d.approximate_creation_date_time_precision().map(|p| p.as_str().to_string()) })
         })
         .collect();
     (dynamodb.is_some() || !kinesis.is_empty()).then_some(StreamInfo { dynamodb, kinesis })

@@ -140,10 +140,7 @@ impl PartWriter {
             return Err(e);
         }
         let sha256 = hex::encode(self.hasher.finalize_reset());
-        Ok(FinishedPart {
-            entry: PartEntry { name: self.name, items: self.items, bytes: self.bytes, sha256 },
-            stats: std::mem::take(&mut self.stats),
-        })
+        Ok(FinishedPart { entry: PartEntry { name: self.name, items: self.items, bytes: self.bytes, sha256 }, stats: std::mem::take(&mut self.stats) })
     }
 
     async fn complete(&mut self) -> Result<(), ExportError> {
@@ -236,12 +233,7 @@ pub async fn put_json<T: serde::Serialize>(s3: &aws_sdk_s3::Client, bucket: &str
 }
 
 /// Reads a JSON document; `Ok(None)` when the key does not exist.
-pub async fn get_json<T: serde::de::DeserializeOwned>(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    what: &'static str,
-) -> Result<Option<T>, ExportError> {
+pub async fn get_json<T: serde::de::DeserializeOwned>(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, what: &'static str) -> Result<Option<T>, ExportError> {
     Ok(get_json_tagged(s3, bucket, key, what).await?.map(|(doc, _)| doc))
 }
 
@@ -264,15 +256,14 @@ pub async fn get_json_tagged<T: serde::de::DeserializeOwned>(
         }
     };
     let etag = out.e_tag().unwrap_or_default().to_string();
-    let bytes = out
-        .body
-        .collect()
-        .await
-        .map_err(|e| ExportError::S3 { bucket: bucket.into(), key: key.into(), op: "GetObject", message: e.to_string() })?
-        .into_bytes();
-    serde_json::from_slice(&bytes)
-        .map(|doc| Some((doc, etag)))
-        .map_err(|e| ExportError::Corrupt { bucket: bucket.into(), key: key.into(), what, why: e.to_string() })
+    let bytes =
+        out.body.collect().await.map_err(|e| ExportError::S3 { bucket: bucket.into(), key: key.into(), op: "GetObject", message: e.to_string() })?.into_bytes();
+    serde_json::from_slice(&bytes).map(|doc| Some((doc, etag))).map_err(|e| ExportError::Corrupt {
+        bucket: bucket.into(),
+        key: key.into(),
+        what,
+        why: e.to_string(),
+    })
 }
 
 /// Deletes an object if it exists (idempotent).

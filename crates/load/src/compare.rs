@@ -114,7 +114,8 @@ async fn compare_batch<T: Target>(target: &T, model: &TableModel, batch: &mut Ve
     let rows: Vec<Row> = batch.iter().map(|(_, _, row)| row.clone()).collect();
     let mut back: HashMap<String, Item> = HashMap::with_capacity(rows.len());
     for row in target.read_keys(model, &rows).await? {
-        let item = model.to_item(&row).map_err(|m| LoadError::Target { target: "verify", op: "decode", table: model.name.clone(), message: m, retryable: false })?;
+        let item =
+            model.to_item(&row).map_err(|m| LoadError::Target { target: "verify", op: "decode", table: model.name.clone(), message: m, retryable: false })?;
         back.insert(key_text(model, &item), item);
     }
     let mut found = 0;
@@ -146,12 +147,11 @@ async fn compare_batch<T: Target>(target: &T, model: &TableModel, batch: &mut Ve
     Ok(found)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::memory::MemoryTarget;
     use crate::schema::TargetKind;
+    use crate::sink::memory::MemoryTarget;
     use crossdock_core::item::parse_line;
     use crossdock_core::manifest::TypeStats;
     use crossdock_core::schema::TableSchema;

@@ -65,7 +65,8 @@ pub fn convert_file(model: &TableModel, name: &str, file: usize, raw: &[u8], tx:
         }
         lines_in_chunk += 1;
         if lines_in_chunk == CHUNK_LINES {
-            let chunk = Msg::Chunk { file, rows: std::mem::replace(&mut rows, Vec::with_capacity(CHUNK_LINES)), rejects: std::mem::take(&mut rejects), last: false };
+            let chunk =
+                Msg::Chunk { file, rows: std::mem::replace(&mut rows, Vec::with_capacity(CHUNK_LINES)), rejects: std::mem::take(&mut rejects), last: false };
             if tx.blocking_send(chunk).is_err() {
                 return;
             }

@@ -32,10 +32,7 @@ pub async fn client() -> Result<Client, LoadError> {
             c.storage_endpoint = endpoint;
             c
         }
-        Err(_) => ClientConfig::default()
-            .with_auth()
-            .await
-            .map_err(|e| LoadError::Config(format!("GCS credentials: {e}")))?,
+        Err(_) => ClientConfig::default().with_auth().await.map_err(|e| LoadError::Config(format!("GCS credentials: {e}")))?,
     };
     Ok(Client::new(config))
 }
@@ -55,13 +52,7 @@ fn map_err(op: &'static str, bucket: &str, key: &str, e: gcloud_storage::http::E
         E::HttpClient(h) if h.status().is_some_and(|s| s.is_client_error() && s.as_u16() != 429) => {
             LoadError::Gcs { op, bucket: bucket.into(), key: key.into(), message: e.to_string(), retryable: false }
         }
-        E::Response(r) => LoadError::Gcs {
-            op,
-            bucket: bucket.into(),
-            key: key.into(),
-            message: e.to_string(),
-            retryable: r.code == 429 || r.code >= 500,
-        },
+        E::Response(r) => LoadError::Gcs { op, bucket: bucket.into(), key: key.into(), message: e.to_string(), retryable: r.code == 429 || r.code >= 500 },
         _ => LoadError::Gcs { op, bucket: bucket.into(), key: key.into(), message: e.to_string(), retryable: true },
     }
 }
@@ -106,11 +97,7 @@ impl Gcs {
     pub async fn write(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), LoadError> {
         let req = UploadObjectRequest { bucket: self.bucket.clone(), ..Default::default() };
         let object = Object { name: key.into(), content_type: Some(content_type.into()), ..Default::default() };
-        self.client
-            .upload_object(&req, body, &UploadType::Multipart(Box::new(object)))
-            .await
-            .map(|_| ())
-            .map_err(|e| map_err("write", &self.bucket, key, e))
+        self.client.upload_object(&req, body, &UploadType::Multipart(Box::new(object))).await.map(|_| ()).map_err(|e| map_err("write", &self.bucket, key, e))
     }
 
     /// Deletes an object; one already absent is not an error.

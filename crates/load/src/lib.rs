@@ -10,6 +10,8 @@
 //! - [`rowparse`]: the fast path from a JSON line straight to a row.
 //! - [`progress`]: per-file progress and reject records in GCS, the `_LOADED` record.
 //! - [`run`]: orchestration (plan, load, indexes, count check) and verification.
+// Libraries report through their return values and tracing, never the terminal or exit.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr, clippy::exit))]
 
 pub mod compare;
 pub mod decimal;

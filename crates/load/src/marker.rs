@@ -63,12 +63,7 @@ fn validate(m: &SuccessMarker, key: &DumpKey) -> Result<(), String> {
         items += f.items;
     }
     if items != m.totals.items || m.files.len() as u64 != m.totals.files {
-        return Err(format!(
-            "totals say {} files / {} items but the file list has {} / {items}",
-            m.totals.files,
-            m.totals.items,
-            m.files.len()
-        ));
+        return Err(format!("totals say {} files / {} items but the file list has {} / {items}", m.totals.files, m.totals.items, m.files.len()));
     }
     Ok(())
 }

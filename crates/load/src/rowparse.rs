@@ -144,7 +144,9 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
                 match self.column.ty {
                     ColumnType::Int64Array => Cell::IntArr(ns.iter().map(|n| to_int(n)).collect::<Result<_, _>>().map_err(|_| fail::<A::Error>())?),
                     ColumnType::Float64Array => Cell::FloatArr(ns.iter().map(|n| to_float(n)).collect::<Result<_, _>>().map_err(|_| fail::<A::Error>())?),
-                    ColumnType::DecimalTextArray => Cell::NumArr(ns.iter().map(|n| to_decimal_text(n)).collect::<Result<_, _>>().map_err(|_| fail::<A::Error>())?),
+                    ColumnType::DecimalTextArray => {
+                        Cell::NumArr(ns.iter().map(|n| to_decimal_text(n)).collect::<Result<_, _>>().map_err(|_| fail::<A::Error>())?)
+                    }
                     _ => Cell::NumArr(ns.into_iter().map(|n| to_numeric(self.target, n)).collect::<Result<_, _>>().map_err(|_| fail::<A::Error>())?),
                 }
             }

@@ -5,8 +5,8 @@
 use crate::compare::Comparison;
 pub use crate::compare::VerifyReport;
 use crate::error::LoadError;
-use crate::marker::{read_part, Marker};
 use crate::feed::{self, Msg};
+use crate::marker::{read_part, Marker};
 use crate::progress::{self, FileProgress, FileStatus, Reject};
 use crate::schema::{Row, TableModel, TargetKind};
 use crate::sink::{BatchLimits, Target};
@@ -123,10 +123,17 @@ pub struct FilePlan<'a> {
 
 /// The skip decision: a file is skipped when its record says it was loaded, whole
 /// (same SHA-256), into this target and destination, unless the load is forced.
-pub fn plan_files<'a>(files: &'a [MarkerFile], recorded: &'a BTreeMap<String, FileProgress>, target: TargetKind, destination: &str, force: bool) -> FilePlan<'a> {
+pub fn plan_files<'a>(
+    files: &'a [MarkerFile],
+    recorded: &'a BTreeMap<String, FileProgress>,
+    target: TargetKind,
+    destination: &str,
+    force: bool,
+) -> FilePlan<'a> {
     let mut plan = FilePlan::default();
     for f in files {
-        let done = recorded.get(&f.name).filter(|p| p.status == FileStatus::Done && p.target == target.name() && p.destination == destination && p.sha256 == f.sha256);
+        let done =
+            recorded.get(&f.name).filter(|p| p.status == FileStatus::Done && p.target == target.name() && p.destination == destination && p.sha256 == f.sha256);
         match done {
             Some(p) if !force => plan.skipped.push(p),
             Some(_) => {
@@ -262,7 +269,8 @@ impl<T: Target> Writing<'_, T> {
                         size.backoff();
                         self.target.stats().retries.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(error = %e, attempt, next_batch = size.size(), "retrying batch");
-                        tokio::time::sleep(crossdock_core::retry::backoff(attempt, Duration::from_millis(100), Duration::from_millis(6_400), rand::random())).await;
+                        tokio::time::sleep(crossdock_core::retry::backoff(attempt, Duration::from_millis(100), Duration::from_millis(6_400), rand::random()))
+                            .await;
                     }
                     Err(e) => return Err(e),
                 }
@@ -376,7 +384,15 @@ impl<T: Target> Writing<'_, T> {
     }
 }
 
-fn progress_record(target: TargetKind, destination: &str, f: &MarkerFile, status: FileStatus, rows: u64, rejected: u64, reason: Option<String>) -> FileProgress {
+fn progress_record(
+    target: TargetKind,
+    destination: &str,
+    f: &MarkerFile,
+    status: FileStatus,
+    rows: u64,
+    rejected: u64,
+    reason: Option<String>,
+) -> FileProgress {
     FileProgress {
         format_version: crossdock_core::FORMAT_VERSION,
         file: f.name.clone(),
@@ -414,7 +430,14 @@ pub async fn load<T: Target>(
     }
 }
 
-async fn load_inner<T: Target>(marker: &Marker, target: &T, model: &TableModel, plan: &BatchPlan, opts: &LoadOptions, stop: &AtomicBool) -> Result<Summary, LoadError> {
+async fn load_inner<T: Target>(
+    marker: &Marker,
+    target: &T,
+    model: &TableModel,
+    plan: &BatchPlan,
+    opts: &LoadOptions,
+    stop: &AtomicBool,
+) -> Result<Summary, LoadError> {
     let started = Instant::now();
     let kind = target.kind();
     let destination = target.destination(model);
@@ -578,7 +601,16 @@ mod tests {
     use super::*;
 
     fn file(part: u32) -> MarkerFile {
-        MarkerFile { name: format!("data/seg-00000-part-{part:05}.json.zst"), segment: 0, part, items: 10, raw_bytes: 100, stored_bytes: 50, sha256: format!("{part:064}"), stored_crc32c: None }
+        MarkerFile {
+            name: format!("data/seg-00000-part-{part:05}.json.zst"),
+            segment: 0,
+            part,
+            items: 10,
+            raw_bytes: 100,
+            stored_bytes: 50,
+            sha256: format!("{part:064}"),
+            stored_crc32c: None,
+        }
     }
 
     fn record(f: &MarkerFile, status: FileStatus, destination: &str) -> FileProgress {
@@ -594,9 +626,12 @@ mod tests {
         let files: Vec<MarkerFile> = (0..5).map(file).collect();
         let here = "s.orders";
         let mut recorded = BTreeMap::new();
-        for (f, status, destination) in
-            [(&files[0], FileStatus::Done, here), (&files[1], FileStatus::Done, here), (&files[2], FileStatus::Failed, here), (&files[3], FileStatus::Done, "elsewhere.orders")]
-        {
+        for (f, status, destination) in [
+            (&files[0], FileStatus::Done, here),
+            (&files[1], FileStatus::Done, here),
+            (&files[2], FileStatus::Failed, here),
+            (&files[3], FileStatus::Done, "elsewhere.orders"),
+        ] {
             recorded.insert(f.name.clone(), record(f, status, destination));
         }
         // A record of another version of the file (other checksum) does not count.

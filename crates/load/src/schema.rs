@@ -137,9 +137,8 @@ pub type Row = Vec<Cell>;
 
 /// Encodes a name as a target identifier, reversibly (see the module docs).
 pub fn sanitise(name: &str) -> String {
-    let valid = name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !name.starts_with("x_");
+    let valid =
+        name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') && !name.starts_with("x_");
     if valid {
         return name.to_string();
     }
@@ -247,7 +246,13 @@ impl TableModel {
 
     /// [`Self::infer`] with the number attributes the pipeline stores as FLOAT64
     /// (`float64_attributes`; ignored on Bigtable, which keeps every number's text).
-    pub fn infer_with(target: TargetKind, schema: &TableSchema, stats: &TypeStats, destination: Option<&str>, float64: &[String]) -> Result<TableModel, LoadError> {
+    pub fn infer_with(
+        target: TargetKind,
+        schema: &TableSchema,
+        stats: &TypeStats,
+        destination: Option<&str>,
+        float64: &[String],
+    ) -> Result<TableModel, LoadError> {
         let table = schema.table.clone();
         let bad = |reason: String| LoadError::Schema { table: table.clone(), reason };
         let float64: &[String] = if target == TargetKind::Bigtable { &[] } else { float64 };
@@ -260,7 +265,11 @@ impl TableModel {
             Some(d) => ident(target, &table, d)?,
             None if target == TargetKind::Bigtable => {
                 let ok = table.len() <= 50 && table.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-                if ok { table.clone() } else { ident(target, &table, &table)? }
+                if ok {
+                    table.clone()
+                } else {
+                    ident(target, &table, &table)?
+                }
             }
             None => ident(target, &table, &table)?,
         };
@@ -284,7 +293,12 @@ impl TableModel {
             if key_names.contains(attr) {
                 continue;
             }
-            columns.push(Column { attribute: attr.clone(), name: ident(target, &table, attr)?, ty: column_type(target, s, float64.contains(attr)), key: false });
+            columns.push(Column {
+                attribute: attr.clone(),
+                name: ident(target, &table, attr)?,
+                ty: column_type(target, s, float64.contains(attr)),
+                key: false,
+            });
         }
         // Spanner identifiers are case-insensitive; none may collide.
         let mut seen = std::collections::BTreeMap::new();
@@ -315,7 +329,9 @@ impl TableModel {
                 let storing: Vec<usize> = match &ix.projection {
                     Projection::KeysOnly => vec![],
                     Projection::All => (0..columns.len()).filter(|i| !cols.contains(i) && !columns[*i].key).collect(),
-                    Projection::Include { attributes } => attributes.iter().filter_map(|a| position(a)).filter(|i| !cols.contains(i) && !columns[*i].key).collect(),
+                    Projection::Include { attributes } => {
+                        attributes.iter().filter_map(|a| position(a)).filter(|i| !cols.contains(i) && !columns[*i].key).collect()
+                    }
                 };
                 let ix_name = ident(target, &table, &format!("{}_{}", name, ix.name))?;
                 indexes.push(IndexModel { source_name: ix.name.clone(), name: ix_name, columns: cols, storing });
@@ -399,7 +415,9 @@ impl TableModel {
                     }
                     v
                 }
-                Cell::StrArr(v) if pg => AttributeValue::Ss(v.iter().map(|s| pg_unescape(s)).collect::<Result<_, _>>().map_err(|e| format!("column {}: {e}", c.name))?),
+                Cell::StrArr(v) if pg => {
+                    AttributeValue::Ss(v.iter().map(|s| pg_unescape(s)).collect::<Result<_, _>>().map_err(|e| format!("column {}: {e}", c.name))?)
+                }
                 Cell::StrArr(v) => AttributeValue::Ss(v.clone()),
                 Cell::IntArr(v) => AttributeValue::Ns(v.iter().map(i64::to_string).collect()),
                 Cell::NumArr(v) => AttributeValue::Ns(v.clone()),
@@ -629,9 +647,7 @@ pub fn compat_diff(model: &TableModel, existing: &[(String, String, bool)], exis
         let want = ddl_type(c.ty);
         match existing.iter().find(|(n, _, _)| n.eq_ignore_ascii_case(&c.name)) {
             None => diff.push(format!("- column {} {want} (attribute {:?}) is missing", c.name, c.attribute)),
-            Some((_, have, _)) if !have.eq_ignore_ascii_case(&want) => {
-                diff.push(format!("~ column {}: table has {have}, export needs {want}", c.name))
-            }
+            Some((_, have, _)) if !have.eq_ignore_ascii_case(&want) => diff.push(format!("~ column {}: table has {have}, export needs {want}", c.name)),
             Some(_) => {}
         }
     }

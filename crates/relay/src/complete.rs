@@ -224,7 +224,6 @@ fn parse<T: serde::de::DeserializeOwned>(bucket: &str, key: &str, what: &'static
     serde_json::from_slice(bytes).map_err(|e| RelayError::BadExportFile { bucket: bucket.into(), key: key.into(), what, message: e.to_string() })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,7 +330,12 @@ mod tests {
         let mut out = vec![(e.gcs_key(&DumpFile::Schema, Codec::Zstd), serde_json::to_vec(&schema(segments)).expect("json"), Some(10))];
         for segment in 0..segments {
             let entries: Vec<PartEntry> = (0..parts)
-                .map(|part| PartEntry { name: DumpFile::Part { segment, part, codec: Codec::None }.s3_name(), items: 1, bytes: 100 + u64::from(part), sha256: String::new() })
+                .map(|part| PartEntry {
+                    name: DumpFile::Part { segment, part, codec: Codec::None }.s3_name(),
+                    items: 1,
+                    bytes: 100 + u64::from(part),
+                    sha256: String::new(),
+                })
                 .collect();
             for p in &entries {
                 let DumpFile::Part { part, .. } = DumpFile::parse(&p.name).expect("part") else { unreachable!() };
@@ -442,4 +446,3 @@ mod tests {
         assert!(per_file[1] <= per_file[0] * 1.1, "no growth with the table: {per_file:?}");
     }
 }
-

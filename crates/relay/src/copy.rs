@@ -20,9 +20,9 @@ use crate::gcs::{self, Provenance};
 use crate::health::Health;
 use crate::stall::{self, Progress};
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
 use crossdock_core::marker::Crc32c;
 use crossdock_core::Codec;
+use futures::StreamExt;
 use gcloud_storage::client::Client as GcsClient;
 use gcloud_storage::http::objects::patch::PatchObjectRequest;
 use gcloud_storage::http::objects::upload::{UploadObjectRequest, UploadType};
@@ -75,9 +75,14 @@ pub struct CopyRequest {
 /// What happened to one object.
 #[derive(Debug, Clone)]
 pub enum CopyOutcome {
-    Copied { provenance: Provenance, duration: Duration },
+    Copied {
+        provenance: Provenance,
+        duration: Duration,
+    },
     /// Already in GCS from the same source ETag.
-    Skipped { provenance: Provenance },
+    Skipped {
+        provenance: Provenance,
+    },
 }
 
 impl CopyOutcome {

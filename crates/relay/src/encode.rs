@@ -206,11 +206,10 @@ fn serve(jobs: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>) {
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.compress(job.codec, job.level, &job.raw)))
-            .unwrap_or_else(|_| {
-                c = BlockCompressor::default();
-                Err(std::io::Error::other("compression panicked"))
-            });
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.compress(job.codec, job.level, &job.raw))).unwrap_or_else(|_| {
+            c = BlockCompressor::default();
+            Err(std::io::Error::other("compression panicked"))
+        });
         // The file may have failed meanwhile and dropped its receiver.
         let _ = job.reply.send(result);
     }

@@ -55,10 +55,7 @@ pub fn normalize_etag(e: &str) -> String {
 /// Form-URL-decodes an S3 event key: `+` → space first, then percent-decoding.
 pub fn decode_key(raw: &str) -> Result<String, String> {
     let spaced = raw.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced)
-        .decode_utf8()
-        .map(|c| c.into_owned())
-        .map_err(|e| format!("key {raw:?} is not UTF-8 once decoded: {e}"))
+    percent_encoding::percent_decode_str(&spaced).decode_utf8().map(|c| c.into_owned()).map_err(|e| format!("key {raw:?} is not UTF-8 once decoded: {e}"))
 }
 
 /// Parses an SQS message body.

@@ -7,6 +7,8 @@
 //! `_SUCCESS` marker written exactly once. See `README.md` for the modules.
 //!
 //! Entry point: [`RelaySettings::build`] → [`Relay`] → [`run`]`(relay, shutdown)`.
+// Libraries report through their return values and tracing, never the terminal or exit.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr, clippy::exit))]
 
 pub mod complete;
 pub mod consumer;
@@ -182,11 +184,7 @@ impl RelaySettings {
                     .send()
                     .await
                     .map_err(|e| RelayError::Sqs { queue: self.queue_url.clone(), message: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string() })?;
-                attrs
-                    .attributes()
-                    .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(30)
+                attrs.attributes().and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout)).and_then(|v| v.parse().ok()).unwrap_or(30)
             }
         };
         if !(1..=43_200).contains(&visibility) {

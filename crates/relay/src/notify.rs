@@ -11,12 +11,7 @@ use std::time::Duration;
 
 /// Posts `n` as JSON to `url` (10 s timeout).
 pub async fn post(url: &str, n: &Notification) {
-    let result = reqwest::Client::new()
-        .post(url)
-        .timeout(Duration::from_secs(10))
-        .json(n)
-        .send()
-        .await;
+    let result = reqwest::Client::new().post(url).timeout(Duration::from_secs(10)).json(n).send().await;
     let outcome = match result {
         Ok(r) if r.status().is_success() => "ok",
         Ok(r) => {
@@ -53,19 +48,9 @@ mod tests {
     async fn errors_do_not_repeat_the_url() {
         // Nothing listens on port 1: the connection is refused at once.
         let url = "http://127.0.0.1:1/services/T000/B000/SECRETTOKEN";
-        let e = reqwest::Client::new()
-            .post(url)
-            .send()
-            .await
-            .expect_err("port 1 refuses");
-        assert!(
-            e.to_string().contains("SECRETTOKEN"),
-            "reqwest's own message names the URL: {e}"
-        );
+        let e = reqwest::Client::new().post(url).send().await.expect_err("port 1 refuses");
+        assert!(e.to_string().contains("SECRETTOKEN"), "reqwest's own message names the URL: {e}");
         let text = error_text(e, url);
-        assert!(
-            !text.contains("SECRETTOKEN") && !text.contains("services"),
-            "{text}"
-        );
+        assert!(!text.contains("SECRETTOKEN") && !text.contains("services"), "{text}");
     }
 }

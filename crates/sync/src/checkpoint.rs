@@ -67,8 +67,11 @@ impl CheckpointStore for GcsCheckpoints {
             // A checkpoint that does not parse is an error, not a fresh start: starting
             // the shard over is harmless, but the file may be the only record that its
             // shard was not finished.
-            let cp: Checkpoint = serde_json::from_slice(&body)
-                .map_err(|e| SyncError::Checkpoint { table: self.export.table.clone(), key: key.clone(), reason: e.to_string() })?;
+            let cp: Checkpoint = serde_json::from_slice(&body).map_err(|e| SyncError::Checkpoint {
+                table: self.export.table.clone(),
+                key: key.clone(),
+                reason: e.to_string(),
+            })?;
             if cp.shard != shard {
                 return Err(SyncError::Checkpoint { table: self.export.table.clone(), key, reason: format!("it names shard {}", cp.shard) });
             }
@@ -78,8 +81,11 @@ impl CheckpointStore for GcsCheckpoints {
     }
 
     async fn save(&self, cp: &Checkpoint) -> Result<(), SyncError> {
-        let key = sync_checkpoint_key(&self.export, &cp.shard)
-            .map_err(|e| SyncError::Checkpoint { table: self.export.table.clone(), key: cp.shard.clone(), reason: e.to_string() })?;
+        let key = sync_checkpoint_key(&self.export, &cp.shard).map_err(|e| SyncError::Checkpoint {
+            table: self.export.table.clone(),
+            key: cp.shard.clone(),
+            reason: e.to_string(),
+        })?;
         let body = serde_json::to_vec_pretty(cp).unwrap_or_default();
         let mut attempt = 0;
         loop {
@@ -87,7 +93,13 @@ impl CheckpointStore for GcsCheckpoints {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_retryable() && attempt < 6 => {
                     attempt += 1;
-                    tokio::time::sleep(crossdock_core::retry::backoff(attempt, std::time::Duration::from_millis(200), std::time::Duration::from_secs(5), rand::random())).await;
+                    tokio::time::sleep(crossdock_core::retry::backoff(
+                        attempt,
+                        std::time::Duration::from_millis(200),
+                        std::time::Duration::from_secs(5),
+                        rand::random(),
+                    ))
+                    .await;
                 }
                 Err(e) => return Err(self.load_err(e)),
             }

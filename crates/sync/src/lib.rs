@@ -9,6 +9,8 @@
 //! - [`events`]: logs and metrics, one function per occurrence.
 //!
 //! See README.md.
+// Libraries report through their return values and tracing, never the terminal or exit.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr, clippy::exit))]
 
 pub mod apply;
 pub mod checkpoint;

@@ -137,9 +137,7 @@ fn now_ms() -> i64 {
 }
 
 fn rfc3339_ms(ms: i64) -> Option<String> {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok().and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
 }
 
 fn parse_rfc3339_ms(s: &str) -> Option<i64> {
@@ -210,10 +208,14 @@ impl<'a, S: ChangeSource, T: Target, C: CheckpointStore> Sync<'a, S, T, C> {
             return Err(self.expired(id, format!("its parent shard {} is gone from the stream and was never read", parents_missing.join(", "))));
         }
         let it = self.source.iterator(id, &from).await?;
-        events::shard_started(&self.table, id, match &from {
-            Position::TrimHorizon => "TRIM_HORIZON",
-            Position::After(_) => "checkpoint",
-        });
+        events::shard_started(
+            &self.table,
+            id,
+            match &from {
+                Position::TrimHorizon => "TRIM_HORIZON",
+                Position::After(_) => "checkpoint",
+            },
+        );
         let s = self.shards.get_mut(id).expect("shard present");
         s.iterator = Some(it);
         s.started = true;
@@ -501,7 +503,14 @@ async fn run_inner<S: ChangeSource, T: Target, C: CheckpointStore>(
     };
     for (id, cp) in &checkpoints {
         if cp.stream != source.stream() {
-            return Err(sync.expired(id, format!("its checkpoint was written for stream {}, but the table's stream is now {} (was the stream disabled and enabled again?)", cp.stream, source.stream())));
+            return Err(sync.expired(
+                id,
+                format!(
+                    "its checkpoint was written for stream {}, but the table's stream is now {} (was the stream disabled and enabled again?)",
+                    cp.stream,
+                    source.stream()
+                ),
+            ));
         }
         let s = sync.shards.entry(id.clone()).or_default();
         s.finished = cp.finished;
@@ -573,21 +582,30 @@ async fn run_inner<S: ChangeSource, T: Target, C: CheckpointStore>(
             if started.elapsed() > opts.until_timeout {
                 let held = under_since.map_or(Duration::ZERO, |t| t.elapsed());
                 let worst = if under {
-                    format!("it was under the limit for {} ms of the --hold {} ms, with records still unread or unapplied", held.as_millis(), opts.hold.as_millis())
+                    format!(
+                        "it was under the limit for {} ms of the --hold {} ms, with records still unread or unapplied",
+                        held.as_millis(),
+                        opts.hold.as_millis()
+                    )
                 } else {
                     status
-                    .shards
-                    .iter()
-                    .filter(|s| s.state != "finished")
-                    .max_by_key(|s| s.lag_ms.unwrap_or(u64::MAX))
-                    .map(|s| match (s.state, s.lag_ms) {
-                        ("waiting", _) => format!("shard {} is still waiting for its parent", s.shard),
-                        (_, Some(l)) => format!("shard {} is {l} ms behind", s.shard),
-                        (_, None) => format!("shard {} has no lag yet", s.shard),
-                    })
-                    .unwrap_or_else(|| "no shard to read".into())
+                        .shards
+                        .iter()
+                        .filter(|s| s.state != "finished")
+                        .max_by_key(|s| s.lag_ms.unwrap_or(u64::MAX))
+                        .map(|s| match (s.state, s.lag_ms) {
+                            ("waiting", _) => format!("shard {} is still waiting for its parent", s.shard),
+                            (_, Some(l)) => format!("shard {} is {l} ms behind", s.shard),
+                            (_, None) => format!("shard {} has no lag yet", s.shard),
+                        })
+                        .unwrap_or_else(|| "no shard to read".into())
                 };
-                return Err(SyncError::LagNotReached { table: table.into(), target_ms: limit.as_millis() as u64, waited_s: started.elapsed().as_secs(), reason: worst });
+                return Err(SyncError::LagNotReached {
+                    table: table.into(),
+                    target_ms: limit.as_millis() as u64,
+                    waited_s: started.elapsed().as_secs(),
+                    reason: worst,
+                });
             }
         }
         if !read_any {

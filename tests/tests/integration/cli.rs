@@ -96,22 +96,36 @@ async fn aws_profile_with_credential_process_signs_requests() {
         format!("#!/bin/sh\ntouch '{}'\necho '{{\"Version\":1,\"AccessKeyId\":\"AKIDPROFILE\",\"SecretAccessKey\":\"profile-secret\"}}'\n", called.display()),
     )
     .expect("write credential process");
-    std::fs::write(dir.join("config"), format!("[profile crossdock-test]\ncredential_process = /bin/sh {}\n", dir.join("creds.sh").display())).expect("write config");
+    std::fs::write(dir.join("config"), format!("[profile crossdock-test]\ncredential_process = /bin/sh {}\n", dir.join("creds.sh").display()))
+        .expect("write config");
     let relay = |profile: Option<&str>| {
         let mut c = Command::new(crossdock_tests::crossdock_bin());
         if let Some(p) = profile {
             c.args(["--profile", p]);
         }
-        c.args(["relay", "--queue", &queue.url, "--dst-bucket-map", "src=dst", "--wait-time", "1", "--until-idle", "1", "--no-spot-poll", "--metrics-addr", "off"])
-            .env_remove("AWS_ACCESS_KEY_ID")
-            .env_remove("AWS_SECRET_ACCESS_KEY")
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("AWS_PROFILE")
-            .env("AWS_CONFIG_FILE", dir.join("config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-credentials"))
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .output()
-            .expect("run crossdock")
+        c.args([
+            "relay",
+            "--queue",
+            &queue.url,
+            "--dst-bucket-map",
+            "src=dst",
+            "--wait-time",
+            "1",
+            "--until-idle",
+            "1",
+            "--no-spot-poll",
+            "--metrics-addr",
+            "off",
+        ])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", dir.join("config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-credentials"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("run crossdock")
     };
     let out = relay(Some("crossdock-test"));
     assert!(out.status.success(), "exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr));

@@ -1,17 +1,17 @@
 //! `crossdock export` against the local stack: dynalite (DynamoDB, with real UPDATING
 //! phases and ConsumedCapacity) and moto (S3, Application Auto Scaling).
 
-use crossdock_export::lease::{AppAutoscaling, Autoscaler, NoAutoscaling};
-use crossdock_export::{Clients, Event, ExportConfig, ExportError, Observer, Raise};
 use crossdock_core::manifest::{AutoscalingBounds, CapacityLease};
 use crossdock_core::TypeTag;
-use crossdock_tests::unique;
+use crossdock_export::lease::{AppAutoscaling, Autoscaler, NoAutoscaling};
+use crossdock_export::{Clients, Event, ExportConfig, ExportError, Observer, Raise};
 use crossdock_tests::export::{
     create_table, decreases_today, export_dir, fill, lease, list, read_capacity, read_dump, same_items, scan_lines, wait_lease_stale,
 };
-use crossdock_tests::resources::{TempBucket, TempTable};
 use crossdock_tests::pipeline::{run, work_dir, Proc};
 use crossdock_tests::proxy::{checkpoint_put, part_put, Action, FaultProxy};
+use crossdock_tests::resources::{TempBucket, TempTable};
+use crossdock_tests::unique;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -196,7 +196,8 @@ async fn sigterm_mid_scan_restores_capacity_and_exits_partial() {
 async fn a_second_raising_export_of_a_table_is_refused_naming_the_running_owner() {
     let (table, bucket, c) = fault_table("exptwo").await;
     let dir = work_dir("exptwo");
-    let (mut first, s3) = export_held_mid_scan(&dir, "export-1", &table.name, &bucket.name, &["--raise-to", "40", "--read-ratio", "1", "--output", "json"]).await;
+    let (mut first, s3) =
+        export_held_mid_scan(&dir, "export-1", &table.name, &bucket.name, &["--raise-to", "40", "--read-ratio", "1", "--output", "json"]).await;
     let pid = first.child.id().expect("running");
     assert_eq!(read_capacity(&c.ddb, &table.name).await, 40);
 
@@ -288,7 +289,13 @@ async fn sigkill_mid_scan_then_resume_exports_every_item_exactly_once_and_restor
     assert!(parts_at_kill >= 2, "a part beyond the last checkpoint was uploaded ({parts_at_kill} parts)");
 
     // The next export of the table restores the stale lease first, then resumes.
-    let (code, summary, log) = run(&dir, "export-2", &export_args(&table.name, &bucket.name, &["--resume", "--raise-to", "400", "--read-ratio", "1", "--output", "json"]), Duration::from_secs(180)).await;
+    let (code, summary, log) = run(
+        &dir,
+        "export-2",
+        &export_args(&table.name, &bucket.name, &["--resume", "--raise-to", "400", "--read-ratio", "1", "--output", "json"]),
+        Duration::from_secs(180),
+    )
+    .await;
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(summary["complete"], true);
     assert_eq!(summary["restored_stale_leases"].as_array().map(Vec::len), Some(1), "{summary}");
@@ -347,7 +354,17 @@ async fn s3_failing_for_good_mid_upload_exits_resumable_aborts_the_upload_and_th
     assert!(uploads.uploads().is_empty(), "the multipart upload was aborted: {:?}", uploads.uploads());
     drop(s3);
 
-    let (code, summary, log) = run(&dir, "export-2", &export_args(&table.name, &bucket.name, &["--resume", "--segments", "1", "--part-size", "64M", "--chunk-size", "5M", "--raise-to", "400", "--read-ratio", "1", "--output", "json"]), Duration::from_secs(300)).await;
+    let (code, summary, log) = run(
+        &dir,
+        "export-2",
+        &export_args(
+            &table.name,
+            &bucket.name,
+            &["--resume", "--segments", "1", "--part-size", "64M", "--chunk-size", "5M", "--raise-to", "400", "--read-ratio", "1", "--output", "json"],
+        ),
+        Duration::from_secs(300),
+    )
+    .await;
     assert_eq!(code, Some(0), "{log}");
     assert_eq!((summary["complete"].as_bool(), summary["items"].as_u64()), (Some(true), Some(2000)), "{summary}");
     let dump_dir = export_dir(&c.s3, &bucket.name, "b", &table.name).await;
@@ -435,9 +452,8 @@ async fn dry_run_prints_the_plan_as_json_and_touches_nothing() {
     let table = TempTable::name("expdry");
     create_table(&c.ddb, &table.name, 5, 5).await;
     let bucket = TempBucket::new("expdry").await;
-    let (code, stdout, stderr) = export_cmd(&[
-        "--table", &table.name, "--bucket", &bucket.name, "--batch", "x", "--raise-by", "45", "--segments", "3", "--dry-run", "--output", "json",
-    ]);
+    let (code, stdout, stderr) =
+        export_cmd(&["--table", &table.name, "--bucket", &bucket.name, "--batch", "x", "--raise-by", "45", "--segments", "3", "--dry-run", "--output", "json"]);
     assert_eq!(code, Some(0), "{stderr}");
     let plan: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json plan");
     assert_eq!(plan["raise_to"], 50);
@@ -465,7 +481,8 @@ async fn a_sharded_export_of_three_processes_under_the_capacity_step_is_raised_a
         ["export", "capacity", sub].iter().chain(at.iter()).chain(["--run-id", run_id.as_str()].iter()).chain(extra).map(|x| x.to_string()).collect()
     };
 
-    let (code, stdout, stderr) = cli(&capacity("raise", &["--raise-to", "60", "--hold", "600", "--output", "json"]).iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, stdout, stderr) =
+        cli(&capacity("raise", &["--raise-to", "60", "--hold", "600", "--output", "json"]).iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("\"raised\""), "{stdout}");
     assert_eq!(read_capacity(&c.ddb, t).await, 60);
@@ -474,7 +491,27 @@ async fn a_sharded_export_of_three_processes_under_the_capacity_step_is_raised_a
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("already_held"), "{stdout}");
 
-    let shard = |i: u32| export_args(t, b, &["--segments", "3", "--segment-range", &format!("{i}..{}", i + 1), "--timestamp", ts, "--resume", "--capacity-run", &run_id, "--read-ratio", "1", "--output", "json"]);
+    let shard = |i: u32| {
+        export_args(
+            t,
+            b,
+            &[
+                "--segments",
+                "3",
+                "--segment-range",
+                &format!("{i}..{}", i + 1),
+                "--timestamp",
+                ts,
+                "--resume",
+                "--capacity-run",
+                &run_id,
+                "--read-ratio",
+                "1",
+                "--output",
+                "json",
+            ],
+        )
+    };
     let mut shards: Vec<Proc> = (0..3).map(|i| Proc::spawn(&dir, &format!("shard-{i}"), &shard(i))).collect();
     let mut items = 0;
     for p in &mut shards {
@@ -499,10 +536,13 @@ async fn a_sharded_export_of_three_processes_under_the_capacity_step_is_raised_a
     // Every shard tries the restore as its last step; it happens once, when complete.
     let restore = capacity("restore", &["--when-complete", "--batch", "b", "--timestamp", ts]);
     let restore: Vec<&str> = restore.iter().map(String::as_str).collect();
-    let outs: Vec<String> = (0..3).map(|_| cli(&restore)).map(|(code, out, err)| {
-        assert_eq!(code, Some(0), "{err}");
-        out
-    }).collect();
+    let outs: Vec<String> = (0..3)
+        .map(|_| cli(&restore))
+        .map(|(code, out, err)| {
+            assert_eq!(code, Some(0), "{err}");
+            out
+        })
+        .collect();
     assert!(outs[0].contains("restored to 5"), "{outs:?}");
     assert!(outs[1..].iter().all(|o| o.contains("nothing to do")), "{outs:?}");
     assert_eq!(read_capacity(&c.ddb, t).await, 5);

@@ -14,11 +14,11 @@ use crossdock_load::sink::spanner::SpannerTarget;
 use crossdock_load::sink::Target;
 use crossdock_load::LoadError;
 use crossdock_tests::load::*;
-use crossdock_tests::resources::*;
-use std::sync::atomic::Ordering;
 use crossdock_tests::pipeline::{work_dir, Proc};
 use crossdock_tests::proxy::{data_download, Action, FaultProxy};
 use crossdock_tests::relay::eventually;
+use crossdock_tests::resources::*;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 fn model_for(kind: TargetKind, export: &WrittenExport) -> TableModel {
@@ -223,7 +223,8 @@ async fn plain_table_loads_into_bigtable_with_identical_values() {
     let table = guard.name.clone();
     drop(guard);
     let guard = TempBigtable { name: table };
-    let forced = load_export(&t, &export, BatchConfig::default(), LoadOptions { force: true, ..Default::default() }).await.expect("reload into a dropped table");
+    let forced =
+        load_export(&t, &export, BatchConfig::default(), LoadOptions { force: true, ..Default::default() }).await.expect("reload into a dropped table");
     assert!(forced.table_created, "the dropped table is recreated: {forced:?}");
     assert_eq!((forced.files_loaded, forced.files_skipped), (forced.files_total, 0), "{forced:?}");
     assert_eq!(forced.rows_in_target, 200);
@@ -480,8 +481,18 @@ async fn postgres_numeric_extremes_round_trip_exactly() {
         max_row_bytes: 200,
     };
     let values = [
-        "1E+125", "-1E-130", "9.9999999999999999999999999999999999999E+125", "-12345678901234567890123456789012345678", "0.00012", "12345.678",
-        "100", "0", "-0.5", "3.14159265358979323846264338327950288", "1e-3", "123456789e4",
+        "1E+125",
+        "-1E-130",
+        "9.9999999999999999999999999999999999999E+125",
+        "-12345678901234567890123456789012345678",
+        "0.00012",
+        "12345.678",
+        "100",
+        "0",
+        "-0.5",
+        "3.14159265358979323846264338327950288",
+        "1e-3",
+        "123456789e4",
     ];
     let rows: Vec<Row> = values
         .iter()
@@ -492,7 +503,10 @@ async fn postgres_numeric_extremes_round_trip_exactly() {
     t.write_batch(&model, &rows).await.expect("direct COPY");
     t.write_batch(&model, &rows[..4]).await.expect("upsert of rows already there");
     let mut back = t.read_all(&model).await.expect("read");
-    back.sort_by_key(|r| match &r[0] { Cell::Str(k) => k[1..].parse::<usize>().unwrap_or(usize::MAX), _ => usize::MAX });
+    back.sort_by_key(|r| match &r[0] {
+        Cell::Str(k) => k[1..].parse::<usize>().unwrap_or(usize::MAX),
+        _ => usize::MAX,
+    });
     assert_eq!(back.len(), values.len());
     let num = |c: &Cell| match c {
         Cell::Num(n) => Decimal::parse(n).unwrap_or_else(|| panic!("not a number: {n}")),
@@ -502,10 +516,13 @@ async fn postgres_numeric_extremes_round_trip_exactly() {
         assert_eq!(num(&row[1]), Decimal::parse(v).expect("source number"), "{v}");
         let Cell::NumArr(ns) = &row[2] else { panic!("not an array: {:?}", row[2]) };
         let ns: Vec<Decimal> = ns.iter().map(|n| Decimal::parse(n).expect("number")).collect();
-        assert_eq!(ns, ["-7.25", "1E+20"].iter().fold(vec![Decimal::parse(v).expect("n")], |mut a, x| {
-            a.push(Decimal::parse(x).expect("n"));
-            a
-        }));
+        assert_eq!(
+            ns,
+            ["-7.25", "1E+20"].iter().fold(vec![Decimal::parse(v).expect("n")], |mut a, x| {
+                a.push(Decimal::parse(x).expect("n"));
+                a
+            })
+        );
     }
 }
 
@@ -559,7 +576,11 @@ async fn sigkill_mid_load_then_rerun_gives_exact_rows_and_skips_finished_files()
     let proxy = FaultProxy::gcs().await;
     proxy.rule(2, Action::Hold, data_download);
     let dir = work_dir("kill");
-    let args: Vec<String> = ["load", "--output", "json", "--marker", &export.marker_url, "--pipeline"].iter().map(|a| a.to_string()).chain([pipeline.to_string_lossy().into_owned()]).collect();
+    let args: Vec<String> = ["load", "--output", "json", "--marker", &export.marker_url, "--pipeline"]
+        .iter()
+        .map(|a| a.to_string())
+        .chain([pipeline.to_string_lossy().into_owned()])
+        .collect();
     let mut child = Proc::spawn_with_env(&dir, "load", &args, &[("STORAGE_EMULATOR_HOST", &proxy.url)]);
     let progress_prefix = format!("{}_progress/", export.export.dir());
     let held = proxy.wait_held(1, Duration::from_secs(60)).await;

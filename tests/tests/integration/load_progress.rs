@@ -19,7 +19,8 @@ fn on_a_terminal(args: &[String]) -> (Option<i32>, String) {
         cmd.push(' ');
         cmd.push_str(&quoted(a));
     }
-    let out = std::process::Command::new("script").args(["-q", "-e", "-c", &cmd, "/dev/null"]).stdin(std::process::Stdio::null()).output().expect("run script(1)");
+    let out =
+        std::process::Command::new("script").args(["-q", "-e", "-c", &cmd, "/dev/null"]).stdin(std::process::Stdio::null()).output().expect("run script(1)");
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 

@@ -35,7 +35,8 @@ fn hard_items() -> Vec<Item> {
     HARD.iter()
         .enumerate()
         .map(|(i, n)| {
-            let line = format!(r#"{{"Item":{{"pk":{{"S":"p{i}"}},"sk":{{"N":"{n}"}},"n":{{"N":"{n}"}},"ns":{{"NS":[{set}]}},"doc":{{"M":{{"v":{{"N":"{n}"}}}}}}}}}}"#);
+            let line =
+                format!(r#"{{"Item":{{"pk":{{"S":"p{i}"}},"sk":{{"N":"{n}"}},"n":{{"N":"{n}"}},"ns":{{"NS":[{set}]}},"doc":{{"M":{{"v":{{"N":"{n}"}}}}}}}}}}"#);
             parse_line(&line, i as u64 + 1).unwrap_or_else(|e| panic!("item {i}: {e}"))
         })
         .collect()
@@ -167,7 +168,10 @@ async fn numbers_round_trip_exactly_through_spanner() {
     let t = spanner(&db).await;
     let m = model(TargetKind::Spanner, &export);
     // More than NUMERIC's 29 + 9 digits: the canonical text.
-    assert_eq!((column_type(&m, "sk"), column_type(&m, "n"), column_type(&m, "ns")), (ColumnType::DecimalText, ColumnType::DecimalText, ColumnType::DecimalTextArray));
+    assert_eq!(
+        (column_type(&m, "sk"), column_type(&m, "n"), column_type(&m, "ns")),
+        (ColumnType::DecimalText, ColumnType::DecimalText, ColumnType::DecimalTextArray)
+    );
     load_and_verify(&t, &export, &m).await;
     assert_exact(&t, &m, &export.items).await;
     assert_verify_sees_rounding(&t, &export, &m).await;
@@ -262,7 +266,13 @@ async fn binary_loads_doubles_exactly_or_as_float64_when_asked() {
     };
     let load = ["load", "--output", "json", "--no-progress"];
     let ok = |out: &std::process::Output, what: &str| {
-        assert!(out.status.success(), "{what} exited {:?}: {}{}", out.status.code(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{what} exited {:?}: {}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     for (prefix, float64, want) in [("numbe", "", ColumnType::DecimalText), ("numbf", "\"ratio\"", ColumnType::Float64)] {
         let db = TempSpannerDb::new(prefix).await;

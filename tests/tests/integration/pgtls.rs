@@ -49,7 +49,10 @@ async fn verify_full_against_the_stacks_ca_loads_and_a_wrong_ca_is_refused() {
     std::fs::create_dir_all(&dir).expect("tmp dir");
     let wrong = other_ca(&dir);
     for mode in ["verify-full", "verify-ca", "require"] {
-        let e = PostgresTarget::connect(&url(&format!("sslmode={mode}&sslrootcert={}", wrong.display())), &schema.name).await.err().unwrap_or_else(|| panic!("{mode} with a wrong CA was accepted"));
+        let e = PostgresTarget::connect(&url(&format!("sslmode={mode}&sslrootcert={}", wrong.display())), &schema.name)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{mode} with a wrong CA was accepted"));
         let text = e.to_string();
         assert!(text.contains("certificate") || text.contains("UnknownIssuer"), "{mode}: {text}");
     }

@@ -39,10 +39,7 @@ async fn faults_injected_end_to_end_still_match_item_for_item() {
     create_table(&ddb, &events.name, false, false, 5).await;
     let (a, b) = (ddb.clone(), ddb.clone());
     let (on, en) = (orders.name.clone(), events.name.clone());
-    tokio::join!(
-        crossdock_tests::export::fill(&a, &on, ITEMS, 300, 8),
-        crossdock_tests::export::fill(&b, &en, ITEMS, 300, 8),
-    );
+    tokio::join!(crossdock_tests::export::fill(&a, &on, ITEMS, 300, 8), crossdock_tests::export::fill(&b, &en, ITEMS, 300, 8),);
 
     // S3 bucket → SQS (real notification), GCS bucket, PG schema, pipeline file.
     let w = Wired::new("pipefaults", 10, None).await;
@@ -140,8 +137,7 @@ async fn faults_injected_end_to_end_still_match_item_for_item() {
         .sum();
     assert_eq!(written, 2, "one _SUCCESS write per table across the fleet; logs in {}", dir.display());
     for id in [&orders_id, &events_id] {
-        let m: crossdock_core::marker::SuccessMarker =
-            serde_json::from_slice(&get_bytes(&gcs, &w.gcs.name, &id.marker_key()).await).expect("marker parses");
+        let m: crossdock_core::marker::SuccessMarker = serde_json::from_slice(&get_bytes(&gcs, &w.gcs.name, &id.marker_key()).await).expect("marker parses");
         assert_eq!(m.totals.items, ITEMS, "{}", id.table);
         assert!(m.totals.files >= 8, "many small parts for {}: {:?}", id.table, m.totals);
     }
@@ -174,8 +170,13 @@ async fn faults_injected_end_to_end_still_match_item_for_item() {
 
     // `crossdock verify`: every row and attribute against the marker's files.
     for id in [&orders_id, &events_id] {
-        let (code, report, log) =
-            run(&dir, &format!("verify-{}", id.table), &s(&["verify", "--output", "json", "--marker", &marker(id), "--pipeline", &pipeline]), Duration::from_secs(180)).await;
+        let (code, report, log) = run(
+            &dir,
+            &format!("verify-{}", id.table),
+            &s(&["verify", "--output", "json", "--marker", &marker(id), "--pipeline", &pipeline]),
+            Duration::from_secs(180),
+        )
+        .await;
         assert_eq!(code, Some(0), "verify {}: {report}\n{log}", id.table);
         assert_eq!((report["missing"].as_u64(), report["extra"].as_u64(), report["different"].as_u64()), (Some(0), Some(0), Some(0)), "{report}");
         assert_eq!(report["matching"], ITEMS, "{report}");

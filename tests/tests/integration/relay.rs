@@ -84,7 +84,8 @@ async fn duplicate_deliveries_make_one_copy_and_one_marker() {
             let mut parts = Vec::new();
             for (i, chunk) in [a, b].into_iter().enumerate() {
                 let n = i as i32 + 1;
-                let r = s3.upload_part().bucket(&w.src.name).key(&key).upload_id(id).part_number(n).body(chunk.to_vec().into()).send().await.expect("upload part");
+                let r =
+                    s3.upload_part().bucket(&w.src.name).key(&key).upload_id(id).part_number(n).body(chunk.to_vec().into()).send().await.expect("upload part");
                 parts.push(aws_sdk_s3::types::CompletedPart::builder().part_number(n).set_e_tag(r.e_tag().map(str::to_string)).build());
             }
             s3.complete_multipart_upload()
@@ -158,7 +159,15 @@ async fn bad_input_is_logged_counted_and_never_copied() {
     // Same layout in a bucket the relay is not configured for (a stale --dst-bucket-map).
     good.put_all(&foreign.client, &foreign.name, "").await;
     // A key escaping its table with `..`.
-    w.src.client.put_object().bucket(&w.src.name).key("bad/../Good/2026-11-23T09-30-00Z/_schema.json").body(b"{}".to_vec().into()).send().await.expect("put ..");
+    w.src
+        .client
+        .put_object()
+        .bucket(&w.src.name)
+        .key("bad/../Good/2026-11-23T09-30-00Z/_schema.json")
+        .body(b"{}".to_vec().into())
+        .send()
+        .await
+        .expect("put ..");
     // A truncated gzip part of another table.
     let broken = FakeExport::new("bad", "Broken", 1, 1, 5_000);
     let gz = pipe(&["gzip", "-c"], &broken.part_raw(0, 0));
@@ -337,9 +346,8 @@ async fn metrics_and_healthz_are_served() {
     let health = http.get(format!("http://127.0.0.1:{port}/healthz")).send().await.expect("healthz");
     assert!(health.status().is_success());
     let body = http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.expect("metrics").text().await.expect("text");
-    let value = |prefix: &str| -> f64 {
-        body.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(-1.0)
-    };
+    let value =
+        |prefix: &str| -> f64 { body.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(-1.0) };
     assert_eq!(value("crossdock_relay_objects_total{outcome=\"copied\"}") as usize, e.file_count(), "{body}");
     assert_eq!(value("crossdock_relay_markers_total{outcome=\"written\"}"), 1.0, "{body}");
     assert!(value("crossdock_relay_bytes_in_total") > 0.0, "{body}");
@@ -445,19 +453,11 @@ async fn bench_completion_gcs_requests_per_copied_file() {
     assert_eq!(copied as usize, e.file_count(), "every file copied once: {body}");
     let requests = gcs_requests(&body);
     let per_file = |purpose: &str| requests.iter().filter(|((p, _), _)| p == purpose).map(|(_, n)| n).sum::<f64>() / copied;
-    let breakdown = |purpose: &str| {
-        requests.iter().filter(|((p, _), _)| p == purpose).map(|((_, op), n)| format!("{op} {:.2}", n / copied)).collect::<Vec<_>>().join(", ")
-    };
+    let breakdown =
+        |purpose: &str| requests.iter().filter(|((p, _), _)| p == purpose).map(|((_, op), n)| format!("{op} {:.2}", n / copied)).collect::<Vec<_>>().join(", ");
     let completion = per_file("completion");
-    println!(
-        "export of {segments} segments x {parts} parts ({} files) relayed end to end in {relay_s:.0} s (puts done after {put_s:.0} s)",
-        e.file_count()
-    );
+    println!("export of {segments} segments x {parts} parts ({} files) relayed end to end in {relay_s:.0} s (puts done after {put_s:.0} s)", e.file_count());
     println!("gcs requests per copied file: {completion:.2} (goal ≤ 3)   [completion check: {}]", breakdown("completion"));
-    println!(
-        "all gcs requests per copied file, the copy's own included: {:.2}   [copy: {}]",
-        completion + per_file("copy"),
-        breakdown("copy")
-    );
+    println!("all gcs requests per copied file, the copy's own included: {:.2}   [copy: {}]", completion + per_file("copy"), breakdown("copy"));
     assert!(completion <= 3.0, "completion check costs {completion:.2} GCS requests per copied file");
 }

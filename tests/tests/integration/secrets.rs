@@ -44,18 +44,13 @@ fn pipeline(src: &str, dst: &str, pg_url: &str) -> String {
 /// and the test's own environment does not leak in a notify URL.
 fn crossdock() -> Command {
     let mut c = Command::new(crossdock_tests::crossdock_bin());
-    c.env("STORAGE_EMULATOR_HOST", "http://127.0.0.1:1")
-        .env_remove("CROSSDOCK_NOTIFY_URL");
+    c.env("STORAGE_EMULATOR_HOST", "http://127.0.0.1:1").env_remove("CROSSDOCK_NOTIFY_URL");
     c
 }
 
 /// Everything the process wrote, for the assertion messages and the checks.
 fn text(out: &Output) -> String {
-    format!(
-        "--- stdout\n{}\n--- stderr\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    format!("--- stdout\n{}\n--- stderr\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 #[track_caller]
@@ -71,23 +66,12 @@ fn a_failed_webhook_post_logs_neither_token_nor_password() {
     let dir = TempDir::new();
     // The PostgreSQL URL comes from the environment: its password is in the pipeline
     // once built, even though the file does not hold it.
-    let p = dir.file(
-        "p.toml",
-        &pipeline("dumps", "landing", "${CROSSDOCK_SECRETS_PG_URL}"),
-    );
+    let p = dir.file("p.toml", &pipeline("dumps", "landing", "${CROSSDOCK_SECRETS_PG_URL}"));
     // Not a `_SUCCESS` key: the load fails before any network call but the webhook's.
     let marker = "gs://landing/b1/Orders/2026-11-23T06-00-00Z/part-00000-00000.jsonl";
     for format in ["text", "json"] {
         let out = crossdock()
-            .args([
-                "load",
-                "--no-progress",
-                "--marker",
-                marker,
-                "--notify-url",
-                HOOK,
-                "--pipeline",
-            ])
+            .args(["load", "--no-progress", "--marker", marker, "--notify-url", HOOK, "--pipeline"])
             .arg(&p)
             .env("CROSSDOCK_SECRETS_PG_URL", pg_url("127.0.0.1:1"))
             .env("CROSSDOCK_LOG_FORMAT", format)
@@ -98,11 +82,7 @@ fn a_failed_webhook_post_logs_neither_token_nor_password() {
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
         let all = text(&out);
         // The post was attempted, failed, and was reported — by host only.
-        assert!(
-            all.contains("notification could not be posted")
-                && all.contains("http://127.0.0.1:1/…"),
-            "{format}:\n{all}"
-        );
+        assert!(all.contains("notification could not be posted") && all.contains("http://127.0.0.1:1/…"), "{format}:\n{all}");
         assert_no_secret(&out);
     }
 }
@@ -110,17 +90,9 @@ fn a_failed_webhook_post_logs_neither_token_nor_password() {
 #[test]
 fn help_does_not_show_a_notify_url_from_the_environment() {
     for sub in ["load", "relay"] {
-        let out = crossdock()
-            .args([sub, "--help"])
-            .env("CROSSDOCK_NOTIFY_URL", HOOK)
-            .output()
-            .expect("run crossdock --help");
+        let out = crossdock().args([sub, "--help"]).env("CROSSDOCK_NOTIFY_URL", HOOK).output().expect("run crossdock --help");
         assert!(out.status.success(), "{}", text(&out));
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("CROSSDOCK_NOTIFY_URL"),
-            "{}",
-            text(&out)
-        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("CROSSDOCK_NOTIFY_URL"), "{}", text(&out));
         assert_no_secret(&out);
     }
 }
@@ -130,42 +102,19 @@ fn pipeline_errors_do_not_echo_credentials() {
     let dir = TempDir::new();
     let validate = |name: &str, pg: &str| -> Output {
         let path = dir.file(name, &pipeline("dumps", "landing", pg));
-        crossdock()
-            .args(["pipeline", "validate"])
-            .arg(&path)
-            .env_remove("CROSSDOCK_SECRETS_UNSET")
-            .output()
-            .expect("run")
+        crossdock().args(["pipeline", "validate"]).arg(&path).env_remove("CROSSDOCK_SECRETS_UNSET").output().expect("run")
     };
     // A `${VAR}` that is not set, in a URL whose password is written inline.
-    let out = validate(
-        "unset.toml",
-        &format!(
-            "{}/${{CROSSDOCK_SECRETS_UNSET}}",
-            pg_url("db.internal:5432")
-        ),
-    );
+    let out = validate("unset.toml", &format!("{}/${{CROSSDOCK_SECRETS_UNSET}}", pg_url("db.internal:5432")));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("CROSSDOCK_SECRETS_UNSET is not set")
-            && err.contains("targets.relational.url"),
-        "{}",
-        text(&out)
-    );
+    assert!(err.contains("CROSSDOCK_SECRETS_UNSET is not set") && err.contains("targets.relational.url"), "{}", text(&out));
     assert_no_secret(&out);
     // The URL pasted between the braces, and a brace never closed.
-    for (name, pg) in [
-        ("pasted.toml", format!("${{{}}}", pg_url("db:5432"))),
-        ("open.toml", format!("{}/${{DB", pg_url("db:5432"))),
-    ] {
+    for (name, pg) in [("pasted.toml", format!("${{{}}}", pg_url("db:5432"))), ("open.toml", format!("{}/${{DB", pg_url("db:5432")))] {
         let out = validate(name, &pg);
         assert_eq!(out.status.code(), Some(2), "{name}: {}", text(&out));
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("targets.relational.url"),
-            "{name}: {}",
-            text(&out)
-        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("targets.relational.url"), "{name}: {}", text(&out));
         assert_no_secret(&out);
     }
     // Valid: the summary names the targets' kinds, not their URLs.
@@ -181,10 +130,7 @@ async fn an_unreachable_target_is_named_without_its_password() {
     let src = TempBucket::new("secrets").await;
     let dst = TempGcsBucket::new("secrets").await;
     let dir = TempDir::new();
-    let path: &Path = &dir.file(
-        "p.toml",
-        &pipeline(&src.name, &dst.name, "${CROSSDOCK_SECRETS_PG_URL}"),
-    );
+    let path: &Path = &dir.file("p.toml", &pipeline(&src.name, &dst.name, "${CROSSDOCK_SECRETS_PG_URL}"));
     let out = Command::new(crossdock_tests::crossdock_bin())
         .args(["pipeline", "validate", "--online"])
         .arg(path)
@@ -194,11 +140,6 @@ async fn an_unreachable_target_is_named_without_its_password() {
         .expect("run");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("postgres target is not reachable")
-            && err.contains("postgres://app:REDACTED@127.0.0.1:1/…"),
-        "{}",
-        text(&out)
-    );
+    assert!(err.contains("postgres target is not reachable") && err.contains("postgres://app:REDACTED@127.0.0.1:1/…"), "{}", text(&out));
     assert_no_secret(&out);
 }

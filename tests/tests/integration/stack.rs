@@ -43,10 +43,7 @@ async fn gcs_upload_and_read() {
     use gcloud_storage::http::objects::{download::Range, get::GetObjectRequest, upload::*};
     let b = TempGcsBucket::new("stack").await;
     let upload = UploadType::Simple(Media::new("dir/x.json"));
-    b.client
-        .upload_object(&UploadObjectRequest { bucket: b.name.clone(), ..Default::default() }, b"{}".to_vec(), &upload)
-        .await
-        .expect("upload");
+    b.client.upload_object(&UploadObjectRequest { bucket: b.name.clone(), ..Default::default() }, b"{}".to_vec(), &upload).await.expect("upload");
     let got = b
         .client
         .download_object(&GetObjectRequest { bucket: b.name.clone(), object: "dir/x.json".into(), ..Default::default() }, &Range::default())
@@ -103,11 +100,7 @@ async fn bigtable_write_and_read() {
     .await
     .expect("mutate row");
     let rows = bt
-        .read_rows(ReadRowsRequest {
-            table_name,
-            rows: Some(RowSet { row_keys: vec![b"row1".to_vec()], row_ranges: vec![] }),
-            ..Default::default()
-        })
+        .read_rows(ReadRowsRequest { table_name, rows: Some(RowSet { row_keys: vec![b"row1".to_vec()], row_ranges: vec![] }), ..Default::default() })
         .await
         .expect("read rows");
     assert_eq!(rows.len(), 1);

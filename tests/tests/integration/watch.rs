@@ -80,8 +80,20 @@ async fn watch_loads_each_marker_ignores_other_objects_and_exits_0_on_sigterm() 
     // dropped, so nothing is written before it does.
     let sub = topic.subscription_name("watch");
     let args: Vec<String> = [
-        "load", "--watch", "--pipeline", &pipeline, "--project", &crossdock_tests::gcp_project(), "--topic", &topic.name,
-        "--subscription", &sub, "--log-format", "json", "--log", "info,crossdock_load::watch=debug",
+        "load",
+        "--watch",
+        "--pipeline",
+        &pipeline,
+        "--project",
+        &crossdock_tests::gcp_project(),
+        "--topic",
+        &topic.name,
+        "--subscription",
+        &sub,
+        "--log-format",
+        "json",
+        "--log",
+        "info,crossdock_load::watch=debug",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -102,7 +114,8 @@ async fn watch_loads_each_marker_ignores_other_objects_and_exits_0_on_sigterm() 
     eprintln!("watcher subscribed {:.1} s after start", started.elapsed().as_secs_f64());
 
     // Objects that are not markers: acknowledged and ignored, nothing loaded.
-    let decoys = ["README.txt", "b1/decoy/2026-01-01T00-00-00Z/_SUCCESS.tmp", "b1/decoy/2026-01-01T00-00-00Z/data/seg-00000-part-00000.json", "b1/decoy/_SUCCESS/x"];
+    let decoys =
+        ["README.txt", "b1/decoy/2026-01-01T00-00-00Z/_SUCCESS.tmp", "b1/decoy/2026-01-01T00-00-00Z/data/seg-00000-part-00000.json", "b1/decoy/_SUCCESS/x"];
     for d in decoys {
         put(&gcs.client, &bucket, d, b"{}\n".to_vec()).await;
     }

@@ -110,7 +110,14 @@ impl BigtableTarget {
         let conn = BigTableConnection::new(project, instance, false, 2, Some(Duration::from_secs(60)))
             .await
             .map_err(|e| LoadError::Config(format!("Bigtable {project}/{instance}: {e}")))?;
-        Ok(BigtableTarget { project: project.into(), instance: instance.into(), family: family.into(), conn, timestamp_micros: timestamp_micros - timestamp_micros % 1000, stats: CallStats::default() })
+        Ok(BigtableTarget {
+            project: project.into(),
+            instance: instance.into(),
+            family: family.into(),
+            conn,
+            timestamp_micros: timestamp_micros - timestamp_micros % 1000,
+            stats: CallStats::default(),
+        })
     }
 
     fn client(&self) -> BigTable {
@@ -233,7 +240,12 @@ impl BigtableTarget {
     async fn read(&self, model: &TableModel, rows: Option<RowSet>) -> Result<Vec<(Vec<u8>, Vec<bigtable_rs::bigtable::RowCell>)>, LoadError> {
         let mut client = self.client();
         let filter = Filter::CellsPerColumnLimitFilter(1);
-        let req = ReadRowsRequest { table_name: client.get_full_table_name(&model.name), rows, filter: Some(RowFilter { filter: Some(filter) }), ..Default::default() };
+        let req = ReadRowsRequest {
+            table_name: client.get_full_table_name(&model.name),
+            rows,
+            filter: Some(RowFilter { filter: Some(filter) }),
+            ..Default::default()
+        };
         let rows = client.read_rows(req).await.map_err(|e| bt_err("read", &model.name, e))?;
         Ok(rows)
     }
@@ -285,7 +297,10 @@ impl Target for BigtableTarget {
             }
             Err(s) if s.code() == tonic::Code::NotFound => {
                 let mut families = HashMap::new();
-                families.insert(self.family.clone(), admin::ColumnFamily { gc_rule: Some(admin::GcRule { rule: Some(admin::gc_rule::Rule::MaxNumVersions(1)) }), ..Default::default() });
+                families.insert(
+                    self.family.clone(),
+                    admin::ColumnFamily { gc_rule: Some(admin::GcRule { rule: Some(admin::gc_rule::Rule::MaxNumVersions(1)) }), ..Default::default() },
+                );
                 let req = admin::CreateTableRequest {
                     parent: format!("projects/{}/instances/{}", self.project, self.instance),
                     table_id: model.name.clone(),
@@ -433,9 +448,11 @@ impl RowCounter {
 
 /// The key-only scan of a count: the whole table, or what follows `after`.
 fn count_request(table_name: &str, after: Option<&[u8]>) -> ReadRowsRequest {
-    let filter =
-        Filter::Chain(Chain { filters: vec![RowFilter { filter: Some(Filter::CellsPerRowLimitFilter(1)) }, RowFilter { filter: Some(Filter::StripValueTransformer(true)) }] });
-    let rows = after.map(|key| RowSet { row_keys: vec![], row_ranges: vec![RowRange { start_key: Some(StartKey::StartKeyOpen(key.to_vec())), end_key: None }] });
+    let filter = Filter::Chain(Chain {
+        filters: vec![RowFilter { filter: Some(Filter::CellsPerRowLimitFilter(1)) }, RowFilter { filter: Some(Filter::StripValueTransformer(true)) }],
+    });
+    let rows =
+        after.map(|key| RowSet { row_keys: vec![], row_ranges: vec![RowRange { start_key: Some(StartKey::StartKeyOpen(key.to_vec())), end_key: None }] });
     ReadRowsRequest { table_name: table_name.into(), rows, filter: Some(RowFilter { filter: Some(filter) }), ..Default::default() }
 }
 

@@ -7,16 +7,16 @@
 //! conversion escapes U+0000, [`crate::schema::pg_escape`]) and are read back as stored;
 //! `TableModel::to_item` reverses the escape.
 
+use super::pgtls::Tls;
 use super::{BatchLimits, CallStats, Target};
+use crate::decimal::Decimal;
 use crate::error::LoadError;
 use crate::schema::{compat_diff, Cell, ColumnType, Row, TableModel, TargetKind};
 use bytes::BytesMut;
 use futures::{pin_mut, TryStreamExt as _};
-use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
-use super::pgtls::Tls;
-use tokio_postgres::{Client, NoTls};
-use crate::decimal::Decimal;
 use std::sync::atomic::{AtomicU32, Ordering};
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::{Client, NoTls};
 
 /// Rows per COPY batch to start with, and the cap (PostgreSQL has no hard limit; this
 /// bounds memory and transaction size).
@@ -37,7 +37,15 @@ fn key_filter(model: &TableModel, rows: &[Row]) -> Result<(String, Vec<KeyParam>
                 Cell::Num(n) => (KeyParam::Text(n.clone()), "text::numeric"),
                 Cell::Bytes(b) => (KeyParam::Bytes(b.clone()), "bytea"),
                 Cell::Int(i) => (KeyParam::Int(*i), "int8"),
-                other => return Err(LoadError::Target { target: "postgres", op: "key", table: model.name.clone(), message: format!("key cell {other:?} cannot be bound"), retryable: false }),
+                other => {
+                    return Err(LoadError::Target {
+                        target: "postgres",
+                        op: "key",
+                        table: model.name.clone(),
+                        message: format!("key cell {other:?} cannot be bound"),
+                        retryable: false,
+                    })
+                }
             };
             params.push(param);
             parts.push(format!("${}::{cast}", params.len()));
@@ -93,8 +101,14 @@ fn err(op: &'static str, table: &str, e: tokio_postgres::Error) -> LoadError {
     use tokio_postgres::error::SqlState;
     let retryable = e.is_closed()
         || e.code().is_some_and(|c| {
-            [SqlState::T_R_SERIALIZATION_FAILURE, SqlState::T_R_DEADLOCK_DETECTED, SqlState::LOCK_NOT_AVAILABLE, SqlState::TOO_MANY_CONNECTIONS, SqlState::ADMIN_SHUTDOWN]
-                .contains(c)
+            [
+                SqlState::T_R_SERIALIZATION_FAILURE,
+                SqlState::T_R_DEADLOCK_DETECTED,
+                SqlState::LOCK_NOT_AVAILABLE,
+                SqlState::TOO_MANY_CONNECTIONS,
+                SqlState::ADMIN_SHUTDOWN,
+            ]
+            .contains(c)
         })
         || (e.code().is_none() && e.as_db_error().is_none());
     let message = match e.as_db_error() {
@@ -220,7 +234,8 @@ fn put_numeric(text: &str, out: &mut BytesMut) -> Result<(), String> {
         groups[(first - p.div_euclid(4)) as usize] += i16::from(digit) * 10i16.pow(p.rem_euclid(4) as u32);
     }
     let weight = i16::try_from(first).map_err(|_| format!("number {text} is out of NUMERIC range"))?;
-    let scale = u16::try_from(d.fraction_digits()).ok().filter(|s| *s <= 0x3FFF).ok_or_else(|| format!("number {text} has too many fraction digits for NUMERIC"))?;
+    let scale =
+        u16::try_from(d.fraction_digits()).ok().filter(|s| *s <= 0x3FFF).ok_or_else(|| format!("number {text} has too many fraction digits for NUMERIC"))?;
     out.put_i16(groups.len() as i16);
     out.put_i16(weight);
     out.put_u16(if d.negative { 0x4000 } else { 0 });
@@ -284,7 +299,10 @@ impl ToSql for Cell {
 impl PostgresTarget {
     /// Connects (one connection now; writers open more as needed).
     pub async fn connect(url: &str, schema: &str) -> Result<PostgresTarget, LoadError> {
-        let t = PostgresTarget { url: url.into(), schema: schema.into(), pool: tokio::sync::Mutex::new(Vec::new()),
+        let t = PostgresTarget {
+            url: url.into(),
+            schema: schema.into(),
+            pool: tokio::sync::Mutex::new(Vec::new()),
             stats: CallStats::default(),
             upsert_only: AtomicU32::new(0),
             next_pause: AtomicU32::new(1),
@@ -380,11 +398,7 @@ impl PostgresTarget {
     }
 
     fn create_table_sql(&self, model: &TableModel) -> String {
-        let cols: Vec<String> = model
-            .columns
-            .iter()
-            .map(|c| format!("{} {}{}", q(&c.name), sql_type(c.ty), if c.key { " NOT NULL" } else { "" }))
-            .collect();
+        let cols: Vec<String> = model.columns.iter().map(|c| format!("{} {}{}", q(&c.name), sql_type(c.ty), if c.key { " NOT NULL" } else { "" })).collect();
         let pk: Vec<String> = model.primary_key.iter().map(|&i| q(&model.columns[i].name)).collect();
         format!("CREATE TABLE {} ({}, PRIMARY KEY ({}))", self.table(model), cols.join(", "), pk.join(", "))
     }
@@ -521,7 +535,12 @@ impl Target for PostgresTarget {
         // Keep a batch's payload around 64 MiB at the largest row size seen.
         let by_bytes = ((64usize << 20) / model.max_row_bytes.max(1) as usize).max(1);
         let max = PG_MAX_ROWS.min(by_bytes);
-        BatchLimits { start: PG_START_ROWS.min(max), max, writers: 2, basis: format!("≤ {PG_MAX_ROWS} rows and ≈64 MiB per COPY transaction (max row {} B)", model.max_row_bytes) }
+        BatchLimits {
+            start: PG_START_ROWS.min(max),
+            max,
+            writers: 2,
+            basis: format!("≤ {PG_MAX_ROWS} rows and ≈64 MiB per COPY transaction (max row {} B)", model.max_row_bytes),
+        }
     }
 
     async fn ensure_table(&self, model: &TableModel) -> Result<bool, LoadError> {

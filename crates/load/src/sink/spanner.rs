@@ -119,7 +119,12 @@ fn scalar_from(ty: ColumnType, val: &Value) -> Result<Cell, String> {
             _ => return Err(bad()),
         },
         ColumnType::Json => Cell::Json(text()?),
-        ColumnType::StringArray | ColumnType::Int64Array | ColumnType::NumericArray | ColumnType::DecimalTextArray | ColumnType::Float64Array | ColumnType::BytesArray => {
+        ColumnType::StringArray
+        | ColumnType::Int64Array
+        | ColumnType::NumericArray
+        | ColumnType::DecimalTextArray
+        | ColumnType::Float64Array
+        | ColumnType::BytesArray => {
             let Kind::ListValue(l) = kind else { return Err(bad()) };
             let elem = match ty {
                 ColumnType::StringArray => ColumnType::String,
@@ -132,7 +137,9 @@ fn scalar_from(ty: ColumnType, val: &Value) -> Result<Cell, String> {
             match ty {
                 ColumnType::StringArray => Cell::StrArr(cells.into_iter().filter_map(|c| if let Cell::Str(x) = c { Some(x) } else { None }).collect()),
                 ColumnType::Int64Array => Cell::IntArr(cells.into_iter().filter_map(|c| if let Cell::Int(x) = c { Some(x) } else { None }).collect()),
-                ColumnType::NumericArray | ColumnType::DecimalTextArray => Cell::NumArr(cells.into_iter().filter_map(|c| if let Cell::Num(x) = c { Some(x) } else { None }).collect()),
+                ColumnType::NumericArray | ColumnType::DecimalTextArray => {
+                    Cell::NumArr(cells.into_iter().filter_map(|c| if let Cell::Num(x) = c { Some(x) } else { None }).collect())
+                }
                 ColumnType::Float64Array => Cell::FloatArr(cells.into_iter().filter_map(|c| if let Cell::Float(x) = c { Some(x) } else { None }).collect()),
                 _ => Cell::BytesArr(cells.into_iter().filter_map(|c| if let Cell::Bytes(x) = c { Some(x) } else { None }).collect()),
             }
@@ -146,7 +153,15 @@ fn decode_row(model: &TableModel, values: &[Value]) -> Result<Row, LoadError> {
         .columns
         .iter()
         .zip(values)
-        .map(|(c, v)| scalar_from(c.ty, v).map_err(|m| LoadError::Target { target: "spanner", op: "read", table: model.name.clone(), message: format!("column {}: {m}", c.name), retryable: false }))
+        .map(|(c, v)| {
+            scalar_from(c.ty, v).map_err(|m| LoadError::Target {
+                target: "spanner",
+                op: "read",
+                table: model.name.clone(),
+                message: format!("column {}: {m}", c.name),
+                retryable: false,
+            })
+        })
         .collect()
 }
 
@@ -225,7 +240,13 @@ impl SpannerTarget {
         while let Some(row) = iter.next().await.map_err(|s| status_err("read", table, &s))? {
             let mut vals = Vec::with_capacity(width);
             for i in 0..width {
-                let raw: Raw = row.column(i).map_err(|e| LoadError::Target { target: "spanner", op: "read", table: table.into(), message: e.to_string(), retryable: false })?;
+                let raw: Raw = row.column(i).map_err(|e| LoadError::Target {
+                    target: "spanner",
+                    op: "read",
+                    table: table.into(),
+                    message: e.to_string(),
+                    retryable: false,
+                })?;
                 vals.push(raw.0);
             }
             out.push(vals);
@@ -312,7 +333,8 @@ impl Target for SpannerTarget {
 
     async fn create_indexes(&self, model: &TableModel) -> Result<(), LoadError> {
         let present = self.list_indexes(model).await?;
-        let todo: Vec<String> = Self::index_sql(model).into_iter().filter(|(n, _)| !present.iter().any(|p| p.eq_ignore_ascii_case(n))).map(|(_, s)| s).collect();
+        let todo: Vec<String> =
+            Self::index_sql(model).into_iter().filter(|(n, _)| !present.iter().any(|p| p.eq_ignore_ascii_case(n))).map(|(_, s)| s).collect();
         if todo.is_empty() {
             return Ok(());
         }
@@ -344,7 +366,13 @@ impl Target for SpannerTarget {
         while let Some(row) = iter.next().await.map_err(|s| status_err("read", &model.name, &s))? {
             let mut vals = Vec::with_capacity(columns.len());
             for i in 0..columns.len() {
-                let raw: Raw = row.column(i).map_err(|e| LoadError::Target { target: "spanner", op: "read", table: model.name.clone(), message: e.to_string(), retryable: false })?;
+                let raw: Raw = row.column(i).map_err(|e| LoadError::Target {
+                    target: "spanner",
+                    op: "read",
+                    table: model.name.clone(),
+                    message: e.to_string(),
+                    retryable: false,
+                })?;
                 vals.push(raw.0);
             }
             out.push(decode_row(model, &vals)?);
@@ -358,7 +386,9 @@ impl Target for SpannerTarget {
         }
         let keys = rows.iter().map(|row| ListValue { values: model.primary_key.iter().map(|&k| to_value(&row[k])).collect() }).collect();
         let key_set = gcloud_googleapis::spanner::v1::KeySet { keys, ranges: vec![], all: false };
-        let m = Mutation { operation: Some(Operation::Delete(gcloud_googleapis::spanner::v1::mutation::Delete { table: model.name.clone(), key_set: Some(key_set) })) };
+        let m = Mutation {
+            operation: Some(Operation::Delete(gcloud_googleapis::spanner::v1::mutation::Delete { table: model.name.clone(), key_set: Some(key_set) })),
+        };
         self.client.apply_at_least_once(vec![m]).await.map_err(|e| client_err("delete", &model.name, e))?;
         self.stats.record(rows.len(), rows.len());
         Ok(())

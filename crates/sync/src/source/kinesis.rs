@@ -181,7 +181,8 @@ impl ChangeSource for KinesisSource {
             // oldest record left tells whether the checkpoint's own record is gone, in
             // which case records after it may be gone too.
             let horizon = self.raw_iterator(shard, &Position::TrimHorizon).await?;
-            let first = self.client.get_records().stream_arn(&self.arn).shard_iterator(horizon).limit(1).send().await.map_err(|e| self.err("GetRecords", shard, &e))?;
+            let first =
+                self.client.get_records().stream_arn(&self.arn).shard_iterator(horizon).limit(1).send().await.map_err(|e| self.err("GetRecords", shard, &e))?;
             if let Some(r) = first.records().first() {
                 if seq_gt(r.sequence_number(), seq) {
                     return Err(SyncError::Expired {
