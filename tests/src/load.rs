@@ -3,11 +3,11 @@
 //! loader is tested without the exporter or the relay; sample schemas and items with
 //! every DynamoDB type.
 
-use crossdock_core::item::{parse_line, to_line, AttributeValue, Item, TypeTag};
+use crossdock_core::item::{to_line, AttributeValue, Item};
 use crossdock_core::layout::{DumpFile, ExportId, Timestamp};
 use crossdock_core::manifest::TypeStats;
 use crossdock_core::marker::{MarkerFile, SuccessMarker, Totals};
-use crossdock_core::schema::{AttributeDefinition, BillingMode, KeyElement, KeyRole, Projection, SecondaryIndex, TableSchema};
+use crossdock_core::schema::TableSchema;
 use crossdock_core::Codec;
 use gcloud_storage::http::objects::upload::{UploadObjectRequest, UploadType};
 use gcloud_storage::http::objects::Object;
@@ -22,57 +22,7 @@ pub struct WrittenExport {
     pub items: Vec<Item>,
 }
 
-/// A table schema: `pk` (S) [+ `sk` (N)], with optional GSI on `status` (S).
-pub fn schema(table: &str, with_sort_key: bool, gsi: bool) -> TableSchema {
-    let key = |name: &str, role| KeyElement { name: name.into(), role };
-    let mut key_schema = vec![key("pk", KeyRole::Hash)];
-    let mut defs = vec![AttributeDefinition { name: "pk".into(), kind: TypeTag::S }];
-    if with_sort_key {
-        key_schema.push(key("sk", KeyRole::Range));
-        defs.push(AttributeDefinition { name: "sk".into(), kind: TypeTag::N });
-    }
-    let mut gsis = vec![];
-    if gsi {
-        defs.push(AttributeDefinition { name: "status".into(), kind: TypeTag::S });
-        gsis.push(SecondaryIndex { name: "by_status".into(), key_schema: vec![key("status", KeyRole::Hash)], projection: Projection::KeysOnly });
-    }
-    TableSchema {
-        format_version: 1,
-        table: table.into(),
-        key_schema,
-        attribute_definitions: defs,
-        global_secondary_indexes: gsis,
-        local_secondary_indexes: vec![],
-        billing_mode: BillingMode::PayPerRequest,
-        capacity_before: None,
-        item_count_estimate: 0,
-        size_bytes_estimate: 0,
-        total_segments: 1,
-        crossdock_version: crossdock_core::VERSION.into(),
-        stream: None,
-    }
-}
-
-/// `n` items covering every DynamoDB type (S N B BOOL NULL SS NS BS L M), awkward
-/// strings, big and fractional numbers, and a mixed-type attribute.
-pub fn all_types_items(n: usize, with_sort_key: bool) -> Vec<Item> {
-    (0..n)
-        .map(|i| {
-            let sk = if with_sort_key { format!(r#","sk":{{"N":"{}"}}"#, i % 7) } else { String::new() };
-            let mixed = if i % 2 == 0 { format!(r#"{{"S":"m{i}"}}"#) } else { format!(r#"{{"N":"{i}"}}"#) };
-            let line = format!(
-                r#"{{"Item":{{"pk":{{"S":"user#{i} é\"日本\u0001"}}{sk},"status":{{"S":"s{}"}},"count":{{"N":"{}"}},"price":{{"N":"{}.{:02}"}},"big":{{"N":"1234567890123456789012345678{}"}},"blob":{{"B":"AAEC/w=="}},"flag":{{"BOOL":{}}},"nothing":{{"NULL":true}},"tags":{{"SS":["a","b c","{i}"]}},"nums":{{"NS":["1","{i}","-3"]}},"blobs":{{"BS":["AA==","/w=="]}},"list":{{"L":[{{"S":"x"}},{{"N":"1.5"}},{{"L":[]}},{{"M":{{}}}}]}},"map":{{"M":{{"k.e y":{{"S":"v"}},"n":{{"N":"-0.001"}},"nested":{{"M":{{"b":{{"BOOL":false}}}}}}}}}},"mixed":{mixed},"empty":{{"S":""}}}}}}"#,
-                i % 3,
-                i as i64 * 1_000_003 - 500,
-                i,
-                i % 100,
-                i % 10,
-                i % 2 == 0,
-            );
-            parse_line(&line, i as u64 + 1).unwrap_or_else(|e| panic!("harness item {i}: {e}\n{line}"))
-        })
-        .collect()
-}
+pub use crossdock_load::conformance::{all_types_items, sample_schema as schema};
 
 /// Simple items: `pk` [+ `sk`], `status`, and `width` string attributes `a000…`.
 pub fn wide_items(n: usize, width: usize, with_sort_key: bool) -> Vec<Item> {

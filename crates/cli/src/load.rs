@@ -10,10 +10,7 @@ use crossdock_core::notify::Notification;
 use crossdock_core::pipeline::TargetConfig;
 use crossdock_load::run::{self, BatchPlan, LoadOptions, Plan, Routing};
 use crossdock_load::schema::TableModel;
-use crossdock_load::sink::bigtable::BigtableTarget;
-use crossdock_load::sink::postgres::PostgresTarget;
-use crossdock_load::sink::spanner::SpannerTarget;
-use crossdock_load::sink::Target;
+use crossdock_load::sink::{AnyTarget, Target};
 use crossdock_load::LoadError;
 use std::path::PathBuf;
 
@@ -110,28 +107,12 @@ pub(crate) fn export_micros(p: &Prepared) -> i64 {
     p.marker.marker.export.timestamp.unix_micros()
 }
 
-/// Runs `f` with the target the routing names, connected.
-macro_rules! with_target {
-    ($p:expr, |$t:ident| $body:expr) => {{
-        match &$p.routing.target {
-            TargetConfig::Spanner { database } => {
-                let $t = SpannerTarget::connect(database).await.map_err($crate::load::coded)?;
-                $body
-            }
-            TargetConfig::Postgres { url, schema } => {
-                let $t = PostgresTarget::connect(url, schema).await.map_err($crate::load::coded)?;
-                $body
-            }
-            TargetConfig::Bigtable { project, instance, column_family } => {
-                let $t = BigtableTarget::connect(project, instance, column_family, $crate::load::export_micros(&$p)).await.map_err($crate::load::coded)?;
-                $body
-            }
-        }
-    }};
+/// The target the routing names, connected.
+pub(crate) async fn connect(p: &Prepared) -> anyhow::Result<AnyTarget> {
+    crossdock_load::sink::connect(&p.routing.target, export_micros(p)).await.map_err(coded)
 }
-pub(crate) use with_target;
 
-fn plan_of<T: Target>(p: &Prepared, t: &T) -> (Plan, BatchPlan) {
+fn plan_of(p: &Prepared, t: &AnyTarget) -> (Plan, BatchPlan) {
     let batch = run::batch_plan(&t.batch_limits(&p.model), &p.routing.batch);
     let m = &p.marker.marker;
     let plan = Plan {
@@ -207,37 +188,36 @@ async fn load_marker(
 ) -> anyhow::Result<(Code, Option<crossdock_load::run::Summary>)> {
     let p = prepare(marker_url, pipeline).await?;
     let opts = LoadOptions { max_errors: args.max_errors, force: args.force };
-    with_target!(p, |t| {
-        let (plan, batch) = plan_of(&p, &t);
-        if args.dry_run {
-            print_plan(&plan, args.output);
-            return Ok((Code::Ok, None));
-        }
-        let progress = progress::Progress::start(plan.files, !args.no_progress && args.output != Output::Json);
-        let result = run::load(&p.marker, &t, &p.model, &batch, &opts, crate::shutdown::signal()).await;
-        if let Some(line) = progress {
-            line.finish();
-        }
-        let summary = result.map_err(coded)?;
-        match args.output {
-            Output::Json => println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default()),
-            Output::Text => println!(
-                "{}: {} into {} table {} — {} rows in target ({} expected, {} rejected), {} file(s) loaded, {} skipped, {} batch(es), {} ms",
-                summary.export,
-                summary.status,
-                summary.target,
-                summary.destination,
-                summary.rows_in_target,
-                summary.items_expected,
-                summary.rejected,
-                summary.files_loaded,
-                summary.files_skipped,
-                summary.batches,
-                summary.duration_ms
-            ),
-        }
-        Ok((Code::Ok, Some(summary)))
-    })
+    let t = connect(&p).await?;
+    let (plan, batch) = plan_of(&p, &t);
+    if args.dry_run {
+        print_plan(&plan, args.output);
+        return Ok((Code::Ok, None));
+    }
+    let progress = progress::Progress::start(plan.files, !args.no_progress && args.output != Output::Json);
+    let result = run::load(&p.marker, &t, &p.model, &batch, &opts, crate::shutdown::signal()).await;
+    if let Some(line) = progress {
+        line.finish();
+    }
+    let summary = result.map_err(coded)?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default()),
+        Output::Text => println!(
+            "{}: {} into {} table {} — {} rows in target ({} expected, {} rejected), {} file(s) loaded, {} skipped, {} batch(es), {} ms",
+            summary.export,
+            summary.status,
+            summary.target,
+            summary.destination,
+            summary.rows_in_target,
+            summary.items_expected,
+            summary.rejected,
+            summary.files_loaded,
+            summary.files_skipped,
+            summary.batches,
+            summary.duration_ms
+        ),
+    }
+    Ok((Code::Ok, Some(summary)))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<Code> {

@@ -57,8 +57,6 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
 
 /// `--online`: every endpoint the pipeline names answers (15 s each).
 async fn check_online(p: &crossdock_core::pipeline::Pipeline) -> anyhow::Result<()> {
-    use crossdock_core::pipeline::TargetConfig;
-    use crossdock_load::sink::{bigtable::BigtableTarget, postgres::PostgresTarget, spanner::SpannerTarget};
     use std::time::Duration;
     async fn within(what: String, f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
         match tokio::time::timeout(Duration::from_secs(15), f).await {
@@ -80,15 +78,7 @@ async fn check_online(p: &crossdock_core::pipeline::Pipeline) -> anyhow::Result<
     .await?;
     for t in [p.relational.as_ref(), p.wide_column.as_ref()].into_iter().flatten() {
         let what = format!("{} target", t.kind());
-        within(what, async move {
-            match t {
-                TargetConfig::Spanner { database } => SpannerTarget::connect(database).await.map(drop)?,
-                TargetConfig::Postgres { url, schema } => PostgresTarget::connect(url, schema).await.map(drop)?,
-                TargetConfig::Bigtable { project, instance, column_family } => BigtableTarget::connect(project, instance, column_family, 0).await.map(drop)?,
-            }
-            Ok(())
-        })
-        .await?;
+        within(what, async move { crossdock_load::sink::connect(t, 0).await.map(drop).map_err(anyhow::Error::from) }).await?;
     }
     Ok(())
 }

@@ -8,14 +8,10 @@
 //! was reached (rerun continues).
 
 use crate::exit::{fail, Code};
-use crate::load::{prepare, with_target, Output, Prepared};
+use crate::load::{connect, prepare, Output, Prepared};
 use anyhow::Context as _;
 use crossdock_core::layout::DumpFile;
 use crossdock_core::marker::LoadedRecord;
-use crossdock_core::pipeline::TargetConfig;
-use crossdock_load::sink::bigtable::BigtableTarget;
-use crossdock_load::sink::postgres::PostgresTarget;
-use crossdock_load::sink::spanner::SpannerTarget;
 use crossdock_load::sink::Target;
 use crossdock_sync::checkpoint::GcsCheckpoints;
 use crossdock_sync::source::kinesis::KinesisSource;
@@ -336,10 +332,11 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
     let conf = crate::aws::config(args.region.clone()).await;
     let source = open_source(&args, &p, &conf).await?;
     let opts = options(&args, &p, matches!(source, Source::Kinesis(_)));
-    with_target!(p, |t| match &source {
+    let t = connect(&p).await?;
+    match &source {
         Source::Streams(s) => sync_with(&args, &p, &t, s, &opts).await,
         Source::Kinesis(s) => sync_with(&args, &p, &t, s, &opts).await,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -2,11 +2,7 @@
 //! attribute with the export its marker describes. Exit 0 when equal, 7 when not.
 
 use crate::exit::Code;
-use crate::load::{prepare, with_target, Output};
-use crossdock_core::pipeline::TargetConfig;
-use crossdock_load::sink::bigtable::BigtableTarget;
-use crossdock_load::sink::postgres::PostgresTarget;
-use crossdock_load::sink::spanner::SpannerTarget;
+use crate::load::{coded, connect, prepare, Output};
 use std::path::PathBuf;
 
 /// Flags of `crossdock verify`.
@@ -23,14 +19,11 @@ pub struct Args {
     pub output: Output,
 }
 
-fn coded(e: crossdock_load::LoadError) -> anyhow::Error {
-    crate::exit::fail(crate::load::code_for(&e), e.to_string())
-}
-
 pub async fn run(args: Args) -> anyhow::Result<Code> {
     let pipeline = crate::pipeline::load(&args.pipeline)?;
     let p = prepare(&args.marker, &pipeline).await?;
-    let report = with_target!(p, |t| crossdock_load::run::verify(&p.marker, &t, &p.model).await.map_err(coded)?);
+    let t = connect(&p).await?;
+    let report = crossdock_load::run::verify(&p.marker, &t, &p.model).await.map_err(coded)?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default()),
         Output::Text => {

@@ -9,11 +9,14 @@
 //! - [`feed`]: files → checked bytes → chunks of rows, streaming, for the writers.
 //! - [`rowparse`]: the fast path from a JSON line straight to a row.
 //! - [`progress`]: per-file progress and reject records in GCS, the `_LOADED` record.
+//! - `conformance` (feature `testing`): the suite every target passes, and sample data.
 //! - [`run`]: orchestration (plan, load, indexes, count check) and verification.
 // Libraries report through their return values and tracing, never the terminal or exit.
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr, clippy::exit))]
 
 pub mod compare;
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
 pub mod decimal;
 pub mod error;
 pub mod feed;

@@ -7,7 +7,7 @@ use crossdock_core::pipeline::BatchConfig;
 use crossdock_core::Codec;
 use crossdock_load::marker::Marker;
 use crossdock_load::run::{self, LoadOptions, Summary};
-use crossdock_load::schema::{items_equal, ColumnType, Row, TableModel, TargetKind};
+use crossdock_load::schema::{ColumnType, Row, TableModel, TargetKind};
 use crossdock_load::sink::bigtable::BigtableTarget;
 use crossdock_load::sink::postgres::PostgresTarget;
 use crossdock_load::sink::spanner::SpannerTarget;
@@ -41,100 +41,35 @@ async fn bigtable() -> BigtableTarget {
     BigtableTarget::connect(&crossdock_tests::gcp_project(), &crossdock_tests::bigtable_instance(), "d", 1_700_000_000_000_000).await.expect("connect bigtable")
 }
 
-/// Reads the whole table back and checks every row equals its source item.
-async fn assert_reads_back<T: Target>(t: &T, model: &TableModel, items: &[Item]) {
-    let rows = t.read_all(model).await.expect("read all");
-    assert_eq!(rows.len(), items.len(), "row count");
-    let key = |i: &Item| model.primary_key.iter().map(|&k| crossdock_load::schema::typed_json(&i[&model.columns[k].attribute])).collect::<Vec<_>>().join("|");
-    let mut by_key: std::collections::HashMap<String, &Item> = items.iter().map(|i| (key(i), i)).collect();
-    for r in &rows {
-        let back = model.to_item(r).expect("decode row");
-        let src = by_key.remove(&key(&back)).unwrap_or_else(|| panic!("unexpected row {back:?}"));
-        assert!(items_equal(src, &back), "{:?}: row differs\nsource: {src:?}\ntarget: {back:?}", t.kind());
-    }
-    assert!(by_key.is_empty(), "missing rows: {:?}", by_key.keys().collect::<Vec<_>>());
-}
-
-/// The shared conformance suite: every target must pass it unchanged.
-async fn conformance<T: Target>(t: &T, model: &TableModel, items: &[Item]) {
-    assert!(t.ensure_table(model).await.expect("ensure_table creates"), "{:?}: first ensure_table creates", t.kind());
-    assert!(!t.ensure_table(model).await.expect("ensure_table again"), "second ensure_table finds it");
-    let rows: Vec<Row> = items.iter().map(|i| model.to_row(i).expect("converts")).collect();
-    let half = rows.len() / 2;
-    t.write_batch(model, &rows[..half]).await.expect("first half");
-    // Overlapping rewrite: upserts, no duplicates.
-    t.write_batch(model, &rows).await.expect("everything");
-    t.write_batch(model, &rows[..3]).await.expect("again");
-    assert_eq!(t.count_rows(model).await.expect("count"), items.len() as u64);
-    assert_reads_back(t, model, items).await;
-    // Lookups by key: present keys come back whole, an absent one does not.
-    let mut absent = items[0].clone();
-    absent.insert("pk".into(), crossdock_core::item::AttributeValue::S("no such key".into()));
-    let asked = [rows[0].clone(), model.to_row(&absent).expect("converts"), rows[rows.len() - 1].clone()];
-    let mut got: Vec<Item> = t.read_keys(model, &asked).await.expect("read keys").iter().map(|r| model.to_item(r).expect("decode")).collect();
-    assert_eq!(got.len(), 2, "{:?}: {got:?}", t.kind());
-    got.sort_by_key(|i| i["pk"] == items[0]["pk"]);
-    assert!(items_equal(&got[1], &items[0]) && items_equal(&got[0], &items[items.len() - 1]), "{:?}: {got:?}", t.kind());
-    assert!(t.read_keys(model, &[]).await.expect("no keys").is_empty());
-    // Deletes by key: the rows go, an absent key is no error, the others stay.
-    let gone = [rows[1].clone(), model.to_row(&absent).expect("converts"), rows[2].clone()];
-    t.delete_keys(model, &gone).await.expect("delete keys");
-    t.delete_keys(model, &gone[..1]).await.expect("deleting again");
-    assert_eq!(t.count_rows(model).await.expect("count"), items.len() as u64 - 2, "{:?}", t.kind());
-    assert!(t.read_keys(model, &gone).await.expect("read deleted").is_empty(), "{:?}", t.kind());
-    t.write_batch(model, &rows[1..3]).await.expect("write back");
-    t.create_indexes(model).await.expect("indexes");
-    t.create_indexes(model).await.expect("indexes are idempotent");
-    assert_eq!(t.list_indexes(model).await.expect("list indexes").len(), model.indexes.len());
-    assert!(t.stats().calls.load(Ordering::Relaxed) >= 3);
-    // The same table seen by an export that needs another column type: refused.
-    let mut other = model.clone();
-    let (i, _) = other.columns.iter().enumerate().find(|(_, c)| c.attribute == "pk").expect("pk");
-    other.columns[i].ty = if t.kind() == TargetKind::Bigtable { ColumnType::String } else { ColumnType::Bytes };
-    if t.kind() != TargetKind::Bigtable {
-        match t.ensure_table(&other).await {
-            Err(LoadError::Incompatible { diff, .. }) => assert!(diff.contains(&model.columns[i].name), "{diff}"),
-            r => panic!("incompatible table accepted: {r:?}"),
-        }
-    }
-}
+use crossdock_load::conformance::{self, assert_reads_back, sample_model};
 
 fn sample(n: usize, sort_key: bool, gsi: bool) -> (crossdock_core::schema::TableSchema, Vec<Item>) {
     (schema(&crossdock_tests::unique_ident("tbl"), sort_key, gsi), all_types_items(n, sort_key))
-}
-
-async fn sample_model(kind: TargetKind, n: usize, gsi: bool) -> (TableModel, Vec<Item>) {
-    let (s, items) = sample(n, true, gsi);
-    let mut stats = crossdock_core::manifest::TypeStats::default();
-    for i in &items {
-        stats.observe(i, |v| crossdock_load::schema::typed_json(v).len());
-    }
-    (TableModel::infer(kind, &s, &stats, None).expect("model"), items)
 }
 
 #[tokio::test]
 async fn conformance_spanner() {
     let db = TempSpannerDb::new("conf").await;
     let t = spanner(&db).await;
-    let (model, items) = sample_model(TargetKind::Spanner, 40, true).await;
-    conformance(&t, &model, &items).await;
+    let (model, items) = sample_model(TargetKind::Spanner, &crossdock_tests::unique_ident("tbl"), 40, true);
+    conformance::run(&t, &model, &items).await;
 }
 
 #[tokio::test]
 async fn conformance_postgres() {
     let s = TempPgSchema::new("conf").await;
     let t = postgres(&s).await;
-    let (model, items) = sample_model(TargetKind::Postgres, 40, true).await;
-    conformance(&t, &model, &items).await;
+    let (model, items) = sample_model(TargetKind::Postgres, &crossdock_tests::unique_ident("tbl"), 40, true);
+    conformance::run(&t, &model, &items).await;
 }
 
 #[tokio::test]
 async fn conformance_bigtable() {
     let t = bigtable().await;
-    let (mut model, items) = sample_model(TargetKind::Bigtable, 40, false).await;
     let guard = TempBigtable::name("conf");
+    let (mut model, items) = sample_model(TargetKind::Bigtable, &crossdock_tests::unique_ident("tbl"), 40, false);
     model.name = guard.name.clone();
-    conformance(&t, &model, &items).await;
+    conformance::run(&t, &model, &items).await;
 }
 
 async fn load_export<T: Target>(t: &T, export: &WrittenExport, batch: BatchConfig, opts: LoadOptions) -> Result<Summary, LoadError> {

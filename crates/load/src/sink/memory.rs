@@ -1,11 +1,13 @@
-//! An in-memory target: tables are maps from primary key to row. It keeps the loader's,
-//! verify's and the catch-up's decisions testable in `cargo test` without a server, and
-//! can be told to fail writes to exercise retries and progress records.
+//! An in-memory target: tables are maps from primary key to row, with the columns and
+//! indexes they were created with. It passes the conformance suite like the real
+//! targets, keeps the loader's, verify's and the catch-up's decisions testable in
+//! `cargo test` without a server, and can be told to fail writes to exercise retries
+//! and progress records.
 
 use super::{BatchLimits, CallStats, Target};
 use crate::decimal::Decimal;
 use crate::error::LoadError;
-use crate::schema::{Cell, Row, TableModel, TargetKind};
+use crate::schema::{compat_diff, Cell, Row, TableModel, TargetKind};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -14,10 +16,30 @@ use std::sync::Mutex;
 #[derive(Debug)]
 pub struct MemoryTarget {
     kind: TargetKind,
-    tables: Mutex<HashMap<String, BTreeMap<String, Row>>>,
+    tables: Mutex<HashMap<String, Table>>,
     /// The next this-many writes fail (retryably).
     fail_writes: AtomicU32,
     stats: CallStats,
+}
+
+/// One table: the shape it was created with, its indexes and its rows by key.
+#[derive(Debug, Default)]
+struct Table {
+    /// (column name, type, nullable), as `compat_diff` compares them.
+    columns: Vec<(String, String, bool)>,
+    primary_key: Vec<String>,
+    indexes: Vec<String>,
+    rows: BTreeMap<String, Row>,
+}
+
+impl Table {
+    fn of(model: &TableModel) -> Table {
+        Table {
+            columns: model.columns.iter().map(|c| (c.name.clone(), format!("{:?}", c.ty), !c.key)).collect(),
+            primary_key: model.primary_key.iter().map(|&k| model.columns[k].name.clone()).collect(),
+            ..Table::default()
+        }
+    }
 }
 
 impl MemoryTarget {
@@ -30,7 +52,7 @@ impl MemoryTarget {
         self.fail_writes.store(n, Ordering::SeqCst);
     }
 
-    fn tables(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<String, Row>>> {
+    fn tables(&self) -> std::sync::MutexGuard<'_, HashMap<String, Table>> {
         self.tables.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -79,9 +101,20 @@ impl Target for MemoryTarget {
 
     async fn ensure_table(&self, model: &TableModel) -> Result<bool, LoadError> {
         let mut tables = self.tables();
-        let created = !tables.contains_key(&model.name);
-        tables.entry(model.name.clone()).or_default();
-        Ok(created)
+        let Some(table) = tables.get(&model.name) else {
+            tables.insert(model.name.clone(), Table::of(model));
+            return Ok(true);
+        };
+        // Bigtable has no column types to disagree on.
+        if self.kind == TargetKind::Bigtable {
+            return Ok(false);
+        }
+        let diff = compat_diff(model, &table.columns, &table.primary_key, |t| format!("{t:?}"));
+        if diff.is_empty() {
+            Ok(false)
+        } else {
+            Err(LoadError::Incompatible { target: "memory".into(), table: model.name.clone(), diff: diff.join("\n") })
+        }
     }
 
     async fn write_batch(&self, model: &TableModel, rows: &[Row]) -> Result<(), LoadError> {
@@ -89,28 +122,35 @@ impl Target for MemoryTarget {
         let mut tables = self.tables();
         let table = tables.get_mut(&model.name).ok_or_else(|| Self::missing(model, "write"))?;
         for r in rows {
-            table.insert(key(model, r), r.clone());
+            table.rows.insert(key(model, r), r.clone());
         }
         self.stats.record(rows.len(), rows.len());
         Ok(())
     }
 
-    async fn create_indexes(&self, _model: &TableModel) -> Result<(), LoadError> {
+    async fn create_indexes(&self, model: &TableModel) -> Result<(), LoadError> {
+        let mut tables = self.tables();
+        let table = tables.get_mut(&model.name).ok_or_else(|| Self::missing(model, "create index"))?;
+        for ix in &model.indexes {
+            if !table.indexes.contains(&ix.name) {
+                table.indexes.push(ix.name.clone());
+            }
+        }
         Ok(())
     }
 
     async fn count_rows(&self, model: &TableModel) -> Result<u64, LoadError> {
-        Ok(self.tables().get(&model.name).ok_or_else(|| Self::missing(model, "count"))?.len() as u64)
+        Ok(self.tables().get(&model.name).ok_or_else(|| Self::missing(model, "count"))?.rows.len() as u64)
     }
 
     async fn read_all(&self, model: &TableModel) -> Result<Vec<Row>, LoadError> {
-        Ok(self.tables().get(&model.name).ok_or_else(|| Self::missing(model, "read"))?.values().cloned().collect())
+        Ok(self.tables().get(&model.name).ok_or_else(|| Self::missing(model, "read"))?.rows.values().cloned().collect())
     }
 
     async fn read_keys(&self, model: &TableModel, rows: &[Row]) -> Result<Vec<Row>, LoadError> {
         let tables = self.tables();
         let table = tables.get(&model.name).ok_or_else(|| Self::missing(model, "read"))?;
-        Ok(rows.iter().filter_map(|r| table.get(&key(model, r)).cloned()).collect())
+        Ok(rows.iter().filter_map(|r| table.rows.get(&key(model, r)).cloned()).collect())
     }
 
     async fn delete_keys(&self, model: &TableModel, rows: &[Row]) -> Result<(), LoadError> {
@@ -118,13 +158,13 @@ impl Target for MemoryTarget {
         let mut tables = self.tables();
         let table = tables.get_mut(&model.name).ok_or_else(|| Self::missing(model, "delete"))?;
         for r in rows {
-            table.remove(&key(model, r));
+            table.rows.remove(&key(model, r));
         }
         Ok(())
     }
 
-    async fn list_indexes(&self, _model: &TableModel) -> Result<Vec<String>, LoadError> {
-        Ok(Vec::new())
+    async fn list_indexes(&self, model: &TableModel) -> Result<Vec<String>, LoadError> {
+        Ok(self.tables().get(&model.name).ok_or_else(|| Self::missing(model, "list indexes"))?.indexes.clone())
     }
 
     fn stats(&self) -> &CallStats {

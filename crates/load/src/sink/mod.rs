@@ -1,6 +1,8 @@
 //! One small trait every target implements, so the loader and one shared conformance
-//! suite work the same against Spanner, Bigtable and PostgreSQL.
+//! suite work the same against Spanner, Bigtable and PostgreSQL; [`any::AnyTarget`] is
+//! the one type callers hold, whichever target the routing picked.
 
+pub mod any;
 pub mod bigtable;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
@@ -12,6 +14,8 @@ use crate::error::LoadError;
 use crate::schema::{Row, TableModel, TargetKind};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+pub use any::{connect, AnyTarget};
 
 /// What a target tells the planner about batches for a model.
 #[derive(Debug, Clone, serde::Serialize)]
