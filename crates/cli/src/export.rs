@@ -10,7 +10,7 @@
 
 use crate::exit::{fail, Code};
 use crossdock_export::lease::{AppAutoscaling, Autoscaler, Holder, LeaseCtx, NoAutoscaling, RestoreAction, RestoreReport};
-use crossdock_export::{Clients, Event, ExportConfig, ExportError, Observer, Raise};
+use crossdock_export::{Clients, ExportConfig, ExportError, ExportEvent, Observer, Raise};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -487,10 +487,10 @@ struct Progress {
 }
 
 impl Observer for Progress {
-    fn event(&self, e: &Event) {
+    fn event(&self, e: &ExportEvent) {
         match e {
-            Event::Started { size_bytes_estimate, .. } => self.size_estimate.store(*size_bytes_estimate, Ordering::Relaxed),
-            Event::Page { items, bytes, consumed_rcu, .. } => {
+            ExportEvent::Started { size_bytes_estimate, .. } => self.size_estimate.store(*size_bytes_estimate, Ordering::Relaxed),
+            ExportEvent::Page { items, bytes, consumed_rcu, .. } => {
                 self.items.fetch_add(*items, Ordering::Relaxed);
                 self.bytes.fetch_add(*bytes, Ordering::Relaxed);
                 self.milli_rcu.fetch_add((consumed_rcu * 1000.0) as u64, Ordering::Relaxed);

@@ -181,7 +181,7 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
 async fn serve_metrics(addr: SocketAddr, health: crossdock_relay::Health) -> anyhow::Result<()> {
     use axum::{http::StatusCode, routing::get, Router};
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
-    for (name, help) in crossdock_relay::metrics::METRICS {
+    for (name, help) in crossdock_relay::events::METRICS {
         metrics::describe_counter!(*name, *help);
     }
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the metrics server to {addr}"))?;

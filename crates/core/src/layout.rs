@@ -129,6 +129,26 @@ impl ExportId {
         format!("{}/{}/{}/", self.batch, self.table, self.timestamp)
     }
 
+    /// S3 prefix of this export's directory under the source prefix (`{prefix}{batch}/{table}/{timestamp}/`).
+    pub fn s3_dir(&self, prefix: &str) -> String {
+        format!("{prefix}{}", self.dir())
+    }
+
+    /// S3 prefix of this export's segment manifests (`…/manifests/`).
+    pub fn s3_manifests_dir(&self, prefix: &str) -> String {
+        format!("{}manifests/", self.s3_dir(prefix))
+    }
+
+    /// GCS prefix of this export's relayed data parts (`…/data/`).
+    pub fn gcs_data_prefix(&self) -> String {
+        format!("{}data/", self.dir())
+    }
+
+    /// GCS prefix of the loader's per-file progress records (`…/_progress/`).
+    pub fn progress_prefix(&self) -> String {
+        format!("{}_progress/", self.dir())
+    }
+
     /// S3 key of a file of this export under the source prefix.
     pub fn s3_key(&self, prefix: &str, file: &DumpFile) -> String {
         format!("{prefix}{}{}", self.dir(), file.s3_name())
@@ -149,6 +169,17 @@ impl fmt::Display for ExportId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}/{}", self.batch, self.table, self.timestamp)
     }
+}
+
+/// S3 prefix holding every export of `table` in `batch`: `{prefix}{batch}/{table}/`.
+pub fn table_prefix(prefix: &str, batch: &str, table: &str) -> String {
+    format!("{prefix}{batch}/{table}/")
+}
+
+/// The export timestamps among a listing's common prefixes under [`table_prefix`]
+/// (anything else under it is ignored).
+pub fn timestamps_under(table_prefix: &str, common_prefixes: &[String]) -> Vec<Timestamp> {
+    common_prefixes.iter().filter_map(|p| Timestamp::parse(p.strip_prefix(table_prefix)?.strip_suffix('/')?).ok()).collect()
 }
 
 /// The batch name reserved for per-table exporter state: `{prefix}_leases/{table}/…`.
@@ -330,6 +361,21 @@ mod tests {
 
     fn ts() -> Timestamp {
         Timestamp::parse("2026-11-23T09-30-00Z").expect("valid")
+    }
+
+    #[test]
+    fn timestamps_are_read_from_a_tables_listing() {
+        let dir = table_prefix("exports/", "b1", "Orders");
+        assert_eq!(dir, "exports/b1/Orders/");
+        let listed =
+            ["exports/b1/Orders/2026-01-02T03-04-05Z/".to_string(), "exports/b1/Orders/notes/".into(), "exports/b1/Other/2026-01-02T03-04-05Z/".into()];
+        assert_eq!(timestamps_under(&dir, &listed), vec![Timestamp::parse("2026-01-02T03-04-05Z").expect("ts")]);
+        let id = ExportId::new("b1", "Orders", Timestamp::parse("2026-01-02T03-04-05Z").expect("ts")).expect("id");
+        assert_eq!(id.s3_dir("exports/"), "exports/b1/Orders/2026-01-02T03-04-05Z/");
+        assert_eq!(id.progress_prefix(), "b1/Orders/2026-01-02T03-04-05Z/_progress/");
+        assert_eq!(id.s3_manifests_dir("x/"), "x/b1/Orders/2026-01-02T03-04-05Z/manifests/");
+        assert!(id.gcs_key(&DumpFile::Part { segment: 0, part: 0, codec: Codec::Zstd }, Codec::Zstd).starts_with(&id.gcs_data_prefix()));
+        assert!(DumpFile::parse(&id.gcs_key(&DumpFile::LoadProgress { segment: 0, part: 1 }, Codec::None)[id.dir().len()..]).is_some());
     }
 
     #[test]

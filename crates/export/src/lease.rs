@@ -30,11 +30,11 @@
 //! restore` (the run's own restore) releases it.
 //!
 //! Application Auto Scaling is reached through the [`Autoscaler`] trait: the real SDK
-//! client ([`AppAutoscaling`]), nothing ([`NoAutoscaling`]), or an in-memory
-//! substitute for tests ([`FakeAutoscaling`]), since the local stack has no such service.
+//! client ([`AppAutoscaling`]; moto serves it in the local stack), nothing
+//! ([`NoAutoscaling`]), or an in-memory one for this module's unit tests.
 
 use crate::error::{ddb_error, invalid, s3_error, ExportError};
-use crate::writer::get_json_tagged;
+use crate::s3::get_json_tagged;
 use aws_sdk_dynamodb::types::{BillingMode as SdkBilling, ProvisionedThroughput, TableDescription, TableStatus};
 use aws_sdk_s3::primitives::ByteStream;
 use crossdock_core::layout::capacity_lease_key;
@@ -42,7 +42,6 @@ use crossdock_core::manifest::{AutoscalingBounds, CapacityLease, LeaseOwner};
 use crossdock_core::schema::{BillingMode, Throughput};
 use crossdock_core::stamp::{now_rfc3339, rfc3339};
 use futures::future::BoxFuture;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -143,14 +142,16 @@ impl Autoscaler for NoAutoscaling {
     }
 }
 
-/// In-memory stand-in for Application Auto Scaling (the local stack has none): holds
-/// scalable targets and records every change, for tests.
+/// In-memory Application Auto Scaling for unit tests: holds scalable targets and
+/// records every change.
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct FakeAutoscaling {
-    targets: Mutex<HashMap<String, AutoscalingBounds>>,
+    targets: Mutex<std::collections::HashMap<String, AutoscalingBounds>>,
     history: Mutex<Vec<(String, AutoscalingBounds)>>,
 }
 
+#[cfg(test)]
 impl FakeAutoscaling {
     /// Registers `table` as autoscaled with `bounds`.
     pub fn with_target(table: &str, bounds: AutoscalingBounds) -> Self {
@@ -167,6 +168,7 @@ impl FakeAutoscaling {
     }
 }
 
+#[cfg(test)]
 impl Autoscaler for FakeAutoscaling {
     fn read_bounds<'a>(&'a self, table: &'a str) -> BoxFuture<'a, Result<Option<AutoscalingBounds>, ExportError>> {
         let b = self.bounds(table);
@@ -933,30 +935,6 @@ pub async fn capacity_raise(
         });
     }
     Ok(out)
-}
-
-/// Lists keys (and common prefixes with a delimiter) under a prefix.
-pub(crate) async fn list(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, delimiter: Option<&str>) -> Result<(Vec<String>, Vec<String>), ExportError> {
-    let mut keys = Vec::new();
-    let mut prefixes = Vec::new();
-    let mut token = None;
-    loop {
-        let page = s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_delimiter(delimiter.map(str::to_string))
-            .set_continuation_token(token)
-            .send()
-            .await
-            .map_err(|e| s3_error(bucket, prefix, "ListObjectsV2", &e))?;
-        keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
-        prefixes.extend(page.common_prefixes().iter().filter_map(|p| p.prefix().map(str::to_string)));
-        token = page.next_continuation_token().map(str::to_string);
-        if token.is_none() {
-            return Ok((keys, prefixes));
-        }
-    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,10 @@
 //! - [`scan`]: one segment of the parallel scan, with checkpoints for `--resume`.
 //! - [`ratelimit`]: the RCU token bucket and page-size controller.
 //! - [`writer`]: data parts streamed to S3 (PutObject or multipart), checksums, stats.
+//! - [`s3`]: the exporter's small S3 calls: JSON records, deletes, listings.
 //! - [`convert`]: SDK attribute values ↔ core values.
 //! - [`run`]: orchestration, `--dry-run` plan, summary.
+//! - [`observe`]: the events an export reports as it goes, and their [`Observer`].
 //!
 //! See README.md.
 // Libraries report through their return values and tracing, never the terminal or exit.
@@ -15,11 +17,14 @@
 pub mod convert;
 pub mod error;
 pub mod lease;
+pub mod observe;
 pub mod ratelimit;
 pub mod run;
+pub mod s3;
 pub mod scan;
 pub mod stream;
 pub mod writer;
 
 pub use error::ExportError;
-pub use run::{plan, run, Clients, Event, ExportConfig, ExportPlan, ExportSummary, NoObserver, Observer, Raise};
+pub use observe::{ExportEvent, NoObserver, Observer};
+pub use run::{plan, run, Clients, ExportConfig, ExportPlan, ExportSummary, Raise};

@@ -139,7 +139,7 @@ impl PageSizer {
         PageSizer { target_rcu: target_rcu.map(|t| t.clamp(0.5, MAX_PAGE_RCU)), rcu_per_item: None }
     }
 
-    /// Per-worker page target for a budget: an eighth of a worker's share of one second,
+    /// Per-worker page target for a budget: a quarter of a worker's share of one second,
     /// so reservations stay small against the bucket.
     pub fn for_budget(budget: Option<f64>, workers: u32) -> Self {
         Self::new(budget.map(|b| b / f64::from(workers.max(1)) / 4.0))

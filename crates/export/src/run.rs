@@ -4,10 +4,11 @@
 
 use crate::error::{invalid, s3_error, ExportError};
 use crate::lease::{self, Autoscaler, Heartbeat, Holder, LeaseCtx, RestoreAction, RestoreReport, TableInfo};
+use crate::observe::{ExportEvent, Observer};
 use crate::ratelimit::RateLimiter;
+use crate::s3::{get_json, put_json};
 use crate::scan::{run_segment, SegmentCtx};
-use crate::writer::{get_json, put_json};
-use crossdock_core::layout::{validate_prefix, DumpFile, ExportId, Timestamp};
+use crossdock_core::layout::{self, validate_prefix, DumpFile, ExportId, Timestamp};
 use crossdock_core::schema::{AttributeDefinition, BillingMode, KeyElement, KeyRole, Projection, SecondaryIndex, TableSchema, Throughput};
 use crossdock_core::{sizing, TypeTag, FORMAT_VERSION};
 use futures::StreamExt;
@@ -16,58 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// Something that happened during an export, for progress displays and tests.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// Checks passed, the schema is written; scanning starts (after any raise).
-    Started {
-        export: ExportId,
-        total_segments: u32,
-        size_bytes_estimate: u64,
-        rcu_budget: Option<f64>,
-    },
-    /// `_capacity.json` written (nothing raised yet).
-    LeaseTaken {
-        key: String,
-    },
-    /// Read capacity raised and the table ACTIVE again.
-    CapacityRaised {
-        read: i64,
-    },
-    /// One Scan page written into the current part.
-    Page {
-        segment: u32,
-        items: u64,
-        bytes: u64,
-        consumed_rcu: f64,
-    },
-    /// A data part is durable in S3 (and its checkpoint follows).
-    PartWritten {
-        segment: u32,
-        items: u64,
-        bytes: u64,
-    },
-    SegmentDone {
-        segment: u32,
-    },
-    /// Read capacity back to the original.
-    CapacityRestored {
-        read: i64,
-    },
-}
-
-/// Receives [`Event`]s synchronously, on the export's task.
-pub trait Observer: Send + Sync {
-    fn event(&self, event: &Event);
-}
-
-/// An observer that ignores everything.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoObserver;
-impl Observer for NoObserver {
-    fn event(&self, _event: &Event) {}
-}
 
 /// How to change read capacity for the export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -159,8 +108,8 @@ impl ExportConfig {
 
     /// Checks everything that needs no network; errors are usage errors.
     pub fn validate(&self) -> Result<(), ExportError> {
-        crossdock_core::layout::validate_table(&self.table)?;
-        crossdock_core::layout::validate_segment("batch", &self.batch)?;
+        layout::validate_table(&self.table)?;
+        layout::validate_segment("batch", &self.batch)?;
         validate_prefix(&self.prefix)?;
         if self.bucket.is_empty() {
             return Err(invalid("bucket", "it is empty"));
@@ -202,7 +151,7 @@ impl ExportConfig {
             return Err(invalid("--capacity-run", "the lease of `export capacity raise` already raised the table: drop --raise-to/--raise-by"));
         }
         if let Some(run) = &self.capacity_run {
-            crossdock_core::layout::validate_segment("--capacity-run", run)?;
+            layout::validate_segment("--capacity-run", run)?;
         }
         if self.lease_stale_after < Duration::from_secs(1) {
             return Err(invalid("--lease-stale-after", "must be at least 1 s"));
@@ -350,15 +299,11 @@ fn prepare(cfg: &ExportConfig, info: TableInfo, schema_segments: Option<u32>) ->
     Ok(Prepared { info, raise_to, budget, total, range, workers })
 }
 
-fn table_dir(cfg: &ExportConfig) -> String {
-    format!("{}{}/{}/", cfg.prefix, cfg.batch, cfg.table)
-}
-
 /// The latest export timestamp of the table in the batch.
 async fn latest_timestamp(s3: &aws_sdk_s3::Client, cfg: &ExportConfig) -> Result<Option<Timestamp>, ExportError> {
-    let dir = table_dir(cfg);
-    let (_, prefixes) = lease::list(s3, &cfg.bucket, &dir, Some("/")).await?;
-    Ok(prefixes.iter().filter_map(|p| p.strip_prefix(&dir)?.strip_suffix('/').and_then(|t| Timestamp::parse(t).ok())).max())
+    let dir = layout::table_prefix(&cfg.prefix, &cfg.batch, &cfg.table);
+    let (_, prefixes) = crate::s3::list(s3, &cfg.bucket, &dir, Some("/")).await?;
+    Ok(layout::timestamps_under(&dir, &prefixes).into_iter().max())
 }
 
 /// Whether every segment of the export has its manifest: the point after which no shard
@@ -366,11 +311,11 @@ async fn latest_timestamp(s3: &aws_sdk_s3::Client, cfg: &ExportConfig) -> Result
 pub async fn export_complete(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, export: &ExportId) -> Result<bool, ExportError> {
     let schema_key = export.s3_key(prefix, &DumpFile::Schema);
     let Some(schema) = get_json::<TableSchema>(s3, bucket, &schema_key, "table schema").await? else { return Ok(false) };
-    let dir = format!("{prefix}{}manifests/", export.dir());
-    let (keys, _) = lease::list(s3, bucket, &dir, None).await?;
+    let dir = export.s3_manifests_dir(prefix);
+    let (keys, _) = crate::s3::list(s3, bucket, &dir, None).await?;
     let mut done: Vec<u32> = keys
         .iter()
-        .filter_map(|k| crossdock_core::layout::DumpKey::from_s3_key(prefix, k).ok())
+        .filter_map(|k| layout::DumpKey::from_s3_key(prefix, k).ok())
         .filter_map(|k| match k.file {
             DumpFile::Manifest { segment, total } if total == schema.total_segments => Some(segment),
             _ => None,
@@ -430,7 +375,7 @@ pub async fn plan(clients: &Clients, cfg: &ExportConfig) -> Result<ExportPlan, E
         size_bytes_estimate: p.info.size_bytes,
         expected_rcu: expected_rcu * fraction,
         expected_seconds: p.budget.filter(|_| p.info.size_bytes > 0).map(|b| sizing::export_seconds(p.info.size_bytes, b, cfg.consistent) * fraction),
-        s3_prefix: format!("s3://{}/{}", cfg.bucket, table_dir(cfg)),
+        s3_prefix: format!("s3://{}/{}", cfg.bucket, layout::table_prefix(&cfg.prefix, &cfg.batch, &cfg.table)),
         stale_leases: stale,
     })
 }
@@ -567,7 +512,8 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, observer: &dyn Observer,
     let timestamp = match (&cfg.timestamp, cfg.resume) {
         (Some(t), _) => t.clone(),
         (None, true) => latest_timestamp(&clients.s3, cfg).await?.ok_or_else(|| {
-            invalid("--resume", format!("no export of table {} in batch {} to resume under s3://{}/{}", cfg.table, cfg.batch, cfg.bucket, table_dir(cfg)))
+            let dir = layout::table_prefix(&cfg.prefix, &cfg.batch, &cfg.table);
+            invalid("--resume", format!("no export of table {} in batch {} to resume under s3://{}/{dir}", cfg.table, cfg.batch, cfg.bucket))
         })?,
         (None, false) => Timestamp::now(),
     };
@@ -581,8 +527,8 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, observer: &dyn Observer,
         // A shard started afresh would rescan its segments from the start over parts
         // and checkpoints already written (by itself or a sibling): only --resume
         // continues them exactly once.
-        let dir = format!("{}{}", cfg.prefix, export.dir());
-        let (keys, _) = lease::list(&clients.s3, &cfg.bucket, &dir, None).await?;
+        let dir = export.s3_dir(&cfg.prefix);
+        let (keys, _) = crate::s3::list(&clients.s3, &cfg.bucket, &dir, None).await?;
         let data = keys.iter().filter(|k| *k != &schema_key).count();
         if data > 0 {
             return Err(invalid(
@@ -598,7 +544,7 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, observer: &dyn Observer,
         put_json(&clients.s3, &cfg.bucket, &schema_key, &schema).await?;
     }
 
-    observer.event(&Event::Started { export: export.clone(), total_segments: p.total, size_bytes_estimate: p.info.size_bytes, rcu_budget: p.budget });
+    observer.event(&ExportEvent::Started { export: export.clone(), total_segments: p.total, size_bytes_estimate: p.info.size_bytes, rcu_budget: p.budget });
     let cancel = CancellationToken::new();
     let limiter = RateLimiter::for_budget(p.budget);
     let throttled = AtomicU64::new(0);
@@ -611,10 +557,10 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, observer: &dyn Observer,
             if let Some(raise_to) = p.raise_to {
                 let (h, stale) = lease::take(&ctx, &holder, &cfg.prefix, &p.info, raise_to, None).await?;
                 restored_stale_leases.extend(stale);
-                observer.event(&crate::run::Event::LeaseTaken { key: h.key.clone() });
+                observer.event(&ExportEvent::LeaseTaken { key: h.key.clone() });
                 held = Some(Heartbeat::start(clients.s3.clone(), cfg.bucket.clone(), h.clone()));
                 lease::raise(&ctx, &h).await?;
-                observer.event(&Event::CapacityRaised { read: raise_to.read });
+                observer.event(&ExportEvent::CapacityRaised { read: raise_to.read });
             }
             let seg_ctx = SegmentCtx {
                 ddb: &clients.ddb,
@@ -681,7 +627,7 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, observer: &dyn Observer,
             Ok(r) if r.action == RestoreAction::Lost => {
                 tracing::warn!(table = %cfg.table, why = %r.why, "this run's capacity lease was taken over and restored by another run");
             }
-            Ok(r) => observer.event(&Event::CapacityRestored { read: r.restored_to.unwrap_or_default() }),
+            Ok(r) => observer.event(&ExportEvent::CapacityRestored { read: r.restored_to.unwrap_or_default() }),
             Err(e) => {
                 restored = false;
                 restore_error = Some((key, e));
@@ -706,7 +652,7 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, observer: &dyn Observer,
     let complete = segments_done == p.range.1 - p.range.0;
     let summary = ExportSummary {
         table: cfg.table.clone(),
-        s3_prefix: format!("s3://{}/{}", cfg.bucket, export.s3_key(&cfg.prefix, &DumpFile::Schema).trim_end_matches("_schema.json")),
+        s3_prefix: format!("s3://{}/{}", cfg.bucket, export.s3_dir(&cfg.prefix)),
         export,
         complete,
         interrupted: interrupted || !complete,

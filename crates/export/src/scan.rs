@@ -7,9 +7,10 @@
 
 use crate::convert::{from_sdk_item, to_sdk_item};
 use crate::error::{is_throttle, sdk_message, ExportError};
+use crate::observe::{ExportEvent, Observer};
 use crate::ratelimit::{PageSizer, RateLimiter};
-use crate::run::{Event, Observer};
-use crate::writer::{delete, get_json, put_json, PartWriter};
+use crate::s3::{delete, get_json, put_json};
+use crate::writer::PartWriter;
 use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
 use crossdock_core::layout::{DumpFile, ExportId};
 use crossdock_core::manifest::{SegmentCheckpoint, SegmentManifest, TypeStats};
@@ -164,7 +165,7 @@ pub(crate) async fn run_segment(ctx: &SegmentCtx<'_>, segment: u32) -> Result<Se
         let page_items = out.items().len() as u64;
         metrics::counter!("crossdock_export_items_total").increment(page_items);
         metrics::counter!("crossdock_export_consumed_rcu_total").increment(consumed.round() as u64);
-        ctx.observer.event(&Event::Page { segment, items: page_items, bytes: part.bytes() - bytes_before, consumed_rcu: consumed });
+        ctx.observer.event(&ExportEvent::Page { segment, items: page_items, bytes: part.bytes() - bytes_before, consumed_rcu: consumed });
         lek = out.last_evaluated_key;
         let finished = lek.is_none();
         if part.bytes() >= ctx.part_bytes || finished {
@@ -174,7 +175,7 @@ pub(crate) async fn run_segment(ctx: &SegmentCtx<'_>, segment: u32) -> Result<Se
                 let done = full.finish().await?;
                 metrics::counter!("crossdock_export_parts_total").increment(1);
                 tracing::info!(table, segment, part = %done.entry.name, items = done.entry.items, bytes = done.entry.bytes, "part written");
-                ctx.observer.event(&Event::PartWritten { segment, items: done.entry.items, bytes: done.entry.bytes });
+                ctx.observer.event(&ExportEvent::PartWritten { segment, items: done.entry.items, bytes: done.entry.bytes });
                 cp.parts.push(done.entry);
                 cp.type_stats.merge(&done.stats);
             }
@@ -200,7 +201,7 @@ pub(crate) async fn run_segment(ctx: &SegmentCtx<'_>, segment: u32) -> Result<Se
     write_manifest(ctx, &cp).await?;
     metrics::counter!("crossdock_export_segments_total").increment(1);
     tracing::info!(table, segment, parts = cp.parts.len(), "segment complete");
-    ctx.observer.event(&Event::SegmentDone { segment });
+    ctx.observer.event(&ExportEvent::SegmentDone { segment });
     Ok(SegmentEnd { checkpoint: cp, done: true })
 }
 

@@ -213,65 +213,6 @@ pub fn json_len(v: &AttributeValue) -> usize {
     }
 }
 
-/// Writes a small JSON document (schema, manifest, checkpoint, lease) with PutObject.
-pub async fn put_json<T: serde::Serialize>(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, value: &T) -> Result<(), ExportError> {
-    let body = serde_json::to_vec_pretty(value).map_err(|e| ExportError::Corrupt {
-        bucket: bucket.into(),
-        key: key.into(),
-        what: "JSON document",
-        why: e.to_string(),
-    })?;
-    s3.put_object()
-        .bucket(bucket)
-        .key(key)
-        .content_type("application/json")
-        .body(ByteStream::from(body))
-        .send()
-        .await
-        .map_err(|e| s3_error(bucket, key, "PutObject", &e))?;
-    Ok(())
-}
-
-/// Reads a JSON document; `Ok(None)` when the key does not exist.
-pub async fn get_json<T: serde::de::DeserializeOwned>(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, what: &'static str) -> Result<Option<T>, ExportError> {
-    Ok(get_json_tagged(s3, bucket, key, what).await?.map(|(doc, _)| doc))
-}
-
-/// [`get_json`] with the object's ETag, for a conditional write over it.
-pub async fn get_json_tagged<T: serde::de::DeserializeOwned>(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    what: &'static str,
-) -> Result<Option<(T, String)>, ExportError> {
-    let out = match s3.get_object().bucket(bucket).key(key).send().await {
-        Ok(o) => o,
-        Err(e) => {
-            if let aws_sdk_s3::error::SdkError::ServiceError(s) = &e {
-                if s.err().is_no_such_key() {
-                    return Ok(None);
-                }
-            }
-            return Err(s3_error(bucket, key, "GetObject", &e));
-        }
-    };
-    let etag = out.e_tag().unwrap_or_default().to_string();
-    let bytes =
-        out.body.collect().await.map_err(|e| ExportError::S3 { bucket: bucket.into(), key: key.into(), op: "GetObject", message: e.to_string() })?.into_bytes();
-    serde_json::from_slice(&bytes).map(|doc| Some((doc, etag))).map_err(|e| ExportError::Corrupt {
-        bucket: bucket.into(),
-        key: key.into(),
-        what,
-        why: e.to_string(),
-    })
-}
-
-/// Deletes an object if it exists (idempotent).
-pub async fn delete(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<(), ExportError> {
-    s3.delete_object().bucket(bucket).key(key).send().await.map_err(|e| s3_error(bucket, key, "DeleteObject", &e))?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

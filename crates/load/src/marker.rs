@@ -71,7 +71,8 @@ fn validate(m: &SuccessMarker, key: &DumpKey) -> Result<(), String> {
 /// Downloads one data part, decompresses it and checks size and SHA-256 against the
 /// marker before anything from it is used.
 pub async fn read_part(m: &Marker, f: &MarkerFile) -> Result<Vec<u8>, LoadError> {
-    let key = format!("{}{}", m.marker.export.dir(), f.name);
+    // `validate` checked the name is exactly this part's.
+    let key = m.key(&DumpFile::Part { segment: f.segment, part: f.part, codec: m.marker.codec });
     let stored = m.gcs.read(&key).await.map_err(|e| match e {
         LoadError::NotFound { what } => LoadError::NotFound { what: format!("data file {what} listed in the marker {}", m.url) },
         e => e,

@@ -69,7 +69,7 @@ pub fn rejects_key(m: &Marker, f: &MarkerFile) -> String {
 
 /// All progress records of the export, by file name.
 pub async fn read_all(m: &Marker) -> Result<BTreeMap<String, FileProgress>, LoadError> {
-    let prefix = format!("{}_progress/", m.marker.export.dir());
+    let prefix = m.marker.export.progress_prefix();
     let mut out = BTreeMap::new();
     for key in m.gcs.list(&prefix).await? {
         let body = match m.gcs.read(&key).await {

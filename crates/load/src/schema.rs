@@ -428,11 +428,6 @@ impl TableModel {
         }
         Ok(item)
     }
-
-    /// The primary-key cells of a row (for sorting and lookups).
-    pub fn key_of<'r>(&self, row: &'r Row) -> Vec<&'r Cell> {
-        self.primary_key.iter().map(|&i| &row[i]).collect()
-    }
 }
 
 pub(crate) fn to_int(n: &str) -> Result<i64, String> {

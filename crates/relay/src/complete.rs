@@ -161,7 +161,7 @@ async fn mark(store: &impl Store, bucket: &str, export: &ExportId, codec: Codec,
     let dir = export.dir();
     let mut objects = BTreeMap::new();
     let mut provenance = BTreeMap::new();
-    for o in store.list(&format!("{dir}data/")).await? {
+    for o in store.list(&export.gcs_data_prefix()).await? {
         let rel = o.name.strip_prefix(&dir).unwrap_or(&o.name).to_string();
         let p = Provenance::from_object(&o);
         let stored = StoredObject {

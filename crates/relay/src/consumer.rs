@@ -4,9 +4,9 @@
 
 use crate::copy::{CopyOutcome, CopyRequest};
 use crate::error::RelayError;
-use crate::event::{parse_body, Notification, S3Record};
 use crate::health::Health;
-use crate::{complete, drain, metrics, Relay, RelaySettings};
+use crate::s3_event::{parse_body, Notification, S3Record};
+use crate::{complete, events, spot, Relay, RelaySettings};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 use crossdock_core::layout::{DumpFile, DumpKey, LayoutError};
 use std::collections::HashMap;
@@ -113,7 +113,7 @@ pub async fn run(relay: Relay, shutdown: impl Future<Output = ()>) -> Result<Sum
 
     let spot = async {
         match settings.imds_endpoint.clone() {
-            Some(ep) => drain::spot_notice(ep, Duration::from_secs(settings.spot_poll_secs.max(1))).await,
+            Some(ep) => spot::spot_notice(ep, Duration::from_secs(settings.spot_poll_secs.max(1))).await,
             None => std::future::pending().await,
         }
     };
@@ -130,7 +130,7 @@ pub async fn run(relay: Relay, shutdown: impl Future<Output = ()>) -> Result<Sum
         DrainReason::SpotNotice => "spot",
         DrainReason::Idle => "idle",
     };
-    metrics::drain_started(label, lock(&shared.inflight).len(), deadline);
+    events::drain_started(label, lock(&shared.inflight).len(), deadline);
     let until = Instant::now() + deadline;
     let _ = receiver.await;
     loop {
@@ -142,8 +142,8 @@ pub async fn run(relay: Relay, shutdown: impl Future<Output = ()>) -> Result<Sum
             for (id, f) in abandoned {
                 f.abort.abort();
                 release(&shared, &f.receipt).await;
-                metrics::released(&id);
-                metrics::message_done(&id, "released");
+                events::released(&id);
+                events::message_done(&id, "released");
                 inc(&shared.stats.released);
             }
             break;
@@ -189,7 +189,7 @@ pub async fn run(relay: Relay, shutdown: impl Future<Output = ()>) -> Result<Sum
 async fn release(shared: &Shared, receipt: &str) {
     let r = shared.relay.sqs.change_message_visibility().queue_url(&shared.relay.settings.queue_url).receipt_handle(receipt).visibility_timeout(0).send().await;
     if let Err(e) = r {
-        metrics::sqs_error("ChangeMessageVisibility", &aws_sdk_sqs::error::DisplayErrorContext(&e).to_string());
+        events::sqs_error("ChangeMessageVisibility", &aws_sdk_sqs::error::DisplayErrorContext(&e).to_string());
     }
 }
 
@@ -250,7 +250,7 @@ async fn receive_loop(shared: Arc<Shared>, stop: CancellationToken, idle: Cancel
                 out.messages.unwrap_or_default()
             }
             Err(e) => {
-                metrics::sqs_error("ReceiveMessage", &aws_sdk_sqs::error::DisplayErrorContext(&e).to_string());
+                events::sqs_error("ReceiveMessage", &aws_sdk_sqs::error::DisplayErrorContext(&e).to_string());
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = stop.cancelled() => break,
@@ -373,7 +373,7 @@ async fn handle_message(shared: &Shared, id: &str, m: Message) {
         .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
         .and_then(|t| t.parse::<u64>().ok())
         .and_then(|sent| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH + Duration::from_millis(sent)).ok());
-    metrics::message_received(id, lag);
+    events::message_received(id, lag);
     inc(&shared.stats.messages);
     let extend = {
         let (sqs, queue, receipt, visibility) = (relay.sqs.clone(), relay.settings.queue_url.clone(), receipt.clone(), relay.visibility as i32);
@@ -388,7 +388,7 @@ async fn handle_message(shared: &Shared, id: &str, m: Message) {
     match verdict {
         Verdict::Delete => {
             let _ = shared.deletes.send((id.to_string(), receipt));
-            metrics::message_done(id, "deleted");
+            events::message_done(id, "deleted");
         }
         Verdict::Retry => {
             let r = relay
@@ -400,13 +400,13 @@ async fn handle_message(shared: &Shared, id: &str, m: Message) {
                 .send()
                 .await;
             if let Err(e) = r {
-                metrics::sqs_error("ChangeMessageVisibility", &aws_sdk_sqs::error::DisplayErrorContext(&e).to_string());
+                events::sqs_error("ChangeMessageVisibility", &aws_sdk_sqs::error::DisplayErrorContext(&e).to_string());
             }
-            metrics::message_done(id, "retry");
+            events::message_done(id, "retry");
         }
         // The heartbeat is stopped above, so the message is redelivered (each time
         // costing a receive) rather than held by this relay forever.
-        Verdict::Leave => metrics::message_done(id, "left"),
+        Verdict::Leave => events::message_done(id, "left"),
     }
 }
 
@@ -424,10 +424,10 @@ where
             Ok(()) => {
                 count.fetch_add(1, Ordering::Relaxed);
                 health.progressed();
-                metrics::heartbeat(&id, true, None);
+                events::heartbeat(&id, true, None);
             }
             Err(e) => {
-                metrics::heartbeat(&id, false, Some(e));
+                events::heartbeat(&id, false, Some(e));
                 return;
             }
         }
@@ -437,11 +437,11 @@ where
 async fn process(shared: &Shared, id: &str, body: &str) -> Verdict {
     match parse_body(body) {
         Err(e) => {
-            metrics::malformed(id, &e.to_string());
+            events::malformed(id, &e.to_string());
             Verdict::Retry
         }
         Ok(Notification::Test) => {
-            metrics::test_event(id);
+            events::test_event(id);
             Verdict::Delete
         }
         Ok(Notification::Records(records)) => {
@@ -462,20 +462,20 @@ async fn handle_record(shared: &Shared, r: &S3Record) -> Fate {
         Err(skip) => {
             match &skip {
                 Skip::Ignore(reason) => {
-                    metrics::ignored(&r.bucket, &r.key, &r.event_name, reason);
+                    events::ignored(&r.bucket, &r.key, &r.event_name, reason);
                     inc(&shared.stats.ignored);
                 }
                 Skip::UnmappedBucket => {
                     let configured: Vec<&str> = s.buckets.keys().map(String::as_str).collect();
-                    metrics::unmapped_bucket(&r.bucket, &r.key, &r.event_name, &configured.join(","));
+                    events::unmapped_bucket(&r.bucket, &r.key, &r.event_name, &configured.join(","));
                     inc(&shared.stats.misrouted);
                 }
                 Skip::OutsidePrefix => {
-                    metrics::outside_prefix(&r.bucket, &r.key, &r.event_name, &s.prefix);
+                    events::outside_prefix(&r.bucket, &r.key, &r.event_name, &s.prefix);
                     inc(&shared.stats.misrouted);
                 }
                 Skip::BadKey(e) => {
-                    metrics::bad_key(&r.bucket, &r.key, &e.to_string());
+                    events::bad_key(&r.bucket, &r.key, &e.to_string());
                     shared.stats.error(e);
                     inc(&shared.stats.failed);
                 }
@@ -500,28 +500,28 @@ async fn handle_record(shared: &Shared, r: &S3Record) -> Fate {
     let dst = format!("gs://{dst_bucket}/{dst_name}");
     match relay.copier.copy(&req).await {
         Ok(outcome) => {
-            metrics::copied(&dk.export.table, &src, &dst, &outcome);
+            events::copied(&dk.export.table, &src, &dst, &outcome);
             match outcome {
                 CopyOutcome::Copied { .. } => inc(&shared.stats.copied),
                 CopyOutcome::Skipped { .. } => inc(&shared.stats.skipped),
             }
         }
         Err(RelayError::SourceNotFound { bucket, key }) => {
-            metrics::source_gone(&bucket, &key);
+            events::source_gone(&bucket, &key);
             inc(&shared.stats.ignored);
             return Fate::Done;
         }
         // Retried like any failed copy: the heartbeat stops with this message's
         // processing, and the message comes back after `--retry-delay`.
         Err(e @ RelayError::Stalled { .. }) => {
-            metrics::copy_stalled(&src, &e);
+            events::copy_stalled(&src, &e);
             shared.stats.error(&e);
             inc(&shared.stats.failed);
             inc(&shared.stats.stalled);
             return Fate::Retry;
         }
         Err(e) => {
-            metrics::copy_failed(&src, &e);
+            events::copy_failed(&src, &e);
             shared.stats.error(&e);
             inc(&shared.stats.failed);
             return Fate::Retry;
@@ -531,7 +531,7 @@ async fn handle_record(shared: &Shared, r: &S3Record) -> Fate {
     let check = relay.completion.try_mark(&relay.gcs, dst_bucket, &dk.export, codec, &relay.instance_id);
     match crate::gcs::counted_as("completion", check).await {
         Ok(complete::MarkOutcome::Written { files, items }) => {
-            metrics::marker(&export, "written", files, items);
+            events::marker(&export, "written", files, items);
             inc(&shared.stats.markers_written);
             if let Some(url) = &relay.settings.notify_url {
                 crate::notify::post(url, &crossdock_core::notify::Notification::marker_written(dst_bucket, &dk.export, files, items)).await;
@@ -539,19 +539,19 @@ async fn handle_record(shared: &Shared, r: &S3Record) -> Fate {
             Fate::Done
         }
         Ok(complete::MarkOutcome::LostRace) => {
-            metrics::marker(&export, "lost_race", 0, 0);
+            events::marker(&export, "lost_race", 0, 0);
             Fate::Done
         }
         Ok(complete::MarkOutcome::AlreadyMarked) => {
-            metrics::marker(&export, "already", 0, 0);
+            events::marker(&export, "already", 0, 0);
             Fate::Done
         }
         Ok(complete::MarkOutcome::Incomplete { .. }) => {
-            metrics::marker(&export, "incomplete", 0, 0);
+            events::marker(&export, "incomplete", 0, 0);
             Fate::Done
         }
         Err(e) => {
-            metrics::marker_failed(&export, &e);
+            events::marker_failed(&export, &e);
             shared.stats.error(&e);
             Fate::Retry
         }
@@ -579,13 +579,13 @@ async fn delete_loop(sqs: aws_sdk_sqs::Client, queue: String, mut rx: mpsc::Unbo
             Ok(out) => {
                 for f in out.failed() {
                     let id = f.id().parse::<usize>().ok().and_then(|i| batch.get(i)).map_or("?", |(id, _)| id.as_str());
-                    metrics::delete_failed(id, f.message().unwrap_or(f.code()));
+                    events::delete_failed(id, f.message().unwrap_or(f.code()));
                 }
             }
             Err(e) => {
                 let why = aws_sdk_sqs::error::DisplayErrorContext(&e).to_string();
                 for (id, _) in &batch {
-                    metrics::delete_failed(id, &why);
+                    events::delete_failed(id, &why);
                 }
                 warn!(error = why, "batch delete failed");
             }

@@ -15,9 +15,9 @@
 
 use crate::encode::{self, EncodeParams};
 use crate::error::RelayError;
-use crate::event::normalize_etag;
 use crate::gcs::{self, Provenance};
 use crate::health::Health;
+use crate::s3_event::normalize_etag;
 use crate::stall::{self, Progress};
 use bytes::{Bytes, BytesMut};
 use crossdock_core::marker::Crc32c;

@@ -221,7 +221,7 @@ fn count_request<'a>(
     next: reqwest_middleware::Next<'a>,
 ) -> std::pin::Pin<Box<dyn Future<Output = reqwest_middleware::Result<reqwest_middleware::reqwest::Response>> + Send + 'a>> {
     let purpose = PURPOSE.try_with(|p| *p).unwrap_or("copy");
-    crate::metrics::gcs_request(operation(req.method().as_str(), req.url()), purpose);
+    crate::events::gcs_request(operation(req.method().as_str(), req.url()), purpose);
     next.run(req, extensions)
 }
 

@@ -13,14 +13,14 @@
 pub mod complete;
 pub mod consumer;
 pub mod copy;
-pub mod drain;
 pub mod encode;
 pub mod error;
-pub mod event;
+pub mod events;
 pub mod gcs;
 pub mod health;
-pub mod metrics;
 pub mod notify;
+pub mod s3_event;
+pub mod spot;
 pub mod stall;
 
 pub use consumer::{run, DrainReason, Summary};

@@ -4,7 +4,7 @@
 use crossdock_core::manifest::{AutoscalingBounds, CapacityLease};
 use crossdock_core::TypeTag;
 use crossdock_export::lease::{AppAutoscaling, Autoscaler, NoAutoscaling};
-use crossdock_export::{Clients, Event, ExportConfig, ExportError, Observer, Raise};
+use crossdock_export::{Clients, ExportConfig, ExportError, ExportEvent, Observer, Raise};
 use crossdock_tests::export::{
     create_table, decreases_today, export_dir, fill, lease, list, read_capacity, read_dump, same_items, scan_lines, wait_lease_stale,
 };
@@ -63,13 +63,13 @@ async fn full_export_of_50k_items_of_every_type_is_exactly_once_and_matches_mani
 /// autoscaling bounds (on a helper thread, while the export waits).
 struct Watch {
     table: String,
-    events: Mutex<Vec<Event>>,
+    events: Mutex<Vec<ExportEvent>>,
     at_first_page: Mutex<Option<(i64, Option<AutoscalingBounds>)>>,
 }
 
 impl Observer for Watch {
-    fn event(&self, e: &Event) {
-        let first_page = matches!(e, Event::Page { .. }) && !self.events.lock().expect("lock").iter().any(|x| matches!(x, Event::Page { .. }));
+    fn event(&self, e: &ExportEvent) {
+        let first_page = matches!(e, ExportEvent::Page { .. }) && !self.events.lock().expect("lock").iter().any(|x| matches!(x, ExportEvent::Page { .. }));
         self.events.lock().expect("lock").push(e.clone());
         if first_page {
             let table = self.table.clone();
@@ -119,9 +119,9 @@ async fn capacity_and_autoscaling_minimum_are_raised_before_the_first_scan_and_r
     assert_eq!(read_capacity(&c.ddb, &table.name).await, 60, "no forced UpdateTable on an autoscaled table");
     assert_eq!(decreases_today(&c.ddb, &table.name).await, 0, "no capacity decrease spent");
     let events = watch.events.lock().expect("lock").clone();
-    let pos = |f: &dyn Fn(&Event) -> bool| events.iter().position(f).expect("event present");
-    assert!(pos(&|e| matches!(e, Event::LeaseTaken { .. })) < pos(&|e| matches!(e, Event::CapacityRaised { read: 60 })));
-    assert!(pos(&|e| matches!(e, Event::Page { .. })) < pos(&|e| matches!(e, Event::CapacityRestored { read: 5 })));
+    let pos = |f: &dyn Fn(&ExportEvent) -> bool| events.iter().position(f).expect("event present");
+    assert!(pos(&|e| matches!(e, ExportEvent::LeaseTaken { .. })) < pos(&|e| matches!(e, ExportEvent::CapacityRaised { read: 60 })));
+    assert!(pos(&|e| matches!(e, ExportEvent::Page { .. })) < pos(&|e| matches!(e, ExportEvent::CapacityRestored { read: 5 })));
     let lease: CapacityLease = lease(&c.s3, &bucket.name, &table.name).await.expect("lease");
     assert!(lease.restored && lease.original.read == 5 && lease.autoscaling == Some(original), "{lease:?}");
     assert_eq!(lease.owner.pid, std::process::id(), "the lease names its owner");
