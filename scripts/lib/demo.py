@@ -101,28 +101,6 @@ def seed(orders, events):
     print(f"seeded demo_orders={orders} demo_events={events} in {time.time() - t0:.1f}s", file=sys.stderr)
 
 
-def wire(bucket, queue):
-    """Bucket → queue notification for ObjectCreated, with a DLQ after 5 receives."""
-    endpoint = os.environ["AWS_ENDPOINT_URL"]
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
-    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION)
-    try:
-        s3.create_bucket(Bucket=bucket)
-    except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
-        pass
-    dlq = sqs.create_queue(QueueName=queue + "-dlq")["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    url = sqs.create_queue(QueueName=queue, Attributes={"VisibilityTimeout": "60"})["QueueUrl"]
-    sqs.set_queue_attributes(QueueUrl=url, Attributes={
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
-    })
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
-        "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}],
-    })
-    print(url)
-
-
 def summary(work):
     """One row per table from the phases' --output json files; 1 if anything mismatches."""
     def load(name):
@@ -178,8 +156,6 @@ def main():
     cmd = sys.argv[1]
     if cmd == "seed":
         seed(int(sys.argv[2]), int(sys.argv[3]))
-    elif cmd == "wire":
-        wire(sys.argv[2], sys.argv[3])
     elif cmd == "summary":
         sys.exit(summary(sys.argv[2]))
     else:

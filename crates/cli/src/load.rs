@@ -86,6 +86,26 @@ pub(crate) fn coded(e: LoadError) -> anyhow::Error {
     fail(code, e.to_string())
 }
 
+/// The loaded table `verify`, `sync` (and later audits) work on.
+#[derive(Debug, clap::Args)]
+pub struct LoadedTable {
+    /// The export's marker: gs://BUCKET/BATCH/TABLE/TIMESTAMP/_SUCCESS (already loaded).
+    #[arg(long)]
+    pub marker: String,
+    /// Pipeline file the table was loaded with.
+    #[arg(long)]
+    pub pipeline: PathBuf,
+}
+
+impl LoadedTable {
+    /// The pipeline, and the marker resolved against it.
+    pub async fn prepare(&self) -> anyhow::Result<(crossdock_core::pipeline::Pipeline, Prepared)> {
+        let pipeline = crate::pipeline::load(&self.pipeline)?;
+        let p = prepare(&self.marker, &pipeline).await?;
+        Ok((pipeline, p))
+    }
+}
+
 /// Everything resolved for one marker before touching the target.
 pub struct Prepared {
     pub marker: crossdock_load::marker::Marker,
@@ -160,7 +180,7 @@ async fn load_one(marker_url: &str, pipeline: &crossdock_core::pipeline::Pipelin
             Ok((_, None)) => return result.map(|(code, _)| code),
             Err(e) => Notification::load_failed(marker_url, &format!("{e:#}")),
         };
-        crossdock_relay::notify::post(url, &n).await;
+        crate::notify::post(url, &n).await;
     }
     result.map(|(code, _)| code)
 }

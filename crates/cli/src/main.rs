@@ -7,6 +7,7 @@ mod exit;
 mod export;
 mod load;
 mod logging;
+mod notify;
 mod pipeline;
 mod plan;
 mod relay;

@@ -129,7 +129,6 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
     s.imds_endpoint = (!args.no_spot_poll).then(|| args.imds_endpoint.clone());
     s.spot_poll_secs = args.spot_poll;
     s.instance_id = args.instance_id.clone();
-    s.notify_url = args.notify_url.clone();
 
     let conf = crate::aws::config(args.region.clone()).await;
     let s3 = crate::aws::s3(&conf);
@@ -153,11 +152,12 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
         config.http = Some(http);
         gcloud_storage::client::Client::new(config)
     };
-    let relay = match s.build(s3, sqs, gcs).await {
+    let mut relay = match s.build(s3, sqs, gcs).await {
         Ok(r) => r,
         Err(e @ RelayError::Config(_)) => return Err(fail(Code::Usage, e.to_string())),
         Err(e) => return Err(anyhow::Error::new(e).context("starting the relay")),
     };
+    relay.notifier = args.notify_url.clone().map(|url| std::sync::Arc::new(crate::notify::Webhook(url)) as std::sync::Arc<dyn crossdock_relay::Notifier>);
     if args.metrics_addr != "off" {
         let addr: SocketAddr = args.metrics_addr.parse().map_err(|e| fail(Code::Usage, format!("--metrics-addr {}: {e}", args.metrics_addr)))?;
         serve_metrics(addr, relay.health.clone()).await?;

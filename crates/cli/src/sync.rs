@@ -8,7 +8,7 @@
 //! was reached (rerun continues).
 
 use crate::exit::{fail, Code};
-use crate::load::{connect, prepare, Output, Prepared};
+use crate::load::{connect, LoadedTable, Output, Prepared};
 use anyhow::Context as _;
 use crossdock_core::layout::DumpFile;
 use crossdock_core::marker::LoadedRecord;
@@ -20,7 +20,6 @@ use crossdock_sync::source::ChangeSource;
 use crossdock_sync::{Outcome, Status, SyncError, SyncOptions};
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Which stream to read.
@@ -35,12 +34,8 @@ pub enum SourceKind {
 /// Flags of `crossdock sync`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The export's marker: gs://BUCKET/BATCH/TABLE/TIMESTAMP/_SUCCESS (already loaded).
-    #[arg(long)]
-    pub marker: String,
-    /// Pipeline file the table was loaded with.
-    #[arg(long)]
-    pub pipeline: PathBuf,
+    #[command(flatten)]
+    pub table: LoadedTable,
     /// The stream to read (default: the one the export recorded, else the table's
     /// current DynamoDB stream).
     #[arg(long, value_enum, default_value_t = SourceKind::Streams)]
@@ -323,12 +318,11 @@ async fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<Code> {
-    let pipeline = crate::pipeline::load(&args.pipeline)?;
     if args.metrics_addr != "off" {
         let addr: SocketAddr = args.metrics_addr.parse().map_err(|e| fail(Code::Usage, format!("--metrics-addr {}: {e}", args.metrics_addr)))?;
         serve_metrics(addr).await?;
     }
-    let p = prepare(&args.marker, &pipeline).await?;
+    let (_, p) = args.table.prepare().await?;
     let conf = crate::aws::config(args.region.clone()).await;
     let source = open_source(&args, &p, &conf).await?;
     let opts = options(&args, &p, matches!(source, Source::Kinesis(_)));

@@ -2,26 +2,20 @@
 //! attribute with the export its marker describes. Exit 0 when equal, 7 when not.
 
 use crate::exit::Code;
-use crate::load::{coded, connect, prepare, Output};
-use std::path::PathBuf;
+use crate::load::{coded, connect, LoadedTable, Output};
 
 /// Flags of `crossdock verify`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The export's marker: gs://BUCKET/BATCH/TABLE/TIMESTAMP/_SUCCESS.
-    #[arg(long)]
-    pub marker: String,
-    /// Pipeline file the table was loaded with.
-    #[arg(long)]
-    pub pipeline: PathBuf,
+    #[command(flatten)]
+    pub table: LoadedTable,
     /// `text` or `json`.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<Code> {
-    let pipeline = crate::pipeline::load(&args.pipeline)?;
-    let p = prepare(&args.marker, &pipeline).await?;
+    let (_, p) = args.table.prepare().await?;
     let t = connect(&p).await?;
     let report = crossdock_load::run::verify(&p.marker, &t, &p.model).await.map_err(coded)?;
     match args.output {

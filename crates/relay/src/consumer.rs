@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tracing::{info, warn};
 
 /// Why the relay stopped.
@@ -90,6 +91,8 @@ struct Shared {
     relay: Relay,
     stats: Stats,
     inflight: Registry,
+    /// Every message task, so a drain can wait for them all.
+    tasks: TaskTracker,
     deletes: mpsc::UnboundedSender<(String, String)>,
 }
 
@@ -103,7 +106,7 @@ pub async fn run(relay: Relay, shutdown: impl Future<Output = ()>) -> Result<Sum
     let (del_tx, del_rx) = mpsc::unbounded_channel();
     let settings = relay.settings.clone();
     let health = relay.health.clone();
-    let shared = Arc::new(Shared { relay, stats: Stats::default(), inflight: Arc::default(), deletes: del_tx });
+    let shared = Arc::new(Shared { relay, stats: Stats::default(), inflight: Arc::default(), tasks: TaskTracker::new(), deletes: del_tx });
     let deleter = tokio::spawn(delete_loop(shared.relay.sqs.clone(), settings.queue_url.clone(), del_rx));
     let stop = CancellationToken::new();
     let idle = CancellationToken::new();
@@ -131,39 +134,25 @@ pub async fn run(relay: Relay, shutdown: impl Future<Output = ()>) -> Result<Sum
         DrainReason::Idle => "idle",
     };
     events::drain_started(label, lock(&shared.inflight).len(), deadline);
-    let until = Instant::now() + deadline;
     let _ = receiver.await;
-    loop {
-        if lock(&shared.inflight).is_empty() {
-            break;
+    // The receiver is gone, so no message task starts after this.
+    shared.tasks.close();
+    if tokio::time::timeout(deadline, shared.tasks.wait()).await.is_err() {
+        let abandoned: Vec<(String, InFlight)> = lock(&shared.inflight).drain().collect();
+        for (id, f) in abandoned {
+            f.abort.abort();
+            release(&shared, &f.receipt).await;
+            events::released(&id);
+            events::message_done(&id, "released");
+            inc(&shared.stats.released);
         }
-        if Instant::now() >= until {
-            let abandoned: Vec<(String, InFlight)> = lock(&shared.inflight).drain().collect();
-            for (id, f) in abandoned {
-                f.abort.abort();
-                release(&shared, &f.receipt).await;
-                events::released(&id);
-                events::message_done(&id, "released");
-                inc(&shared.stats.released);
-            }
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        shared.tasks.wait().await;
     }
-    // Every sender clone lives in `shared`; once the last task is gone the deleter ends.
+    // Every task (and with it every other clone of `shared` and of the delete sender)
+    // is gone now; dropping the last clone ends the deleter once it has sent the rest.
     let stats = match Arc::try_unwrap(shared) {
         Ok(s) => s.stats,
-        Err(shared) => {
-            // Aborted tasks release their clone asynchronously; give them a moment.
-            let mut shared = shared;
-            loop {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                match Arc::try_unwrap(shared) {
-                    Ok(s) => break s.stats,
-                    Err(s) => shared = s,
-                }
-            }
-        }
+        Err(_) => unreachable!("tracked tasks hold the only other clones of the relay's state"),
     };
     let _ = deleter.await;
     let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -275,7 +264,7 @@ async fn receive_loop(shared: Arc<Shared>, stop: CancellationToken, idle: Cancel
             let task_shared = shared.clone();
             let mut reg = lock(&shared.inflight);
             let task_id = id.clone();
-            let h = tokio::spawn(async move {
+            let h = shared.tasks.spawn(async move {
                 let _permit = permit;
                 handle_message(&task_shared, &task_id, m).await;
                 lock(&task_shared.inflight).remove(&task_id);
@@ -382,9 +371,17 @@ async fn handle_message(shared: &Shared, id: &str, m: Message) {
             async move { call.await.map(|_| ()).map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()) }
         }
     };
-    let hb = tokio::spawn(heartbeat(extend, id.to_string(), relay.heartbeat_interval(), shared.stats.heartbeats.clone(), relay.health.clone()));
+    // Stopped when processing ends, and also when this task is aborted at a drain
+    // deadline: a released message must not be hidden again by an orphaned heartbeat.
+    let hb = AbortOnDropHandle::new(tokio::spawn(heartbeat(
+        extend,
+        id.to_string(),
+        relay.heartbeat_interval(),
+        shared.stats.heartbeats.clone(),
+        relay.health.clone(),
+    )));
     let verdict = process(shared, id, m.body().unwrap_or_default()).await;
-    hb.abort();
+    drop(hb);
     match verdict {
         Verdict::Delete => {
             let _ = shared.deletes.send((id.to_string(), receipt));
@@ -533,8 +530,8 @@ async fn handle_record(shared: &Shared, r: &S3Record) -> Fate {
         Ok(complete::MarkOutcome::Written { files, items }) => {
             events::marker(&export, "written", files, items);
             inc(&shared.stats.markers_written);
-            if let Some(url) = &relay.settings.notify_url {
-                crate::notify::post(url, &crossdock_core::notify::Notification::marker_written(dst_bucket, &dk.export, files, items)).await;
+            if let Some(n) = &relay.notifier {
+                n.notify(crossdock_core::notify::Notification::marker_written(dst_bucket, &dk.export, files, items)).await;
             }
             Fate::Done
         }

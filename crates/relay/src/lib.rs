@@ -18,7 +18,6 @@ pub mod error;
 pub mod events;
 pub mod gcs;
 pub mod health;
-pub mod notify;
 pub mod s3_event;
 pub mod spot;
 pub mod stall;
@@ -96,9 +95,6 @@ pub struct RelaySettings {
     /// Name recorded as `written_by` in markers (default: host name and pid).
     #[serde(default)]
     pub instance_id: Option<String>,
-    /// Webhook (Slack-compatible) posted a JSON event when this relay writes a marker.
-    #[serde(default)]
-    pub notify_url: Option<String>,
 }
 
 mod defaults {
@@ -147,7 +143,6 @@ impl RelaySettings {
             imds_endpoint: None,
             spot_poll_secs: defaults::spot_poll(),
             instance_id: None,
-            notify_url: None,
         }
     }
 
@@ -205,7 +200,7 @@ impl RelaySettings {
             progress: health.clone(),
             stall_timeout: (self.copy_stall_timeout_secs > 0).then(|| Duration::from_secs(self.copy_stall_timeout_secs)),
         };
-        Ok(Relay { settings: self, sqs, gcs, copier, visibility, instance_id, health, completion: complete::Completion::default() })
+        Ok(Relay { settings: self, sqs, gcs, copier, visibility, instance_id, health, completion: complete::Completion::default(), notifier: None })
     }
 }
 
@@ -221,6 +216,14 @@ pub struct Relay {
     pub health: Health,
     /// What this process has seen of each export's files (keeps completion checks cheap).
     pub completion: complete::Completion,
+    /// Told of every marker this relay writes (the binary's `--notify-url` webhook).
+    pub notifier: Option<Arc<dyn Notifier>>,
+}
+
+/// Receives an event for every marker the relay writes. Best effort: it is awaited
+/// after the marker is durable and cannot fail the copy it reports on.
+pub trait Notifier: Send + Sync {
+    fn notify(&self, n: crossdock_core::notify::Notification) -> futures::future::BoxFuture<'static, ()>;
 }
 
 impl Relay {

@@ -1,5 +1,7 @@
-//! Posts [`Notification`]s to a webhook (`--notify-url`). Best effort: a failed post is
-//! logged and counted, never fails the work it reports on. The CLI's loader uses it too.
+//! Posts [`Notification`]s to a webhook (`--notify-url` of the relay and the loader).
+//! Best effort: a failed post is logged and counted, never fails the work it reports on.
+//! The payload is `crossdock_core::notify`; sending it is the binary's business, so no
+//! phase's library depends on another for it.
 //!
 //! A webhook URL is a bearer secret (Slack's carries its token in the path), so it is
 //! only ever logged through [`Redacted`], and HTTP errors are logged without the URL
@@ -8,6 +10,16 @@
 use crossdock_core::notify::Notification;
 use crossdock_core::redact::{self, Redacted};
 use std::time::Duration;
+
+/// The relay's marker events, posted to a webhook.
+pub struct Webhook(pub String);
+
+impl crossdock_relay::Notifier for Webhook {
+    fn notify(&self, n: Notification) -> futures::future::BoxFuture<'static, ()> {
+        let url = self.0.clone();
+        Box::pin(async move { post(&url, &n).await })
+    }
+}
 
 /// Posts `n` as JSON to `url` (10 s timeout).
 pub async fn post(url: &str, n: &Notification) {
