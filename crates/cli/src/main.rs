@@ -2,6 +2,7 @@
 //! Libraries do the work and return typed errors; this crate wires clients, flags,
 //! signals and exit codes, and reports errors with anyhow.
 
+mod audit;
 mod aws;
 mod exit;
 mod export;
@@ -47,6 +48,8 @@ enum Command {
     Verify(verify::Args),
     /// Replay the table's change stream onto its loaded destination (catch-up before cutover).
     Sync(sync::Args),
+    /// Compare the live source table with its loaded destination (before a cutover).
+    Audit(audit::Args),
     /// Pipeline files: `validate`.
     Pipeline(pipeline::Args),
 }
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
             Command::Plan(a) => plan::run(a).await,
             Command::Verify(a) => verify::run(a).await,
             Command::Sync(a) => sync::run(a).await,
+            Command::Audit(a) => audit::run(a).await,
             Command::Pipeline(a) => pipeline::run(a).await,
         }
     });

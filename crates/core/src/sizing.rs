@@ -47,6 +47,27 @@ pub fn export_rcu_budget(provisioned_rcu: i64, ratio: f64) -> f64 {
     provisioned_rcu.max(0) as f64 * ratio
 }
 
+/// The RCU/s budget of a scan of the live table (an export or an audit): `read_ratio`
+/// of its provisioned read capacity, capped by `max_rcu`. An on-demand table has no
+/// provisioned capacity, so only `max_rcu` bounds it; `None` when neither is given.
+pub fn scan_budget(provisioned_rcu: Option<i64>, read_ratio: f64, max_rcu: Option<f64>) -> Option<f64> {
+    match (provisioned_rcu.map(|r| export_rcu_budget(r, read_ratio)), max_rcu) {
+        (Some(p), Some(m)) => Some(p.min(m)),
+        (Some(b), None) | (None, Some(b)) => Some(b),
+        (None, None) => None,
+    }
+}
+
+/// The segments a sampled scan reads: the table split into about `read ÷ fraction`
+/// segments (within DynamoDB's limit), of which `read` spread evenly over the key
+/// space. Returns (TotalSegments, the segments to read).
+pub fn sample_segments(fraction: f64, read: u32) -> (u32, Vec<u32>) {
+    let read = read.clamp(1, DYNAMODB_MAX_SEGMENTS);
+    let total = (f64::from(read) / fraction.clamp(f64::MIN_POSITIVE, 1.0)).round().clamp(f64::from(read), f64::from(DYNAMODB_MAX_SEGMENTS)) as u32;
+    let segments = (0..read).map(|i| (u64::from(i) * u64::from(total) / u64::from(read)) as u32).collect();
+    (total, segments)
+}
+
 /// Spanner mutations one row costs: every written column, plus every column of every
 /// secondary index entry the row produces.
 pub fn spanner_mutations_per_row(columns: usize, index_columns: &[usize]) -> usize {
@@ -242,6 +263,30 @@ pub fn plan_table(facts: &TableFacts, inputs: &PlanInputs) -> TablePlan {
         spanner_nodes,
         load_secs,
         egress,
+    }
+}
+
+#[cfg(test)]
+mod scan_tests {
+    use super::*;
+
+    #[test]
+    fn scan_budget_is_a_share_of_provisioned_capacity_capped_and_needs_a_cap_on_demand() {
+        assert_eq!(scan_budget(Some(1000), 0.5, None), Some(500.0));
+        assert_eq!(scan_budget(Some(1000), 0.5, Some(200.0)), Some(200.0));
+        assert_eq!(scan_budget(None, 0.5, Some(300.0)), Some(300.0));
+        assert_eq!(scan_budget(None, 0.5, None), None);
+    }
+
+    #[test]
+    fn a_sample_reads_its_share_of_segments_spread_over_the_key_space() {
+        assert_eq!(sample_segments(0.1, 4), (40, vec![0, 10, 20, 30]));
+        assert_eq!(sample_segments(1.0, 3), (3, vec![0, 1, 2]));
+        let (total, segs) = sample_segments(0.01, 8);
+        assert_eq!((total, segs.len(), segs[7]), (800, 8, 700));
+        // Never beyond DynamoDB's 1,000,000 segments, never fewer than are read.
+        assert_eq!(sample_segments(1e-9, 2).0, DYNAMODB_MAX_SEGMENTS);
+        assert_eq!(sample_segments(0.0, 2).0, DYNAMODB_MAX_SEGMENTS);
     }
 }
 

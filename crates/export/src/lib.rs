@@ -2,7 +2,8 @@
 //!
 //! - [`lease`]: DescribeTable checks, the per-table capacity lease (owner, heartbeat,
 //!   conditional writes), raise, restore (also after a crash, once the owner is stale).
-//! - [`scan`]: one segment of the parallel scan, with checkpoints for `--resume`.
+//! - [`pages`]: one segment of a parallel Scan as rate-limited pages (export and audit).
+//! - [`scan`]: one segment of the export, with checkpoints for `--resume`.
 //! - [`ratelimit`]: the RCU token bucket and page-size controller.
 //! - [`writer`]: data parts streamed to S3 (PutObject or multipart), checksums, stats.
 //! - [`s3`]: the exporter's small S3 calls: JSON records, deletes, listings.
@@ -18,6 +19,7 @@ pub mod convert;
 pub mod error;
 pub mod lease;
 pub mod observe;
+pub mod pages;
 pub mod ratelimit;
 pub mod run;
 pub mod s3;

@@ -11,7 +11,6 @@ use crate::observe::{ExportEvent, Observer};
 use crate::ratelimit::{PageSizer, RateLimiter};
 use crate::s3::{delete, get_json, put_json};
 use crate::writer::PartWriter;
-use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
 use crossdock_core::layout::{DumpFile, ExportId};
 use crossdock_core::manifest::{SegmentCheckpoint, SegmentManifest, TypeStats};
 use crossdock_core::{Codec, FORMAT_VERSION};
@@ -57,25 +56,29 @@ fn fresh(segment: u32, total: u32) -> SegmentCheckpoint {
     }
 }
 
+/// The checkpoint the segment continues from (`--resume`), or a fresh one.
+async fn starting_checkpoint(ctx: &SegmentCtx<'_>, segment: u32, cp_key: &str) -> Result<SegmentCheckpoint, ExportError> {
+    if !ctx.resume {
+        return Ok(fresh(segment, ctx.total));
+    }
+    match get_json::<SegmentCheckpoint>(ctx.s3, ctx.bucket, cp_key, "segment checkpoint").await? {
+        Some(cp) if cp.total_segments != ctx.total => Err(ExportError::Corrupt {
+            bucket: ctx.bucket.into(),
+            key: cp_key.into(),
+            what: "checkpoint for this export",
+            why: format!("it is for {} segments, this run has {}", cp.total_segments, ctx.total),
+        }),
+        Some(cp) => Ok(cp),
+        None => Ok(fresh(segment, ctx.total)),
+    }
+}
+
+/// Scans one segment into parts, a checkpoint after each durable part, the manifest at
+/// the end; a cancelled segment stops after its last durable part (`done: false`).
 pub(crate) async fn run_segment(ctx: &SegmentCtx<'_>, segment: u32) -> Result<SegmentEnd, ExportError> {
     let table = ctx.export.table.as_str();
     let cp_key = ctx.export.s3_key(ctx.prefix, &DumpFile::Checkpoint { segment });
-    let mut cp = if ctx.resume {
-        match get_json::<SegmentCheckpoint>(ctx.s3, ctx.bucket, &cp_key, "segment checkpoint").await? {
-            Some(cp) if cp.total_segments != ctx.total => {
-                return Err(ExportError::Corrupt {
-                    bucket: ctx.bucket.into(),
-                    key: cp_key,
-                    what: "checkpoint for this export",
-                    why: format!("it is for {} segments, this run has {}", cp.total_segments, ctx.total),
-                })
-            }
-            Some(cp) => cp,
-            None => fresh(segment, ctx.total),
-        }
-    } else {
-        fresh(segment, ctx.total)
-    };
+    let mut cp = starting_checkpoint(ctx, segment, &cp_key).await?;
     if cp.done {
         tracing::info!(table, segment, "segment already complete (checkpoint); rewriting its manifest");
         write_manifest(ctx, &cp).await?;
@@ -84,90 +87,45 @@ pub(crate) async fn run_segment(ctx: &SegmentCtx<'_>, segment: u32) -> Result<Se
     if cp.last_evaluated_key.is_some() {
         tracing::info!(table, segment, parts = cp.parts.len(), "resuming segment after its last durable part");
     }
-    let mut lek = cp.last_evaluated_key.as_ref().map(to_sdk_item);
-    let mut sizer = PageSizer::for_budget(ctx.limiter.rate(), ctx.workers);
+    let seg = Segment {
+        ddb: ctx.ddb,
+        table,
+        segment,
+        total: ctx.total,
+        workers: ctx.workers,
+        consistent: ctx.consistent,
+        limiter: ctx.limiter,
+        cancel: ctx.cancel,
+        throttled: ctx.throttled,
+        throttle_metric: "crossdock_export_throttled_total",
+    };
+    let mut pages = Pages::new(seg, cp.last_evaluated_key.as_ref());
     let mut part = new_part(ctx, segment, cp.parts.len() as u32);
     let mut rcu_since_checkpoint = 0.0;
-    let mut attempt = 0u32;
     loop {
-        if ctx.cancel.is_cancelled() {
-            part.abort().await;
-            return Ok(SegmentEnd { checkpoint: cp, done: false });
-        }
-        let (limit, estimate) = sizer.next();
-        tokio::select! {
-            _ = ctx.cancel.cancelled() => { part.abort().await; return Ok(SegmentEnd { checkpoint: cp, done: false }) }
-            _ = ctx.limiter.acquire(estimate) => {}
-        }
-        let request = ctx
-            .ddb
-            .scan()
-            .table_name(table)
-            .segment(segment as i32)
-            .total_segments(ctx.total as i32)
-            .consistent_read(ctx.consistent)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .set_limit(limit)
-            .set_exclusive_start_key(lek.clone());
-        let result = tokio::select! {
-            _ = ctx.cancel.cancelled() => {
-                ctx.limiter.release(estimate);
+        let page = match pages.next().await {
+            Ok(Some(page)) => page,
+            // Only a cancelled segment runs out of pages before its last one.
+            Ok(None) => {
                 part.abort().await;
                 return Ok(SegmentEnd { checkpoint: cp, done: false });
             }
-            r = request.send() => r,
-        };
-        let out = match result {
-            Ok(out) => {
-                attempt = 0;
-                out
-            }
             Err(e) => {
-                ctx.limiter.settle(estimate, 0.0);
-                let (code, message) = sdk_message(&e);
-                let transient = !matches!(e, aws_sdk_dynamodb::error::SdkError::ServiceError(_))
-                    || matches!(code.as_deref(), Some("InternalServerError" | "ServiceUnavailable"));
-                if is_throttle(code.as_deref()) || (transient && attempt < 8) {
-                    attempt += 1;
-                    ctx.throttled.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("crossdock_export_throttled_total").increment(1);
-                    let wait = crossdock_core::retry::backoff(attempt, Duration::from_millis(100), Duration::from_secs(5), rand::random());
-                    tracing::warn!(
-                        table,
-                        segment,
-                        code = code.as_deref().unwrap_or("transport"),
-                        wait_ms = wait.as_millis() as u64,
-                        "scan throttled or failed transiently; backing off"
-                    );
-                    tokio::select! {
-                        _ = ctx.cancel.cancelled() => {}
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                    continue;
-                }
                 part.abort().await;
-                let err = crate::error::ddb_error(table, "Scan", &e);
-                return Err(match err {
-                    ExportError::DynamoDb { .. } | ExportError::TableNotFound { .. } => err,
-                    other => ExportError::DynamoDb { table: table.into(), op: "Scan", message: format!("{other}: {message}"), retryable: false },
-                });
+                return Err(e);
             }
         };
-        let consumed = out.consumed_capacity().and_then(|c| c.capacity_units()).unwrap_or(estimate);
-        ctx.limiter.settle(estimate, consumed);
-        sizer.observe(out.items().len(), consumed);
+        let consumed = page.consumed_rcu;
         rcu_since_checkpoint += consumed;
         let bytes_before = part.bytes();
-        for item in out.items() {
-            let item = from_sdk_item(item).map_err(|u| ExportError::UnknownAttributeType { table: table.into(), attribute: u.attribute })?;
-            part.push(&item).await?;
+        for item in &page.items {
+            part.push(item).await?;
         }
-        let page_items = out.items().len() as u64;
+        let page_items = page.items.len() as u64;
         metrics::counter!("crossdock_export_items_total").increment(page_items);
         metrics::counter!("crossdock_export_consumed_rcu_total").increment(consumed.round() as u64);
         ctx.observer.event(&ExportEvent::Page { segment, items: page_items, bytes: part.bytes() - bytes_before, consumed_rcu: consumed });
-        lek = out.last_evaluated_key;
-        let finished = lek.is_none();
+        let finished = page.last_evaluated_key.is_none();
         if part.bytes() >= ctx.part_bytes || finished {
             let next_number = cp.parts.len() as u32 + u32::from(part.items() > 0);
             let full = std::mem::replace(&mut part, new_part(ctx, segment, next_number));
@@ -179,10 +137,7 @@ pub(crate) async fn run_segment(ctx: &SegmentCtx<'_>, segment: u32) -> Result<Se
                 cp.parts.push(done.entry);
                 cp.type_stats.merge(&done.stats);
             }
-            cp.last_evaluated_key = match &lek {
-                Some(k) => Some(from_sdk_item(k).map_err(|u| ExportError::UnknownAttributeType { table: table.into(), attribute: u.attribute })?),
-                None => None,
-            };
+            cp.last_evaluated_key = page.last_evaluated_key;
             cp.done = finished;
             cp.consumed_rcu += rcu_since_checkpoint;
             rcu_since_checkpoint = 0.0;

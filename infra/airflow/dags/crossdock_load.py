@@ -34,6 +34,19 @@ same names; Variables win):
     CROSSDOCK_NOTIFY_URL        Slack-compatible incoming-webhook URL (empty: no posts)
     CROSSDOCK_GCP_CONN_ID       Airflow connection for GCS (default: google_cloud_default)
 
+A second DAG, `crossdock_rehearsal` (daily), rehearses the cutover on every loaded table
+of CROSSDOCK_BATCH (or the run's `batch` param): the newest marker with `_LOADED` next to
+it, then
+
+    sync             crossdock sync --until-lag CROSSDOCK_REHEARSAL_LAG (default 5s):
+                     catch the target up with the change stream (the cutover gate)
+    audit            crossdock audit --sample CROSSDOCK_AUDIT_SAMPLE (default 0.05)
+                     --max-rcu CROSSDOCK_AUDIT_MAX_RCU (default 100): the live table
+                     against the target; exit 7 (a difference) fails the task
+
+and posts the audit's report (or the failure) to the webhook. Docs: docs/operations.md,
+"Audit and cutover".
+
 This file compiles and its helpers run without Airflow installed (the DAG object is
 built only when Airflow is importable); scripts/validate-infra checks both.
 """
@@ -54,6 +67,7 @@ except ModuleNotFoundError:  # pragma: no cover - older Airflow images
     import tomli as tomllib  # type: ignore[no-redef]
 
 DAG_ID = "crossdock_load"
+REHEARSAL_DAG_ID = "crossdock_rehearsal"
 HERE = Path(__file__).resolve().parent
 TABLE_RE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 
@@ -122,8 +136,16 @@ def load_command(binary: str, marker_url: str, pipeline: str, max_errors: str) -
 MARKER_ENV = "CROSSDOCK_MARKER"
 
 
-def bash_load(binary: str, marker_url: str, pipeline: str, max_errors: str) -> tuple[str, dict[str, str]]:
-    """The bash runner's command line and the environment it needs.
+def sync_command(binary: str, marker_url: str, pipeline: str, lag: str) -> list[str]:
+    return [binary, "sync", "--marker", marker_url, "--pipeline", pipeline, "--until-lag", lag, "--output", "json"]
+
+
+def audit_command(binary: str, marker_url: str, pipeline: str, sample: str, max_rcu: str) -> list[str]:
+    return [binary, "audit", "--marker", marker_url, "--pipeline", pipeline, "--sample", sample, "--max-rcu", max_rcu, "--output", "json"]
+
+
+def bash_with_marker(argv: list[str]) -> tuple[str, dict[str, str]]:
+    """The bash runner's command line for `argv` and the environment it needs.
 
     The marker URL holds the batch id, which whoever triggers the run types freely
     (docs/format.md allows `$`, backticks and quotes in it). Spliced into shell text,
@@ -131,10 +153,14 @@ def bash_load(binary: str, marker_url: str, pipeline: str, max_errors: str) -> t
     in the environment and the command only names the variable, inside double quotes,
     where bash expands it once and never re-parses the result. Everything else is
     fixed configuration and is shell-quoted."""
-    argv = load_command(binary, "", pipeline, max_errors)
+    i = argv.index("--marker") + 1
     words = [shlex.quote(a) for a in argv]
-    words[argv.index("--marker") + 1] = f'"${MARKER_ENV}"'
-    return " ".join(words), {MARKER_ENV: marker_url}
+    words[i] = f'"${MARKER_ENV}"'
+    return " ".join(words), {MARKER_ENV: argv[i]}
+
+
+def bash_load(binary: str, marker_url: str, pipeline: str, max_errors: str) -> tuple[str, dict[str, str]]:
+    return bash_with_marker(load_command(binary, marker_url, pipeline, max_errors))
 
 
 def redact_url(url: str) -> str:
@@ -239,17 +265,28 @@ def _gcs_sensor(table: str, bucket: str, conn_id: str, timeout: timedelta):
 
 
 def _load_task(table: str, bucket: str):
-    runner = setting("CROSSDOCK_RUNNER", "bash")
     max_errors = setting("CROSSDOCK_MAX_ERRORS", "0")
+    return _crossdock_task(
+        table,
+        "load",
+        lambda binary, marker, pipeline: load_command(binary, marker, pipeline, max_errors),
+        dict(on_success_callback=on_load_success, retries=2, retry_delay=timedelta(minutes=5)),
+    )
+
+
+def _crossdock_task(table: str, task_id: str, argv, extra: dict):
+    """A task running `argv(binary, marker_url, pipeline)` on the configured runner, with
+    the marker the group's `marker` task resolved."""
+    runner = setting("CROSSDOCK_RUNNER", "bash")
     marker_url = "{{ ti.xcom_pull(task_ids='%s.marker') }}" % task_group_id(table)
-    common = dict(task_id="load", on_success_callback=on_load_success, on_failure_callback=on_failure, retries=2, retry_delay=timedelta(minutes=5))
+    common = dict(task_id=task_id, on_failure_callback=on_failure, **extra)
     if runner == "bash":
         from_env = setting("CROSSDOCK_PIPELINE", str(HERE / "pipeline.toml"))
         pipeline = setting("CROSSDOCK_RUNNER_PIPELINE", from_env)
         # `env` is a templated field: the marker is rendered into the environment, not
         # into the command (bash_load says why); append_env keeps the worker's PATH and
         # credentials.
-        bash, env = bash_load(setting("CROSSDOCK_BIN", "crossdock"), marker_url, pipeline, max_errors)
+        bash, env = bash_with_marker(argv(setting("CROSSDOCK_BIN", "crossdock"), marker_url, pipeline))
         try:
             from airflow.providers.standard.operators.bash import BashOperator
         except ImportError:
@@ -263,13 +300,13 @@ def _load_task(table: str, bucket: str):
         pipeline = setting("CROSSDOCK_RUNNER_PIPELINE", "/etc/crossdock/pipeline.toml")
         configmap = setting("CROSSDOCK_K8S_CONFIGMAP", "crossdock-pipeline")
         return KubernetesPodOperator(
-            name=f"crossdock-load-{table.lower().replace('_', '-').replace('.', '-')}"[:63],
+            name=f"crossdock-{task_id}-{table.lower().replace('_', '-').replace('.', '-')}"[:63],
             namespace=setting("CROSSDOCK_K8S_NAMESPACE", "crossdock"),
             service_account_name=setting("CROSSDOCK_K8S_SERVICE_ACCOUNT", "crossdock-load"),
             image=setting("CROSSDOCK_IMAGE", "ghcr.io/crossdock/crossdock:0.1.0"),
             # argv, no shell: the rendered marker is one argument whatever it holds.
             cmds=["crossdock"],
-            arguments=load_command("crossdock", marker_url, pipeline, max_errors)[1:],
+            arguments=argv("crossdock", marker_url, pipeline)[1:],
             env_vars={"CROSSDOCK_LOG_FORMAT": "json"},
             env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name="crossdock-load-env", optional=True))],
             volumes=[k8s.V1Volume(name="pipeline", config_map=k8s.V1ConfigMapVolumeSource(name=configmap))],
@@ -338,5 +375,67 @@ def build_dag():
     return dag
 
 
+def on_audit_success(context: dict) -> None:
+    ti = context.get("task_instance") or context.get("ti")
+    report = ti.xcom_pull(task_ids=ti.task_id) if ti is not None else None
+    fields = _context_fields(context)
+    fields["dag"] = REHEARSAL_DAG_ID
+    try:
+        r = json.loads(report) if isinstance(report, str) else (report or {})
+        for k in ("table", "destination", "sampled", "source_items", "matching", "missing", "different", "consumed_rcu"):
+            if k in r:
+                fields[k] = r[k]
+    except (TypeError, ValueError):
+        pass
+    notify(f":white_check_mark: crossdock rehearsal: {fields.get('table', fields.get('task'))} caught up and audited, no difference", fields)
+
+
+def build_rehearsal_dag():
+    pipeline_path = setting("CROSSDOCK_PIPELINE", str(HERE / "pipeline.toml"))
+    p = read_pipeline(pipeline_path)
+    bucket, tables = p["bucket"], p["tables"]
+    conn_id = setting("CROSSDOCK_GCP_CONN_ID", "google_cloud_default")
+    lag = setting("CROSSDOCK_REHEARSAL_LAG", "5s")
+    sample = setting("CROSSDOCK_AUDIT_SAMPLE", "0.05")
+    max_rcu = setting("CROSSDOCK_AUDIT_MAX_RCU", "100")
+    batch_default = setting("CROSSDOCK_BATCH")
+
+    with DAG(
+        dag_id=REHEARSAL_DAG_ID,
+        description=f"crossdock: daily cutover rehearsal of {p['name']}'s loaded tables (sync to the gate, sampled audit)",
+        schedule="@daily",
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        max_active_tasks=int(setting("CROSSDOCK_MAX_PARALLEL_LOADS", "4")) * 2,
+        params={"batch": Param(batch_default, type="string", minLength=1, description="Batch id of the loaded exports to rehearse")},
+        default_args={"owner": "crossdock", "on_failure_callback": on_failure},
+        tags=["crossdock", p["name"], "rehearsal"],
+        doc_md=__doc__,
+    ) as dag:
+        for table in tables:
+            with TaskGroup(group_id=task_group_id(table), tooltip=f"DynamoDB table {table}"):
+
+                @task(task_id="marker")
+                def marker(table: str = table, **context) -> str:
+                    from airflow.providers.google.cloud.hooks.gcs import GCSHook
+
+                    batch = context["params"]["batch"]
+                    hook = GCSHook(gcp_conn_id=conn_id)
+                    names = hook.list(bucket, prefix=f"{batch}/{table}/", match_glob=marker_glob(batch, table))
+                    name = newest_marker(names, batch, table)
+                    if name is None or not hook.exists(bucket, name[: -len("_SUCCESS")] + "_LOADED"):
+                        raise AirflowSkipException(f"{table}: no loaded export in batch {batch} yet; nothing to rehearse")
+                    return f"gs://{bucket}/{name}"
+
+                sync = _crossdock_task(table, "sync", lambda binary, m, pipe: sync_command(binary, m, pipe, lag), {})
+                audit = _crossdock_task(
+                    table, "audit", lambda binary, m, pipe: audit_command(binary, m, pipe, sample, max_rcu), dict(on_success_callback=on_audit_success)
+                )
+                marker() >> sync >> audit
+    return dag
+
+
 if HAVE_AIRFLOW:
     dag = build_dag()
+    rehearsal = build_rehearsal_dag()

@@ -132,6 +132,20 @@ class BashRunnerQuoting(unittest.TestCase):
         argv = self.run_load("gs://landing/b1/Orders/2026-11-23T06-00-00Z/_SUCCESS", pipeline)
         self.assertEqual(argv[argv.index("--pipeline") + 1], pipeline)
 
+    def test_rehearsal_commands_carry_a_hostile_marker_as_one_argument(self):
+        pwned = Path(f"/tmp/pwned-{uuid.uuid4().hex}")
+        marker = f'gs://landing/x$(touch {pwned})"/Orders/2026-11-23T06-00-00Z/_SUCCESS'
+        for argv in [m.sync_command(str(self.fake), marker, "/p.toml", "5s"), m.audit_command(str(self.fake), marker, "/p.toml", "0.05", "100")]:
+            with self.subTest(cmd=argv[1]):
+                command, env = m.bash_with_marker(argv)
+                self.assertNotIn(marker, command)
+                out = subprocess.run(["bash", "-c", command], env={**os.environ, **env}, capture_output=True, text=True, timeout=30, check=True)
+                got = json.loads(out.stdout.strip().splitlines()[-1])
+                self.assertFalse(pwned.exists())
+                self.assertEqual(got, argv[1:], "every argument arrives byte for byte")
+        self.assertEqual(m.sync_command("c", "gs://m", "/p", "5s")[-4:], ["--until-lag", "5s", "--output", "json"])
+        self.assertIn("--sample", m.audit_command("c", "gs://m", "/p", "0.05", "100"))
+
     def test_kubernetes_runner_passes_argv_not_shell(self):
         marker = 'gs://landing/x$(touch /tmp/pwned)"/Orders/2026-11-23T06-00-00Z/_SUCCESS'
         argv = m.load_command("crossdock", marker, "/etc/crossdock/pipeline.toml", "0")

@@ -1,6 +1,7 @@
 //! crossdock's one integration-test binary. Needs the local stack
 //! (`scripts/local-stack up && eval "$(scripts/local-stack env)"`); `scripts/test` does both.
 
+mod audit;
 mod cli;
 mod export;
 mod load;
