@@ -72,6 +72,25 @@ async fn conformance_bigtable() {
     conformance::run(&t, &model, &items).await;
 }
 
+/// Loads of one table started together (two watchers, an orchestrator's retry beside a
+/// slow load): exactly one creates the table, the others find it and go on.
+#[tokio::test]
+async fn concurrent_table_creation_creates_once_and_every_caller_goes_on() {
+    let s = TempPgSchema::new("race").await;
+    let pg = postgres(&s).await;
+    let (model, _) = sample_model(TargetKind::Postgres, &crossdock_tests::unique_ident("tbl"), 5, true);
+    let created = futures::future::join_all((0..8).map(|_| pg.ensure_table(&model))).await;
+    let created: Vec<bool> = created.into_iter().map(|r| r.expect("every concurrent ensure_table succeeds")).collect();
+    assert_eq!(created.iter().filter(|c| **c).count(), 1, "postgres: {created:?}");
+
+    let db = TempSpannerDb::new("race").await;
+    let (spanner_a, spanner_b) = (spanner(&db).await, spanner(&db).await);
+    let (model, _) = sample_model(TargetKind::Spanner, &crossdock_tests::unique_ident("tbl"), 5, true);
+    let (a, b) = futures::join!(spanner_a.ensure_table(&model), spanner_b.ensure_table(&model));
+    let created = [a.expect("first spanner caller"), b.expect("second spanner caller")];
+    assert_eq!(created.iter().filter(|c| **c).count(), 1, "spanner: {created:?}");
+}
+
 async fn load_export<T: Target>(t: &T, export: &WrittenExport, batch: BatchConfig, opts: LoadOptions) -> Result<Summary, LoadError> {
     let marker = marker_of(export).await;
     let model = model_for(t.kind(), export);

@@ -393,6 +393,29 @@ impl PostgresTarget {
         result
     }
 
+    async fn table_exists(&self, c: &Client, model: &TableModel) -> Result<bool, LoadError> {
+        let row = c.query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.table(model)]).await.map_err(|e| err("read schema", &model.name, e))?;
+        Ok(row.get(0))
+    }
+
+    /// Creates the schema and the table unless another process got there first;
+    /// whether this call created the table. Concurrent `CREATE … IF NOT EXISTS` of one
+    /// name can still fail on PostgreSQL's catalog (a duplicate key in `pg_type`), so
+    /// the creations in a schema take turns on a transaction-scoped advisory lock and
+    /// look again once they hold it: two loads of one marker started together both go on.
+    async fn create_table_once(&self, c: &mut Client, model: &TableModel) -> Result<bool, LoadError> {
+        let e = |op| move |e| err(op, &model.name, e);
+        let tx = c.transaction().await.map_err(e("create table"))?;
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&format!("crossdock ddl {}", self.schema)]).await.map_err(e("lock for create table"))?;
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", q(&self.schema))).await.map_err(e("create schema"))?;
+        let exists: bool = tx.query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.table(model)]).await.map_err(e("read schema"))?.get(0);
+        if !exists {
+            tx.batch_execute(&self.create_table_sql(model)).await.map_err(e("create table"))?;
+        }
+        tx.commit().await.map_err(e("create table"))?;
+        Ok(!exists)
+    }
+
     fn table(&self, model: &TableModel) -> String {
         format!("{}.{}", q(&self.schema), q(&model.name))
     }
@@ -544,8 +567,11 @@ impl Target for PostgresTarget {
     }
 
     async fn ensure_table(&self, model: &TableModel) -> Result<bool, LoadError> {
-        let c = self.take().await?;
+        let mut c = self.take().await?;
         let result = async {
+            if !self.table_exists(&c, model).await? && self.create_table_once(&mut c, model).await? {
+                return Ok(true);
+            }
             let rows = c
                 .query(
                     "SELECT column_name, udt_name, is_nullable = 'YES' FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
@@ -553,11 +579,6 @@ impl Target for PostgresTarget {
                 )
                 .await
                 .map_err(|e| err("read schema", &model.name, e))?;
-            if rows.is_empty() {
-                c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", q(&self.schema))).await.map_err(|e| err("create schema", &model.name, e))?;
-                c.batch_execute(&self.create_table_sql(model)).await.map_err(|e| err("create table", &model.name, e))?;
-                return Ok(true);
-            }
             let existing: Vec<(String, String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
             let pk_rows = c
                 .query(

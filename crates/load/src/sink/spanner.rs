@@ -206,6 +206,15 @@ impl SpannerTarget {
         Ok(SpannerTarget { database: database.into(), client, admin, stats: CallStats::default() })
     }
 
+    /// (name, type, nullable) of the table's columns; none when it does not exist.
+    async fn columns(&self, model: &TableModel) -> Result<Vec<Vec<Value>>, LoadError> {
+        let mut stmt = Statement::new(
+            "SELECT COLUMN_NAME, SPANNER_TYPE, IS_NULLABLE FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = '' AND TABLE_NAME = @t ORDER BY ORDINAL_POSITION",
+        );
+        stmt.add_param("t", &model.name);
+        self.query(&model.name, stmt, 3).await
+    }
+
     fn create_table_sql(model: &TableModel) -> String {
         let cols: Vec<String> =
             model.columns.iter().map(|c| format!("{} {}{}", q(&c.name), spanner_type(c.ty), if c.key { " NOT NULL" } else { "" })).collect();
@@ -297,14 +306,18 @@ impl Target for SpannerTarget {
     }
 
     async fn ensure_table(&self, model: &TableModel) -> Result<bool, LoadError> {
-        let mut stmt = Statement::new(
-            "SELECT COLUMN_NAME, SPANNER_TYPE, IS_NULLABLE FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = '' AND TABLE_NAME = @t ORDER BY ORDINAL_POSITION",
-        );
-        stmt.add_param("t", &model.name);
-        let cols = self.query(&model.name, stmt, 3).await?;
+        let mut cols = self.columns(model).await?;
         if cols.is_empty() {
-            self.run_ddl(&model.name, vec![Self::create_table_sql(model)]).await?;
-            return Ok(true);
+            match self.run_ddl(&model.name, vec![Self::create_table_sql(model)]).await {
+                Ok(()) => return Ok(true),
+                // Another load of the table created it first: check it like any other.
+                Err(e) => {
+                    cols = self.columns(model).await?;
+                    if cols.is_empty() {
+                        return Err(e);
+                    }
+                }
+            }
         }
         let existing: Vec<(String, String, bool)> = cols.iter().map(|r| (text_of(&r[0]), text_of(&r[1]), text_of(&r[2]) == "YES")).collect();
         let mut stmt = Statement::new(
