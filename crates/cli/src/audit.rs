@@ -87,8 +87,10 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
     let throttled = AtomicU64::new(0);
     let workers = args.concurrency.min(segments.len() as u32).max(1);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Page>(2 * workers as usize);
-    let readers = futures::stream::iter(segments.iter().map(|&segment| {
-        let tx = tx.clone();
+    // One sender per segment, made now: the channel closes when the last reader ends.
+    let senders: Vec<_> = segments.iter().map(|&segment| (segment, tx.clone())).collect();
+    drop(tx);
+    let readers = futures::stream::iter(senders.into_iter().map(|(segment, tx)| {
         let seg = Segment {
             ddb: &ddb,
             table: &table,
@@ -111,7 +113,6 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
             Ok::<(), crossdock_export::ExportError>(())
         }
     }));
-    drop(tx);
     let read_all = async {
         use futures::StreamExt;
         let r = readers.buffer_unordered(workers as usize).collect::<Vec<_>>().await.into_iter().collect::<Result<Vec<()>, _>>();

@@ -115,7 +115,8 @@ impl<'a> Pages<'a> {
         let (code, message) = sdk_message(e);
         let transient =
             !matches!(e, aws_sdk_dynamodb::error::SdkError::ServiceError(_)) || matches!(code.as_deref(), Some("InternalServerError" | "ServiceUnavailable"));
-        if !is_throttle(code.as_deref()) && !(transient && attempt <= 8) {
+        let retry = is_throttle(code.as_deref()) || (transient && attempt <= 8);
+        if !retry {
             let err = crate::error::ddb_error(s.table, "Scan", e);
             return Err(match err {
                 ExportError::DynamoDb { .. } | ExportError::TableNotFound { .. } => err,

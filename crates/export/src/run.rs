@@ -282,7 +282,10 @@ fn prepare(cfg: &ExportConfig, info: TableInfo, schema_segments: Option<u32>) ->
         return Err(invalid("--segment-range", format!("{}..{} is outside TotalSegments {total} (segments 0..{total})", range.0, range.1)));
     }
     let budget = sizing::scan_budget(raise_to.or(info.throughput).map(|t| t.read), cfg.read_ratio, cfg.max_rcu).ok_or_else(|| {
-        invalid("--max-rcu", format!("table {} is on-demand (PAY_PER_REQUEST): give --max-rcu so the export cannot take the application's throughput", cfg.table))
+        invalid(
+            "--max-rcu",
+            format!("table {} is on-demand (PAY_PER_REQUEST): give --max-rcu so the export cannot take the application's throughput", cfg.table),
+        )
     })?;
     // The budget is the whole table's: a process scanning a slice of the segments gets
     // the same slice of it, so N pods of a sharded export stay within it together.

@@ -1,21 +1,19 @@
-//! One segment of the parallel scan: paged with `ExclusiveStartKey`,
-//! `ReturnConsumedCapacity=TOTAL` into the shared [`RateLimiter`], items into data parts
-//! that roll over at the first page boundary past the size limit; after each durable part
+//! One segment of the export: its pages ([`crate::pages`], under the shared
+//! [`RateLimiter`]) into data parts that roll over at the first page boundary past the size limit; after each durable part
 //! a checkpoint (`_checkpoint/seg-SSSSS.json`) records the parts and the page's
 //! `LastEvaluatedKey`, so `--resume` continues after the last durable part and every item
 //! lands exactly once. The segment's manifest is written when it ends.
 
-use crate::convert::{from_sdk_item, to_sdk_item};
-use crate::error::{is_throttle, sdk_message, ExportError};
+use crate::error::ExportError;
 use crate::observe::{ExportEvent, Observer};
-use crate::ratelimit::{PageSizer, RateLimiter};
+use crate::pages::{Pages, Segment};
+use crate::ratelimit::RateLimiter;
 use crate::s3::{delete, get_json, put_json};
 use crate::writer::PartWriter;
 use crossdock_core::layout::{DumpFile, ExportId};
 use crossdock_core::manifest::{SegmentCheckpoint, SegmentManifest, TypeStats};
 use crossdock_core::{Codec, FORMAT_VERSION};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicU64;
 use tokio_util::sync::CancellationToken;
 
 /// Everything a segment worker shares with the others.

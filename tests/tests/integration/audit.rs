@@ -52,7 +52,8 @@ async fn audit_passes_an_exact_copy_finds_each_kind_of_difference_and_samples_it
     let dir = work_dir("audit");
     let pipeline = dir.join("pipeline.toml");
     std::fs::write(&pipeline, pipeline_toml("postgres", &pg.name, "", &format!("[[tables]]\nname = \"{table}\"\nroute = \"relational\""))).expect("pipeline");
-    let args = |cmd: &str| -> Vec<String> { vec![cmd.into(), "--marker".into(), export.marker_url.clone(), "--pipeline".into(), pipeline.display().to_string()] };
+    let args =
+        |cmd: &str| -> Vec<String> { vec![cmd.into(), "--marker".into(), export.marker_url.clone(), "--pipeline".into(), pipeline.display().to_string()] };
     let mut load = Proc::spawn(&dir, "load", &[args("load"), vec!["--no-progress".into()]].concat());
     assert!(load.wait(Duration::from_secs(180)).await.success(), "load failed: {}", load.log_tail());
 
