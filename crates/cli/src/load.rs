@@ -97,7 +97,7 @@ pub struct Prepared {
 }
 
 pub async fn prepare(marker_url: &str, pipeline: &crossdock_core::pipeline::Pipeline) -> anyhow::Result<Prepared> {
-    let client = crossdock_load::gcs::client().await.map_err(coded)?;
+    let client = crossdock_load::gcs::client(crate::gcp()).await.map_err(coded)?;
     let marker = crossdock_load::marker::read(client, marker_url).await.map_err(coded)?;
     let routing = run::route(&marker, pipeline).map_err(coded)?;
     let kind = run::kind_of(&routing.target);
@@ -115,15 +115,17 @@ macro_rules! with_target {
     ($p:expr, |$t:ident| $body:expr) => {{
         match &$p.routing.target {
             TargetConfig::Spanner { database } => {
-                let $t = SpannerTarget::connect(database).await.map_err($crate::load::coded)?;
+                let $t = SpannerTarget::connect($crate::gcp(), database).await.map_err($crate::load::coded)?;
                 $body
             }
             TargetConfig::Postgres { url, schema } => {
                 let $t = PostgresTarget::connect(url, schema).await.map_err($crate::load::coded)?;
                 $body
             }
-            TargetConfig::Bigtable { project, instance, column_family } => {
-                let $t = BigtableTarget::connect(project, instance, column_family, $crate::load::export_micros(&$p)).await.map_err($crate::load::coded)?;
+            TargetConfig::Bigtable { project, instance, column_family, create_tables } => {
+                let $t = BigtableTarget::connect($crate::gcp(), project, instance, column_family, $crate::load::export_micros(&$p), *create_tables)
+                    .await
+                    .map_err($crate::load::coded)?;
                 $body
             }
         }

@@ -30,7 +30,7 @@ async fn marker_of(export: &WrittenExport) -> Marker {
 }
 
 async fn spanner(db: &TempSpannerDb) -> SpannerTarget {
-    SpannerTarget::connect(&db.path).await.expect("connect spanner")
+    SpannerTarget::connect(&crossdock_gcp::Gcp::from_env(), &db.path).await.expect("connect spanner")
 }
 
 async fn postgres(schema: &TempPgSchema) -> PostgresTarget {
@@ -38,7 +38,16 @@ async fn postgres(schema: &TempPgSchema) -> PostgresTarget {
 }
 
 async fn bigtable() -> BigtableTarget {
-    BigtableTarget::connect(&crossdock_tests::gcp_project(), &crossdock_tests::bigtable_instance(), "d", 1_700_000_000_000_000).await.expect("connect bigtable")
+    BigtableTarget::connect(
+        &crossdock_gcp::Gcp::from_env(),
+        &crossdock_tests::gcp_project(),
+        &crossdock_tests::bigtable_instance(),
+        "d",
+        1_700_000_000_000_000,
+        true,
+    )
+    .await
+    .expect("connect bigtable")
 }
 
 /// Reads the whole table back and checks every row equals its source item.

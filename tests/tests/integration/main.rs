@@ -3,6 +3,7 @@
 
 mod cli;
 mod export;
+mod gauth;
 mod load;
 mod load_progress;
 mod nul;
