@@ -82,7 +82,7 @@ fn main() -> ExitCode {
         Ok(code) => code.into(),
         Err(e) => {
             let code = exit::code_of(&e);
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", exit::message(&e));
             code.into()
         }
     }
