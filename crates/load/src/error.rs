@@ -29,6 +29,9 @@ pub enum LoadError {
     /// A GCS call failed.
     #[error("GCS {op} gs://{bucket}/{key}: {message}")]
     Gcs { op: &'static str, bucket: String, key: String, message: String, retryable: bool },
+    /// A Pub/Sub call (`--watch`) failed.
+    #[error("Pub/Sub {op} {subscription}: {message}")]
+    PubSub { op: &'static str, subscription: String, message: String, retryable: bool },
     /// The target holds a different number of rows than the marker promises.
     #[error("{target} table {table} has {actual} rows, expected {expected} (marker items {items} minus {rejected} rejected)")]
     CountMismatch { target: &'static str, table: String, expected: u64, actual: u64, items: u64, rejected: u64 },
@@ -56,7 +59,7 @@ impl LoadError {
 
     /// Whether retrying the same call may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, LoadError::Target { retryable: true, .. } | LoadError::Gcs { retryable: true, .. })
+        matches!(self, LoadError::Target { retryable: true, .. } | LoadError::Gcs { retryable: true, .. } | LoadError::PubSub { retryable: true, .. })
     }
 }
 
