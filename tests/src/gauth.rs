@@ -8,7 +8,7 @@
 //! file source must hand over the exact token in the file; an AWS source must hand over
 //! a signed `GetCallerIdentity` request naming the provider as target resource, signed
 //! with the expected access key. It mints `sts_token`; impersonation turns that (and
-//! only that) into `sa_token`.
+//! only that) into `sa_token`, for any service account but `denied@…`.
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -139,6 +139,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         return Ok(full(StatusCode::OK, body.to_string()));
     }
     if path.contains("/serviceAccounts/") && path.ends_with(":generateAccessToken") {
+        if path.contains("/serviceAccounts/denied@") {
+            let why = "the federated principal may not impersonate this service account (roles/iam.workloadIdentityUser missing)";
+            state.refused.lock().expect("refused").push(why.into());
+            let body = serde_json::json!({ "error": { "code": 403, "message": why, "status": "PERMISSION_DENIED" } });
+            return Ok(full(StatusCode::FORBIDDEN, body.to_string()));
+        }
         if auth != format!("Bearer {}", state.sts_token) {
             return refuse(StatusCode::UNAUTHORIZED, "impersonation without the STS token".into());
         }

@@ -204,3 +204,34 @@ async fn grpc_clients_send_the_federated_token() {
     assert_eq!(sts.exchanges(), 1, "one sign-in serves every client");
     assert_eq!(gcp.identity().await.expect("identity").email.as_deref(), Some(SA));
 }
+
+/// Each step of a federated sign-in that can fail is named: the subject token (file
+/// missing), the STS exchange (token refused) and the impersonation (not allowed).
+#[tokio::test]
+async fn sign_in_errors_name_the_failing_step() {
+    let sts = FakeSts::start(Subject::Exact("right".into())).await;
+    let dir = work_dir("gauth-steps");
+    let sign_in =
+        |cred: std::path::PathBuf| async move { crossdock_gcp::Gcp::from_env().with_credentials_file(cred).identity().await.expect_err("refused").to_string() };
+
+    let gone = dir.join("no-such-token");
+    let cred = sts.credential_file(&dir, "missing.json", serde_json::json!({ "file": gone }), Some(SA));
+    let text = sign_in(cred).await;
+    assert!(text.contains(&format!("getting the subject token from file {}", gone.display())), "{text}");
+
+    let cred = file_credential(&sts, &dir, "wrong");
+    let text = sign_in(cred).await;
+    assert!(text.contains(&format!("STS token exchange at {}/v1/token", sts.url)) && text.contains("invalid_grant"), "{text}");
+
+    let token_file = dir.join("subject-token");
+    std::fs::write(&token_file, "right").expect("token");
+    let denied = "denied@crossdock-test.iam.gserviceaccount.com";
+    let cred = sts.credential_file(&dir, "denied.json", serde_json::json!({ "file": token_file }), Some(denied));
+    let text = sign_in(cred).await;
+    assert!(text.contains("service-account impersonation at") && text.contains(denied) && text.contains("PERMISSION_DENIED"), "{text}");
+
+    let cred = dir.join("not-json.json");
+    std::fs::write(&cred, "{ not json").expect("write");
+    let text = sign_in(cred.clone()).await;
+    assert!(text.contains(&format!("Google credentials {}: not a credential file", cred.display())), "{text}");
+}
