@@ -715,6 +715,8 @@ async fn bigtable_without_table_creation_loads_a_pre_created_table_and_names_the
         .expect("connect");
     let summary = load_export(&t, &export, BatchConfig::default(), LoadOptions::default()).await.expect("load into the pre-created table");
     assert_eq!((summary.rows_in_target, summary.table_created), (50, false), "{summary:?}");
+    let admin = || t.stats().admin_connections.load(Ordering::Relaxed);
+    assert_eq!(admin(), 0, "no admin call for an existing table");
     verify_all(&t, &export).await;
 
     let (s, items) = sample(5, true, false);
@@ -731,4 +733,13 @@ async fn bigtable_without_table_creation_loads_a_pre_created_table_and_names_the
     assert!(matches!(e, LoadError::NotFound { .. }), "{e:?}");
     let again = load_export(&t, &export, BatchConfig::default(), LoadOptions::default()).await.expect_err("still missing: nothing created it");
     assert!(again.to_string().contains(&command));
+    assert_eq!(admin(), 0, "nor for a missing one the loader may not create");
+    // Allowed to create, the same loader goes through the admin API once and loads.
+    let creator = BigtableTarget::connect(&gcp, &crossdock_tests::gcp_project(), &crossdock_tests::bigtable_instance(), "d", 1_700_000_000_000_000, true)
+        .await
+        .expect("connect");
+    let _cleanup = TempBigtable { name: missing.clone() };
+    let created = load_export(&creator, &export, BatchConfig::default(), LoadOptions::default()).await.expect("created and loaded");
+    assert!(created.table_created && created.rows_in_target == 5, "{created:?}");
+    assert_eq!(creator.stats().admin_connections.load(Ordering::Relaxed), 1);
 }

@@ -159,6 +159,7 @@ impl BigtableTarget {
         &self,
         table: &str,
     ) -> Result<(admin::bigtable_table_admin_client::BigtableTableAdminClient<tonic::transport::Channel>, Option<String>), LoadError> {
+        self.stats.admin_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (url, bearer) = match &self.emulator {
             Some(host) => (format!("http://{host}"), None),
             None => {
