@@ -7,6 +7,7 @@
 //! a clear panic telling you to start the stack — tests never silently skip.
 
 pub mod export;
+pub mod gauth;
 pub mod load;
 pub mod pipeline;
 pub mod proxy;

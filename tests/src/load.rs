@@ -145,7 +145,7 @@ pub fn pipeline_toml(relational: &str, pg_schema: &str, spanner_db: &str, extra:
         _ => format!("kind = \"postgres\"\nurl = \"{}\"\nschema = \"{pg_schema}\"", crate::stack_var("CROSSDOCK_PG_URL")),
     };
     format!(
-        "name = \"t\"\n[source]\nbucket = \"unused\"\n[relay]\ncodec = \"zstd\"\n[targets.relational]\n{rel}\n[targets.wide_column]\nkind = \"bigtable\"\nproject = \"{}\"\ninstance = \"{}\"\n{extra}\n",
+        "name = \"t\"\n[source]\nbucket = \"unused\"\n[relay]\ncodec = \"zstd\"\n[targets.relational]\n{rel}\n[targets.wide_column]\nkind = \"bigtable\"\nproject = \"{}\"\ninstance = \"{}\"\ncreate_tables = true\n{extra}\n",
         crate::gcp_project(),
         crate::bigtable_instance()
     )

@@ -195,6 +195,7 @@ schema = "{pg_schema}"
 kind = "bigtable"
 project = "${{CROSSDOCK_GCP_PROJECT}}"
 instance = "{instance}"
+create_tables = true
 "#,
         instance = crate::bigtable_instance(),
     );

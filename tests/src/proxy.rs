@@ -56,6 +56,10 @@ struct State {
     held: AtomicUsize,
     faulted: AtomicUsize,
     client: Client<HttpConnector, Incoming>,
+    /// `Authorization` value every request must carry ([`FaultProxy::requiring`]).
+    require: Option<String>,
+    rejected: AtomicUsize,
+    authorized: AtomicUsize,
 }
 
 /// A running proxy. Dropped, it stops: held requests are answered 503 and never
@@ -79,6 +83,27 @@ impl FaultProxy {
     /// Starts a proxy on a free loopback port forwarding to `upstream`
     /// (`http://host:port` or `host:port`).
     pub async fn start(upstream: &str) -> FaultProxy {
+        FaultProxy::start_with(upstream, None).await
+    }
+
+    /// A proxy that answers 401, without forwarding, every request whose
+    /// `Authorization` is not `Bearer {token}`: in front of fake-gcs-server (which
+    /// accepts anything) it stands for Google's front end checking the signed-in token.
+    pub async fn requiring(upstream: &str, token: &str) -> FaultProxy {
+        FaultProxy::start_with(upstream, Some(format!("Bearer {token}"))).await
+    }
+
+    /// Requests refused for a missing or wrong token so far.
+    pub fn rejected(&self) -> usize {
+        self.state.rejected.load(Ordering::SeqCst)
+    }
+
+    /// Requests that carried the required token so far.
+    pub fn authorized(&self) -> usize {
+        self.state.authorized.load(Ordering::SeqCst)
+    }
+
+    async fn start_with(upstream: &str, require: Option<String>) -> FaultProxy {
         let upstream = if upstream.contains("://") { upstream.to_string() } else { format!("http://{upstream}") };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
@@ -91,6 +116,9 @@ impl FaultProxy {
             held: AtomicUsize::new(0),
             faulted: AtomicUsize::new(0),
             client: Client::builder(TokioExecutor::new()).build_http(),
+            require,
+            rejected: AtomicUsize::new(0),
+            authorized: AtomicUsize::new(0),
         });
         let serving = state.clone();
         let task = tokio::spawn(async move {
@@ -150,6 +178,15 @@ impl FaultProxy {
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, hyper::Error> {
     let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
     let decoded = percent_encoding::percent_decode_str(&target).decode_utf8_lossy().into_owned();
+    if let Some(want) = &state.require {
+        let got = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if got != Some(want.as_str()) {
+            state.rejected.fetch_add(1, Ordering::SeqCst);
+            let body = r#"{"error":{"code":401,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}"#;
+            return Ok(Response::builder().status(StatusCode::UNAUTHORIZED).header("content-type", "application/json").body(full(body)).expect("response"));
+        }
+        state.authorized.fetch_add(1, Ordering::SeqCst);
+    }
     let action = {
         let mut rules = state.rules.lock().expect("rules");
         rules.iter_mut().find(|r| (r.matches)(req.method().as_str(), &decoded)).and_then(|r| {

@@ -42,6 +42,24 @@ pub fn fail(code: Code, message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Coded { code, message: message.into() })
 }
 
+/// The error and its causes on one line, each said once: library errors often repeat
+/// their source's message in their own (so `to_string` alone is complete), and
+/// printing the chain as well would say it twice.
+pub fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// The exit code for an error: the first [`Coded`] in its chain, else `Failure`.
 pub fn code_of(e: &anyhow::Error) -> Code {
     e.chain().find_map(|c| c.downcast_ref::<Coded>()).map_or(Code::Failure, |c| c.code)

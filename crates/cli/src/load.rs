@@ -38,9 +38,14 @@ pub struct Args {
     /// Pub/Sub topic of the bucket's finalize notifications (with --watch).
     #[arg(long, env = "CROSSDOCK_GCS_EVENTS_TOPIC", default_value = "crossdock-gcs-events")]
     pub topic: String,
-    /// Pub/Sub subscription to pull from (created on the topic if absent).
+    /// Pub/Sub subscription to pull from (created on the topic if absent, unless
+    /// --no-create-subscription).
     #[arg(long, default_value = "crossdock-load")]
     pub subscription: String,
+    /// With --watch: never create the subscription; a missing one is an error naming the
+    /// command that creates it (for identities with subscriber permissions only).
+    #[arg(long)]
+    pub no_create_subscription: bool,
     /// With --watch: seconds a marker being loaded stays this watcher's without renewal
     /// (renewed every third of it; a watcher that dies hands its marker on after this).
     #[arg(long, default_value_t = crossdock_load::watch::DEFAULT_LEASE_SECS, value_parser = clap::value_parser!(u64).range(3..=600))]
@@ -114,7 +119,7 @@ pub struct Prepared {
 }
 
 pub async fn prepare(marker_url: &str, pipeline: &crossdock_core::pipeline::Pipeline) -> anyhow::Result<Prepared> {
-    let client = crossdock_load::gcs::client().await.map_err(coded)?;
+    let client = crossdock_load::gcs::client(crate::gcp()).await.map_err(coded)?;
     let marker = crossdock_load::marker::read(client, marker_url).await.map_err(coded)?;
     let routing = run::route(&marker, pipeline).map_err(coded)?;
     let kind = run::kind_of(&routing.target);
@@ -129,7 +134,7 @@ pub(crate) fn export_micros(p: &Prepared) -> i64 {
 
 /// The target the routing names, connected.
 pub(crate) async fn connect(p: &Prepared) -> anyhow::Result<AnyTarget> {
-    crossdock_load::sink::connect(&p.routing.target, export_micros(p)).await.map_err(coded)
+    crossdock_load::sink::connect(crate::gcp(), &p.routing.target, export_micros(p)).await.map_err(coded)
 }
 
 fn plan_of(p: &Prepared, t: &AnyTarget) -> (Plan, BatchPlan) {
@@ -244,7 +249,8 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
     let pipeline = crate::pipeline::load(&args.pipeline)?;
     if args.watch {
         let project = args.project.clone().ok_or_else(|| fail(Code::Usage, "--watch needs --project or CROSSDOCK_GCP_PROJECT"))?;
-        let watcher = crossdock_load::watch::Watcher::new(&project, &args.topic, &args.subscription).await.map_err(coded)?;
+        let watcher =
+            crossdock_load::watch::Watcher::new(crate::gcp(), &project, &args.topic, &args.subscription, !args.no_create_subscription).await.map_err(coded)?;
         let shutdown = crate::shutdown::signal();
         tokio::pin!(shutdown);
         loop {

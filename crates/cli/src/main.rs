@@ -19,6 +19,12 @@ mod verify;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// The process's one Google Cloud sign-in, shared by every GCP client it builds.
+pub(crate) fn gcp() -> &'static crossdock_gcp::Gcp {
+    static GCP: std::sync::OnceLock<crossdock_gcp::Gcp> = std::sync::OnceLock::new();
+    GCP.get_or_init(crossdock_gcp::Gcp::from_env)
+}
+
 /// Move DynamoDB tables to Google Cloud: export to S3, relay to GCS, load into
 /// Spanner, Bigtable or PostgreSQL.
 #[derive(Debug, Parser)]
@@ -81,7 +87,7 @@ fn main() -> ExitCode {
         Ok(code) => code.into(),
         Err(e) => {
             let code = exit::code_of(&e);
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", exit::message(&e));
             code.into()
         }
     }

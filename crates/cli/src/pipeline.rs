@@ -36,6 +36,10 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
             let p = load(&file)?;
             if online {
                 check_online(&p).await.map_err(|e| fail(Code::NotFound, format!("{}: {e:#}", file.display())))?;
+                match crate::gcp().signed_in() {
+                    Some(id) => println!("Google Cloud: signed in as {id}"),
+                    None => println!("Google Cloud: emulator endpoints only (anonymous)"),
+                }
             }
             let targets: Vec<&str> = [p.relational.as_ref(), p.wide_column.as_ref()].into_iter().flatten().map(|t| t.kind()).collect();
             println!(
@@ -70,15 +74,17 @@ async fn check_online(p: &crossdock_core::pipeline::Pipeline) -> anyhow::Result<
         s3.head_bucket().bucket(&p.source.bucket).send().await.map(drop).map_err(|e| anyhow::anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))
     })
     .await?;
+    // Sign in first, on its own: a credential problem is then reported as one, naming
+    // the step, rather than as an unreachable bucket.
+    let gcs = crossdock_load::gcs::client(crate::gcp()).await?;
     within(format!("destination bucket gs://{}", p.dst_bucket), async {
-        let gcs = crossdock_load::gcs::client().await?;
         let req = gcloud_storage::http::buckets::get::GetBucketRequest { bucket: p.dst_bucket.clone(), ..Default::default() };
         gcs.get_bucket(&req).await.map(drop).map_err(anyhow::Error::from)
     })
     .await?;
     for t in [p.relational.as_ref(), p.wide_column.as_ref()].into_iter().flatten() {
         let what = format!("{} target", t.kind());
-        within(what, async move { crossdock_load::sink::connect(t, 0).await.map(drop).map_err(anyhow::Error::from) }).await?;
+        within(what, async move { crossdock_load::sink::connect(crate::gcp(), t, 0).await.map(drop).map_err(anyhow::Error::from) }).await?;
     }
     Ok(())
 }

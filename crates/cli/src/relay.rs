@@ -83,8 +83,9 @@ pub struct Args {
     /// Address of the `/metrics` and `/healthz` server (`off` to disable).
     #[arg(long, default_value = "0.0.0.0:9464")]
     metrics_addr: String,
-    /// GCS JSON API endpoint (fake-gcs-server); anonymous access when set.
-    #[arg(long, env = "STORAGE_EMULATOR_HOST")]
+    /// GCS JSON API endpoint (a private endpoint or a proxy), signed in to as Google's is.
+    /// Anonymous access is only for the emulator, named by STORAGE_EMULATOR_HOST.
+    #[arg(long, env = "CROSSDOCK_GCS_ENDPOINT")]
     gcs_endpoint: Option<String>,
     /// Name written as `written_by` in markers (default: host name and pid).
     #[arg(long)]
@@ -139,14 +140,8 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
     };
     let http = crossdock_relay::gcs::http_client(timeouts).context("GCS HTTP client")?;
     let gcs = {
-        let mut config = match &args.gcs_endpoint {
-            Some(ep) => {
-                let mut c = gcloud_storage::client::ClientConfig::default().anonymous();
-                c.storage_endpoint = ep.clone();
-                c
-            }
-            None => gcloud_storage::client::ClientConfig::default().with_auth().await.context("Google credentials for GCS")?,
-        };
+        let gcp = crate::gcp().clone().with_storage_endpoint(args.gcs_endpoint.clone());
+        let mut config = gcp.storage_config().await.context("GCS")?;
         // The client's default HTTP client has no timeouts: a hung connection would
         // wait forever. This one has them, and counts requests for /metrics.
         config.http = Some(http);

@@ -72,6 +72,12 @@ pub enum TargetConfig {
         instance: String,
         #[serde(default = "default_family")]
         column_family: String,
+        /// Whether the loader may create a missing table (through the admin API, which
+        /// needs `bigtable.tables.create`). Off by default: on Cloud Bigtable tables are
+        /// usually created by Terraform and the loader holds data permissions only; a
+        /// missing table is then an error naming the `cbt createtable` command.
+        #[serde(default)]
+        create_tables: bool,
     },
 }
 
@@ -87,9 +93,13 @@ impl std::fmt::Debug for TargetConfig {
         match self {
             TargetConfig::Spanner { database } => f.debug_struct("Spanner").field("database", database).finish(),
             TargetConfig::Postgres { url, schema } => f.debug_struct("Postgres").field("url", &crate::redact::Redacted(url)).field("schema", schema).finish(),
-            TargetConfig::Bigtable { project, instance, column_family } => {
-                f.debug_struct("Bigtable").field("project", project).field("instance", instance).field("column_family", column_family).finish()
-            }
+            TargetConfig::Bigtable { project, instance, column_family, create_tables } => f
+                .debug_struct("Bigtable")
+                .field("project", project)
+                .field("instance", instance)
+                .field("column_family", column_family)
+                .field("create_tables", create_tables)
+                .finish(),
         }
     }
 }
@@ -229,11 +239,20 @@ impl PipelineFile {
             Ok(Some(match t {
                 TargetConfig::Spanner { database } => TargetConfig::Spanner { database: sub("database", &database)? },
                 TargetConfig::Postgres { url, schema } => TargetConfig::Postgres { url: sub("url", &url)?, schema: sub("schema", &schema)? },
-                TargetConfig::Bigtable { project, instance, column_family } => TargetConfig::Bigtable {
-                    project: sub("project", &project)?,
-                    instance: sub("instance", &instance)?,
-                    column_family: sub("column_family", &column_family)?,
-                },
+                TargetConfig::Bigtable { project, instance, column_family, create_tables } => {
+                    let column_family = sub("column_family", &column_family)?;
+                    // Bigtable's rule for family names; checked here so a typo fails before
+                    // any table is looked at.
+                    let valid = column_family.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                        && column_family.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                    if !valid {
+                        return Err(bad(
+                            &format!("{field}.column_family"),
+                            format!("{column_family:?} is not a Bigtable column family name ([_a-zA-Z0-9][-_.a-zA-Z0-9]*)"),
+                        ));
+                    }
+                    TargetConfig::Bigtable { project: sub("project", &project)?, instance: sub("instance", &instance)?, column_family, create_tables }
+                }
             }))
         };
         let relational = resolve("targets.relational", self.targets.relational, Route::Relational)?;
@@ -345,6 +364,7 @@ url = "${PG_URL}"
 kind = "bigtable"
 project = "p"
 instance = "i"
+create_tables = true
 [batch]
 writers = 4
 [[tables]]
@@ -367,6 +387,9 @@ rows = 500
         let (route, target, batch) = p.target_for("Orders", &schema);
         assert_eq!((route, target.map(TargetConfig::kind)), (Route::WideColumn, Some("bigtable")));
         assert_eq!((batch.rows, batch.writers), (Some(500), Some(4)));
+        assert!(matches!(p.wide_column, Some(TargetConfig::Bigtable { create_tables: true, .. })));
+        let off = PipelineFile::parse("x.toml", &FILE.replace("create_tables = true\n", "")).expect("parses").build("x.toml", env).expect("valid");
+        assert!(matches!(off.wide_column, Some(TargetConfig::Bigtable { create_tables: false, .. })), "table creation is opt-in");
         let (route, target, _) = p.target_for("Other", &schema);
         assert_eq!((route, target.map(TargetConfig::kind)), (Route::Relational, Some("postgres")));
     }
@@ -391,6 +414,8 @@ rows = 500
         assert!(p.table("Other").float64_attributes.is_empty());
         assert!(PipelineFile::parse("x.toml", &floats("\"ratio\"")).is_err(), "a list, not a string");
         assert!(build(&FILE.replace("codec = \"gzip\"", "codec = \"gzip\"\nlevel = 12")).contains("relay.level"));
+        assert!(build(&FILE.replace("instance = \"i\"", "instance = \"i\"\ncolumn_family = \"a b\"")).contains("targets.wide_column.column_family"));
+        assert!(PipelineFile::parse("x.toml", &FILE.replace("create_tables = true", "create_tables = \"yes\"")).is_err());
     }
 
     #[test]

@@ -29,9 +29,20 @@ pub enum LoadError {
     /// A GCS call failed.
     #[error("GCS {op} gs://{bucket}/{key}: {message}")]
     Gcs { op: &'static str, bucket: String, key: String, message: String, retryable: bool },
+    /// A Pub/Sub call (`--watch`) failed.
+    #[error("Pub/Sub {op} {subscription}: {message}")]
+    PubSub { op: &'static str, subscription: String, message: String, retryable: bool },
     /// The target holds a different number of rows than the marker promises.
     #[error("{target} table {table} has {actual} rows, expected {expected} (marker items {items} minus {rejected} rejected)")]
     CountMismatch { target: &'static str, table: String, expected: u64, actual: u64, items: u64, rejected: u64 },
+    /// Signing in to Google Cloud for `service` failed; the source names the credential
+    /// and the step (subject token, STS exchange, impersonation).
+    #[error("{service}: {source}")]
+    Auth {
+        service: &'static str,
+        #[source]
+        source: Box<crossdock_gcp::AuthError>,
+    },
     /// The pipeline does not give a target for the table's route.
     #[error("configuration: {0}")]
     Config(String),
@@ -41,9 +52,14 @@ pub enum LoadError {
 }
 
 impl LoadError {
+    /// Maps a sign-in error for `service` (`map_err(LoadError::auth("GCS"))`).
+    pub fn auth(service: &'static str) -> impl FnOnce(crossdock_gcp::AuthError) -> LoadError {
+        move |e| LoadError::Auth { service, source: Box::new(e) }
+    }
+
     /// Whether retrying the same call may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, LoadError::Target { retryable: true, .. } | LoadError::Gcs { retryable: true, .. })
+        matches!(self, LoadError::Target { retryable: true, .. } | LoadError::Gcs { retryable: true, .. } | LoadError::PubSub { retryable: true, .. })
     }
 }
 

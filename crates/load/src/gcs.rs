@@ -2,7 +2,7 @@
 //! mapped to [`LoadError`] carrying bucket and key.
 
 use crate::error::LoadError;
-use gcloud_storage::client::{Client, ClientConfig};
+use gcloud_storage::client::Client;
 use gcloud_storage::http::objects::delete::DeleteObjectRequest;
 use gcloud_storage::http::objects::download::Range;
 use gcloud_storage::http::objects::get::GetObjectRequest;
@@ -23,17 +23,9 @@ impl std::fmt::Debug for Gcs {
     }
 }
 
-/// A client for `STORAGE_EMULATOR_HOST` (anonymous) if set, else with default
-/// credentials.
-pub async fn client() -> Result<Client, LoadError> {
-    let config = match std::env::var("STORAGE_EMULATOR_HOST") {
-        Ok(endpoint) => {
-            let mut c = ClientConfig::default().anonymous();
-            c.storage_endpoint = endpoint;
-            c
-        }
-        Err(_) => ClientConfig::default().with_auth().await.map_err(|e| LoadError::Config(format!("GCS credentials: {e}")))?,
-    };
+/// A GCS client signed in through `gcp` (anonymous only at `STORAGE_EMULATOR_HOST`).
+pub async fn client(gcp: &crossdock_gcp::Gcp) -> Result<Client, LoadError> {
+    let config = gcp.storage_config().await.map_err(LoadError::auth("GCS"))?;
     Ok(Client::new(config))
 }
 

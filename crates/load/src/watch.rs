@@ -1,23 +1,33 @@
 //! `--watch`: GCS finalize notifications on Pub/Sub, filtered to `_SUCCESS` objects.
-//! Uses Pub/Sub's REST API against the emulator (`PUBSUB_EMULATOR_HOST`); messages are
-//! acknowledged only after their load succeeds, so a failed load is redelivered.
+//! Pulls over Pub/Sub's gRPC API (gcloud-pubsub) with the process's Google sign-in
+//! ([`crossdock_gcp::Gcp`]), or from the emulator at `PUBSUB_EMULATOR_HOST`; messages
+//! are acknowledged only after their load succeeds, so a failed load is redelivered.
+//!
+//! The subscription is normally made beforehand (Terraform) and the watcher needs only
+//! subscriber permissions (pull, acknowledge, modify the ack deadline): it never creates
+//! a subscription that exists, and creates a missing one only when allowed.
 //!
 //! A marker being loaded is leased, not held for the subscription's whole ack deadline:
-//! [`Watcher::hold`] renews a short lease ([`DEFAULT_LEASE_SECS`]) while the load
-//! runs, so a load of any length is never redelivered to another watcher, and a
-//! watcher that dies hands its marker on within a lease. Markers a watcher will not start at once are handed
-//! back ([`Watcher::release`]) for an idle watcher to take.
+//! [`Watcher::hold`] renews a short lease ([`DEFAULT_LEASE_SECS`]) through
+//! ModifyAckDeadline while the load runs, so a load of any length is never redelivered to
+//! another watcher, and a watcher that dies hands its marker on within a lease. Markers
+//! a watcher will not start at once are handed back ([`Watcher::release`]) for an idle
+//! watcher to take.
 //!
 //! Every other notification (data parts, `_progress/…`, `_LOADED`, deletes) is
-//! acknowledged at once and logged at debug level. Transient pull failures (connection
-//! errors, 5xx, 429) are retried with a backoff; a subscription that disappears is an
-//! error.
+//! acknowledged at once and logged at debug level. Transient pull failures
+//! (UNAVAILABLE, throttling, deadlines) are retried with a backoff; a subscription that
+//! disappears is an error.
 
 use crate::error::LoadError;
 use base64::Engine as _;
-use serde_json::{json, Value};
+use gcloud_googleapis::pubsub::v1::{AcknowledgeRequest, ModifyAckDeadlineRequest, PubsubMessage};
+use gcloud_pubsub::subscription::{Subscription, SubscriptionConfig};
+use serde_json::Value;
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
+use tonic::Code;
 
 /// How long, by default, a pulled marker stays this watcher's without word from it
 /// (`--lease-secs`); renewed every third of it while its load runs.
@@ -27,16 +37,29 @@ pub const DEFAULT_LEASE_SECS: u64 = 60;
 /// [`Watcher::next_markers`] gives up.
 const MAX_PULL_FAILURES: u32 = 10;
 
+/// One pull waits this long for messages before it is asked again (the server may
+/// hold a pull open much longer when nothing arrives).
+const PULL_WAIT: Duration = Duration::from_secs(30);
+
 /// A pull subscription on the bucket-notification topic.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Watcher {
-    http: reqwest::Client,
-    base: String,
-    subscription: String,
+    subscription: Subscription,
+    name: String,
 }
 
-fn err(op: &'static str, what: &str, message: String) -> LoadError {
-    LoadError::Gcs { op, bucket: "pubsub".into(), key: what.into(), message, retryable: true }
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher").field("subscription", &self.name).finish()
+    }
+}
+
+fn retryable(code: Code) -> bool {
+    matches!(code, Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Aborted | Code::Internal | Code::Unknown)
+}
+
+fn err(op: &'static str, subscription: &str, s: &tonic::Status) -> LoadError {
+    LoadError::PubSub { op, subscription: subscription.into(), message: format!("{:?}: {}", s.code(), s.message()), retryable: retryable(s.code()) }
 }
 
 /// The object a GCS notification is about.
@@ -51,17 +74,29 @@ pub struct ObjectEvent {
 impl ObjectEvent {
     /// Reads the message's attributes (`eventType`, `bucketId`, `objectId`), or else
     /// its JSON_API_V1 payload (`bucket`, `name`). `None` if it names no object.
-    pub fn of(message: &Value) -> Option<ObjectEvent> {
-        let attrs = &message["attributes"];
-        let event = attrs["eventType"].as_str().unwrap_or("OBJECT_FINALIZE").to_string();
-        let (mut bucket, mut name) = (attrs["bucketId"].as_str().map(str::to_string), attrs["objectId"].as_str().map(str::to_string));
+    pub fn from_parts(attributes: &HashMap<String, String>, data: &[u8]) -> Option<ObjectEvent> {
+        let event = attributes.get("eventType").cloned().unwrap_or_else(|| "OBJECT_FINALIZE".into());
+        let (mut bucket, mut name) = (attributes.get("bucketId").cloned(), attributes.get("objectId").cloned());
         if bucket.is_none() || name.is_none() {
-            let data = base64::engine::general_purpose::STANDARD.decode(message["data"].as_str().unwrap_or_default()).ok()?;
-            let obj: Value = serde_json::from_slice(&data).ok()?;
+            let obj: Value = serde_json::from_slice(data).ok()?;
             bucket = obj["bucket"].as_str().map(str::to_string);
             name = obj["name"].as_str().map(str::to_string);
         }
         Some(ObjectEvent { event, bucket: bucket?, name: name? })
+    }
+
+    /// [`ObjectEvent::from_parts`] of a pulled message.
+    pub fn from_message(m: &PubsubMessage) -> Option<ObjectEvent> {
+        ObjectEvent::from_parts(&m.attributes, &m.data)
+    }
+
+    /// [`ObjectEvent::from_parts`] of a message in Pub/Sub's JSON form (`attributes`,
+    /// base64 `data`), as the REST API and `gcloud` show it.
+    pub fn of(message: &Value) -> Option<ObjectEvent> {
+        let attributes: HashMap<String, String> =
+            message["attributes"].as_object().map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect()).unwrap_or_default();
+        let data = base64::engine::general_purpose::STANDARD.decode(message["data"].as_str().unwrap_or_default()).unwrap_or_default();
+        ObjectEvent::from_parts(&attributes, &data)
     }
 
     /// `gs://bucket/name`.
@@ -75,7 +110,7 @@ impl ObjectEvent {
     }
 }
 
-/// The `gs://` URL of a finalize message if it is a `_SUCCESS` marker.
+/// The `gs://` URL of a finalize message (JSON form) if it is a `_SUCCESS` marker.
 pub fn marker_url(message: &Value) -> Option<String> {
     ObjectEvent::of(message).filter(ObjectEvent::is_marker_finalize).map(|o| o.url())
 }
@@ -85,62 +120,66 @@ fn pull_backoff(n: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << n.saturating_sub(1).min(6))).min(Duration::from_secs(30))
 }
 
+/// No retries inside the client: [`Watcher::next_markers`] retries with its own backoff,
+/// and acknowledgements and lease renewals are retried by redelivery.
+fn no_retry() -> Option<gcloud_gax::retry::RetrySetting> {
+    Some(gcloud_gax::retry::RetrySetting { from_millis: 0, max_delay: None, factor: 1, take: 0, codes: vec![] })
+}
+
 impl Watcher {
-    /// Creates the subscription on `topic` if absent. Once this returns, every
-    /// notification published to the topic is kept for this subscription.
-    pub async fn new(project: &str, topic: &str, subscription: &str) -> Result<Watcher, LoadError> {
-        let host = std::env::var("PUBSUB_EMULATOR_HOST")
-            .map_err(|_| LoadError::Config("--watch uses the Pub/Sub REST API of the emulator: set PUBSUB_EMULATOR_HOST".into()))?;
-        let w = Watcher {
-            http: reqwest::Client::new(),
-            base: format!("http://{host}/v1"),
-            subscription: format!("projects/{project}/subscriptions/{subscription}"),
+    /// Opens `subscription` on `topic` in `project`. An existing subscription is used
+    /// as it is; a missing one is created when `create` allows it, else an error naming
+    /// it and the command that creates it. Once this returns, every notification
+    /// published to the topic is kept for this subscription.
+    pub async fn new(gcp: &crossdock_gcp::Gcp, project: &str, topic: &str, subscription: &str, create: bool) -> Result<Watcher, LoadError> {
+        let config = gcp.pubsub_config(project).await.map_err(LoadError::auth("Pub/Sub"))?;
+        let name = format!("projects/{project}/subscriptions/{subscription}");
+        let topic_path = format!("projects/{project}/topics/{topic}");
+        let client = gcloud_pubsub::client::Client::new(config).await.map_err(|e| LoadError::PubSub {
+            op: "connect",
+            subscription: name.clone(),
+            message: e.to_string(),
+            retryable: true,
+        })?;
+        let sub = client.subscription(&name);
+        // Reading the subscription needs pubsub.subscriptions.get, which the subscriber
+        // role lacks: PERMISSION_DENIED means "ask no more and pull", and a pull on a
+        // missing subscription still says NOT_FOUND.
+        let exists = match sub.exists(no_retry()).await {
+            Ok(e) => Some(e),
+            Err(s) if s.code() == Code::PermissionDenied => None,
+            Err(s) => return Err(err("get subscription", &name, &s)),
         };
-        let resp = w
-            .http
-            .put(format!("{}/{}", w.base, w.subscription))
-            .json(&json!({ "topic": format!("projects/{project}/topics/{topic}"), "ackDeadlineSeconds": 600 }))
-            .send()
-            .await
-            .map_err(|e| err("subscribe", subscription, e.to_string()))?;
-        let status = resp.status();
-        if !status.is_success() && status.as_u16() != 409 {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(if status.as_u16() == 404 {
-                LoadError::NotFound { what: format!("Pub/Sub topic projects/{project}/topics/{topic}") }
-            } else {
-                err("subscribe", subscription, format!("{status}: {body}"))
-            });
+        let mut created = false;
+        if exists == Some(false) {
+            if !create {
+                return Err(LoadError::NotFound {
+                    what: format!(
+                        "Pub/Sub subscription {name} (this watcher may not create it; create it with: gcloud pubsub subscriptions create {subscription} --project {project} --topic {topic} --ack-deadline 600)"
+                    ),
+                });
+            }
+            let cfg = SubscriptionConfig { ack_deadline_seconds: 600, ..Default::default() };
+            match sub.create(&topic_path, cfg, no_retry()).await {
+                Ok(()) => created = true,
+                // Another watcher made it first.
+                Err(s) if s.code() == Code::AlreadyExists => {}
+                Err(s) if s.code() == Code::NotFound => return Err(LoadError::NotFound { what: format!("Pub/Sub topic {topic_path}") }),
+                Err(s) => return Err(err("create subscription", &name, &s)),
+            }
         }
-        tracing::info!(subscription = %w.subscription, topic = %format!("projects/{project}/topics/{topic}"), created = status.is_success(), "watching for _SUCCESS finalizes");
-        Ok(w)
+        tracing::info!(subscription = %name, topic = %topic_path, created, "watching for _SUCCESS finalizes");
+        Ok(Watcher { subscription: sub, name })
     }
 
-    /// One pull (the emulator holds it open until messages arrive or its own timeout).
-    async fn pull(&self) -> Result<Vec<Value>, LoadError> {
-        let resp = self
-            .http
-            .post(format!("{}/{}:pull", self.base, self.subscription))
-            .json(&json!({ "maxMessages": 10 }))
-            .send()
-            .await
-            .map_err(|e| err("pull", &self.subscription, e.to_string()))?;
-        let status = resp.status();
-        if status.as_u16() == 404 {
-            return Err(LoadError::NotFound { what: format!("Pub/Sub subscription {}", self.subscription) });
+    /// One pull; nothing if no message came within [`PULL_WAIT`].
+    async fn pull(&self) -> Result<Vec<gcloud_pubsub::subscriber::ReceivedMessage>, LoadError> {
+        match tokio::time::timeout(PULL_WAIT, self.subscription.pull(10, no_retry())).await {
+            Err(_) => Ok(Vec::new()),
+            Ok(Ok(m)) => Ok(m),
+            Ok(Err(s)) if s.code() == Code::NotFound => Err(LoadError::NotFound { what: format!("Pub/Sub subscription {}", self.name) }),
+            Ok(Err(s)) => Err(err("pull", &self.name, &s)),
         }
-        if !status.is_success() {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(LoadError::Gcs {
-                op: "pull",
-                bucket: "pubsub".into(),
-                key: self.subscription.clone(),
-                message: format!("{status}: {body}"),
-                retryable: status.is_server_error() || status.as_u16() == 429,
-            });
-        }
-        let body: Value = resp.json().await.map_err(|e| err("pull", &self.subscription, e.to_string()))?;
-        Ok(body["receivedMessages"].as_array().cloned().unwrap_or_default())
     }
 
     /// Waits for messages; returns (ack id, marker URL) for `_SUCCESS` finalizes and
@@ -156,7 +195,7 @@ impl Watcher {
                 Err(e) if e.is_retryable() && failures < MAX_PULL_FAILURES => {
                     failures += 1;
                     let wait = pull_backoff(failures);
-                    tracing::warn!(subscription = %self.subscription, error = %e, attempt = failures, retry_in_ms = wait.as_millis() as u64, "pull failed; retrying");
+                    tracing::warn!(subscription = %self.name, error = %e, attempt = failures, retry_in_ms = wait.as_millis() as u64, "pull failed; retrying");
                     tokio::time::sleep(wait).await;
                     continue;
                 }
@@ -165,16 +204,15 @@ impl Watcher {
             let mut out = Vec::new();
             let mut ignore = Vec::new();
             for m in received {
-                let ack = m["ackId"].as_str().unwrap_or_default().to_string();
-                match ObjectEvent::of(&m["message"]) {
-                    Some(o) if o.is_marker_finalize() => out.push((ack, o.url())),
+                match ObjectEvent::from_message(&m.message) {
+                    Some(o) if o.is_marker_finalize() => out.push((m.ack_id, o.url())),
                     Some(o) => {
                         tracing::debug!(object = %o.url(), event = %o.event, "not a _SUCCESS finalize: acknowledged");
-                        ignore.push(ack);
+                        ignore.push(m.ack_id);
                     }
                     None => {
-                        tracing::debug!(message_id = %m["message"]["messageId"], "not a GCS object notification: acknowledged");
-                        ignore.push(ack);
+                        tracing::debug!(message_id = %m.message.message_id, "not a GCS object notification: acknowledged");
+                        ignore.push(m.ack_id);
                     }
                 }
             }
@@ -211,7 +249,7 @@ impl Watcher {
         let outcome = match self.set_deadline(ack_ids, lease).await {
             Ok(()) => "ok",
             Err(e) => {
-                tracing::warn!(subscription = %self.subscription, error = %e, "could not renew a marker's lease; another watcher may load it too");
+                tracing::warn!(subscription = %self.name, error = %e, "could not renew a marker's lease; another watcher may load it too");
                 "error"
             }
         };
@@ -226,9 +264,11 @@ impl Watcher {
         self.set_deadline(ack_ids, Duration::ZERO).await
     }
 
-    /// Sets the ack deadline of `ack_ids` to `deadline` from now.
+    /// Sets the ack deadline of `ack_ids` to `deadline` from now (ModifyAckDeadline).
     async fn set_deadline(&self, ack_ids: &[String], deadline: Duration) -> Result<(), LoadError> {
-        self.call("modifyAckDeadline", json!({ "ackIds": ack_ids, "ackDeadlineSeconds": deadline.as_secs() })).await
+        let req =
+            ModifyAckDeadlineRequest { subscription: self.name.clone(), ack_ids: ack_ids.to_vec(), ack_deadline_seconds: deadline.as_secs().min(600) as i32 };
+        self.subscription.get_client().modify_ack_deadline(req, no_retry()).await.map(drop).map_err(|s| err("modify ack deadline", &self.name, &s))
     }
 
     pub async fn ack(&self, ack_id: &str) -> Result<(), LoadError> {
@@ -236,30 +276,15 @@ impl Watcher {
     }
 
     async fn ack_all(&self, ack_ids: &[String]) -> Result<(), LoadError> {
-        self.call("acknowledge", json!({ "ackIds": ack_ids })).await
-    }
-
-    /// POSTs `body` to the subscription's `:method`; any non-2xx status is an error.
-    async fn call(&self, method: &'static str, body: Value) -> Result<(), LoadError> {
-        let resp = self
-            .http
-            .post(format!("{}/{}:{method}", self.base, self.subscription))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| err(method, &self.subscription, e.to_string()))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(err(method, &self.subscription, format!("{status}: {body}")));
-        }
-        Ok(())
+        let req = AcknowledgeRequest { subscription: self.name.clone(), ack_ids: ack_ids.to_vec() };
+        self.subscription.get_client().acknowledge(req, no_retry()).await.map(drop).map_err(|s| err("acknowledge", &self.name, &s))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn only_success_finalizes_are_markers() {

@@ -30,7 +30,7 @@ async fn marker_of(export: &WrittenExport) -> Marker {
 }
 
 async fn spanner(db: &TempSpannerDb) -> SpannerTarget {
-    SpannerTarget::connect(&db.path).await.expect("connect spanner")
+    SpannerTarget::connect(&crossdock_gcp::Gcp::from_env(), &db.path).await.expect("connect spanner")
 }
 
 async fn postgres(schema: &TempPgSchema) -> PostgresTarget {
@@ -38,7 +38,16 @@ async fn postgres(schema: &TempPgSchema) -> PostgresTarget {
 }
 
 async fn bigtable() -> BigtableTarget {
-    BigtableTarget::connect(&crossdock_tests::gcp_project(), &crossdock_tests::bigtable_instance(), "d", 1_700_000_000_000_000).await.expect("connect bigtable")
+    BigtableTarget::connect(
+        &crossdock_gcp::Gcp::from_env(),
+        &crossdock_tests::gcp_project(),
+        &crossdock_tests::bigtable_instance(),
+        "d",
+        1_700_000_000_000_000,
+        true,
+    )
+    .await
+    .expect("connect bigtable")
 }
 
 use crossdock_load::conformance::{self, assert_reads_back, sample_model};
@@ -642,4 +651,49 @@ async fn verify_finds_missing_different_and_extra_rows_on_every_target() {
     verify_finds_each_fault(&spanner(&db).await, &export).await;
     verify_finds_each_fault(&bigtable().await, &export).await;
     drop(bt_guard);
+}
+
+/// A loader without table creation (the default): a table made beforehand (here with
+/// `cbt`, as Terraform would) is found through the data API and loaded with no admin
+/// call; a missing one is an error naming the table and the command that creates it,
+/// and nothing creates it.
+#[tokio::test]
+async fn bigtable_without_table_creation_loads_a_pre_created_table_and_names_the_command_for_a_missing_one() {
+    let bucket = TempGcsBucket::new("btpre").await;
+    let pre = TempBigtable::new("btpre", &["d"]);
+    let (_, items) = sample(50, true, false);
+    let export = write_export(&bucket.client, &bucket.name, "b", schema(&pre.name, true, false), items, 2, Codec::Zstd).await;
+    let gcp = crossdock_gcp::Gcp::from_env();
+    let t = BigtableTarget::connect(&gcp, &crossdock_tests::gcp_project(), &crossdock_tests::bigtable_instance(), "d", 1_700_000_000_000_000, false)
+        .await
+        .expect("connect");
+    let summary = load_export(&t, &export, BatchConfig::default(), LoadOptions::default()).await.expect("load into the pre-created table");
+    assert_eq!((summary.rows_in_target, summary.table_created), (50, false), "{summary:?}");
+    let admin = || t.stats().admin_connections.load(Ordering::Relaxed);
+    assert_eq!(admin(), 0, "no admin call for an existing table");
+    verify_all(&t, &export).await;
+
+    let (s, items) = sample(5, true, false);
+    let missing = s.table.clone();
+    let export = write_export(&bucket.client, &bucket.name, "b", s, items, 1, Codec::Zstd).await;
+    let e = load_export(&t, &export, BatchConfig::default(), LoadOptions::default()).await.expect_err("no table, no creation");
+    let text = e.to_string();
+    let command = format!(
+        "cbt -project {} -instance {} createtable {missing} families=d:maxversions=1",
+        crossdock_tests::gcp_project(),
+        crossdock_tests::bigtable_instance()
+    );
+    assert!(text.contains(&format!("tables/{missing}")) && text.contains(&command) && text.contains("create_tables"), "{text}");
+    assert!(matches!(e, LoadError::NotFound { .. }), "{e:?}");
+    let again = load_export(&t, &export, BatchConfig::default(), LoadOptions::default()).await.expect_err("still missing: nothing created it");
+    assert!(again.to_string().contains(&command));
+    assert_eq!(admin(), 0, "nor for a missing one the loader may not create");
+    // Allowed to create, the same loader goes through the admin API once and loads.
+    let creator = BigtableTarget::connect(&gcp, &crossdock_tests::gcp_project(), &crossdock_tests::bigtable_instance(), "d", 1_700_000_000_000_000, true)
+        .await
+        .expect("connect");
+    let _cleanup = TempBigtable { name: missing.clone() };
+    let created = load_export(&creator, &export, BatchConfig::default(), LoadOptions::default()).await.expect("created and loaded");
+    assert!(created.table_created && created.rows_in_target == 5, "{created:?}");
+    assert_eq!(creator.stats().admin_connections.load(Ordering::Relaxed), 1);
 }

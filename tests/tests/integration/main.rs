@@ -4,6 +4,7 @@
 mod audit;
 mod cli;
 mod export;
+mod gauth;
 mod load;
 mod load_progress;
 mod nul;

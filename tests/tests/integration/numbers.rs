@@ -60,7 +60,7 @@ fn double_items(n: usize) -> Vec<Item> {
 }
 
 async fn spanner(db: &TempSpannerDb) -> SpannerTarget {
-    SpannerTarget::connect(&db.path).await.expect("connect spanner")
+    SpannerTarget::connect(&crossdock_gcp::Gcp::from_env(), &db.path).await.expect("connect spanner")
 }
 
 async fn postgres(schema: &TempPgSchema) -> PostgresTarget {
@@ -68,7 +68,16 @@ async fn postgres(schema: &TempPgSchema) -> PostgresTarget {
 }
 
 async fn bigtable() -> BigtableTarget {
-    BigtableTarget::connect(&crossdock_tests::gcp_project(), &crossdock_tests::bigtable_instance(), "d", 1_700_000_000_000_000).await.expect("connect bigtable")
+    BigtableTarget::connect(
+        &crossdock_gcp::Gcp::from_env(),
+        &crossdock_tests::gcp_project(),
+        &crossdock_tests::bigtable_instance(),
+        "d",
+        1_700_000_000_000_000,
+        true,
+    )
+    .await
+    .expect("connect bigtable")
 }
 
 async fn load_and_verify<T: Target>(t: &T, export: &WrittenExport, model: &TableModel) {

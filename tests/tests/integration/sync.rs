@@ -128,12 +128,21 @@ impl Ctx {
                 read_back(&t, &self.model(TargetKind::Postgres)).await
             }
             Kind::Spanner => {
-                let t = SpannerTarget::connect(&self.dest.spanner.as_ref().expect("db").path).await.expect("connect");
+                let t = SpannerTarget::connect(&crossdock_gcp::Gcp::from_env(), &self.dest.spanner.as_ref().expect("db").path).await.expect("connect");
                 read_back(&t, &self.model(TargetKind::Spanner)).await
             }
             Kind::Bigtable => {
                 let micros = self.export.export.timestamp.unix_micros();
-                let t = BigtableTarget::connect(&crossdock_tests::gcp_project(), &crossdock_tests::bigtable_instance(), "d", micros).await.expect("connect");
+                let t = BigtableTarget::connect(
+                    &crossdock_gcp::Gcp::from_env(),
+                    &crossdock_tests::gcp_project(),
+                    &crossdock_tests::bigtable_instance(),
+                    "d",
+                    micros,
+                    true,
+                )
+                .await
+                .expect("connect");
                 read_back(&t, &self.model(TargetKind::Bigtable)).await
             }
         }

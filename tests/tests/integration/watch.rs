@@ -222,7 +222,8 @@ async fn a_held_marker_is_not_redelivered_and_a_released_one_is_at_once() {
     use crossdock_load::watch::Watcher;
     let topic = PubsubTopic::new("lease").await;
     let sub = topic.subscription_name("lease");
-    let watcher = Watcher::new(&crossdock_tests::gcp_project(), &topic.name, &sub).await.expect("subscribes");
+    let gcp = crossdock_gcp::Gcp::from_env();
+    let watcher = Watcher::new(&gcp, &crossdock_tests::gcp_project(), &topic.name, &sub, true).await.expect("subscribes");
     topic.publish_finalize("b", "x/T/2026-11-23T00-00-00Z/_SUCCESS").await;
     let got = tokio::time::timeout(Duration::from_secs(30), watcher.next_markers()).await.expect("delivered").expect("pull");
     assert_eq!(got.len(), 1, "{got:?}");
@@ -241,4 +242,28 @@ async fn a_held_marker_is_not_redelivered_and_a_released_one_is_at_once() {
     let again = poll_for(&sub, Duration::from_secs(20)).await;
     assert_eq!(again.iter().filter_map(|m| ObjectEvent::of(&m["message"])).map(|o| o.url()).collect::<Vec<_>>(), [url], "after release");
     eprintln!("released marker redelivered after {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// A watcher that may not create subscriptions (subscriber permissions only) works on
+/// one made beforehand, and names the missing one and the command that makes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_without_creation_uses_a_pre_created_subscription_and_names_a_missing_one() {
+    use crossdock_load::watch::Watcher;
+    let gcp = crossdock_gcp::Gcp::from_env();
+    let project = crossdock_tests::gcp_project();
+    let topic = PubsubTopic::new("precreated").await;
+    let sub = topic.subscribe("precreated").await;
+    let short = sub.rsplit('/').next().unwrap_or(&sub).to_string();
+    let watcher = Watcher::new(&gcp, &project, &topic.name, &short, false).await.expect("opens the existing subscription");
+    topic.publish_finalize("b", "p/T/2026-11-23T00-00-00Z/_SUCCESS").await;
+    let got = tokio::time::timeout(Duration::from_secs(30), watcher.next_markers()).await.expect("delivered").expect("pull");
+    assert_eq!(got.iter().map(|(_, u)| u.as_str()).collect::<Vec<_>>(), ["gs://b/p/T/2026-11-23T00-00-00Z/_SUCCESS"]);
+    watcher.ack(&got[0].0).await.expect("ack");
+
+    let missing = topic.subscription_name("missing");
+    let e = Watcher::new(&gcp, &project, &topic.name, &missing, false).await.expect_err("not created");
+    let text = e.to_string();
+    assert!(text.contains(&format!("Pub/Sub subscription projects/{project}/subscriptions/{missing}")), "{text}");
+    assert!(text.contains(&format!("gcloud pubsub subscriptions create {missing} --project {project} --topic {}", topic.name)), "{text}");
+    assert!(subscription_topic(&missing).await.is_none(), "nothing created it");
 }

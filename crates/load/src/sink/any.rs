@@ -22,14 +22,15 @@ pub enum AnyTarget {
     Memory(MemoryTarget),
 }
 
-/// Connects to the target `config` names. `timestamp_micros` is the cell version
-/// Bigtable writes (the export's time, so a later change wins over the bulk copy).
-pub async fn connect(config: &TargetConfig, timestamp_micros: i64) -> Result<AnyTarget, LoadError> {
+/// Connects to the target `config` names, the Google ones signed in through `gcp`.
+/// `timestamp_micros` is the cell version Bigtable writes (the export's time, so a
+/// later change wins over the bulk copy).
+pub async fn connect(gcp: &crossdock_gcp::Gcp, config: &TargetConfig, timestamp_micros: i64) -> Result<AnyTarget, LoadError> {
     Ok(match config {
-        TargetConfig::Spanner { database } => AnyTarget::Spanner(SpannerTarget::connect(database).await?),
+        TargetConfig::Spanner { database } => AnyTarget::Spanner(SpannerTarget::connect(gcp, database).await?),
         TargetConfig::Postgres { url, schema } => AnyTarget::Postgres(PostgresTarget::connect(url, schema).await?),
-        TargetConfig::Bigtable { project, instance, column_family } => {
-            AnyTarget::Bigtable(BigtableTarget::connect(project, instance, column_family, timestamp_micros).await?)
+        TargetConfig::Bigtable { project, instance, column_family, create_tables } => {
+            AnyTarget::Bigtable(BigtableTarget::connect(gcp, project, instance, column_family, timestamp_micros, *create_tables).await?)
         }
     })
 }

@@ -32,6 +32,11 @@ pub struct BigtableTarget {
     instance: String,
     family: String,
     conn: BigTableConnection,
+    /// Anonymous at the emulator, else the signed-in token for hand-made admin calls.
+    gcp: crossdock_gcp::Gcp,
+    emulator: Option<String>,
+    /// Whether a missing table may be created (through the admin API).
+    create_tables: bool,
     /// Cell timestamp (microseconds, millisecond granularity).
     timestamp_micros: i64,
     stats: CallStats,
@@ -104,17 +109,36 @@ fn cell_from(ty: ColumnType, v: Vec<u8>) -> Result<Cell, String> {
 }
 
 impl BigtableTarget {
-    /// Connects to `project`/`instance` (the emulator when `BIGTABLE_EMULATOR_HOST` is
-    /// set). `timestamp_micros` is the cell version written.
-    pub async fn connect(project: &str, instance: &str, family: &str, timestamp_micros: i64) -> Result<BigtableTarget, LoadError> {
-        let conn = BigTableConnection::new(project, instance, false, 2, Some(Duration::from_secs(60)))
-            .await
-            .map_err(|e| LoadError::Config(format!("Bigtable {project}/{instance}: {e}")))?;
+    /// Connects to `project`/`instance` signed in through `gcp` (the emulator when
+    /// `BIGTABLE_EMULATOR_HOST` is set). `timestamp_micros` is the cell version written;
+    /// `create_tables` allows creating a missing table through the admin API.
+    pub async fn connect(
+        gcp: &crossdock_gcp::Gcp,
+        project: &str,
+        instance: &str,
+        family: &str,
+        timestamp_micros: i64,
+        create_tables: bool,
+    ) -> Result<BigtableTarget, LoadError> {
+        let cfg = |e: bigtable_rs::bigtable::Error| LoadError::Config(format!("Bigtable {project}/{instance}: {e}"));
+        let timeout = Some(Duration::from_secs(60));
+        let access = gcp.bigtable().await.map_err(LoadError::auth("Bigtable"))?;
+        let (conn, emulator) = match access {
+            crossdock_gcp::BigtableAccess::Emulator(host) => {
+                (BigTableConnection::new_with_emulator(&host, project, instance, false, 2, timeout).map_err(cfg)?, Some(host))
+            }
+            crossdock_gcp::BigtableAccess::Signed(tokens) => {
+                (BigTableConnection::new_with_token_provider(project, instance, false, 2, timeout, tokens).map_err(cfg)?, None)
+            }
+        };
         Ok(BigtableTarget {
             project: project.into(),
             instance: instance.into(),
             family: family.into(),
             conn,
+            gcp: gcp.clone(),
+            emulator,
+            create_tables,
             timestamp_micros: timestamp_micros - timestamp_micros % 1000,
             stats: CallStats::default(),
         })
@@ -124,21 +148,49 @@ impl BigtableTarget {
         self.conn.client()
     }
 
-    async fn admin(&self, table: &str) -> Result<admin::bigtable_table_admin_client::BigtableTableAdminClient<tonic::transport::Channel>, LoadError> {
-        let host = std::env::var("BIGTABLE_EMULATOR_HOST").map_err(|_| {
-            err(
-                "admin",
-                table,
-                format!("table administration needs BIGTABLE_EMULATOR_HOST; on Cloud Bigtable create the table first: cbt -project {} -instance {} createtable {table} families={}", self.project, self.instance, self.family),
-                false,
-            )
-        })?;
-        let channel = tonic::transport::Channel::from_shared(format!("http://{host}"))
-            .map_err(|e| err("admin", table, e.to_string(), false))?
-            .connect()
-            .await
-            .map_err(|e| err("admin", table, e.to_string(), true))?;
-        Ok(admin::bigtable_table_admin_client::BigtableTableAdminClient::new(channel))
+    /// The command that creates `table` as the loader would.
+    fn create_command(&self, table: &str) -> String {
+        format!("cbt -project {} -instance {} createtable {table} families={}:maxversions=1", self.project, self.instance, self.family)
+    }
+
+    /// An admin client (the emulator's, or Google's with the signed-in token) and the
+    /// authorization value each request must carry (`None` at the emulator).
+    async fn admin(
+        &self,
+        table: &str,
+    ) -> Result<(admin::bigtable_table_admin_client::BigtableTableAdminClient<tonic::transport::Channel>, Option<String>), LoadError> {
+        self.stats.admin_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (url, bearer) = match &self.emulator {
+            Some(host) => (format!("http://{host}"), None),
+            None => {
+                let bearer = self.gcp.authorization().await.map_err(LoadError::auth("Bigtable admin"))?;
+                ("https://bigtableadmin.googleapis.com".to_string(), Some(bearer))
+            }
+        };
+        let mut endpoint = tonic::transport::Channel::from_shared(url).map_err(|e| err("admin", table, e.to_string(), false))?;
+        if self.emulator.is_none() {
+            let tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots().domain_name("bigtableadmin.googleapis.com");
+            endpoint = endpoint.tls_config(tls).map_err(|e| err("admin", table, e.to_string(), false))?;
+        }
+        let channel = endpoint.connect().await.map_err(|e| err("admin", table, e.to_string(), true))?;
+        Ok((admin::bigtable_table_admin_client::BigtableTableAdminClient::new(channel), bearer))
+    }
+
+    /// Whether `table` exists, asked through the data API (a one-row read answers
+    /// NOT_FOUND for a missing table), so a loader with data-only permissions can check.
+    async fn table_exists(&self, table: &str) -> Result<bool, LoadError> {
+        let mut client = self.client();
+        let req = ReadRowsRequest {
+            table_name: client.get_full_table_name(table),
+            rows_limit: 1,
+            filter: Some(RowFilter { filter: Some(Filter::StripValueTransformer(true)) }),
+            ..Default::default()
+        };
+        match client.read_rows(req).await {
+            Ok(_) => Ok(true),
+            Err(bigtable_rs::bigtable::Error::RpcError(s)) if s.code() == tonic::Code::NotFound => Ok(false),
+            Err(e) => Err(bt_err("check table", table, e)),
+        }
     }
 
     fn table_path(&self, table: &str) -> String {
@@ -279,8 +331,29 @@ impl Target for BigtableTarget {
     }
 
     async fn ensure_table(&self, model: &TableModel) -> Result<bool, LoadError> {
-        let mut a = self.admin(&model.name).await?;
-        let got = a.get_table(admin::GetTableRequest { name: self.table_path(&model.name), view: admin::table::View::SchemaView as i32 }).await;
+        // An existing table is used as it is: the admin API (and its permission) is only
+        // needed to create one.
+        if self.table_exists(&model.name).await? {
+            return Ok(false);
+        }
+        if !self.create_tables {
+            return Err(LoadError::NotFound {
+                what: format!(
+                    "Bigtable table {} (the pipeline does not allow creating it: set create_tables = true on the target, or create it: {})",
+                    self.table_path(&model.name),
+                    self.create_command(&model.name)
+                ),
+            });
+        }
+        let (mut a, bearer) = self.admin(&model.name).await?;
+        let authed = |msg| {
+            let mut r = tonic::Request::new(msg);
+            if let Some(b) = bearer.as_deref().and_then(|b| b.parse().ok()) {
+                r.metadata_mut().insert("authorization", b);
+            }
+            r
+        };
+        let got = a.get_table(authed(admin::GetTableRequest { name: self.table_path(&model.name), view: admin::table::View::SchemaView as i32 })).await;
         match got {
             Ok(t) => {
                 let t = t.into_inner();
@@ -307,10 +380,16 @@ impl Target for BigtableTarget {
                     table: Some(admin::Table { column_families: families, ..Default::default() }),
                     initial_splits: vec![],
                 };
-                match a.create_table(req).await {
+                let mut r = tonic::Request::new(req);
+                if let Some(b) = bearer.as_deref().and_then(|b| b.parse().ok()) {
+                    r.metadata_mut().insert("authorization", b);
+                }
+                match a.create_table(r).await {
                     Ok(_) => Ok(true),
                     Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(false),
-                    Err(s) => Err(err("create table", &model.name, s.message().to_string(), false)),
+                    Err(s) => {
+                        Err(err("create table", &model.name, format!("{} (or create it yourself: {})", s.message(), self.create_command(&model.name)), false))
+                    }
                 }
             }
             Err(s) => Err(err("get table", &model.name, s.message().to_string(), code_retryable(s.code()))),

@@ -41,6 +41,9 @@ pub struct CallStats {
     pub max_mutations: AtomicUsize,
     /// Largest number of rows in one call.
     pub max_rows: AtomicUsize,
+    /// Admin (schema) connections opened (Bigtable): tests prove a load into an existing
+    /// table needs no admin permission with it.
+    pub admin_connections: AtomicU64,
 }
 
 impl CallStats {

@@ -195,13 +195,13 @@ impl gcloud_spanner::row::TryFromValue for Raw {
 }
 
 impl SpannerTarget {
-    /// Connects to `projects/P/instances/I/databases/D` (the emulator when
-    /// `SPANNER_EMULATOR_HOST` is set).
-    pub async fn connect(database: &str) -> Result<SpannerTarget, LoadError> {
+    /// Connects to `projects/P/instances/I/databases/D` signed in through `gcp` (the
+    /// emulator when `SPANNER_EMULATOR_HOST` is set).
+    pub async fn connect(gcp: &crossdock_gcp::Gcp, database: &str) -> Result<SpannerTarget, LoadError> {
         let cfg = |e: String| LoadError::Config(format!("Spanner {database}: {e}"));
-        let config = ClientConfig::default().with_auth().await.map_err(|e| cfg(e.to_string()))?;
+        let config: ClientConfig = gcp.spanner_config().await.map_err(LoadError::auth("Spanner"))?;
         let client = Client::new(database, config).await.map_err(|e| cfg(e.to_string()))?;
-        let admin_config = gcloud_spanner::admin::AdminClientConfig::default().with_auth().await.map_err(|e| cfg(e.to_string()))?;
+        let admin_config = gcp.spanner_admin_config().await.map_err(LoadError::auth("Spanner"))?;
         let admin = gcloud_spanner::admin::client::Client::new(admin_config).await.map_err(|e| cfg(e.to_string()))?;
         Ok(SpannerTarget { database: database.into(), client, admin, stats: CallStats::default() })
     }
