@@ -13,6 +13,8 @@
 //! `BIGTABLE_EMULATOR_HOST`, `PUBSUB_EMULATOR_HOST`) are the only way to get an
 //! anonymous client; any other endpoint (`CROSSDOCK_GCS_ENDPOINT`, for private endpoints
 //! and tests) is signed in to.
+// Libraries report through their return values and tracing, never the terminal or exit.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr, clippy::exit))]
 
 mod error;
 mod identity;
