@@ -18,12 +18,14 @@
 
 mod error;
 mod identity;
+mod storage_error;
 mod token;
 
 use std::sync::Arc;
 
 pub use error::{AuthError, Step};
 pub use identity::Identity;
+pub use storage_error::{gcs_failure, gcs_status, GcsFailure};
 use token::{BigtableTokens, Shared};
 
 /// The scope every token is asked for: it covers GCS, Spanner, Bigtable and Pub/Sub, so

@@ -37,15 +37,10 @@ pub fn parse_url(url: &str) -> Option<(String, String)> {
 }
 
 fn map_err(op: &'static str, bucket: &str, key: &str, e: gcloud_storage::http::Error) -> LoadError {
-    use gcloud_storage::http::Error as E;
-    match &e {
-        E::Response(r) if r.code == 404 => LoadError::NotFound { what: format!("gs://{bucket}/{key}") },
-        E::HttpClient(h) if h.status().is_some_and(|s| s.as_u16() == 404) => LoadError::NotFound { what: format!("gs://{bucket}/{key}") },
-        E::HttpClient(h) if h.status().is_some_and(|s| s.is_client_error() && s.as_u16() != 429) => {
-            LoadError::Gcs { op, bucket: bucket.into(), key: key.into(), message: e.to_string(), retryable: false }
-        }
-        E::Response(r) => LoadError::Gcs { op, bucket: bucket.into(), key: key.into(), message: e.to_string(), retryable: r.code == 429 || r.code >= 500 },
-        _ => LoadError::Gcs { op, bucket: bucket.into(), key: key.into(), message: e.to_string(), retryable: true },
+    use crossdock_gcp::GcsFailure;
+    match crossdock_gcp::gcs_failure(&e) {
+        GcsFailure::NotFound => LoadError::NotFound { what: format!("gs://{bucket}/{key}") },
+        f => LoadError::Gcs { op, bucket: bucket.into(), key: key.into(), message: e.to_string(), retryable: f == GcsFailure::Retryable },
     }
 }
 
@@ -67,7 +62,9 @@ impl Gcs {
                     if !e.is_retryable() || attempt >= 5 {
                         return Err(e);
                     }
-                    tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+                    let wait =
+                        crossdock_core::retry::backoff(attempt, std::time::Duration::from_millis(400), std::time::Duration::from_secs(10), rand::random());
+                    tokio::time::sleep(wait).await;
                 }
             }
         }

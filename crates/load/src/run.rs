@@ -110,11 +110,11 @@ pub struct LoadOptions {
 
 /// Which files of the marker a load writes, given the progress records found.
 #[derive(Debug, Default, PartialEq)]
-pub struct FilePlan<'a> {
+pub struct FilePlan<'a, 'r> {
     /// Files to load, in marker order.
     pub todo: Vec<&'a MarkerFile>,
     /// Files already done in this destination, with their records.
-    pub skipped: Vec<&'a FileProgress>,
+    pub skipped: Vec<&'r FileProgress>,
     /// Files whose record says done here but that a forced load writes again: their
     /// records go before anything is written, so an interrupted forced load is not
     /// followed by a run that skips them.
@@ -123,13 +123,13 @@ pub struct FilePlan<'a> {
 
 /// The skip decision: a file is skipped when its record says it was loaded, whole
 /// (same SHA-256), into this target and destination, unless the load is forced.
-pub fn plan_files<'a>(
+pub fn plan_files<'a, 'r>(
     files: &'a [MarkerFile],
-    recorded: &'a BTreeMap<String, FileProgress>,
+    recorded: &'r BTreeMap<String, FileProgress>,
     target: TargetKind,
     destination: &str,
     force: bool,
-) -> FilePlan<'a> {
+) -> FilePlan<'a, 'r> {
     let mut plan = FilePlan::default();
     for f in files {
         let done =
@@ -439,31 +439,9 @@ async fn load_inner<T: Target>(
     stop: &AtomicBool,
 ) -> Result<Summary, LoadError> {
     let started = Instant::now();
-    let kind = target.kind();
-    let destination = target.destination(model);
+    let mut summary = Summary::start(marker, target, model);
     let m = &marker.marker;
-    let mut summary = Summary {
-        marker: marker.url.clone(),
-        export: m.export.to_string(),
-        target: kind.name(),
-        destination: destination.clone(),
-        status: "loaded",
-        table_created: false,
-        files_total: m.files.len(),
-        files_loaded: 0,
-        files_skipped: 0,
-        rows_written: 0,
-        rejected: 0,
-        items_expected: m.totals.items,
-        rows_in_target: 0,
-        indexes: vec![],
-        batches: 0,
-        retries: 0,
-        max_rows_per_batch: 0,
-        max_mutations_per_call: 0,
-        duration_ms: 0,
-    };
-    let loaded_here = progress::read_loaded(marker).await?.filter(|done| done.target == kind.name() && done.destination == destination);
+    let loaded_here = progress::read_loaded(marker).await?.filter(|done| done.target == summary.target && done.destination == summary.destination);
     if let Some(done) = &loaded_here {
         if !opts.force {
             summary.status = "already-loaded";
@@ -474,11 +452,55 @@ async fn load_inner<T: Target>(
         }
     }
     summary.table_created = target.ensure_table(model).await?;
+    let todo = files_to_load(marker, target.kind(), opts, loaded_here.is_some(), &mut summary).await?;
+    write_files(marker, target, model, plan, opts, stop, &todo, &mut summary).await?;
+    if stop.load(Ordering::Relaxed) {
+        return Err(LoadError::Interrupted { files_done: summary.files_loaded + summary.files_skipped, files_total: summary.files_total });
+    }
+    finish(marker, target, model, started, summary).await
+}
+
+impl Summary {
+    fn start<T: Target>(marker: &Marker, target: &T, model: &TableModel) -> Summary {
+        let m = &marker.marker;
+        Summary {
+            marker: marker.url.clone(),
+            export: m.export.to_string(),
+            target: target.kind().name(),
+            destination: target.destination(model),
+            status: "loaded",
+            table_created: false,
+            files_total: m.files.len(),
+            files_loaded: 0,
+            files_skipped: 0,
+            rows_written: 0,
+            rejected: 0,
+            items_expected: m.totals.items,
+            rows_in_target: 0,
+            indexes: vec![],
+            batches: 0,
+            retries: 0,
+            max_rows_per_batch: 0,
+            max_mutations_per_call: 0,
+            duration_ms: 0,
+        }
+    }
+}
+
+/// The files this run writes; the others are counted as skipped. A forced load first
+/// forgets the old outcome and the records that would let a later run skip files.
+async fn files_to_load<'m>(
+    marker: &'m Marker,
+    kind: TargetKind,
+    opts: &LoadOptions,
+    was_loaded: bool,
+    summary: &mut Summary,
+) -> Result<Vec<&'m MarkerFile>, LoadError> {
     let recorded = progress::read_all(marker).await?;
-    let files = plan_files(&m.files, &recorded, kind, &destination, opts.force);
+    let files = plan_files(&marker.marker.files, &recorded, kind, &summary.destination, opts.force);
     // A forced load is about to write: the old outcome and the records that would let
     // a later run skip files no longer hold, whether or not this load finishes.
-    if loaded_here.is_some() {
+    if was_loaded {
         progress::forget_loaded(marker).await?;
     }
     futures::stream::iter(files.forget.iter().map(|f| progress::forget(marker, f))).buffer_unordered(16).try_collect::<Vec<()>>().await?;
@@ -488,7 +510,23 @@ async fn load_inner<T: Target>(
         summary.rejected += p.rejected;
         event_file(kind, &p.file, "skipped", 0, 0);
     }
-    let todo = files.todo;
+    Ok(files.todo)
+}
+
+/// Feeds `todo` to the writers and waits for every file's progress record; the counts
+/// and call statistics go into `summary`.
+#[allow(clippy::too_many_arguments)]
+async fn write_files<T: Target>(
+    marker: &Marker,
+    target: &T,
+    model: &TableModel,
+    plan: &BatchPlan,
+    opts: &LoadOptions,
+    stop: &AtomicBool,
+    todo: &[&MarkerFile],
+    summary: &mut Summary,
+) -> Result<(), LoadError> {
+    let destination = summary.destination.clone();
     let (tx, rx) = tokio::sync::mpsc::channel(feed::CHUNKS_AHEAD);
     let w = Writing {
         marker,
@@ -498,7 +536,7 @@ async fn load_inner<T: Target>(
         opts,
         stop,
         destination: &destination,
-        todo: &todo,
+        todo,
         source: tokio::sync::Mutex::new(Source { rx, current: None, failure: None }),
         tallies: Mutex::new(todo.iter().map(|_| Tally::default()).collect()),
         rejected: AtomicU64::new(summary.rejected),
@@ -512,7 +550,7 @@ async fn load_inner<T: Target>(
         w.source.lock().await.rx.close();
         r
     };
-    let ((), written) = futures::join!(feed::produce(marker, &todo, std::sync::Arc::new(model.clone()), tx, stop), writers);
+    let ((), written) = futures::join!(feed::produce(marker, todo, std::sync::Arc::new(model.clone()), tx, stop), writers);
     // Files that did finish keep their records even when the load failed, so a rerun
     // skips them.
     let recording = std::mem::take(&mut *w.recording.lock().map_err(poisoned)?);
@@ -538,16 +576,20 @@ async fn load_inner<T: Target>(
     summary.retries = stats.retries.load(Ordering::Relaxed);
     summary.max_rows_per_batch = stats.max_rows.load(Ordering::Relaxed);
     summary.max_mutations_per_call = stats.max_mutations.load(Ordering::Relaxed);
-    if stop.load(Ordering::Relaxed) {
-        return Err(LoadError::Interrupted { files_done: summary.files_loaded + summary.files_skipped, files_total: summary.files_total });
-    }
+    Ok(())
+}
+
+/// The once-per-load steps after the data: indexes, the row count against the marker,
+/// then `_LOADED`.
+async fn finish<T: Target>(marker: &Marker, target: &T, model: &TableModel, started: Instant, mut summary: Summary) -> Result<Summary, LoadError> {
+    let m = &marker.marker;
     target.create_indexes(model).await?;
     summary.indexes = target.list_indexes(model).await?;
     summary.rows_in_target = target.count_rows(model).await?;
     let expected = m.totals.items.saturating_sub(summary.rejected);
     if summary.rows_in_target != expected {
         return Err(LoadError::CountMismatch {
-            target: kind.name(),
+            target: summary.target,
             table: model.name.clone(),
             expected,
             actual: summary.rows_in_target,
@@ -561,8 +603,8 @@ async fn load_inner<T: Target>(
         &LoadedRecord {
             format_version: crossdock_core::FORMAT_VERSION,
             export: m.export.clone(),
-            target: kind.name().into(),
-            destination: destination.clone(),
+            target: summary.target.into(),
+            destination: summary.destination.clone(),
             items_expected: m.totals.items,
             rows_in_target: summary.rows_in_target,
             rejected: summary.rejected,
@@ -571,8 +613,8 @@ async fn load_inner<T: Target>(
         },
     )
     .await?;
-    tracing::info!(export = %m.export, target = kind.name(), rows = summary.rows_in_target, rejected = summary.rejected, "load finished");
-    metrics::counter!("crossdock_load_tables_total", "target" => kind.name()).increment(1);
+    tracing::info!(export = %m.export, target = summary.target, rows = summary.rows_in_target, rejected = summary.rejected, "load finished");
+    metrics::counter!("crossdock_load_tables_total", "target" => summary.target).increment(1);
     Ok(summary)
 }
 

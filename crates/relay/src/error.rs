@@ -71,22 +71,9 @@ impl RelayError {
     }
 
     pub(crate) fn gcs(bucket: &str, key: &str, e: &gcloud_storage::http::Error) -> RelayError {
-        use gcloud_storage::http::Error as E;
-        let retryable = match e {
-            E::Response(r) => r.is_retriable(),
-            E::HttpClient(r) | E::RawResponse(r, _) => r.status().is_none_or(|s| s.is_server_error() || s.as_u16() == 429 || s.as_u16() == 408),
-            E::HttpMiddleware(_) => true,
-            E::TokenSource(_) | E::InvalidRangeHeader(_) => false,
-        };
+        let retryable = crossdock_gcp::gcs_failure(e) == crossdock_gcp::GcsFailure::Retryable;
         RelayError::Gcs { bucket: bucket.into(), key: key.into(), message: e.to_string(), retryable }
     }
 }
 
-/// The HTTP status of a GCS error response, if it is one.
-pub(crate) fn gcs_status(e: &gcloud_storage::http::Error) -> Option<u16> {
-    match e {
-        gcloud_storage::http::Error::Response(r) => Some(r.code),
-        gcloud_storage::http::Error::RawResponse(r, _) | gcloud_storage::http::Error::HttpClient(r) => r.status().map(|s| s.as_u16()),
-        _ => None,
-    }
-}
+pub(crate) use crossdock_gcp::gcs_status;

@@ -110,7 +110,14 @@ impl Ctx {
 
     /// Runs `sync` to its end; (exit code, stdout, log).
     async fn sync(&self, name: &str, extra: &[&str]) -> (Option<i32>, String, String) {
-        let mut p = self.spawn_sync(name, extra);
+        self.sync_like(name, "sync", extra).await
+    }
+
+    /// Runs `cmd` (`sync`, `audit`) on this table, reaching moto's DynamoDB, to its end.
+    async fn sync_like(&self, name: &str, cmd: &str, extra: &[&str]) -> (Option<i32>, String, String) {
+        let env = sync_env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut p = Proc::spawn_with_env(&self.dir, name, &self.args(cmd, extra), &env);
         let st = p.wait(Duration::from_secs(180)).await;
         (st.code(), std::fs::read_to_string(&p.stdout).unwrap_or_default(), p.log_text())
     }
@@ -194,6 +201,16 @@ async fn end_to_end(kind: Kind) {
     let records = summary["records"].as_u64().expect("records");
     assert!(records < 40, "the second run reads only the new changes, read {records}");
     assert_same(&format!("{kind:?} after the second sync"), &scan(&ctx.ddb, &ctx.table).await, &ctx.target_items().await);
+    // The cutover check agrees: the live table and the target, item for item.
+    let (code, out, log) = ctx.sync_like("audit", "audit", &["--max-rcu", "1000", "--output", "json"]).await;
+    assert_eq!(code, Some(0), "audit found a difference or failed:\n{log}\n{out}");
+    let report = crossdock_tests::pipeline::parse_json(&out).expect("audit json");
+    let live = scan(&ctx.ddb, &ctx.table).await.len() as u64;
+    assert_eq!(
+        (report["matching"].as_u64(), report["missing"].as_u64(), report["different"].as_u64(), report["extra"].as_u64()),
+        (Some(live), Some(0), Some(0), Some(0)),
+        "{out}"
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@
 //! key's records out of order or twice, so batches keep per key the change with the
 //! latest `ApproximateCreationDateTime` (`SyncOptions::newest_wins`).
 
+use super::aws_error::{message, stream_error, Codes};
 use super::{epoch_ms_of, Change, ChangeKind, ChangeSource, Position, Read, ShardInfo};
 use crate::error::SyncError;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
@@ -68,12 +69,9 @@ pub fn parse_record(table: &str, data: &[u8], sequence: &str, arrival_ms: Option
     Ok(Some(Change { kind, item, sequence: sequence.into(), created_ms }))
 }
 
-fn message<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(e: &SdkError<E, R>) -> String {
-    match e.code() {
-        Some(code) => format!("{code}: {}", e.message().unwrap_or_default()),
-        None => format!("{e:?}"),
-    }
-}
+/// Kinesis' error codes (its retention is the stream's; a trimmed position reads as gone).
+const CODES: Codes =
+    Codes { trimmed: None, retryable: &["ProvisionedThroughputExceededException", "LimitExceededException", "KMSThrottlingException", "InternalFailure"] };
 
 /// Kinesis sequence numbers are decimal strings of up to 56 digits (beyond u128):
 /// compare by length, then text.
@@ -103,25 +101,7 @@ impl KinesisSource {
     }
 
     fn err<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(&self, op: &'static str, shard: &str, e: &SdkError<E, R>) -> SyncError {
-        let code = e.code().unwrap_or_default();
-        match code {
-            "ResourceNotFoundException" => SyncError::Expired {
-                table: self.table.clone(),
-                stream: self.arn.clone(),
-                shard: shard.into(),
-                reason: format!("{op}: the shard or stream no longer exists ({})", message(e)),
-            },
-            "ExpiredIteratorException" => SyncError::IteratorExpired { table: self.table.clone(), shard: shard.into() },
-            _ => SyncError::Source {
-                table: self.table.clone(),
-                stream: self.arn.clone(),
-                shard: Some(shard.into()),
-                op,
-                retryable: matches!(e, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_))
-                    || matches!(code, "ProvisionedThroughputExceededException" | "LimitExceededException" | "KMSThrottlingException" | "InternalFailure"),
-                message: message(e),
-            },
-        }
+        stream_error(&CODES, &self.table, &self.arn, op, shard, e)
     }
 
     async fn raw_iterator(&self, shard: &str, from: &Position) -> Result<String, SyncError> {

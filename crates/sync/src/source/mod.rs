@@ -3,6 +3,7 @@
 //! [`kinesis`] (Kinesis Data Streams for DynamoDB) and [`fake`] (in memory, with shard
 //! splits, for tests).
 
+mod aws_error;
 pub mod fake;
 pub mod kinesis;
 pub mod streams;

@@ -2,6 +2,7 @@
 //! parents, GetShardIterator, GetRecords. A stream without new images (KEYS_ONLY,
 //! OLD_IMAGE) is refused when opened.
 
+use super::aws_error::{message, stream_error, transient, Codes};
 use super::{Change, ChangeKind, ChangeSource, Position, Read, ShardInfo};
 use crate::error::SyncError;
 use aws_sdk_dynamodbstreams::error::{ProvideErrorMetadata, SdkError};
@@ -28,7 +29,7 @@ pub async fn latest_stream(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Resul
         stream: "-".into(),
         shard: None,
         op: "DescribeTable",
-        message: e.code().map(|c| format!("{c}: {}", e.message().unwrap_or_default())).unwrap_or_else(|| format!("{e:?}")),
+        message: message(&e),
         retryable: false,
     })?;
     let Some(d) = out.table() else { return Ok(None) };
@@ -39,16 +40,11 @@ pub async fn latest_stream(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Resul
     })
 }
 
-fn message<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(e: &SdkError<E, R>) -> String {
-    match e.code() {
-        Some(code) => format!("{code}: {}", e.message().unwrap_or_default()),
-        None => format!("{e:?}"),
-    }
-}
-
-fn transient<E, R>(e: &SdkError<E, R>) -> bool {
-    matches!(e, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_))
-}
+/// DynamoDB Streams' error codes.
+const CODES: Codes = Codes {
+    trimmed: Some(("TrimmedDataAccessException", "the records after the checkpoint are beyond the stream's 24 h retention")),
+    retryable: &["LimitExceededException", "InternalServerError", "ThrottlingException"],
+};
 
 impl DynamoStreams {
     /// Opens `arn`, checking that its records carry new images.
@@ -77,30 +73,7 @@ impl DynamoStreams {
     }
 
     fn err<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(&self, op: &'static str, shard: &str, e: &SdkError<E, R>) -> SyncError {
-        let code = e.code().unwrap_or_default();
-        match code {
-            "TrimmedDataAccessException" => SyncError::Expired {
-                table: self.table.clone(),
-                stream: self.arn.clone(),
-                shard: shard.into(),
-                reason: format!("{op}: the records after the checkpoint are beyond the stream's 24 h retention ({})", message(e)),
-            },
-            "ResourceNotFoundException" => SyncError::Expired {
-                table: self.table.clone(),
-                stream: self.arn.clone(),
-                shard: shard.into(),
-                reason: format!("{op}: the shard or stream no longer exists ({})", message(e)),
-            },
-            "ExpiredIteratorException" => SyncError::IteratorExpired { table: self.table.clone(), shard: shard.into() },
-            _ => SyncError::Source {
-                table: self.table.clone(),
-                stream: self.arn.clone(),
-                shard: Some(shard.into()),
-                op,
-                retryable: transient(e) || matches!(code, "LimitExceededException" | "InternalServerError" | "ThrottlingException"),
-                message: message(e),
-            },
-        }
+        stream_error(&CODES, &self.table, &self.arn, op, shard, e)
     }
 }
 

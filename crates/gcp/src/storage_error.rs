@@ -1,0 +1,38 @@
+//! What a failed GCS call means, for every GCS caller (the relay's copies and records,
+//! the loader's reads): gone, worth retrying, or not.
+
+use gcloud_storage::http::Error;
+
+/// How a failed GCS call is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcsFailure {
+    /// 404: the object (or bucket) is not there.
+    NotFound,
+    /// 408, 429, 5xx, or no answer at all (connect or read failure, timeout).
+    Retryable,
+    /// Any other answer (403, 400, a failed precondition, …) and failed sign-in: trying
+    /// again gives the same result.
+    Permanent,
+}
+
+/// The HTTP status of a GCS error response, if the service answered.
+pub fn gcs_status(e: &Error) -> Option<u16> {
+    match e {
+        Error::Response(r) => Some(r.code),
+        Error::RawResponse(r, _) | Error::HttpClient(r) => r.status().map(|s| s.as_u16()),
+        _ => None,
+    }
+}
+
+/// The one rule for every GCS error.
+pub fn gcs_failure(e: &Error) -> GcsFailure {
+    match (e, gcs_status(e)) {
+        (Error::TokenSource(_) | Error::InvalidRangeHeader(_), _) => GcsFailure::Permanent,
+        (_, Some(404)) => GcsFailure::NotFound,
+        (_, Some(408 | 429)) => GcsFailure::Retryable,
+        (_, Some(s)) if s >= 500 => GcsFailure::Retryable,
+        (_, Some(_)) => GcsFailure::Permanent,
+        // Transport failures and middleware errors: nothing was answered.
+        (_, None) => GcsFailure::Retryable,
+    }
+}
