@@ -61,8 +61,15 @@ pub struct Args {
     pub max_errors: u64,
     /// Load every file again, even if `_LOADED` or the progress records say this
     /// destination already has them (they are rewritten as the load goes).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "shard")]
     pub force: bool,
+    /// Share the table's load among N processes: this one writes every N-th file from
+    /// the I-th (I/N, e.g. a Kubernetes Indexed Job's completion index). Each records
+    /// its files as usual; the one that finds every file done creates the indexes,
+    /// checks the row count and writes `_LOADED` (create-only), the others exit 0 with
+    /// status `shard-done`. A restarted shard continues from its records.
+    #[arg(long, value_name = "I/N", value_parser = run::Shard::parse, conflicts_with = "watch")]
+    pub shard: Option<run::Shard>,
     /// `text` or `json` (a summary object on stdout).
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -181,6 +188,8 @@ async fn load_one(marker_url: &str, pipeline: &crossdock_core::pipeline::Pipelin
     let result = load_marker(marker_url, pipeline, args).await.map_err(|e| scrubbed(e, pipeline));
     if let (Some(url), false) = (&args.notify_url, args.dry_run) {
         let n = match &result {
+            // Only the shard that finishes the table reports it.
+            Ok((_, Some(s))) if s.status == "shard-done" => return result.map(|(code, _)| code),
             Ok((_, Some(s))) => Notification::load_finished(marker_url, s.target, &s.destination, s.rows_in_target, s.items_expected, s.rejected),
             Ok((_, None)) => return result.map(|(code, _)| code),
             Err(e) => Notification::load_failed(marker_url, &format!("{e:#}")),
@@ -212,7 +221,7 @@ async fn load_marker(
     args: &Args,
 ) -> anyhow::Result<(Code, Option<crossdock_load::run::Summary>)> {
     let p = prepare(marker_url, pipeline).await?;
-    let opts = LoadOptions { max_errors: args.max_errors, force: args.force };
+    let opts = LoadOptions { max_errors: args.max_errors, force: args.force, shard: args.shard };
     let t = connect(&p).await?;
     let (plan, batch) = plan_of(&p, &t);
     if args.dry_run {
@@ -241,6 +250,9 @@ async fn load_marker(
             summary.batches,
             summary.duration_ms
         ),
+    }
+    if let (Output::Text, Some(shard)) = (args.output, &summary.shard) {
+        println!("shard {shard}: {} file(s) left to the other shards", summary.files_other_shards);
     }
     Ok((Code::Ok, Some(summary)))
 }

@@ -7,7 +7,7 @@ use crate::lease::{self, Autoscaler, Heartbeat, Holder, LeaseCtx, RestoreAction,
 use crate::observe::{ExportEvent, Observer};
 use crate::ratelimit::RateLimiter;
 use crate::s3::{get_json, put_json};
-use crate::scan::{run_segment, SegmentCtx};
+use crate::scan::{run_segment, SegmentCtx, SegmentEnd};
 use crossdock_core::layout::{self, validate_prefix, DumpFile, ExportId, Timestamp};
 use crossdock_core::schema::{AttributeDefinition, BillingMode, KeyElement, KeyRole, Projection, SecondaryIndex, TableSchema, Throughput};
 use crossdock_core::{sizing, TypeTag, FORMAT_VERSION};
@@ -456,23 +456,19 @@ fn build_schema(info: &TableInfo, total: u32) -> TableSchema {
     }
 }
 
-/// Runs one export to the end, or until `shutdown` resolves (then it stops scanning,
-/// keeps its checkpoints, restores capacity and returns a summary with
-/// `interrupted: true`). Capacity raised by this run is restored on every path; if that
-/// fails the error is [`ExportError::CapacityNotRestored`].
-pub async fn run(clients: &Clients, cfg: &ExportConfig, observer: &dyn Observer, shutdown: impl Future<Output = ()>) -> Result<ExportSummary, ExportError> {
-    let started = tokio::time::Instant::now();
-    cfg.validate()?;
-    check_bucket(&clients.s3, &cfg.bucket).await?;
-    let ctx = LeaseCtx { ddb: &clients.ddb, s3: &clients.s3, autoscaler: clients.autoscaler.as_ref(), bucket: &cfg.bucket, active_timeout: cfg.active_timeout };
-    // A shard acts as its capacity step's run, so it never takes that run's lease for
-    // stale; any other export is a run of its own.
-    let holder = Holder::new(cfg.capacity_run.as_deref(), cfg.lease_stale_after);
-    // Describe first, so an unknown table fails before anything else.
-    lease::describe(&clients.ddb, &cfg.table).await?;
+/// The table's lease before this run starts: a stale one (a crashed earlier run left the
+/// table raised) is restored first; a live one is left alone and forbids this run's
+/// raise, or is joined when it is this shard's capacity step's. Returns the leases
+/// restored and the one joined.
+async fn settle_earlier_lease(
+    clients: &Clients,
+    cfg: &ExportConfig,
+    ctx: &LeaseCtx<'_>,
+    holder: &Holder,
+) -> Result<(Vec<RestoreReport>, Option<lease::HeldLease>), ExportError> {
     // A crashed earlier run may have left the table raised: put it back first. A live
     // run's lease is left alone, and forbids this run's raise.
-    let found = lease::restore_table(&ctx, &holder, &cfg.prefix, &cfg.table, false).await?;
+    let found = lease::restore_table(ctx, holder, &cfg.prefix, &cfg.table, false).await?;
     let mut restored_stale_leases = Vec::new();
     let mut joined = None;
     match found.action {
@@ -501,9 +497,12 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, observer: &dyn Observer,
     if let (Some(run), None) = (&cfg.capacity_run, &joined) {
         tracing::warn!(table = %cfg.table, run = %run, "--capacity-run: the table has no live lease of that run (not raised, or already restored); scanning at the current capacity");
     }
-    let info = lease::describe(&clients.ddb, &cfg.table).await?;
+    Ok((restored_stale_leases, joined))
+}
 
-    // The export directory: new, or the one being resumed.
+/// The export's directory (new, or the one being resumed), the key of its schema and
+/// the schema already there, refusing to write into a directory that is not this run's.
+async fn export_dir(clients: &Clients, cfg: &ExportConfig) -> Result<(ExportId, String, Option<TableSchema>), ExportError> {
     let timestamp = match (&cfg.timestamp, cfg.resume) {
         (Some(t), _) => t.clone(),
         (None, true) => latest_timestamp(&clients.s3, cfg).await?.ok_or_else(|| {
@@ -532,6 +531,48 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, observer: &dyn Observer,
             ));
         }
     }
+    Ok((export, schema_key, existing))
+}
+
+/// Scans the segments of `range`, `workers` at a time; the first failure cancels the others.
+async fn scan_segments(ctx: &SegmentCtx<'_>, table: &str, range: (u32, u32), workers: u32) -> Result<Vec<SegmentEnd>, ExportError> {
+    let mut results = futures::stream::iter(range.0..range.1).map(|s| async move { run_segment(ctx, s).await }).buffer_unordered(workers as usize);
+    let mut ends = Vec::new();
+    let mut first_error = None;
+    while let Some(r) = results.next().await {
+        match r {
+            Ok(end) => ends.push(end),
+            Err(e) => {
+                tracing::error!(table, error = %e, "segment failed; stopping the others");
+                ctx.cancel.cancel();
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(ends),
+    }
+}
+
+/// Runs one export to the end, or until `shutdown` resolves (then it stops scanning,
+/// keeps its checkpoints, restores capacity and returns a summary with
+/// `interrupted: true`). Capacity raised by this run is restored on every path; if that
+/// fails the error is [`ExportError::CapacityNotRestored`].
+pub async fn run(clients: &Clients, cfg: &ExportConfig, observer: &dyn Observer, shutdown: impl Future<Output = ()>) -> Result<ExportSummary, ExportError> {
+    let started = tokio::time::Instant::now();
+    cfg.validate()?;
+    check_bucket(&clients.s3, &cfg.bucket).await?;
+    let ctx = LeaseCtx { ddb: &clients.ddb, s3: &clients.s3, autoscaler: clients.autoscaler.as_ref(), bucket: &cfg.bucket, active_timeout: cfg.active_timeout };
+    // A shard acts as its capacity step's run, so it never takes that run's lease for
+    // stale; any other export is a run of its own.
+    let holder = Holder::new(cfg.capacity_run.as_deref(), cfg.lease_stale_after);
+    // Describe first, so an unknown table fails before anything else.
+    lease::describe(&clients.ddb, &cfg.table).await?;
+    let (mut restored_stale_leases, joined) = settle_earlier_lease(clients, cfg, &ctx, &holder).await?;
+    let info = lease::describe(&clients.ddb, &cfg.table).await?;
+
+    let (export, schema_key, existing) = export_dir(clients, cfg).await?;
     let p = prepare(cfg, info, existing.as_ref().map(|s| s.total_segments))?;
     if existing.is_none() {
         let mut schema = build_schema(&p.info, p.total);
@@ -574,25 +615,7 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, observer: &dyn Observer,
                 observer,
                 throttled: &throttled,
             };
-            let seg_ctx = &seg_ctx;
-            let mut results =
-                futures::stream::iter(p.range.0..p.range.1).map(|s| async move { run_segment(seg_ctx, s).await }).buffer_unordered(p.workers as usize);
-            let mut ends = Vec::new();
-            let mut first_error = None;
-            while let Some(r) = results.next().await {
-                match r {
-                    Ok(end) => ends.push(end),
-                    Err(e) => {
-                        tracing::error!(table = %cfg.table, error = %e, "segment failed; stopping the others");
-                        cancel.cancel();
-                        first_error.get_or_insert(e);
-                    }
-                }
-            }
-            match first_error {
-                Some(e) => Err(e),
-                None => Ok(ends),
-            }
+            scan_segments(&seg_ctx, &cfg.table, p.range, p.workers).await
         };
         tokio::pin!(work);
         tokio::pin!(shutdown);

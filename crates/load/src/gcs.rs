@@ -89,6 +89,18 @@ impl Gcs {
         self.client.upload_object(&req, body, &UploadType::Multipart(Box::new(object))).await.map(|_| ()).map_err(|e| map_err("write", &self.bucket, key, e))
     }
 
+    /// Writes an object only if none exists (`ifGenerationMatch=0`); `Ok(false)` when
+    /// one does, so of several writers exactly one creates it.
+    pub async fn create(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<bool, LoadError> {
+        let req = UploadObjectRequest { bucket: self.bucket.clone(), if_generation_match: Some(0), ..Default::default() };
+        let object = Object { name: key.into(), content_type: Some(content_type.into()), ..Default::default() };
+        match self.client.upload_object(&req, body, &UploadType::Multipart(Box::new(object))).await {
+            Ok(_) => Ok(true),
+            Err(e) if crossdock_gcp::gcs_status(&e) == Some(412) => Ok(false),
+            Err(e) => Err(map_err("create", &self.bucket, key, e)),
+        }
+    }
+
     /// Deletes an object; one already absent is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), LoadError> {
         let req = DeleteObjectRequest { bucket: self.bucket.clone(), object: key.into(), ..Default::default() };

@@ -129,3 +129,10 @@ pub async fn write_loaded(m: &Marker, r: &LoadedRecord) -> Result<(), LoadError>
     let body = serde_json::to_vec_pretty(r).unwrap_or_default();
     m.gcs.write(&m.key(&DumpFile::Loaded), body, "application/json").await
 }
+
+/// [`write_loaded`] as a create-only write: `Ok(false)` when another process sharing
+/// the load wrote it first.
+pub async fn write_loaded_once(m: &Marker, r: &LoadedRecord) -> Result<bool, LoadError> {
+    let body = serde_json::to_vec_pretty(r).unwrap_or_default();
+    m.gcs.create(&m.key(&DumpFile::Loaded), body, "application/json").await
+}

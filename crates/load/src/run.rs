@@ -106,6 +106,41 @@ pub struct LoadOptions {
     /// Load every file again, whatever `_LOADED` and the progress records say about
     /// this destination (the table may have been truncated or dropped since).
     pub force: bool,
+    /// This process's share of the files when several share the load (`--shard i/N`).
+    pub shard: Option<Shard>,
+}
+
+/// One of `count` processes sharing a table's load (`--shard index/count`, e.g. a
+/// Kubernetes Indexed Job's completion index): it writes every `count`-th file of the
+/// marker from the `index`-th, a stable share that a restarted pod takes up again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// `i/N` with `0 ≤ i < N`.
+    pub fn parse(s: &str) -> Result<Shard, String> {
+        let bad = || format!("{s:?}: expected INDEX/COUNT with 0 <= INDEX < COUNT, e.g. 0/4");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (i.trim().parse::<u32>().map_err(|_| bad())?, n.trim().parse::<u32>().map_err(|_| bad())?);
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether the file at `position` in the marker's list is this shard's.
+    pub fn owns(&self, position: usize) -> bool {
+        position % self.count as usize == self.index as usize
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 /// Which files of the marker a load writes, given the progress records found.
@@ -153,8 +188,13 @@ pub struct Summary {
     pub export: String,
     pub target: &'static str,
     pub destination: String,
-    /// `loaded` or `already-loaded`.
+    /// `loaded`, `already-loaded`, or `shard-done` (this shard's files are in; another
+    /// shard finishes the table).
     pub status: &'static str,
+    /// `i/N` when the load is shared (`--shard`).
+    pub shard: Option<String>,
+    /// Files left to the other shards.
+    pub files_other_shards: usize,
     pub table_created: bool,
     pub files_total: usize,
     pub files_loaded: usize,
@@ -440,6 +480,7 @@ async fn load_inner<T: Target>(
 ) -> Result<Summary, LoadError> {
     let started = Instant::now();
     let mut summary = Summary::start(marker, target, model);
+    summary.shard = opts.shard.map(|s| s.to_string());
     let m = &marker.marker;
     let loaded_here = progress::read_loaded(marker).await?.filter(|done| done.target == summary.target && done.destination == summary.destination);
     if let Some(done) = &loaded_here {
@@ -457,7 +498,21 @@ async fn load_inner<T: Target>(
     if stop.load(Ordering::Relaxed) {
         return Err(LoadError::Interrupted { files_done: summary.files_loaded + summary.files_skipped, files_total: summary.files_total });
     }
-    finish(marker, target, model, started, summary).await
+    if opts.shard.is_some() && !every_file_done(marker, target.kind(), &summary.destination).await? {
+        summary.status = "shard-done";
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(export = %m.export, shard = summary.shard.as_deref().unwrap_or(""), "this shard's files are loaded; another shard finishes the table");
+        return Ok(summary);
+    }
+    finish(marker, target, model, started, opts.shard.is_some(), summary).await
+}
+
+/// Whether every file of the marker has a `done` record for this destination (the
+/// shards sharing a load ask this after writing their own files; the one that finds
+/// them all done finishes the table).
+async fn every_file_done(marker: &Marker, kind: TargetKind, destination: &str) -> Result<bool, LoadError> {
+    let recorded = progress::read_all(marker).await?;
+    Ok(plan_files(&marker.marker.files, &recorded, kind, destination, false).todo.is_empty())
 }
 
 impl Summary {
@@ -469,6 +524,8 @@ impl Summary {
             target: target.kind().name(),
             destination: target.destination(model),
             status: "loaded",
+            shard: None,
+            files_other_shards: 0,
             table_created: false,
             files_total: m.files.len(),
             files_loaded: 0,
@@ -497,7 +554,15 @@ async fn files_to_load<'m>(
     summary: &mut Summary,
 ) -> Result<Vec<&'m MarkerFile>, LoadError> {
     let recorded = progress::read_all(marker).await?;
-    let files = plan_files(&marker.marker.files, &recorded, kind, &summary.destination, opts.force);
+    let mut files = plan_files(&marker.marker.files, &recorded, kind, &summary.destination, opts.force);
+    if let Some(shard) = opts.shard {
+        let own: std::collections::HashSet<&str> =
+            marker.marker.files.iter().enumerate().filter(|(i, _)| shard.owns(*i)).map(|(_, f)| f.name.as_str()).collect();
+        files.todo.retain(|f| own.contains(f.name.as_str()));
+        files.forget.retain(|f| own.contains(f.name.as_str()));
+        files.skipped.retain(|p| own.contains(p.file.as_str()));
+        summary.files_other_shards = marker.marker.files.len() - own.len();
+    }
     // A forced load is about to write: the old outcome and the records that would let
     // a later run skip files no longer hold, whether or not this load finishes.
     if was_loaded {
@@ -581,7 +646,14 @@ async fn write_files<T: Target>(
 
 /// The once-per-load steps after the data: indexes, the row count against the marker,
 /// then `_LOADED`.
-async fn finish<T: Target>(marker: &Marker, target: &T, model: &TableModel, started: Instant, mut summary: Summary) -> Result<Summary, LoadError> {
+async fn finish<T: Target>(
+    marker: &Marker,
+    target: &T,
+    model: &TableModel,
+    started: Instant,
+    shared: bool,
+    mut summary: Summary,
+) -> Result<Summary, LoadError> {
     let m = &marker.marker;
     target.create_indexes(model).await?;
     summary.indexes = target.list_indexes(model).await?;
@@ -598,21 +670,25 @@ async fn finish<T: Target>(marker: &Marker, target: &T, model: &TableModel, star
         });
     }
     summary.duration_ms = started.elapsed().as_millis() as u64;
-    progress::write_loaded(
-        marker,
-        &LoadedRecord {
-            format_version: crossdock_core::FORMAT_VERSION,
-            export: m.export.clone(),
-            target: summary.target.into(),
-            destination: summary.destination.clone(),
-            items_expected: m.totals.items,
-            rows_in_target: summary.rows_in_target,
-            rejected: summary.rejected,
-            duration_ms: summary.duration_ms,
-            finished_at: crossdock_core::stamp::now_rfc3339(),
-        },
-    )
-    .await?;
+    let record = LoadedRecord {
+        format_version: crossdock_core::FORMAT_VERSION,
+        export: m.export.clone(),
+        target: summary.target.into(),
+        destination: summary.destination.clone(),
+        items_expected: m.totals.items,
+        rows_in_target: summary.rows_in_target,
+        rejected: summary.rejected,
+        duration_ms: summary.duration_ms,
+        finished_at: crossdock_core::stamp::now_rfc3339(),
+    };
+    // Shards that find every file done together all get here; one writes `_LOADED`.
+    if shared {
+        if !progress::write_loaded_once(marker, &record).await? {
+            tracing::info!(export = %m.export, "another shard recorded the load first");
+        }
+    } else {
+        progress::write_loaded(marker, &record).await?;
+    }
     tracing::info!(export = %m.export, target = summary.target, rows = summary.rows_in_target, rejected = summary.rejected, "load finished");
     metrics::counter!("crossdock_load_tables_total", "target" => summary.target).increment(1);
     Ok(summary)
@@ -661,6 +737,20 @@ mod tests {
 
     fn names(files: &[&MarkerFile]) -> Vec<u32> {
         files.iter().map(|f| f.part).collect()
+    }
+
+    #[test]
+    fn shards_split_the_files_by_position_and_parse_strictly() {
+        let s = Shard::parse("1/3").expect("1/3");
+        assert_eq!((s.index, s.count, s.to_string()), (1, 3, "1/3".to_string()));
+        let owned: Vec<usize> = (0..8).filter(|&i| s.owns(i)).collect();
+        assert_eq!(owned, vec![1, 4, 7]);
+        for bad in ["3/3", "0/0", "1", "a/2", "-1/2", ""] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
+        // Every position belongs to exactly one shard.
+        let all: Vec<Shard> = (0..3).map(|i| Shard { index: i, count: 3 }).collect();
+        assert!((0..100).all(|p| all.iter().filter(|s| s.owns(p)).count() == 1));
     }
 
     #[test]

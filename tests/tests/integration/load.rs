@@ -525,6 +525,50 @@ async fn dry_run_prints_route_ddl_and_batch_plan_and_writes_nothing() {
     assert_eq!(n, 0, "dry run created a table");
 }
 
+/// Three processes share one table's load (`--shard i/3`), started together: each
+/// writes only its files, every file is written once, and the table is finished
+/// (indexes, count, `_LOADED`) by a shard that found every file done.
+#[tokio::test]
+async fn three_shards_started_together_load_each_file_once_and_finish_the_table() {
+    let bucket = TempGcsBucket::new("shard").await;
+    let (s, items) = sample(3_000, true, true);
+    let files = 7;
+    let export = write_export(&bucket.client, &bucket.name, "b", s, items, files, Codec::Zstd).await;
+    let pg = TempPgSchema::new("shard").await;
+    let pipeline = write_pipeline("shard", &pipeline_toml("postgres", &pg.name, "", ""));
+    let dir = work_dir("shard");
+    let mut procs: Vec<Proc> = (0..3)
+        .map(|i| {
+            let args: Vec<String> = ["load", "--output", "json", "--no-progress", "--shard", &format!("{i}/3"), "--marker", &export.marker_url, "--pipeline"]
+                .iter()
+                .map(|a| a.to_string())
+                .chain([pipeline.to_string_lossy().into_owned()])
+                .collect();
+            Proc::spawn(&dir, &format!("shard{i}"), &args)
+        })
+        .collect();
+    let mut summaries = Vec::new();
+    for p in &mut procs {
+        assert!(p.wait(Duration::from_secs(180)).await.success(), "a shard failed: {}", p.log_tail());
+        summaries.push(crossdock_tests::pipeline::parse_json(&std::fs::read_to_string(&p.stdout).unwrap_or_default()).expect("summary json"));
+    }
+    let loaded: u64 = summaries.iter().map(|s| s["files_loaded"].as_u64().unwrap_or(99)).sum();
+    assert_eq!(loaded, files as u64, "every file written by exactly one shard: {summaries:?}");
+    // Shard i of 3 owns the files at positions i, i+3, …: 3, 2, 2 of 7.
+    let own: Vec<u64> = summaries.iter().map(|s| s["files_loaded"].as_u64().unwrap_or(99)).collect();
+    assert_eq!(own, vec![3, 2, 2], "{summaries:?}");
+    let finished: Vec<&serde_json::Value> = summaries.iter().filter(|s| s["status"] == "loaded").collect();
+    assert!(!finished.is_empty(), "a shard finished the table: {summaries:?}");
+    assert!(finished.iter().all(|s| s["rows_in_target"] == 3_000), "{summaries:?}");
+    assert!(summaries.iter().all(|s| s["status"] == "loaded" || s["status"] == "shard-done"), "{summaries:?}");
+    let record = loaded_record(&export).await;
+    assert_eq!(record.rows_in_target, 3_000);
+    let t = postgres(&pg).await;
+    let model = model_for(TargetKind::Postgres, &export);
+    assert_eq!(t.count_rows(&model).await.expect("count"), 3_000);
+    assert_eq!(t.list_indexes(&model).await.expect("indexes").len(), model.indexes.len());
+}
+
 #[tokio::test]
 async fn sigkill_mid_load_then_rerun_gives_exact_rows_and_skips_finished_files() {
     let bucket = TempGcsBucket::new("kill").await;

@@ -416,6 +416,18 @@ impl PostgresTarget {
         Ok(!exists)
     }
 
+    /// The model's indexes, under the schema's DDL lock (see `create_table_once`): loads
+    /// of one table finishing together build each index once, the later ones find it.
+    async fn create_indexes_once(&self, c: &mut Client, model: &TableModel) -> Result<(), LoadError> {
+        let e = |e| err("create index", &model.name, e);
+        let tx = c.transaction().await.map_err(e)?;
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&format!("crossdock ddl {}", self.schema)]).await.map_err(e)?;
+        for s in self.index_sql(model) {
+            tx.batch_execute(&s).await.map_err(e)?;
+        }
+        tx.commit().await.map_err(e)
+    }
+
     fn table(&self, model: &TableModel) -> String {
         format!("{}.{}", q(&self.schema), q(&model.name))
     }
@@ -610,14 +622,8 @@ impl Target for PostgresTarget {
     }
 
     async fn create_indexes(&self, model: &TableModel) -> Result<(), LoadError> {
-        let c = self.take().await?;
-        let mut r = Ok(());
-        for s in self.index_sql(model) {
-            if let Err(e) = c.batch_execute(&s).await {
-                r = Err(err("create index", &model.name, e));
-                break;
-            }
-        }
+        let mut c = self.take().await?;
+        let r = self.create_indexes_once(&mut c, model).await;
         self.give(c).await;
         r
     }

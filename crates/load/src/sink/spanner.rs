@@ -351,7 +351,18 @@ impl Target for SpannerTarget {
         if todo.is_empty() {
             return Ok(());
         }
-        self.run_ddl(&model.name, todo).await
+        match self.run_ddl(&model.name, todo).await {
+            Ok(()) => Ok(()),
+            // Another process finishing the same table created them first.
+            Err(e) => {
+                let now = self.list_indexes(model).await?;
+                if model.indexes.iter().all(|ix| now.iter().any(|p| p.eq_ignore_ascii_case(&ix.name))) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
     }
 
     async fn count_rows(&self, model: &TableModel) -> Result<u64, LoadError> {
