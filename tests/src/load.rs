@@ -3,10 +3,9 @@
 //! loader is tested without the exporter or the relay; sample schemas and items with
 //! every DynamoDB type.
 
-use crossdock_core::item::{to_line, AttributeValue, Item};
-use crossdock_core::layout::{DumpFile, ExportId, Timestamp};
-use crossdock_core::manifest::TypeStats;
-use crossdock_core::marker::{MarkerFile, SuccessMarker, Totals};
+use crossdock_core::item::{AttributeValue, Item};
+use crossdock_core::layout::ExportId;
+use crossdock_core::marker::SuccessMarker;
 use crossdock_core::schema::TableSchema;
 use crossdock_core::Codec;
 use gcloud_storage::http::objects::upload::{UploadObjectRequest, UploadType};
@@ -42,12 +41,6 @@ pub fn wide_items(n: usize, width: usize, with_sort_key: bool) -> Vec<Item> {
         .collect()
 }
 
-fn encoded_len(v: &AttributeValue) -> usize {
-    let mut item = Item::new();
-    item.insert(String::new(), v.clone());
-    to_line(&item).len()
-}
-
 /// Uploads an object (single-shot multipart).
 pub async fn put(client: &gcloud_storage::client::Client, bucket: &str, key: &str, body: Vec<u8>) {
     let req = UploadObjectRequest { bucket: bucket.into(), ..Default::default() };
@@ -80,51 +73,9 @@ pub async fn write_export(
     files: usize,
     codec: Codec,
 ) -> WrittenExport {
-    let export = ExportId::new(batch, &schema.table, Timestamp::now()).expect("valid export id");
-    let mut stats = TypeStats::default();
-    for it in &items {
-        stats.observe(it, encoded_len);
-    }
-    let per = items.len().div_ceil(files.max(1)).max(1);
-    let mut marker_files = Vec::new();
-    let mut totals = Totals::default();
-    for (p, chunk) in items.chunks(per).enumerate() {
-        let mut raw = Vec::new();
-        for it in chunk {
-            raw.extend(to_line(it).into_bytes());
-            raw.push(b'\n');
-        }
-        let stored = crossdock_load::marker::compress(codec, &raw).await.expect("compress");
-        let file = DumpFile::Part { segment: 0, part: p as u32, codec };
-        let f = MarkerFile {
-            name: file.s3_name(),
-            segment: 0,
-            part: p as u32,
-            items: chunk.len() as u64,
-            raw_bytes: raw.len() as u64,
-            stored_bytes: stored.len() as u64,
-            sha256: hex_sha(&raw),
-            stored_crc32c: Some(crossdock_core::marker::Crc32c::of(&stored)),
-        };
-        put(client, bucket, &export.gcs_key(&file, codec), stored).await;
-        totals.files += 1;
-        totals.items += f.items;
-        totals.raw_bytes += f.raw_bytes;
-        totals.stored_bytes += f.stored_bytes;
-        marker_files.push(f);
-    }
-    let marker = SuccessMarker {
-        format_version: crossdock_core::FORMAT_VERSION,
-        export: export.clone(),
-        codec,
-        schema,
-        files: marker_files,
-        totals,
-        type_stats: stats,
-        written_at: "2026-01-01T00:00:00Z".into(),
-        written_by: "crossdock-tests".into(),
-    };
-    write_marker(client, bucket, &marker).await;
+    let gcs = crossdock_load::gcs::Gcs::new(client.clone(), bucket);
+    let marker = crossdock_load::conformance::write_export(&gcs, batch, schema, &items, files, codec).await;
+    let export = marker.export.clone();
     WrittenExport { marker_url: format!("gs://{bucket}/{}", export.marker_key()), export, marker, items }
 }
 

@@ -11,6 +11,7 @@ use crossdock_core::sizing;
 use crossdock_export::pages::{Page, Pages, Segment};
 use crossdock_export::ratelimit::RateLimiter;
 use crossdock_load::compare::{Comparison, VerifyReport};
+use crossdock_load::sink::Target;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -142,7 +143,7 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
     let (comparison, consumed_rcu) = compared.map_err(coded)?;
     let report = AuditReport {
         table,
-        destination: target_destination(&target, &p.model),
+        destination: target.destination(&p.model),
         sampled: share,
         segments_read: segments.len(),
         total_segments: total,
@@ -157,11 +158,6 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
 
 fn source_error(e: crossdock_export::ExportError) -> anyhow::Error {
     fail(crate::export::code_for(&e), e.to_string())
-}
-
-fn target_destination(t: &crossdock_load::sink::AnyTarget, model: &crossdock_load::schema::TableModel) -> String {
-    use crossdock_load::sink::Target;
-    t.destination(model)
 }
 
 fn print(r: &AuditReport, output: Output) {

@@ -1,13 +1,18 @@
 //! The conformance suite every [`Target`] passes unchanged: the in-memory target in
 //! this crate's unit tests, Spanner, PostgreSQL and Bigtable in the integration tests.
 //! It also holds the sample schema and items (every DynamoDB type, awkward strings,
-//! big and fractional numbers, a mixed-type attribute) the suites share.
+//! big and fractional numbers, a mixed-type attribute) the suites share, and
+//! [`write_export`], which puts a relayed export (data parts + `_SUCCESS`) into a bucket
+//! as the relay leaves it.
 
 use crate::error::LoadError;
+use crate::gcs::Gcs;
 use crate::schema::{items_equal, typed_json, ColumnType, Row, TableModel, TargetKind};
 use crate::sink::Target;
 use crossdock_core::item::{parse_line, AttributeValue, Item, TypeTag};
+use crossdock_core::layout::{DumpFile, ExportId, Timestamp};
 use crossdock_core::manifest::TypeStats;
+use crossdock_core::marker::{MarkerFile, SuccessMarker, Totals};
 use crossdock_core::schema::{AttributeDefinition, BillingMode, KeyElement, KeyRole, Projection, SecondaryIndex, TableSchema};
 use std::sync::atomic::Ordering;
 
@@ -87,6 +92,62 @@ pub async fn assert_reads_back<T: Target>(t: &T, model: &TableModel, items: &[It
         assert!(items_equal(src, &back), "{:?}: row differs\nsource: {src:?}\ntarget: {back:?}", t.kind());
     }
     assert!(by_key.is_empty(), "missing rows: {:?}", by_key.keys().collect::<Vec<_>>());
+}
+
+/// Writes `items` as `files` data parts of `codec` under a new export of `schema` in
+/// `batch`, then its `_SUCCESS` marker (type statistics from the items, as the
+/// exporter computes them). Returns the marker as written.
+pub async fn write_export(gcs: &Gcs, batch: &str, schema: TableSchema, items: &[Item], files: usize, codec: crossdock_core::Codec) -> SuccessMarker {
+    let export = ExportId::new(batch, &schema.table, Timestamp::now()).expect("valid export id");
+    let mut stats = TypeStats::default();
+    for it in items {
+        stats.observe(it, |v| {
+            let mut one = Item::new();
+            one.insert(String::new(), v.clone());
+            crossdock_core::item::to_line(&one).len()
+        });
+    }
+    let per = items.len().div_ceil(files.max(1)).max(1);
+    let mut marker_files = Vec::new();
+    let mut totals = Totals::default();
+    for (p, chunk) in items.chunks(per).enumerate() {
+        let mut raw = Vec::new();
+        for it in chunk {
+            raw.extend(crossdock_core::item::to_line(it).into_bytes());
+            raw.push(b'\n');
+        }
+        let stored = crate::marker::compress(codec, &raw).await.expect("compress");
+        let file = DumpFile::Part { segment: 0, part: p as u32, codec };
+        let f = MarkerFile {
+            name: file.s3_name(),
+            segment: 0,
+            part: p as u32,
+            items: chunk.len() as u64,
+            raw_bytes: raw.len() as u64,
+            stored_bytes: stored.len() as u64,
+            sha256: crossdock_core::stamp::sha256_hex(&raw),
+            stored_crc32c: Some(crossdock_core::marker::Crc32c::of(&stored)),
+        };
+        gcs.write(&export.gcs_key(&file, codec), stored, "application/octet-stream").await.expect("write part");
+        totals.files += 1;
+        totals.items += f.items;
+        totals.raw_bytes += f.raw_bytes;
+        totals.stored_bytes += f.stored_bytes;
+        marker_files.push(f);
+    }
+    let marker = SuccessMarker {
+        format_version: crossdock_core::FORMAT_VERSION,
+        export: export.clone(),
+        codec,
+        schema,
+        files: marker_files,
+        totals,
+        type_stats: stats,
+        written_at: "2026-01-01T00:00:00Z".into(),
+        written_by: "crossdock-tests".into(),
+    };
+    gcs.write(&export.marker_key(), serde_json::to_vec_pretty(&marker).expect("marker json"), "application/json").await.expect("write marker");
+    marker
 }
 
 /// The suite: table creation (idempotent, incompatible shapes refused), upserts

@@ -1,5 +1,7 @@
 //! The few GCS calls the loader makes (JSON API through `gcloud-storage`), with errors
-//! mapped to [`LoadError`] carrying bucket and key.
+//! mapped to [`LoadError`] carrying bucket and key. With the `testing` feature a bucket
+//! can also live in memory ([`Gcs::memory`]), so the loader's decisions run in
+//! `cargo test` without a server.
 
 use crate::error::LoadError;
 use gcloud_storage::client::Client;
@@ -13,8 +15,18 @@ use gcloud_storage::http::objects::Object;
 /// A GCS client plus the bucket it works in.
 #[derive(Clone)]
 pub struct Gcs {
-    pub client: Client,
+    backend: Backend,
     pub bucket: String,
+}
+
+#[derive(Clone)]
+// One per marker: the size of the client is no cost worth a box.
+#[allow(clippy::large_enum_variant)]
+enum Backend {
+    Remote(Client),
+    /// Objects by name.
+    #[cfg(any(test, feature = "testing"))]
+    Memory(std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>>),
 }
 
 impl std::fmt::Debug for Gcs {
@@ -46,15 +58,42 @@ fn map_err(op: &'static str, bucket: &str, key: &str, e: gcloud_storage::http::E
 
 impl Gcs {
     pub fn new(client: Client, bucket: impl Into<String>) -> Gcs {
-        Gcs { client, bucket: bucket.into() }
+        Gcs { backend: Backend::Remote(client), bucket: bucket.into() }
+    }
+
+    /// An empty bucket in memory.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn memory(bucket: impl Into<String>) -> Gcs {
+        Gcs { backend: Backend::Memory(Default::default()), bucket: bucket.into() }
+    }
+
+    fn client(&self) -> &Client {
+        match &self.backend {
+            Backend::Remote(c) => c,
+            #[cfg(any(test, feature = "testing"))]
+            Backend::Memory(_) => unreachable!("the memory backend answers before any client call"),
+        }
+    }
+
+    /// The memory bucket's objects, when this is one.
+    #[cfg(any(test, feature = "testing"))]
+    fn memory_objects(&self) -> Option<std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Vec<u8>>>> {
+        match &self.backend {
+            Backend::Memory(m) => Some(m.lock().unwrap_or_else(|e| e.into_inner())),
+            Backend::Remote(_) => None,
+        }
     }
 
     /// Whole object, or `NotFound`.
     pub async fn read(&self, key: &str) -> Result<Vec<u8>, LoadError> {
+        #[cfg(any(test, feature = "testing"))]
+        if let Some(m) = self.memory_objects() {
+            return m.get(key).cloned().ok_or_else(|| LoadError::NotFound { what: format!("gs://{}/{key}", self.bucket) });
+        }
         let req = GetObjectRequest { bucket: self.bucket.clone(), object: key.into(), ..Default::default() };
         let mut attempt = 0;
         loop {
-            match self.client.download_object(&req, &Range::default()).await {
+            match self.client().download_object(&req, &Range::default()).await {
                 Ok(b) => return Ok(b),
                 Err(e) => {
                     let e = map_err("read", &self.bucket, key, e);
@@ -70,31 +109,34 @@ impl Gcs {
         }
     }
 
-    /// Object metadata, `None` if absent.
-    pub async fn stat(&self, key: &str) -> Result<Option<Object>, LoadError> {
-        let req = GetObjectRequest { bucket: self.bucket.clone(), object: key.into(), ..Default::default() };
-        match self.client.get_object(&req).await {
-            Ok(o) => Ok(Some(o)),
-            Err(e) => match map_err("stat", &self.bucket, key, e) {
-                LoadError::NotFound { .. } => Ok(None),
-                e => Err(e),
-            },
-        }
-    }
-
     /// Writes (overwrites) an object with a single-shot multipart upload.
     pub async fn write(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), LoadError> {
+        #[cfg(any(test, feature = "testing"))]
+        if let Some(mut m) = self.memory_objects() {
+            m.insert(key.into(), body);
+            return Ok(());
+        }
         let req = UploadObjectRequest { bucket: self.bucket.clone(), ..Default::default() };
         let object = Object { name: key.into(), content_type: Some(content_type.into()), ..Default::default() };
-        self.client.upload_object(&req, body, &UploadType::Multipart(Box::new(object))).await.map(|_| ()).map_err(|e| map_err("write", &self.bucket, key, e))
+        self.client().upload_object(&req, body, &UploadType::Multipart(Box::new(object))).await.map(|_| ()).map_err(|e| map_err("write", &self.bucket, key, e))
     }
 
     /// Writes an object only if none exists (`ifGenerationMatch=0`); `Ok(false)` when
     /// one does, so of several writers exactly one creates it.
     pub async fn create(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<bool, LoadError> {
+        #[cfg(any(test, feature = "testing"))]
+        if let Some(mut m) = self.memory_objects() {
+            return Ok(match m.entry(key.into()) {
+                std::collections::btree_map::Entry::Occupied(_) => false,
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(body);
+                    true
+                }
+            });
+        }
         let req = UploadObjectRequest { bucket: self.bucket.clone(), if_generation_match: Some(0), ..Default::default() };
         let object = Object { name: key.into(), content_type: Some(content_type.into()), ..Default::default() };
-        match self.client.upload_object(&req, body, &UploadType::Multipart(Box::new(object))).await {
+        match self.client().upload_object(&req, body, &UploadType::Multipart(Box::new(object))).await {
             Ok(_) => Ok(true),
             Err(e) if crossdock_gcp::gcs_status(&e) == Some(412) => Ok(false),
             Err(e) => Err(map_err("create", &self.bucket, key, e)),
@@ -103,8 +145,13 @@ impl Gcs {
 
     /// Deletes an object; one already absent is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), LoadError> {
+        #[cfg(any(test, feature = "testing"))]
+        if let Some(mut m) = self.memory_objects() {
+            m.remove(key);
+            return Ok(());
+        }
         let req = DeleteObjectRequest { bucket: self.bucket.clone(), object: key.into(), ..Default::default() };
-        match self.client.delete_object(&req).await {
+        match self.client().delete_object(&req).await {
             Ok(()) => Ok(()),
             Err(e) => match map_err("delete", &self.bucket, key, e) {
                 LoadError::NotFound { .. } => Ok(()),
@@ -115,11 +162,15 @@ impl Gcs {
 
     /// Names of all objects under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, LoadError> {
+        #[cfg(any(test, feature = "testing"))]
+        if let Some(m) = self.memory_objects() {
+            return Ok(m.keys().filter(|k| k.starts_with(prefix)).cloned().collect());
+        }
         let mut names = Vec::new();
         let mut token = None;
         loop {
             let page = self
-                .client
+                .client()
                 .list_objects(&ListObjectsRequest { bucket: self.bucket.clone(), prefix: Some(prefix.into()), page_token: token, ..Default::default() })
                 .await
                 .map_err(|e| map_err("list", &self.bucket, prefix, e))?;

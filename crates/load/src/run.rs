@@ -717,6 +717,66 @@ pub async fn verify<T: Target>(marker: &Marker, target: &T, model: &TableModel) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conformance;
+    use crate::gcs::Gcs;
+    use crate::sink::memory::MemoryTarget;
+    use crossdock_core::layout::DumpFile;
+    use crossdock_core::Codec;
+
+    /// A relayed export of `n` sample items in `files` parts, in a bucket in memory.
+    async fn memory_export(n: usize, files: usize) -> (Gcs, Marker) {
+        let gcs = Gcs::memory("landing");
+        let m =
+            conformance::write_export(&gcs, "b1", conformance::sample_schema("Orders", true, true), &conformance::all_types_items(n, true), files, Codec::Zstd)
+                .await;
+        let url = format!("gs://landing/{}", m.export.marker_key());
+        (gcs.clone(), Marker { url, gcs, marker: m })
+    }
+
+    async fn load_into(t: &MemoryTarget, marker: &Marker, opts: &LoadOptions) -> Result<Summary, LoadError> {
+        let model = TableModel::infer(t.kind(), &marker.marker.schema, &marker.marker.type_stats, None).expect("model");
+        let plan = batch_plan(&t.batch_limits(&model), &BatchConfig::default());
+        load(marker, t, &model, &plan, opts, std::future::pending()).await
+    }
+
+    #[tokio::test]
+    async fn a_load_records_every_file_and_its_outcome_and_a_rerun_loads_nothing() {
+        let (gcs, marker) = memory_export(50, 4).await;
+        let t = MemoryTarget::new(TargetKind::Postgres);
+        let s = load_into(&t, &marker, &LoadOptions::default()).await.expect("load");
+        assert_eq!((s.status, s.rows_in_target, s.files_loaded, s.files_skipped), ("loaded", 50, 4, 0));
+        assert_eq!(gcs.list(&marker.marker.export.progress_prefix()).await.expect("list").len(), 4, "one progress record per file");
+        let loaded = progress::read_loaded(&marker).await.expect("read").expect("_LOADED written");
+        assert_eq!((loaded.rows_in_target, loaded.destination.as_str()), (50, "memory/Orders"));
+        let calls = t.stats().calls.load(Ordering::Relaxed);
+        let again = load_into(&t, &marker, &LoadOptions::default()).await.expect("rerun");
+        assert_eq!((again.status, again.files_skipped), ("already-loaded", 4));
+        assert_eq!(t.stats().calls.load(Ordering::Relaxed), calls, "a rerun writes nothing");
+    }
+
+    #[tokio::test]
+    async fn failed_writes_are_retried_and_the_load_still_ends_exact() {
+        let (_, marker) = memory_export(40, 2).await;
+        let t = MemoryTarget::new(TargetKind::Spanner);
+        t.fail_next_writes(3);
+        let s = load_into(&t, &marker, &LoadOptions::default()).await.expect("load despite three failed writes");
+        assert_eq!((s.rows_in_target, s.retries), (40, 3));
+    }
+
+    #[tokio::test]
+    async fn shards_write_their_own_files_and_the_last_one_finishes_the_table() {
+        let (gcs, marker) = memory_export(60, 5).await;
+        let t = MemoryTarget::new(TargetKind::Postgres);
+        let shard = |index| LoadOptions { shard: Some(Shard { index, count: 2 }), ..Default::default() };
+        let first = load_into(&t, &marker, &shard(0)).await.expect("shard 0");
+        assert_eq!((first.status, first.files_loaded, first.files_other_shards), ("shard-done", 3, 2));
+        assert!(gcs.read(&marker.key(&DumpFile::Loaded)).await.is_err(), "no _LOADED before every file is in");
+        let second = load_into(&t, &marker, &shard(1)).await.expect("shard 1");
+        assert_eq!((second.status, second.files_loaded, second.rows_in_target), ("loaded", 2, 60));
+        assert!(progress::read_loaded(&marker).await.expect("read").is_some());
+        // A shard restarted after the table was finished finds it loaded.
+        assert_eq!(load_into(&t, &marker, &shard(0)).await.expect("rerun").status, "already-loaded");
+    }
 
     fn file(part: u32) -> MarkerFile {
         MarkerFile {

@@ -415,21 +415,34 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
+    // A failed extension is tried again soon (jittered backoff, well inside the
+    // visibility the last success bought); only a run of failures gives the message up.
+    let mut failures = 0u32;
+    let mut wait = interval;
     loop {
-        tokio::time::sleep(interval).await;
+        tokio::time::sleep(wait).await;
         match extend().await {
             Ok(()) => {
+                failures = 0;
+                wait = interval;
                 count.fetch_add(1, Ordering::Relaxed);
                 health.progressed();
                 events::heartbeat(&id, true, None);
             }
             Err(e) => {
                 events::heartbeat(&id, false, Some(e));
-                return;
+                failures += 1;
+                if failures > HEARTBEAT_RETRIES {
+                    return;
+                }
+                wait = crossdock_core::retry::backoff(failures, Duration::from_millis(250), interval / 4, rand::random());
             }
         }
     }
 }
+
+/// Failed visibility extensions in a row after which a heartbeat gives its message up.
+const HEARTBEAT_RETRIES: u32 = 4;
 
 async fn process(shared: &Shared, id: &str, body: &str) -> Verdict {
     match parse_body(body) {
@@ -724,6 +737,34 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_retries_failed_extensions_and_goes_on() {
+        let health = Health::new(Health::window_for(30));
+        let count = Arc::new(AtomicU64::new(0));
+        let calls = Arc::new(AtomicU64::new(0));
+        let c = calls.clone();
+        // The second and third extensions fail (a throttled or reset SQS call).
+        let flaky = move || {
+            let n = c.fetch_add(1, Ordering::Relaxed);
+            async move {
+                if n == 1 || n == 2 {
+                    Err("throttled".to_string())
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        let hb = tokio::spawn(heartbeat(flaky, "m".into(), Duration::from_secs(10), count.clone(), health.clone()));
+        // t = 10 s: extended; 20 s: fails; retried within 250 ms, fails; within 500 ms
+        // more, extended: all before 21 s, not an interval later.
+        tokio::time::sleep(Duration::from_secs(21)).await;
+        assert_eq!((calls.load(Ordering::Relaxed), count.load(Ordering::Relaxed)), (4, 2));
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        assert!(!hb.is_finished(), "two failures in a row do not stop the heartbeat");
+        assert!(count.load(Ordering::Relaxed) >= 5, "extensions went on every interval: {}", count.load(Ordering::Relaxed));
+        hb.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_wedged_relay_turns_unhealthy_after_the_window() {
         let window = Health::window_for(30);
         let health = Health::new(window);
@@ -737,7 +778,7 @@ mod tests {
         assert!(health.check().is_healthy(), "within the window: {:?}", health.check());
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(matches!(health.check(), HealthStatus::Stale { since } if since > window), "{:?}", health.check());
-        assert!(hb.is_finished(), "the heartbeat stopped at its first failure");
+        assert!(hb.is_finished(), "the heartbeat gave up after its retries");
         assert_eq!(count.load(Ordering::Relaxed), 0);
         drop(copies);
     }
