@@ -101,3 +101,27 @@ pub fn pipeline_toml(relational: &str, pg_schema: &str, spanner_db: &str, extra:
         crate::bigtable_instance()
     )
 }
+
+/// The stack's Spanner emulator, on database `db`.
+pub async fn spanner(db: &crate::resources::TempSpannerDb) -> crossdock_load::sink::spanner::SpannerTarget {
+    crossdock_load::sink::spanner::SpannerTarget::connect(&crossdock_gcp::Gcp::from_env(), &db.path).await.expect("connect spanner")
+}
+
+/// The stack's PostgreSQL, tables in `schema`.
+pub async fn postgres(schema: &crate::resources::TempPgSchema) -> crossdock_load::sink::postgres::PostgresTarget {
+    crossdock_load::sink::postgres::PostgresTarget::connect(&crate::stack_var("CROSSDOCK_PG_URL"), &schema.name).await.expect("connect postgres")
+}
+
+/// The stack's Bigtable emulator (column family `d`, tables created on demand).
+pub async fn bigtable() -> crossdock_load::sink::bigtable::BigtableTarget {
+    crossdock_load::sink::bigtable::BigtableTarget::connect(
+        &crossdock_gcp::Gcp::from_env(),
+        &crate::gcp_project(),
+        &crate::bigtable_instance(),
+        "d",
+        1_700_000_000_000_000,
+        true,
+    )
+    .await
+    .expect("connect bigtable")
+}

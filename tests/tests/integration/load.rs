@@ -9,8 +9,6 @@ use crossdock_load::marker::Marker;
 use crossdock_load::run::{self, LoadOptions, Summary};
 use crossdock_load::schema::{ColumnType, Row, TableModel, TargetKind};
 use crossdock_load::sink::bigtable::BigtableTarget;
-use crossdock_load::sink::postgres::PostgresTarget;
-use crossdock_load::sink::spanner::SpannerTarget;
 use crossdock_load::sink::Target;
 use crossdock_load::LoadError;
 use crossdock_tests::load::*;
@@ -27,27 +25,6 @@ fn model_for(kind: TargetKind, export: &WrittenExport) -> TableModel {
 
 async fn marker_of(export: &WrittenExport) -> Marker {
     crossdock_load::marker::read(crossdock_tests::gcs().await, &export.marker_url).await.expect("read marker")
-}
-
-async fn spanner(db: &TempSpannerDb) -> SpannerTarget {
-    SpannerTarget::connect(&crossdock_gcp::Gcp::from_env(), &db.path).await.expect("connect spanner")
-}
-
-async fn postgres(schema: &TempPgSchema) -> PostgresTarget {
-    PostgresTarget::connect(&crossdock_tests::stack_var("CROSSDOCK_PG_URL"), &schema.name).await.expect("connect postgres")
-}
-
-async fn bigtable() -> BigtableTarget {
-    BigtableTarget::connect(
-        &crossdock_gcp::Gcp::from_env(),
-        &crossdock_tests::gcp_project(),
-        &crossdock_tests::bigtable_instance(),
-        "d",
-        1_700_000_000_000_000,
-        true,
-    )
-    .await
-    .expect("connect bigtable")
 }
 
 use crossdock_load::conformance::{self, assert_reads_back, sample_model};

@@ -11,9 +11,6 @@ use crossdock_core::Codec;
 use crossdock_load::decimal::{canonical, numbers_equal};
 use crossdock_load::run::{self, LoadOptions};
 use crossdock_load::schema::{Cell, ColumnType, TableModel, TargetKind};
-use crossdock_load::sink::bigtable::BigtableTarget;
-use crossdock_load::sink::postgres::PostgresTarget;
-use crossdock_load::sink::spanner::SpannerTarget;
 use crossdock_load::sink::Target;
 use crossdock_load::LoadError;
 use crossdock_tests::load::*;
@@ -57,27 +54,6 @@ fn double_items(n: usize) -> Vec<Item> {
             parse_line(&line, i as u64 + 1).unwrap_or_else(|e| panic!("item {i}: {e}"))
         })
         .collect()
-}
-
-async fn spanner(db: &TempSpannerDb) -> SpannerTarget {
-    SpannerTarget::connect(&crossdock_gcp::Gcp::from_env(), &db.path).await.expect("connect spanner")
-}
-
-async fn postgres(schema: &TempPgSchema) -> PostgresTarget {
-    PostgresTarget::connect(&crossdock_tests::stack_var("CROSSDOCK_PG_URL"), &schema.name).await.expect("connect postgres")
-}
-
-async fn bigtable() -> BigtableTarget {
-    BigtableTarget::connect(
-        &crossdock_gcp::Gcp::from_env(),
-        &crossdock_tests::gcp_project(),
-        &crossdock_tests::bigtable_instance(),
-        "d",
-        1_700_000_000_000_000,
-        true,
-    )
-    .await
-    .expect("connect bigtable")
 }
 
 async fn load_and_verify<T: Target>(t: &T, export: &WrittenExport, model: &TableModel) {
