@@ -132,6 +132,7 @@ struct Totals {
     export_secs: f64,
     relay_instances: u32,
     loader_writers: u32,
+    loader_processes: u32,
     spanner_nodes: u32,
     egress_bytes_by_codec: Vec<(String, u64, f64)>,
 }
@@ -155,6 +156,7 @@ fn totals(plans: &[TablePlan]) -> Totals {
         export_secs: plans.iter().map(|p| p.export_secs).fold(0.0, f64::max),
         relay_instances: plans.iter().map(|p| p.relay_instances).sum(),
         loader_writers: plans.iter().map(|p| p.loader_writers).sum(),
+        loader_processes: plans.iter().map(|p| p.loader_processes).sum(),
         spanner_nodes: plans.iter().map(|p| p.spanner_nodes).sum(),
         egress_bytes_by_codec: egress,
     }
@@ -174,12 +176,12 @@ fn human_secs(s: f64) -> String {
 
 fn print_text(plans: &[TablePlan], inputs: &PlanInputs) {
     println!(
-        "{:<24} {:>10} {:>10} {:>5} {:>8} {:>8} {:>8} {:>6} {:>7} {:>7} {:>8}",
-        "table", "MB", "items", "segs", "RCU→", "RCU/s", "export", "relays", "writers", "spanner", "load"
+        "{:<24} {:>10} {:>10} {:>5} {:>8} {:>8} {:>8} {:>6} {:>7} {:>7} {:>7} {:>8}",
+        "table", "MB", "items", "segs", "RCU→", "RCU/s", "export", "relays", "writers", "loaders", "spanner", "load"
     );
     for p in plans {
         println!(
-            "{:<24} {:>10.1} {:>10} {:>5} {:>8} {:>8.0} {:>8} {:>6} {:>7} {:>7} {:>8}",
+            "{:<24} {:>10.1} {:>10} {:>5} {:>8} {:>8.0} {:>8} {:>6} {:>7} {:>7} {:>7} {:>8}",
             p.table,
             p.size_bytes as f64 / 1e6,
             p.items,
@@ -189,13 +191,14 @@ fn print_text(plans: &[TablePlan], inputs: &PlanInputs) {
             human_secs(p.export_secs),
             p.relay_instances,
             p.loader_writers,
+            p.loader_processes,
             p.spanner_nodes,
             human_secs(p.load_secs)
         );
     }
     let t = totals(plans);
     println!(
-        "total: {:.1} MB, {} items; longest export {} (deadline {}, read ratio {}); {} relay instance(s) with {} core(s) at {}; {} loader writer(s); {} Spanner node(s)",
+        "total: {:.1} MB, {} items; longest export {} (deadline {}, read ratio {}); {} relay instance(s) with {} core(s) at {}; {} loader writer(s) in {} loader process(es) (`load --shard i/N` per table); {} Spanner node(s)",
         t.size_bytes as f64 / 1e6,
         t.items,
         human_secs(t.export_secs),
@@ -205,6 +208,7 @@ fn print_text(plans: &[TablePlan], inputs: &PlanInputs) {
         inputs.relay_cores,
         inputs.codec,
         t.loader_writers,
+        t.loader_processes,
         t.spanner_nodes
     );
     for (codec, bytes, usd) in &t.egress_bytes_by_codec {

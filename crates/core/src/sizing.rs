@@ -157,6 +157,9 @@ pub const EGRESS_USD_PER_GB: f64 = 0.09;
 pub const WRITER_VCPUS_PER_SPANNER_NODE: u32 = 4;
 /// Rows per second one loader writer sustains against a well-sized target.
 pub const LOADER_ROWS_PER_SEC_PER_WRITER: f64 = 2_000.0;
+/// Writers one loader process is planned with (a 2-vCPU pod: its target client and its
+/// download and decode of the data files are the limit, not the writer tasks).
+pub const WRITERS_PER_LOADER_PROCESS: u32 = 8;
 /// Network throughput one relay instance is planned with, MB/s.
 pub const RELAY_INSTANCE_NETWORK_MB_PER_SEC: f64 = 100.0;
 /// DynamoDB serves at most this many RCU per partition; scans spread over segments.
@@ -203,6 +206,8 @@ pub struct TablePlan {
     /// Compression throughput needed, MB/s of raw dump.
     pub relay_mb_per_sec: f64,
     pub loader_writers: u32,
+    /// Loader processes sharing the table's load (`crossdock load --shard i/N`).
+    pub loader_processes: u32,
     /// Spanner nodes for the loader's writers (relational tables only).
     pub spanner_nodes: u32,
     pub load_secs: f64,
@@ -260,6 +265,7 @@ pub fn plan_table(facts: &TableFacts, inputs: &PlanInputs) -> TablePlan {
         relay_instances,
         relay_mb_per_sec,
         loader_writers,
+        loader_processes: loader_writers.div_ceil(WRITERS_PER_LOADER_PROCESS).max(1),
         spanner_nodes,
         load_secs,
         egress,
@@ -360,6 +366,7 @@ mod tests {
         assert!(p.raise_to_rcu > 500);
         assert_eq!(p.export_rcu_per_sec, p.raise_to_rcu as f64 * 0.5);
         assert!(p.spanner_nodes >= 1 && p.spanner_nodes == p.loader_writers.div_ceil(4));
+        assert_eq!(p.loader_processes, p.loader_writers.div_ceil(WRITERS_PER_LOADER_PROCESS).max(1));
         let zstd = p.egress.iter().find(|e| e.codec == crate::codec::Codec::Zstd).map(|e| e.bytes);
         let none = p.egress.iter().find(|e| e.codec == crate::codec::Codec::None).map(|e| e.bytes);
         assert!(zstd < none);
