@@ -114,13 +114,11 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
             Ok::<(), crossdock_export::ExportError>(())
         }
     }));
+    // The first failed segment ends the read (the other readers are dropped), and with
+    // it the comparison's input.
     let read_all = async {
-        use futures::StreamExt;
-        let r = readers.buffer_unordered(workers as usize).collect::<Vec<_>>().await.into_iter().collect::<Result<Vec<()>, _>>();
-        if r.is_err() {
-            cancel.cancel();
-        }
-        r
+        use futures::{StreamExt, TryStreamExt};
+        readers.buffer_unordered(workers as usize).try_collect::<Vec<()>>().await
     };
     let compare = async {
         let mut cmp = Comparison::new(&target, &p.model);
