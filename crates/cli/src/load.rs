@@ -110,10 +110,14 @@ pub struct LoadedTable {
 }
 
 impl LoadedTable {
-    /// The pipeline, and the marker resolved against it.
+    /// The pipeline, and the marker resolved against it; the model includes the columns
+    /// a catch-up added for attributes first seen in the stream.
     pub async fn prepare(&self) -> anyhow::Result<(crossdock_core::pipeline::Pipeline, Prepared)> {
         let pipeline = crate::pipeline::load(&self.pipeline)?;
-        let p = prepare(&self.marker, &pipeline).await?;
+        let mut p = prepare(&self.marker, &pipeline).await?;
+        let store = crossdock_sync::checkpoint::GcsCheckpoints { gcs: p.marker.gcs.clone(), export: p.marker.marker.export.clone() };
+        let added = crossdock_sync::checkpoint::CheckpointStore::load_added(&store).await.map_err(crate::sync::coded)?;
+        crossdock_sync::columns::widen(&mut p.model, &added).map_err(crate::sync::coded)?;
         Ok((pipeline, p))
     }
 }

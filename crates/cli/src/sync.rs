@@ -103,7 +103,7 @@ fn code_for(e: &SyncError) -> Code {
     }
 }
 
-fn coded(e: SyncError) -> anyhow::Error {
+pub(crate) fn coded(e: SyncError) -> anyhow::Error {
     fail(code_for(&e), e.to_string())
 }
 

@@ -211,9 +211,19 @@ pub fn sync_checkpoint_key(export: &ExportId, shard: &str) -> Result<String, Lay
     Ok(format!("{}{shard}.json", sync_prefix(export)))
 }
 
+/// GCS key of the attributes the catch-up added columns for (first seen in the stream):
+/// `{batch}/{table}/{timestamp}/_sync/_columns.json`. Shard ids never begin with `_`, so
+/// it is never taken for a checkpoint.
+pub fn sync_columns_key(export: &ExportId) -> String {
+    format!("{}_columns.json", sync_prefix(export))
+}
+
 /// The shard id of a key under [`sync_prefix`], `None` for anything else.
 pub fn sync_shard_of(export: &ExportId, key: &str) -> Option<String> {
     let shard = key.strip_prefix(&sync_prefix(export))?.strip_suffix(".json")?;
+    if shard.starts_with('_') {
+        return None;
+    }
     validate_segment("shard id", shard).ok()?;
     Some(shard.to_string())
 }

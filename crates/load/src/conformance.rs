@@ -184,6 +184,20 @@ pub async fn run<T: Target>(t: &T, model: &TableModel, items: &[Item]) {
     t.create_indexes(model).await.expect("indexes are idempotent");
     assert_eq!(t.list_indexes(model).await.expect("list indexes").len(), model.indexes.len());
     assert!(t.stats().calls.load(Ordering::Relaxed) >= 3);
+    // An attribute first seen after the load (the catch-up's case): a JSON column added
+    // to the existing table — twice without error — that the wider model fits and that
+    // holds the value.
+    let mut wider = model.clone();
+    let added = wider.add_attribute("added later").expect("a new attribute");
+    t.add_columns(&wider, std::slice::from_ref(&added)).await.expect("add column");
+    t.add_columns(&wider, std::slice::from_ref(&added)).await.expect("adding it again");
+    assert!(!t.ensure_table(&wider).await.expect("the table fits the wider model"), "{:?}", t.kind());
+    let mut item = items[0].clone();
+    item.insert("added later".into(), AttributeValue::M([("n".to_string(), AttributeValue::N("1.50".into()))].into_iter().collect()));
+    let row = wider.to_row(&item).expect("converts");
+    t.write_batch(&wider, std::slice::from_ref(&row)).await.expect("write with the new column");
+    let back: Vec<Item> = t.read_keys(&wider, &[row]).await.expect("read back").iter().map(|r| wider.to_item(r).expect("decode")).collect();
+    assert!(back.len() == 1 && items_equal(&back[0], &item), "{:?}: {back:?}", t.kind());
     // The same table seen by an export that needs another column type: refused.
     let mut other = model.clone();
     let (i, _) = other.columns.iter().enumerate().find(|(_, c)| c.attribute == "pk").expect("pk");

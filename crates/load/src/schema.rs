@@ -237,6 +237,18 @@ fn ident(target: TargetKind, table: &str, name: &str) -> Result<String, LoadErro
     Ok(s)
 }
 
+/// Two columns with one target identifier (Spanner's are case-insensitive).
+fn collision(target: TargetKind, columns: &[Column]) -> Option<String> {
+    let mut seen = std::collections::BTreeMap::new();
+    for c in columns {
+        let folded = if target == TargetKind::Spanner { c.name.to_ascii_lowercase() } else { c.name.clone() };
+        if let Some(prev) = seen.insert(folded, c.attribute.clone()) {
+            return Some(format!("attributes {prev:?} and {:?} map to the same {} column name", c.attribute, target.name()));
+        }
+    }
+    None
+}
+
 impl TableModel {
     /// Builds the model of `schema` + `stats` for `target`; `destination` overrides
     /// the table name (used as given, after the same identifier check).
@@ -300,13 +312,8 @@ impl TableModel {
                 key: false,
             });
         }
-        // Spanner identifiers are case-insensitive; none may collide.
-        let mut seen = std::collections::BTreeMap::new();
-        for c in &columns {
-            let folded = if target == TargetKind::Spanner { c.name.to_ascii_lowercase() } else { c.name.clone() };
-            if let Some(prev) = seen.insert(folded, c.attribute.clone()) {
-                return Err(bad(format!("attributes {prev:?} and {:?} map to the same {} column name", c.attribute, target.name())));
-            }
+        if let Some(reason) = collision(target, &columns) {
+            return Err(bad(reason));
         }
         let position = |a: &str| columns.iter().position(|c| c.attribute == a);
         let mut indexes = Vec::new();
@@ -340,6 +347,29 @@ impl TableModel {
         let primary_key = (0..key_names.len()).collect();
         let max_row_bytes = stats.0.values().map(|s| s.max_value_bytes).sum::<u64>().max(1);
         Ok(TableModel { target, source_table: table, name, columns, primary_key, indexes, max_row_bytes })
+    }
+
+    /// Adds a nullable JSON column (DynamoDB typed JSON, as for mixed-type attributes)
+    /// for an attribute the export's statistics do not know — one that first appears in
+    /// the change stream — and returns it. The column is named as the loader would have
+    /// named it; a name that collides with an existing column is an error.
+    pub fn add_attribute(&mut self, attribute: &str) -> Result<Column, LoadError> {
+        let bad = |reason: String| LoadError::Schema { table: self.source_table.clone(), reason };
+        if self.columns.iter().any(|c| c.attribute == attribute) {
+            return Err(bad(format!("attribute {attribute:?} already has a column")));
+        }
+        let column = Column { attribute: attribute.into(), name: ident(self.target, &self.source_table, attribute)?, ty: ColumnType::Json, key: false };
+        self.columns.push(column.clone());
+        if let Some(reason) = collision(self.target, &self.columns) {
+            self.columns.pop();
+            return Err(bad(reason));
+        }
+        Ok(column)
+    }
+
+    /// The attributes of `item` that have no column, in the item's order.
+    pub fn unknown_attributes<'i>(&self, item: &'i Item) -> impl Iterator<Item = &'i str> + use<'i, '_> {
+        item.keys().map(String::as_str).filter(|a| !self.columns.iter().any(|c| c.attribute == *a))
     }
 
     /// Spanner mutations one row costs (every column + every index entry's columns).

@@ -88,7 +88,7 @@ pub fn rows(table: &str, model: &TableModel, reduced: &[(String, &Pending)]) -> 
 }
 
 /// Calls `f` until it succeeds or fails with a non-retryable error (or 10 attempts).
-async fn with_retries<F, Fut>(table: &str, op: &'static str, mut f: F) -> Result<(), LoadError>
+pub(crate) async fn with_retries<F, Fut>(table: &str, op: &'static str, mut f: F) -> Result<(), LoadError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), LoadError>>,

@@ -3,8 +3,9 @@
 //! target, so a restart (even after SIGKILL) reapplies at most the last batch, which is
 //! harmless: upserts of whole new images and deletes by key.
 
+use crate::columns::AddedColumns;
 use crate::error::SyncError;
-use crossdock_core::layout::{sync_checkpoint_key, sync_prefix, sync_shard_of, ExportId};
+use crossdock_core::layout::{sync_checkpoint_key, sync_columns_key, sync_prefix, sync_shard_of, ExportId};
 use crossdock_load::gcs::Gcs;
 use crossdock_load::LoadError;
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,11 @@ pub trait CheckpointStore: Send + Sync {
     /// Every checkpoint, by shard.
     fn load_all(&self) -> impl Future<Output = Result<BTreeMap<String, Checkpoint>, SyncError>> + Send;
     fn save(&self, cp: &Checkpoint) -> impl Future<Output = Result<(), SyncError>> + Send;
+    /// The attributes the catch-up added columns for (empty when none).
+    fn load_added(&self) -> impl Future<Output = Result<Vec<String>, SyncError>> + Send;
+    /// Records them, all of them each time: written after the columns exist and before
+    /// any row that uses them, so every reader of the target can widen its model.
+    fn save_added(&self, attributes: &[String]) -> impl Future<Output = Result<(), SyncError>> + Send;
 }
 
 /// Checkpoints in GCS next to the export's marker.
@@ -86,10 +92,33 @@ impl CheckpointStore for GcsCheckpoints {
             key: cp.shard.clone(),
             reason: e.to_string(),
         })?;
-        let body = serde_json::to_vec_pretty(cp).unwrap_or_default();
+        self.write(&key, serde_json::to_vec_pretty(cp).unwrap_or_default()).await
+    }
+
+    async fn load_added(&self) -> Result<Vec<String>, SyncError> {
+        let key = sync_columns_key(&self.export);
+        let body = match self.gcs.read(&key).await {
+            Ok(b) => b,
+            Err(LoadError::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(self.load_err(e)),
+        };
+        let added: AddedColumns =
+            serde_json::from_slice(&body).map_err(|e| SyncError::Checkpoint { table: self.export.table.clone(), key, reason: e.to_string() })?;
+        Ok(added.attributes)
+    }
+
+    async fn save_added(&self, attributes: &[String]) -> Result<(), SyncError> {
+        let added = AddedColumns::new(attributes);
+        self.write(&sync_columns_key(&self.export), serde_json::to_vec_pretty(&added).unwrap_or_default()).await
+    }
+}
+
+impl GcsCheckpoints {
+    /// Writes one small JSON object, retrying transient failures.
+    async fn write(&self, key: &str, body: Vec<u8>) -> Result<(), SyncError> {
         let mut attempt = 0;
         loop {
-            match self.gcs.write(&key, body.clone(), "application/json").await {
+            match self.gcs.write(key, body.clone(), "application/json").await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_retryable() && attempt < 6 => {
                     attempt += 1;
@@ -113,6 +142,7 @@ pub struct MemCheckpoints {
     pub saved: Arc<Mutex<BTreeMap<String, Checkpoint>>>,
     /// Every save, in order.
     pub log: Arc<Mutex<Vec<Checkpoint>>>,
+    pub added: Arc<Mutex<Vec<String>>>,
 }
 
 impl MemCheckpoints {
@@ -129,6 +159,15 @@ impl CheckpointStore for MemCheckpoints {
     async fn save(&self, cp: &Checkpoint) -> Result<(), SyncError> {
         self.saved.lock().unwrap_or_else(|p| p.into_inner()).insert(cp.shard.clone(), cp.clone());
         self.log.lock().unwrap_or_else(|p| p.into_inner()).push(cp.clone());
+        Ok(())
+    }
+
+    async fn load_added(&self) -> Result<Vec<String>, SyncError> {
+        Ok(self.added.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    async fn save_added(&self, attributes: &[String]) -> Result<(), SyncError> {
+        *self.added.lock().unwrap_or_else(|p| p.into_inner()) = attributes.to_vec();
         Ok(())
     }
 }

@@ -61,10 +61,11 @@ impl SyncError {
     }
 }
 
-/// The hint of a change whose attribute the export's statistics do not know.
-pub const NEW_ATTRIBUTE_HINT: &str = "the target's columns come from the export's type statistics, and crossdock sync refuses a change \
-it would have to drop or truncate: re-export the table (its statistics will include the new attribute or type), load it and sync from \
-the new marker";
+/// The hint of a change whose value does not fit its attribute's column (a new type for
+/// a known attribute; attributes new to the table get columns of their own).
+pub const NEW_ATTRIBUTE_HINT: &str = "the target's column types come from the export's type statistics, and crossdock sync refuses a \
+change it would have to drop or truncate: re-export the table (its statistics will include the new type), load it and sync from the \
+new marker";
 
 /// The hint of an INSERT/MODIFY record without its new image.
 pub const NO_IMAGE_HINT: &str = "the stream must carry new images: set its view type to NEW_AND_OLD_IMAGES (or NEW_IMAGE)";

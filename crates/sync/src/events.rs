@@ -19,6 +19,7 @@ pub const METRICS: &[(&str, &str)] = &[
     ("crossdock_sync_checkpoints_total", "checkpoints written"),
     ("crossdock_sync_retries_total", "retried calls, by operation"),
     ("crossdock_sync_errors_total", "errors that stopped the sync, by type"),
+    ("crossdock_sync_columns_added_total", "columns added for attributes first seen in the stream"),
 ];
 
 /// Explicit histogram buckets (seconds or changes), set by the binary's exporter.
@@ -58,6 +59,11 @@ pub fn batch_applied(table: &str, records: usize, upserts: usize, deletes: usize
     metrics::counter!("crossdock_sync_applied_total", "table" => table.to_string(), "op" => "delete").increment(deletes as u64);
     metrics::histogram!("crossdock_sync_batch_seconds", "table" => table.to_string()).record(took.as_secs_f64());
     metrics::histogram!("crossdock_sync_batch_changes", "table" => table.to_string()).record(records as f64);
+}
+
+pub fn columns_added(table: &str, attributes: &[String]) {
+    info!(table, ?attributes, "attributes first seen in the stream: added JSON columns for them");
+    metrics::counter!("crossdock_sync_columns_added_total", "table" => table.to_string()).increment(attributes.len() as u64);
 }
 
 pub fn checkpoint_written(table: &str, shard: &str, sequence: Option<&str>, finished: bool) {

@@ -5,6 +5,7 @@
 //!   Streams for DynamoDB and an in-memory fake that splits shards.
 //! - [`apply`]: one batch → last change per key → upserts and deletes on the `Target`.
 //! - [`checkpoint`]: per-shard positions in GCS under the export's `_sync/`.
+//! - [`columns`]: attributes first seen in the stream get JSON columns.
 //! - [`run`]: the loop (lineage, batching, checkpoints after durability, lag, `until_lag`).
 //! - [`events`]: logs and metrics, one function per occurrence.
 //!
@@ -14,6 +15,7 @@
 
 pub mod apply;
 pub mod checkpoint;
+pub mod columns;
 pub mod error;
 pub mod events;
 pub mod run;

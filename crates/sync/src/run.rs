@@ -4,9 +4,10 @@
 
 use crate::apply::{self, Pending};
 use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::columns;
 use crate::error::SyncError;
 use crate::events;
-use crate::source::{ChangeSource, Position, ShardInfo};
+use crate::source::{ChangeKind, ChangeSource, Position, ShardInfo};
 use crossdock_load::schema::TableModel;
 use crossdock_load::sink::Target;
 use serde::Serialize;
@@ -148,7 +149,10 @@ struct Sync<'a, S, T, C> {
     table: String,
     source: &'a S,
     target: &'a T,
-    model: &'a TableModel,
+    /// The loaded table's model, widened by the attributes first seen in the stream.
+    model: TableModel,
+    /// Those attributes, in the order their columns were added.
+    added: Vec<String>,
     store: &'a C,
     opts: &'a SyncOptions,
     per_call: usize,
@@ -297,13 +301,39 @@ impl<'a, S: ChangeSource, T: Target, C: CheckpointStore> Sync<'a, S, T, C> {
         self.shards.values().any(|s| s.ended && !s.finished)
     }
 
+    /// Gives each attribute of the batch's new images that has no column one (see
+    /// [`crate::columns`]): the column first, then the record of it, then the rows.
+    async fn add_new_columns(&mut self, reduced: &[(String, &Pending)]) -> Result<(), SyncError> {
+        let mut new: Vec<String> = Vec::new();
+        for (_, p) in reduced.iter().filter(|(_, p)| p.change.kind == ChangeKind::Upsert) {
+            for a in self.model.unknown_attributes(&p.change.item) {
+                if !new.iter().any(|n| n == a) {
+                    new.push(a.to_string());
+                }
+            }
+        }
+        if new.is_empty() {
+            return Ok(());
+        }
+        let columns = columns::widen(&mut self.model, &new)?;
+        let (table, target, model) = (&self.table, self.target, &self.model);
+        apply::with_retries(table, "add_columns", || target.add_columns(model, &columns))
+            .await
+            .map_err(|source| SyncError::Load { table: table.clone(), source })?;
+        self.added.extend(new.iter().cloned());
+        self.store.save_added(&self.added).await?;
+        self.per_call = self.target.batch_limits(&self.model).max;
+        events::columns_added(&self.table, &new);
+        Ok(())
+    }
+
     /// Applies the buffer, then checkpoints every shard it advanced (and every shard
     /// read to its end) — only after the target has it all.
     async fn flush(&mut self) -> Result<(), SyncError> {
         let began = Instant::now();
         let batch = std::mem::take(&mut self.buffer);
         self.batch_started = None;
-        let mut reduced = apply::reduce(&self.table, self.model, &batch, self.opts.newest_wins)?;
+        let mut reduced = apply::reduce(&self.table, &self.model, &batch, self.opts.newest_wins)?;
         if self.opts.newest_wins {
             // A record older than one already applied for its key is a late duplicate or
             // out of order (Kinesis): applying it would put an older image back.
@@ -312,8 +342,9 @@ impl<'a, S: ChangeSource, T: Target, C: CheckpointStore> Sync<'a, S, T, C> {
                 _ => true,
             });
         }
-        let (upserts, deletes) = apply::rows(&self.table, self.model, &reduced)?;
-        apply::write(&self.table, self.target, self.model, &upserts, &deletes, self.per_call).await?;
+        self.add_new_columns(&reduced).await?;
+        let (upserts, deletes) = apply::rows(&self.table, &self.model, &reduced)?;
+        apply::write(&self.table, self.target, &self.model, &upserts, &deletes, self.per_call).await?;
         if self.opts.newest_wins {
             if self.newest.len() + reduced.len() > NEWEST_KEYS {
                 // Bounded memory: forget and start over (documented limit).
@@ -482,14 +513,18 @@ async fn run_inner<S: ChangeSource, T: Target, C: CheckpointStore>(
 ) -> Result<Summary, SyncError> {
     tokio::pin!(shutdown);
     let checkpoints = store.load_all().await?;
+    let added = store.load_added().await?;
+    let mut model = model.clone();
+    columns::widen(&mut model, &added)?;
     let mut sync = Sync {
         table: table.into(),
         source,
         target,
+        per_call: target.batch_limits(&model).max,
         model,
+        added,
         store,
         opts,
-        per_call: target.batch_limits(model).max,
         shards: BTreeMap::new(),
         first_run: checkpoints.is_empty(),
         initial: Default::default(),

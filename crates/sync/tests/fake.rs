@@ -4,7 +4,8 @@
 use crossdock_core::item::{AttributeValue, Item};
 use crossdock_core::manifest::TypeStats;
 use crossdock_core::schema::TableSchema;
-use crossdock_load::schema::{Row, TableModel, TargetKind};
+use crossdock_load::schema::{items_equal, Row, TableModel, TargetKind};
+use crossdock_load::sink::memory::MemoryTarget;
 use crossdock_load::sink::{BatchLimits, CallStats, Target};
 use crossdock_load::LoadError;
 use crossdock_sync::checkpoint::{CheckpointStore, MemCheckpoints};
@@ -82,6 +83,9 @@ impl Target for MemTarget {
     }
     async fn ensure_table(&self, _: &TableModel) -> Result<bool, LoadError> {
         Ok(false)
+    }
+    async fn add_columns(&self, _: &TableModel, _: &[crossdock_load::schema::Column]) -> Result<(), LoadError> {
+        Ok(())
     }
     async fn write_batch(&self, _: &TableModel, rows: &[Row]) -> Result<(), LoadError> {
         assert!(rows.len() <= self.max_rows, "a call of {} rows exceeds the limit {}", rows.len(), self.max_rows);
@@ -325,16 +329,43 @@ async fn a_first_run_long_after_the_export_is_refused() {
 }
 
 #[tokio::test]
-async fn an_attribute_unknown_to_the_export_stops_the_sync_without_losing_it() {
+async fn an_attribute_first_seen_in_the_stream_gets_a_column_that_a_restart_keeps() {
+    let s = FakeStream::new("T");
+    let t = MemoryTarget::new(TargetKind::Postgres);
+    t.ensure_table(&model()).await.expect("the loaded table");
+    let store = MemCheckpoints::default();
+    let mut a = item("a", 1);
+    a.insert("tier".into(), AttributeValue::S("gold".into()));
+    s.upsert("shard-0", a.clone(), now_ms());
+    run(&s, &t, &model(), &store, &opts(), &mut |_| {}, std::future::pending()).await.expect("sync");
+    assert_eq!(store.load_added().await.expect("load"), vec!["tier".to_string()], "recorded for every later reader");
+    // A restart widens its model from the record before any change needs the column;
+    // the JSON column takes another type of the same attribute as well.
+    let mut b = item("b", 2);
+    b.insert("tier".into(), AttributeValue::N("3".into()));
+    s.upsert("shard-0", b.clone(), now_ms());
+    run(&s, &t, &model(), &store, &opts(), &mut |_| {}, std::future::pending()).await.expect("second run");
+    let mut wide = model();
+    crossdock_sync::columns::widen(&mut wide, &store.load_added().await.expect("load")).expect("widen");
+    assert_eq!(wide.columns.len(), model().columns.len() + 1, "one column, added once");
+    let back: Vec<Item> = t.read_all(&wide).await.expect("read").iter().map(|r| wide.to_item(r).expect("decode")).collect();
+    assert_eq!(back.len(), 2);
+    for want in [&a, &b] {
+        assert!(back.iter().any(|got| items_equal(got, want)), "{want:?} not in {back:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_new_type_for_a_known_attribute_stops_the_sync_without_losing_it() {
     let s = FakeStream::new("T");
     let t = MemTarget::new(100);
     let store = MemCheckpoints::default();
     let mut it = item("a", 1);
-    it.insert("brand_new".into(), AttributeValue::S("x".into()));
+    it.insert("v".into(), AttributeValue::S("not a number".into()));
     s.upsert("shard-0", it, now_ms());
     let err = sync(&s, &t, &store, &opts()).await.expect_err("refused");
     let text = err.to_string();
-    assert!(text.contains("brand_new") && text.contains("re-export"), "{text}");
+    assert!(text.contains("\"v\"") && text.contains("re-export"), "{text}");
     assert_eq!(t.len(), 0);
     assert_eq!(store.load_all().await.expect("load").len(), 0, "no checkpoint moved");
 }

@@ -5,6 +5,7 @@
 //! expired checkpoint; refused streams; the Kinesis source.
 
 use aws_sdk_dynamodb::types::StreamViewType;
+use crossdock_core::item::AttributeValue;
 use crossdock_core::Codec;
 use crossdock_load::schema::{TableModel, TargetKind};
 use crossdock_load::sink::bigtable::BigtableTarget;
@@ -122,8 +123,15 @@ impl Ctx {
         (st.code(), std::fs::read_to_string(&p.stdout).unwrap_or_default(), p.log_text())
     }
 
-    fn model(&self, kind: TargetKind) -> TableModel {
-        TableModel::infer(kind, &self.export.marker.schema, &self.export.marker.type_stats, None).expect("model")
+    /// The loaded model, widened by the columns the sync recorded it added.
+    async fn model(&self, kind: TargetKind) -> TableModel {
+        let mut model = TableModel::infer(kind, &self.export.marker.schema, &self.export.marker.type_stats, None).expect("model");
+        let key = crossdock_core::layout::sync_columns_key(&self.export.export);
+        if let Some(body) = crossdock_tests::load::get(&self.bucket.client, &self.bucket.name, &key).await {
+            let added: crossdock_sync::columns::AddedColumns = serde_json::from_slice(&body).expect("columns record");
+            crossdock_sync::columns::widen(&mut model, &added.attributes).expect("widen");
+        }
+        model
     }
 
     /// The destination read back as items.
@@ -132,11 +140,11 @@ impl Ctx {
             Kind::Postgres => {
                 let pg = self.dest.pg.as_ref().expect("pg");
                 let t = PostgresTarget::connect(&crossdock_tests::stack_var("CROSSDOCK_PG_URL"), &pg.name).await.expect("connect");
-                read_back(&t, &self.model(TargetKind::Postgres)).await
+                read_back(&t, &self.model(TargetKind::Postgres).await).await
             }
             Kind::Spanner => {
                 let t = SpannerTarget::connect(&crossdock_gcp::Gcp::from_env(), &self.dest.spanner.as_ref().expect("db").path).await.expect("connect");
-                read_back(&t, &self.model(TargetKind::Spanner)).await
+                read_back(&t, &self.model(TargetKind::Spanner).await).await
             }
             Kind::Bigtable => {
                 let micros = self.export.export.timestamp.unix_micros();
@@ -150,7 +158,7 @@ impl Ctx {
                 )
                 .await
                 .expect("connect");
-                read_back(&t, &self.model(TargetKind::Bigtable)).await
+                read_back(&t, &self.model(TargetKind::Bigtable).await).await
             }
         }
     }
@@ -183,6 +191,11 @@ async fn end_to_end(kind: Kind) {
     put(&ctx.ddb, &ctx.table, &item("k0003", 77)).await;
     put(&ctx.ddb, &ctx.table, &item("gone", 1)).await;
     delete(&ctx.ddb, &ctx.table, "gone").await;
+    // An attribute the application starts writing after the export: not in the
+    // export's statistics, so the sync adds a column for it rather than drop it.
+    let mut wider = item("k0006", 6);
+    wider.insert("loyalty tier".into(), AttributeValue::M([("level".to_string(), AttributeValue::N("3".into()))].into_iter().collect()));
+    put(&ctx.ddb, &ctx.table, &wider).await;
     let (code, out, log) = ctx.sync("sync", &["--until-lag", "2s", "--output", "json", "--status-interval", "1s"]).await;
     assert_eq!(code, Some(0), "sync failed:\n{log}\n{out}");
     let summary = crossdock_tests::pipeline::parse_json(&out).expect("summary json");
@@ -191,8 +204,10 @@ async fn end_to_end(kind: Kind) {
     assert!(out.lines().count() >= 2, "status lines then the summary: {out}");
     let source = scan(&ctx.ddb, &ctx.table).await;
     assert_same(&format!("{kind:?} after sync"), &source, &ctx.target_items().await);
+    assert!(ctx.model(TargetKind::Postgres).await.columns.iter().any(|c| c.attribute == "loyalty tier"), "the new attribute's column is recorded");
     let cps = crossdock_tests::load::list(&ctx.bucket.client, &ctx.bucket.name, &ctx.checkpoint_prefix()).await;
-    assert_eq!(cps.len(), 1, "one shard, one checkpoint: {cps:?}");
+    let shards: Vec<&String> = cps.iter().filter(|k| !k.ends_with("/_columns.json")).collect();
+    assert_eq!(shards.len(), 1, "one shard, one checkpoint: {cps:?}");
     // More changes, then a second run continues from the checkpoint.
     churn(&ctx, 3, 40).await;
     let (code, out, log) = ctx.sync("sync2", &["--until-lag", "2s", "--output", "json"]).await;

@@ -8,7 +8,7 @@ use super::postgres::PostgresTarget;
 use super::spanner::SpannerTarget;
 use super::{BatchLimits, CallStats, Target};
 use crate::error::LoadError;
-use crate::schema::{Row, TableModel, TargetKind};
+use crate::schema::{Column, Row, TableModel, TargetKind};
 use crossdock_core::pipeline::TargetConfig;
 
 /// A connected target of any kind.
@@ -63,6 +63,9 @@ impl Target for AnyTarget {
     }
     async fn ensure_table(&self, model: &TableModel) -> Result<bool, LoadError> {
         each!(self, |t| t.ensure_table(model).await)
+    }
+    async fn add_columns(&self, model: &TableModel, columns: &[Column]) -> Result<(), LoadError> {
+        each!(self, |t| t.add_columns(model, columns).await)
     }
     async fn write_batch(&self, model: &TableModel, rows: &[Row]) -> Result<(), LoadError> {
         each!(self, |t| t.write_batch(model, rows).await)

@@ -14,7 +14,7 @@
 use super::{BatchLimits, CallStats, Target};
 use crate::decimal::Decimal;
 use crate::error::LoadError;
-use crate::schema::{Cell, ColumnType, Row, TableModel, TargetKind};
+use crate::schema::{Cell, Column, ColumnType, Row, TableModel, TargetKind};
 use bigtable_rs::bigtable::{BigTable, BigTableConnection, RoutingMetadata as _};
 use bigtable_rs::google::bigtable::v2::mutate_rows_request::Entry;
 use bigtable_rs::google::bigtable::v2::mutation::{DeleteFromRow, Mutation as M, SetCell};
@@ -394,6 +394,11 @@ impl Target for BigtableTarget {
             }
             Err(s) => Err(err("get table", &model.name, s.message().to_string(), code_retryable(s.code()))),
         }
+    }
+
+    async fn add_columns(&self, _model: &TableModel, _columns: &[Column]) -> Result<(), LoadError> {
+        // Columns are cell qualifiers in the one family: nothing to declare.
+        Ok(())
     }
 
     async fn write_batch(&self, model: &TableModel, rows: &[Row]) -> Result<(), LoadError> {

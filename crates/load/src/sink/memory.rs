@@ -7,7 +7,7 @@
 use super::{BatchLimits, CallStats, Target};
 use crate::decimal::Decimal;
 use crate::error::LoadError;
-use crate::schema::{compat_diff, Cell, Row, TableModel, TargetKind};
+use crate::schema::{compat_diff, Cell, Column, Row, TableModel, TargetKind};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -115,6 +115,17 @@ impl Target for MemoryTarget {
         } else {
             Err(LoadError::Incompatible { target: "memory".into(), table: model.name.clone(), diff: diff.join("\n") })
         }
+    }
+
+    async fn add_columns(&self, model: &TableModel, columns: &[Column]) -> Result<(), LoadError> {
+        let mut tables = self.tables();
+        let table = tables.get_mut(&model.name).ok_or_else(|| Self::missing(model, "add columns"))?;
+        for c in columns {
+            if !table.columns.iter().any(|(n, _, _)| *n == c.name) {
+                table.columns.push((c.name.clone(), format!("{:?}", c.ty), true));
+            }
+        }
+        Ok(())
     }
 
     async fn write_batch(&self, model: &TableModel, rows: &[Row]) -> Result<(), LoadError> {

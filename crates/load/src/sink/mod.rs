@@ -11,7 +11,7 @@ pub mod postgres;
 pub mod spanner;
 
 use crate::error::LoadError;
-use crate::schema::{Row, TableModel, TargetKind};
+use crate::schema::{Column, Row, TableModel, TargetKind};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -68,6 +68,10 @@ pub trait Target: Send + Sync + 'static {
     /// Creates the table if absent (`Ok(true)`); if present, checks it is compatible
     /// (`Ok(false)`) or fails with [`LoadError::Incompatible`] and the diff.
     fn ensure_table(&self, model: &TableModel) -> impl Future<Output = Result<bool, LoadError>> + Send;
+    /// Adds nullable `columns` (already in `model`) to the existing table; a column that
+    /// is already there is no error, so a retry after a crash is harmless. The catch-up
+    /// uses it for attributes that first appear in the change stream.
+    fn add_columns(&self, model: &TableModel, columns: &[Column]) -> impl Future<Output = Result<(), LoadError>> + Send;
     /// Upserts rows (all or nothing per call). Retryable failures are marked so.
     fn write_batch(&self, model: &TableModel, rows: &[Row]) -> impl Future<Output = Result<(), LoadError>> + Send;
     /// Creates the secondary indexes of the model (after the data is in); idempotent.

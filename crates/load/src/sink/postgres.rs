@@ -11,7 +11,7 @@ use super::pgtls::Tls;
 use super::{BatchLimits, CallStats, Target};
 use crate::decimal::Decimal;
 use crate::error::LoadError;
-use crate::schema::{compat_diff, Cell, ColumnType, Row, TableModel, TargetKind};
+use crate::schema::{compat_diff, Cell, Column, ColumnType, Row, TableModel, TargetKind};
 use bytes::BytesMut;
 use futures::{pin_mut, TryStreamExt as _};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -449,8 +449,11 @@ impl PostgresTarget {
             .collect()
     }
 
+    /// The session's staging table for the model. Its name carries the column count:
+    /// columns are only ever appended (the catch-up's new attributes), so a session that
+    /// staged rows before a column was added gets a new staging table of the new shape.
     fn stage_name(model: &TableModel) -> String {
-        q(&format!("crossdock_stage_{}", model.name))
+        q(&format!("crossdock_stage_{}_{}", model.columns.len(), model.name))
     }
 
     /// `rows` as one binary COPY payload (header, tuples, trailer), built without an
@@ -611,6 +614,17 @@ impl Target for PostgresTarget {
         .await;
         self.give(c).await;
         result
+    }
+
+    async fn add_columns(&self, model: &TableModel, columns: &[Column]) -> Result<(), LoadError> {
+        if columns.is_empty() {
+            return Ok(());
+        }
+        let adds: Vec<String> = columns.iter().map(|c| format!("ADD COLUMN IF NOT EXISTS {} {}", q(&c.name), sql_type(c.ty))).collect();
+        let c = self.take().await?;
+        let r = c.batch_execute(&format!("ALTER TABLE {} {}", self.table(model), adds.join(", "))).await.map_err(|e| err("add columns", &model.name, e));
+        self.give(c).await;
+        r
     }
 
     async fn write_batch(&self, model: &TableModel, rows: &[Row]) -> Result<(), LoadError> {

@@ -4,7 +4,7 @@
 
 use super::{BatchLimits, CallStats, Target};
 use crate::error::LoadError;
-use crate::schema::{compat_diff, Cell, ColumnType, Row, TableModel, TargetKind};
+use crate::schema::{compat_diff, Cell, Column, ColumnType, Row, TableModel, TargetKind};
 use base64::Engine as _;
 use gcloud_googleapis::spanner::admin::database::v1::UpdateDatabaseDdlRequest;
 use gcloud_googleapis::spanner::v1::mutation::{Operation, Write};
@@ -330,6 +330,32 @@ impl Target for SpannerTarget {
             Ok(false)
         } else {
             Err(LoadError::Incompatible { target: "spanner".into(), table: model.name.clone(), diff: diff.join("\n") })
+        }
+    }
+
+    async fn add_columns(&self, model: &TableModel, columns: &[Column]) -> Result<(), LoadError> {
+        // Spanner has no ADD COLUMN IF NOT EXISTS: add only what the schema lacks.
+        let have = |cols: &[Vec<Value>], c: &Column| cols.iter().any(|r| text_of(&r[0]).eq_ignore_ascii_case(&c.name));
+        let existing = self.columns(model).await?;
+        let ddl: Vec<String> = columns
+            .iter()
+            .filter(|c| !have(&existing, c))
+            .map(|c| format!("ALTER TABLE {} ADD COLUMN {} {}", q(&model.name), q(&c.name), spanner_type(c.ty)))
+            .collect();
+        if ddl.is_empty() {
+            return Ok(());
+        }
+        match self.run_ddl(&model.name, ddl).await {
+            Ok(()) => Ok(()),
+            // Another process added them first.
+            Err(e) => {
+                let now = self.columns(model).await?;
+                if columns.iter().all(|c| have(&now, c)) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
         }
     }
 
