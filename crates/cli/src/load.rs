@@ -98,12 +98,20 @@ pub(crate) fn coded(e: LoadError) -> anyhow::Error {
     fail(code, e.to_string())
 }
 
-/// The loaded table `verify`, `sync` (and later audits) work on.
+/// The loaded table `verify`, `sync` and `audit` work on: its marker, or the table's name
+/// (the newest loaded export of it in the pipeline's bucket).
 #[derive(Debug, clap::Args)]
 pub struct LoadedTable {
     /// The export's marker: gs://BUCKET/BATCH/TABLE/TIMESTAMP/_SUCCESS (already loaded).
+    #[arg(long, required_unless_present = "table", conflicts_with = "table")]
+    pub marker: Option<String>,
+    /// Instead of --marker: the DynamoDB table; its newest export with a `_LOADED` record
+    /// in the pipeline's GCS bucket is used.
     #[arg(long)]
-    pub marker: String,
+    pub table: Option<String>,
+    /// With --table: look only in this batch.
+    #[arg(long, requires = "table")]
+    pub batch: Option<String>,
     /// Pipeline file the table was loaded with.
     #[arg(long)]
     pub pipeline: PathBuf,
@@ -114,7 +122,22 @@ impl LoadedTable {
     /// a catch-up added for attributes first seen in the stream.
     pub async fn prepare(&self) -> anyhow::Result<(crossdock_core::pipeline::Pipeline, Prepared)> {
         let pipeline = crate::pipeline::load(&self.pipeline)?;
-        let mut p = prepare(&self.marker, &pipeline).await?;
+        let url = match (&self.marker, &self.table) {
+            (Some(url), _) => url.clone(),
+            (None, Some(table)) => {
+                let client = crossdock_load::gcs::client(crate::gcp()).await.map_err(coded)?;
+                let gcs = crossdock_load::gcs::Gcs::new(client, pipeline.dst_bucket.clone());
+                let found = crossdock_load::marker::latest_loaded(&gcs, table, self.batch.as_deref()).await.map_err(coded)?;
+                let url = found.ok_or_else(|| {
+                    let within = self.batch.as_ref().map_or(String::new(), |b| format!(" batch {b} of"));
+                    fail(Code::Usage, format!("no loaded export of table {table} in{within} gs://{}: load one first, or pass --marker", pipeline.dst_bucket))
+                })?;
+                tracing::info!(table, marker = %url, "using the newest loaded export");
+                url
+            }
+            (None, None) => return Err(fail(Code::Usage, "pass --marker or --table")),
+        };
+        let mut p = prepare(&url, &pipeline).await?;
         let store = crossdock_sync::checkpoint::GcsCheckpoints { gcs: p.marker.gcs.clone(), export: p.marker.marker.export.clone() };
         let added = crossdock_sync::checkpoint::CheckpointStore::load_added(&store).await.map_err(crate::sync::coded)?;
         crossdock_sync::columns::widen(&mut p.model, &added).map_err(crate::sync::coded)?;

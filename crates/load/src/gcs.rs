@@ -160,6 +160,34 @@ impl Gcs {
         }
     }
 
+    /// The "directories" directly under `prefix` (`prefix` + `name/`), one listing with
+    /// a `/` delimiter: cheap however many objects lie below them.
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, LoadError> {
+        #[cfg(any(test, feature = "testing"))]
+        if let Some(m) = self.memory_objects() {
+            let mut dirs: Vec<String> = m.keys().filter_map(|k| k.strip_prefix(prefix)?.split_once('/').map(|(dir, _)| format!("{prefix}{dir}/"))).collect();
+            dirs.dedup();
+            return Ok(dirs);
+        }
+        let mut dirs = Vec::new();
+        let mut token = None;
+        loop {
+            let req = ListObjectsRequest {
+                bucket: self.bucket.clone(),
+                prefix: Some(prefix.into()),
+                delimiter: Some("/".into()),
+                page_token: token,
+                ..Default::default()
+            };
+            let page = self.client().list_objects(&req).await.map_err(|e| map_err("list", &self.bucket, prefix, e))?;
+            dirs.extend(page.prefixes.unwrap_or_default());
+            token = page.next_page_token;
+            if token.is_none() {
+                return Ok(dirs);
+            }
+        }
+    }
+
     /// Names of all objects under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, LoadError> {
         #[cfg(any(test, feature = "testing"))]

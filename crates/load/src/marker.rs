@@ -2,7 +2,7 @@
 
 use crate::error::LoadError;
 use crate::gcs::Gcs;
-use crossdock_core::layout::{DumpFile, DumpKey};
+use crossdock_core::layout::{DumpFile, DumpKey, ExportId};
 use crossdock_core::marker::{Crc32c, MarkerFile, SuccessMarker};
 use crossdock_core::Codec;
 use sha2::Digest as _;
@@ -24,6 +24,35 @@ impl Marker {
 }
 
 /// Reads and validates `gs://bucket/batch/table/ts/_SUCCESS`.
+/// The marker URL of the newest export of `table` that has been loaded (`_LOADED`), in
+/// `batch` or, without one, in any batch of the bucket; `None` when there is none. Lists
+/// batch and timestamp directories only, never the data parts below them.
+pub async fn latest_loaded(gcs: &Gcs, table: &str, batch: Option<&str>) -> Result<Option<String>, LoadError> {
+    let batches: Vec<String> = match batch {
+        Some(b) => vec![b.to_string()],
+        None => gcs.list_dirs("").await?.into_iter().map(|d| d.trim_end_matches('/').to_string()).collect(),
+    };
+    let mut candidates = Vec::new();
+    for b in batches {
+        let dir = crossdock_core::layout::table_prefix("", &b, table);
+        let under = gcs.list_dirs(&dir).await?;
+        for ts in crossdock_core::layout::timestamps_under(&dir, &under) {
+            if let Ok(export) = ExportId::new(&b, table, ts) {
+                candidates.push(export);
+            }
+        }
+    }
+    candidates.sort_by(|a, b| b.timestamp.cmp(&a.timestamp));
+    for export in candidates {
+        match gcs.read(&export.gcs_key(&DumpFile::Loaded, Codec::None)).await {
+            Ok(_) => return Ok(Some(format!("gs://{}/{}", gcs.bucket, export.marker_key()))),
+            Err(LoadError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
 pub async fn read(client: gcloud_storage::client::Client, url: &str) -> Result<Marker, LoadError> {
     let bad = |reason: String| LoadError::InvalidMarker { url: url.into(), reason };
     let (bucket, key) = crate::gcs::parse_url(url).ok_or_else(|| bad("expected gs://BUCKET/BATCH/TABLE/TIMESTAMP/_SUCCESS".into()))?;
@@ -165,7 +194,7 @@ pub async fn compress(codec: Codec, raw: &[u8]) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossdock_core::layout::{ExportId, Timestamp};
+    use crossdock_core::layout::Timestamp;
 
     fn part(part: u32, raw: &[u8]) -> MarkerFile {
         MarkerFile {
@@ -270,5 +299,29 @@ mod tests {
         // A marker without a CRC32C (an older relay's) still gets the size and SHA-256 checks.
         let old = MarkerFile { stored_crc32c: None, ..f };
         assert!(check_part(Codec::Zstd, stored, &old, "bkt", key).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_latest_loaded_export_is_found_by_listing_directories() {
+        let gcs = Gcs::memory("b");
+        let put = |batch: &str, ts: &str, loaded: bool| {
+            let gcs = gcs.clone();
+            let export = ExportId::new(batch, "Orders", Timestamp::parse(ts).expect("ts")).expect("id");
+            async move {
+                gcs.write(&export.marker_key(), b"{}".to_vec(), "application/json").await.expect("marker");
+                if loaded {
+                    gcs.write(&export.gcs_key(&DumpFile::Loaded, Codec::None), b"{}".to_vec(), "application/json").await.expect("loaded");
+                }
+            }
+        };
+        assert_eq!(latest_loaded(&gcs, "Orders", None).await.expect("list"), None);
+        put("mon", "2026-11-23T09-00-00Z", true).await;
+        put("tue", "2026-11-24T09-00-00Z", true).await;
+        // Newer, but not loaded yet: not the table the target holds.
+        put("tue", "2026-11-25T09-00-00Z", false).await;
+        let url = |b: &str, ts: &str| Some(format!("gs://b/{b}/Orders/{ts}/_SUCCESS"));
+        assert_eq!(latest_loaded(&gcs, "Orders", None).await.expect("list"), url("tue", "2026-11-24T09-00-00Z"));
+        assert_eq!(latest_loaded(&gcs, "Orders", Some("mon")).await.expect("list"), url("mon", "2026-11-23T09-00-00Z"));
+        assert_eq!(latest_loaded(&gcs, "Other", None).await.expect("list"), None);
     }
 }

@@ -86,6 +86,8 @@ impl Ctx {
                 (Dest { kind, pg: None, spanner: None, _bigtable: Some(TempBigtable { name: table.clone() }) }, toml)
             }
         };
+        // The relay's bucket is where `--table` looks for the table's loaded exports.
+        let toml = toml.replacen("[relay]\n", &format!("[relay]\nbucket = \"{}\"\n", bucket.name), 1);
         let pipeline = dir.join("pipeline.toml");
         std::fs::write(&pipeline, toml).expect("pipeline");
         Ctx { ddb, table, _moto: moto, bucket, export, dest, dir, pipeline }
@@ -116,9 +118,14 @@ impl Ctx {
 
     /// Runs `cmd` (`sync`, `audit`) on this table, reaching moto's DynamoDB, to its end.
     async fn sync_like(&self, name: &str, cmd: &str, extra: &[&str]) -> (Option<i32>, String, String) {
+        self.run_args(name, &self.args(cmd, extra)).await
+    }
+
+    /// Runs the binary with `args`, reaching moto's DynamoDB, to its end.
+    async fn run_args(&self, name: &str, args: &[String]) -> (Option<i32>, String, String) {
         let env = sync_env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let mut p = Proc::spawn_with_env(&self.dir, name, &self.args(cmd, extra), &env);
+        let mut p = Proc::spawn_with_env(&self.dir, name, args, &env);
         let st = p.wait(Duration::from_secs(180)).await;
         (st.code(), std::fs::read_to_string(&p.stdout).unwrap_or_default(), p.log_text())
     }
@@ -216,8 +223,11 @@ async fn end_to_end(kind: Kind) {
     let records = summary["records"].as_u64().expect("records");
     assert!(records < 40, "the second run reads only the new changes, read {records}");
     assert_same(&format!("{kind:?} after the second sync"), &scan(&ctx.ddb, &ctx.table).await, &ctx.target_items().await);
-    // The cutover check agrees: the live table and the target, item for item.
-    let (code, out, log) = ctx.sync_like("audit", "audit", &["--max-rcu", "1000", "--output", "json"]).await;
+    // The cutover check agrees: the live table and the target, item for item. It is
+    // named by the table: the newest loaded export of it in the pipeline's bucket.
+    let pipeline = ctx.pipeline.display().to_string();
+    let by_table = ["audit", "--table", &ctx.table, "--pipeline", &pipeline, "--max-rcu", "1000", "--output", "json"];
+    let (code, out, log) = ctx.run_args("audit", &by_table.map(String::from)).await;
     assert_eq!(code, Some(0), "audit found a difference or failed:\n{log}\n{out}");
     let report = crossdock_tests::pipeline::parse_json(&out).expect("audit json");
     let live = scan(&ctx.ddb, &ctx.table).await.len() as u64;
