@@ -118,6 +118,9 @@ struct Shard {
     /// Ended, applied and checkpointed as finished.
     finished: bool,
     at_tip: bool,
+    /// The last read returned fewer records than asked for: what the shard had is read,
+    /// so the batch may close (a heuristic for batching only; `at_tip` decides "caught up").
+    drained: bool,
     /// Last sequence number read (where a new iterator starts after expiry).
     read_pos: Option<String>,
     pending: usize,
@@ -245,11 +248,13 @@ impl<'a, S: ChangeSource, T: Target, C: CheckpointStore> Sync<'a, S, T, C> {
                 self.start(&id).await?;
             }
             let Some(it) = self.shards[&id].iterator.clone() else { continue };
-            match self.source.read(&id, &it, room.min(self.opts.read_limit)).await {
+            let asked = room.min(self.opts.read_limit);
+            match self.source.read(&id, &it, asked).await {
                 Ok(read) => {
                     let s = self.shards.get_mut(&id).expect("shard present");
                     s.failures = 0;
                     s.at_tip = read.at_tip;
+                    s.drained = read.at_tip || read.changes.len() < asked;
                     s.ended = read.next.is_none();
                     s.iterator = read.next;
                     if read.changes.is_empty() {
@@ -416,7 +421,8 @@ impl<'a, S: ChangeSource, T: Target, C: CheckpointStore> Sync<'a, S, T, C> {
         if s.pending == 0 && s.at_tip {
             return Some(0);
         }
-        let since = s.applied_created.or(s.first_pending_created)?;
+        // The target holds every change before the oldest unapplied one.
+        let since = if s.pending > 0 { s.first_pending_created.or(s.applied_created)? } else { s.applied_created? };
         Some(now.saturating_sub(since).max(0) as u64)
     }
 
@@ -589,11 +595,13 @@ async fn run_inner<S: ChangeSource, T: Target, C: CheckpointStore>(
         }
         let read_any = sync.read_round().await?;
         let readable: Vec<&String> = sync.shards.keys().filter(|id| sync.eligible(id) && !sync.shards[*id].ended).collect();
-        let all_at_tip = readable.iter().all(|id| sync.shards[*id].at_tip);
+        // Under a steady write rate a shard is rarely empty at a read; a batch closes once
+        // every shard returned less than a full page, so the lag stays near one read.
+        let all_drained = readable.iter().all(|id| sync.shards[*id].drained);
         let full = sync.buffer.len() >= opts.max_changes;
         let old = sync.batch_started.is_some_and(|t| t.elapsed() >= opts.max_wait);
         let has_work = !sync.buffer.is_empty() || sync.unfinished_ends();
-        if full || old || (has_work && (all_at_tip || !read_any)) {
+        if full || old || (has_work && (all_drained || !read_any)) {
             sync.flush().await?;
             if sync.shards.values().any(|s| s.finished && s.info.is_some()) {
                 // Children of a finished shard may be listed already; read them at once.
