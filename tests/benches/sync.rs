@@ -1,8 +1,10 @@
 //! Catch-up benchmark on the local stack (`scripts/bench sync`), printed as ratios against
 //! references measured in the same run:
 //!
-//! - changes applied per second by `crossdock sync` (DynamoDB Streams on moto) into
-//!   PostgreSQL and Bigtable vs `crossdock load`'s rows/s of the same rows (goal ≥ 50%);
+//! - changes applied per second by `crossdock sync` into PostgreSQL and Bigtable vs
+//!   `crossdock load`'s rows/s of the same rows (goal ≥ 50%): end to end from moto's
+//!   DynamoDB stream (also against GetRecords alone, which bounds it there), and the apply
+//!   side alone, from an in-memory stream through the same loop and targets;
 //! - the largest lag while a writer keeps a steady rate of changes (goal < 5 s at 500/s);
 //! - `crossdock audit` items/s vs `crossdock export` items/s on the same table (goal ≥ 80%).
 //!
@@ -12,7 +14,13 @@
 
 use aws_sdk_dynamodb::types::{PutRequest, StreamViewType, WriteRequest};
 use crossdock_core::item::Item;
+use crossdock_core::schema::TableSchema;
 use crossdock_core::Codec;
+use crossdock_load::schema::{TableModel, TargetKind};
+use crossdock_load::sink::{AnyTarget, Target};
+use crossdock_sync::checkpoint::MemCheckpoints;
+use crossdock_sync::source::fake::FakeStream;
+use crossdock_sync::SyncOptions;
 use crossdock_tests::load::{pipeline_toml, schema, write_export, WrittenExport};
 use crossdock_tests::pipeline::{parse_json, work_dir, Proc};
 use crossdock_tests::resources::{TempBigtable, TempBucket, TempGcsBucket, TempPgSchema};
@@ -72,6 +80,30 @@ async fn read_stream(arn: &str) -> usize {
         }
     }
     n
+}
+
+/// Changes per second `crossdock_sync::run` applies into PostgreSQL schema `pg` (or, with
+/// `None`, Bigtable table `bt`) from an in-memory stream holding `items` as upserts.
+async fn apply_rate(sch: &TableSchema, bulk: &WrittenExport, items: &[Item], pg: Option<&str>, bt: &str) -> f64 {
+    let kind = if pg.is_some() { TargetKind::Postgres } else { TargetKind::Bigtable };
+    let model = TableModel::infer(kind, sch, &bulk.marker.type_stats, pg.map_or(Some(bt), |_| None)).expect("model");
+    let target = match pg {
+        Some(schema) => AnyTarget::Postgres(
+            crossdock_load::sink::postgres::PostgresTarget::connect(&crossdock_tests::stack_var("CROSSDOCK_PG_URL"), schema).await.expect("postgres"),
+        ),
+        None => AnyTarget::Bigtable(crossdock_tests::load::bigtable().await),
+    };
+    target.ensure_table(&model).await.expect("table");
+    let stream = FakeStream::new(&sch.table);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    for it in items {
+        stream.upsert("shard-0", it.clone(), now);
+    }
+    let opts = SyncOptions { until_lag: Some(Duration::from_secs(5)), hold: Duration::ZERO, ..SyncOptions::default() };
+    let began = Instant::now();
+    let summary = crossdock_sync::run(&stream, &target, &model, &MemCheckpoints::default(), &opts, &mut |_| {}, std::future::pending()).await.expect("sync");
+    assert_eq!(summary.status.upserts, items.len() as u64);
+    items.len() as f64 / began.elapsed().as_secs_f64()
 }
 
 fn env_pairs() -> Vec<(&'static str, String)> {
@@ -162,6 +194,7 @@ async fn main() {
     let stream_rate = read as f64 / began.elapsed().as_secs_f64();
     println!("reference: GetRecords alone reads moto's stream at {stream_rate:.0} records/s ({read} records)");
 
+    let mut load_rates = Vec::new();
     for (i, target) in ["postgres", "bigtable"].into_iter().enumerate() {
         let (load_pipe, sync_pipe) = &pipes[i];
         let (load_s, _) = timed(&dir, &format!("{target}-load"), &args("load", &bulk.marker_url, load_pipe, &["--no-progress"])).await;
@@ -176,11 +209,23 @@ async fn main() {
         let records = summary["records"].as_u64().expect("records");
         assert!(records >= rows as u64, "sync read {records} of {rows} changes");
         let (load_rate, sync_rate) = (rows as f64 / load_s, records as f64 / (sync_s - hold).max(0.001));
+        load_rates.push(load_rate);
         println!(
             "{target}: load {load_rate:.0} rows/s ({load_s:.1} s) · sync {sync_rate:.0} changes/s ({records} in {sync_s:.1} s, less its {hold:.0} s hold)"
         );
         println!("{target} ratio: {:.0}% (sync changes/s ÷ load rows/s; goal ≥ 50%)", 100.0 * sync_rate / load_rate);
         println!("{target} ratio to the stream: {:.0}% (sync changes/s ÷ GetRecords alone)", 100.0 * sync_rate / stream_rate);
+    }
+
+    // The apply side alone: the same changes from an in-memory stream, through the
+    // catch-up loop and the real targets (moto's stream serves ~1,000 records/s, far
+    // below what the targets take).
+    let pg_apply = TempPgSchema::new("bsynca").await;
+    let bt_apply = TempBigtable::name("bsynca");
+    for (i, target) in ["postgres", "bigtable"].into_iter().enumerate() {
+        let rate = apply_rate(&sch, &bulk, &items, if i == 0 { Some(&pg_apply.name) } else { None }, &bt_apply.name).await;
+        println!("{target}: sync applies {rate:.0} changes/s from an in-memory stream");
+        println!("{target} apply ratio: {:.0}% (sync apply changes/s ÷ load rows/s; goal ≥ 50%)", 100.0 * rate / load_rates[i]);
     }
 
     // Lag under a steady write rate: sync follows while a writer puts `rate` items/s.
@@ -231,5 +276,5 @@ async fn main() {
     let live = (rows + written + 1) as f64;
     println!("export {:.0} items/s ({export_s:.1} s) · audit {:.0} items/s ({audit_s:.1} s, {scanned} compared)", live / export_s, scanned as f64 / audit_s);
     println!("audit ratio: {:.0}% (audit items/s ÷ export items/s; goal ≥ 80%)", 100.0 * (scanned as f64 / audit_s) / (live / export_s));
-    drop((bt_load, bt_sync, pg_load, pg_sync));
+    drop((bt_load, bt_sync, bt_apply, pg_load, pg_sync, pg_apply));
 }
