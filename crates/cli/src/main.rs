@@ -13,6 +13,7 @@ mod pipeline;
 mod plan;
 mod relay;
 mod shutdown;
+mod status;
 mod sync;
 mod verify;
 
@@ -56,6 +57,8 @@ enum Command {
     Sync(sync::Args),
     /// Compare the live source table with its loaded destination (before a cutover).
     Audit(audit::Args),
+    /// Where every table stands: export, relay, load, catch-up (read from the buckets).
+    Status(status::Args),
     /// Pipeline files: `validate`.
     Pipeline(pipeline::Args),
 }
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
             Command::Verify(a) => verify::run(a).await,
             Command::Sync(a) => sync::run(a).await,
             Command::Audit(a) => audit::run(a).await,
+            Command::Status(a) => status::run(a).await,
             Command::Pipeline(a) => pipeline::run(a).await,
         }
     });

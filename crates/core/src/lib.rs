@@ -24,6 +24,7 @@ pub mod routing;
 pub mod schema;
 pub mod sizing;
 pub mod stamp;
+pub mod status;
 
 pub use codec::Codec;
 pub use item::{AttributeValue, Item, TypeTag};

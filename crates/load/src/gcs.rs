@@ -188,6 +188,28 @@ impl Gcs {
         }
     }
 
+    /// Every object under `prefix` with its size and last update (Unix ms).
+    pub async fn list_meta(&self, prefix: &str) -> Result<Vec<(String, u64, Option<i64>)>, LoadError> {
+        #[cfg(any(test, feature = "testing"))]
+        if let Some(m) = self.memory_objects() {
+            return Ok(m.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.len() as u64, None)).collect());
+        }
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let req = ListObjectsRequest { bucket: self.bucket.clone(), prefix: Some(prefix.into()), page_token: token, ..Default::default() };
+            let page = self.client().list_objects(&req).await.map_err(|e| map_err("list", &self.bucket, prefix, e))?;
+            out.extend(page.items.unwrap_or_default().into_iter().map(|o| {
+                let updated = o.updated.map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
+                (o.name, o.size.max(0) as u64, updated)
+            }));
+            token = page.next_page_token;
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
     /// Names of all objects under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, LoadError> {
         #[cfg(any(test, feature = "testing"))]

@@ -25,6 +25,20 @@ fn export_args(table: &str, bucket: &str, extra: &[&str]) -> Vec<String> {
     a
 }
 
+/// `crossdock status --table T --output json`: the table's row (the first JSON line;
+/// the totals follow).
+async fn status(dir: &std::path::Path, pipeline: &str, table: &str) -> serde_json::Value {
+    let name = crossdock_tests::unique("status");
+    let mut p = Proc::spawn(dir, &name, &s(&["status", "--pipeline", pipeline, "--table", table, "--output", "json", "-v"]));
+    let st = p.wait(Duration::from_secs(60)).await;
+    assert!(st.success(), "status: {}", p.log_tail());
+    let out = std::fs::read_to_string(&p.stdout).unwrap_or_default();
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("JSON lines")).collect();
+    assert_eq!(lines.len(), 2, "a row and the totals: {out}");
+    assert!(p.log_text().contains("request(s) for 1 table(s)"), "-v counts requests: {}", p.log_tail());
+    lines[0].clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_injected_end_to_end_still_match_item_for_item() {
     let dir = work_dir("pipefaults");
@@ -77,6 +91,11 @@ async fn faults_injected_end_to_end_still_match_item_for_item() {
     let first = exp.json();
     assert_eq!(first["interrupted"], true, "{first}");
     assert!(first["items"].as_u64().is_some_and(|n| n < ITEMS), "stopped mid-scan: {first}");
+    // Stopped after part of the export: status shows it running, nothing relayed to the end.
+    let row = status(&dir, &pipeline, &orders.name).await;
+    assert_eq!(row["export"]["state"], "running", "{row}");
+    assert!(row["export"]["segments_done"].as_u64() < row["export"]["segments_total"].as_u64(), "{row}");
+    assert_eq!((row["success"].as_bool(), row["loaded"].as_bool()), (Some(false), Some(false)), "{row}");
 
     // Fault 2: relay-0 is SIGKILLed inside an upload, then replaced; a second relay joins.
     let copying = gcs_proxy.wait_held(1, Duration::from_secs(120)).await;
@@ -142,6 +161,22 @@ async fn faults_injected_end_to_end_still_match_item_for_item() {
         assert!(m.totals.files >= 8, "many small parts for {}: {:?}", id.table, m.totals);
     }
 
+    // Relayed, not loaded: every file copied, `_SUCCESS` there, the load pending.
+    for id in [&orders_id, &events_id] {
+        let row = status(&dir, &pipeline, &id.table).await;
+        assert_eq!(
+            (row["export"]["state"].as_str(), row["relay"]["state"].as_str(), row["success"].as_bool()),
+            (Some("done"), Some("done"), Some(true)),
+            "{row}"
+        );
+        assert_eq!(row["relay"]["files_copied"], row["relay"]["files_total"], "{row}");
+        assert_eq!(
+            (row["load"]["state"].as_str(), row["load"]["rows_total"].as_u64(), row["loaded"].as_bool()),
+            (Some("pending"), Some(ITEMS), Some(false)),
+            "{row}"
+        );
+    }
+
     // Fault 3: the `orders` load is SIGKILLed once some files are done and the rest
     // cannot be: its downloads after the second data file are held. Then it is rerun.
     let marker = |id: &ExportId| format!("gs://{}/{}", w.gcs.name, id.marker_key());
@@ -167,6 +202,12 @@ async fn faults_injected_end_to_end_still_match_item_for_item() {
     assert_eq!(loaded["rows_in_target"], ITEMS, "{loaded}");
     assert_eq!(loaded["target"], "bigtable", "{loaded}");
     assert_eq!(rerun["target"], "postgres", "{rerun}");
+
+    // Loaded: `_LOADED` with the rows counted in the target.
+    for id in [&orders_id, &events_id] {
+        let row = status(&dir, &pipeline, &id.table).await;
+        assert_eq!((row["load"]["state"].as_str(), row["load"]["rows"].as_u64(), row["loaded"].as_bool()), (Some("done"), Some(ITEMS), Some(true)), "{row}");
+    }
 
     // `crossdock verify`: every row and attribute against the marker's files.
     for id in [&orders_id, &events_id] {
