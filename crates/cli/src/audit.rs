@@ -43,6 +43,9 @@ pub struct Args {
     /// `text` or `json`.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
     /// AWS region of the source table (default: the pipeline's source region).
     #[arg(long, env = "AWS_REGION")]
     pub region: Option<String>,
@@ -120,11 +123,18 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
         use futures::{StreamExt, TryStreamExt};
         readers.buffer_unordered(workers as usize).try_collect::<Vec<()>>().await
     };
+    // DescribeTable's item count is up to 6 h old: the bar may end short of or past it.
+    let expected = (info.item_count as f64 * share).round() as u64;
+    let bar = crate::bars::bar(crate::bars::enabled(args.no_progress, args.output == Output::Json), Some(expected), &crate::bars::counted("items"));
     let compare = async {
         let mut cmp = Comparison::new(&target, &p.model);
         let mut consumed = 0.0;
         while let Some(page) = rx.recv().await {
             consumed += page.consumed_rcu;
+            bar.inc(page.items.len() as u64);
+            if bar.position() > bar.length().unwrap_or(0) {
+                bar.set_length(bar.position());
+            }
             for item in page.items {
                 cmp.push(item).await?;
             }
@@ -137,6 +147,7 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
         r = async { futures::join!(read_all, compare) } => r,
         _ = stop => return Err(fail(Code::Partial, "audit interrupted; nothing was written, rerun it")),
     };
+    crate::bars::finish(&bar);
     read.map_err(source_error)?;
     let (comparison, consumed_rcu) = compared.map_err(coded)?;
     let report = AuditReport {

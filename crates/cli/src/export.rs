@@ -11,7 +11,6 @@
 use crate::exit::{fail, Code};
 use crossdock_export::lease::{AppAutoscaling, Autoscaler, Holder, LeaseCtx, NoAutoscaling, RestoreAction, RestoreReport};
 use crossdock_export::{Clients, ExportConfig, ExportError, ExportEvent, Observer, Raise};
-use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -435,22 +434,9 @@ async fn export(a: ExportArgs) -> anyhow::Result<Code> {
         return Ok(Code::Ok);
     }
 
-    let progress = Arc::new(Progress::default());
-    let ticker = (!a.no_progress && !json && std::io::stderr().is_terminal()).then(|| {
-        let p = progress.clone();
-        tokio::spawn(async move {
-            let start = tokio::time::Instant::now();
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                p.print(start.elapsed().as_secs_f64());
-            }
-        })
-    });
-    let result = crossdock_export::run(&c, &cfg, progress.as_ref(), crate::shutdown::signal()).await;
-    if let Some(t) = ticker {
-        t.abort();
-        eprintln!();
-    }
+    let progress = Progress::new(crate::bars::enabled(a.no_progress, json));
+    let result = crossdock_export::run(&c, &cfg, &progress, crate::shutdown::signal()).await;
+    crate::bars::finish(&progress.bar);
     let summary = result.map_err(|e| match code_for(&e) {
         Code::Partial => fail(Code::Partial, format!("{e}; what is checkpointed is kept: rerun with --resume to finish")),
         code => fail(code, e.to_string()),
@@ -476,37 +462,38 @@ async fn export(a: ExportArgs) -> anyhow::Result<Code> {
     Ok(if summary.complete { Code::Ok } else { Code::Partial })
 }
 
-/// Counters for the progress line, fed by the export's events.
-#[derive(Debug, Default)]
+/// The export's progress bar (bytes against the table's size estimate, items and RCU/s
+/// in its message), fed by the export's events.
 struct Progress {
+    bar: indicatif::ProgressBar,
     items: AtomicU64,
-    bytes: AtomicU64,
     /// Consumed RCU × 1000.
     milli_rcu: AtomicU64,
-    size_estimate: AtomicU64,
+    started: std::time::Instant,
+}
+
+impl Progress {
+    fn new(on: bool) -> Progress {
+        let template = "{spinner} [{elapsed_precise}] [{wide_bar}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, ETA {eta}) {msg}";
+        Progress { bar: crate::bars::bar(on, Some(0), template), items: AtomicU64::new(0), milli_rcu: AtomicU64::new(0), started: std::time::Instant::now() }
+    }
 }
 
 impl Observer for Progress {
     fn event(&self, e: &ExportEvent) {
         match e {
-            ExportEvent::Started { size_bytes_estimate, .. } => self.size_estimate.store(*size_bytes_estimate, Ordering::Relaxed),
+            // DescribeTable's size is up to 6 h old: the bar may end short of or past it.
+            ExportEvent::Started { size_bytes_estimate, .. } => self.bar.set_length(*size_bytes_estimate),
             ExportEvent::Page { items, bytes, consumed_rcu, .. } => {
-                self.items.fetch_add(*items, Ordering::Relaxed);
-                self.bytes.fetch_add(*bytes, Ordering::Relaxed);
-                self.milli_rcu.fetch_add((consumed_rcu * 1000.0) as u64, Ordering::Relaxed);
+                let items = self.items.fetch_add(*items, Ordering::Relaxed) + items;
+                let rcu = self.milli_rcu.fetch_add((consumed_rcu * 1000.0) as u64, Ordering::Relaxed) as f64 / 1000.0 + consumed_rcu;
+                self.bar.inc(*bytes);
+                if self.bar.position() > self.bar.length().unwrap_or(0) {
+                    self.bar.set_length(self.bar.position());
+                }
+                self.bar.set_message(format!("{items} items, {:.0} RCU/s", rcu / self.started.elapsed().as_secs_f64().max(1e-3)));
             }
             _ => {}
         }
-    }
-}
-
-impl Progress {
-    fn print(&self, secs: f64) {
-        let items = self.items.load(Ordering::Relaxed);
-        let mb = self.bytes.load(Ordering::Relaxed) as f64 / 1e6;
-        let rcu = self.milli_rcu.load(Ordering::Relaxed) as f64 / 1000.0;
-        let est = self.size_estimate.load(Ordering::Relaxed) as f64 / 1e6;
-        let eta = if est > mb && mb > 0.0 { format!("ETA {:.0} s", (est - mb) / (mb / secs)) } else { "ETA ?".into() };
-        eprint!("\r{items} items  {mb:.1} MB  {:.0} RCU/s  {eta}   ", rcu / secs.max(1e-3));
     }
 }

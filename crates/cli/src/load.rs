@@ -255,10 +255,10 @@ async fn load_marker(
         print_plan(&plan, args.output);
         return Ok((Code::Ok, None));
     }
-    let progress = progress::Progress::start(plan.files, !args.no_progress && args.output != Output::Json);
+    let progress = progress::Progress::start(plan.files, plan.items, crate::bars::enabled(args.no_progress, args.output == Output::Json));
     let result = run::load(&p.marker, &t, &p.model, &batch, &opts, crate::shutdown::signal()).await;
-    if let Some(line) = progress {
-        line.finish();
+    if let Some(bar) = progress {
+        bar.finish();
     }
     let summary = result.map_err(coded)?;
     match args.output {

@@ -4,6 +4,7 @@
 
 mod audit;
 mod aws;
+mod bars;
 mod exit;
 mod export;
 mod load;

@@ -18,7 +18,7 @@ use crossdock_sync::source::kinesis::KinesisSource;
 use crossdock_sync::source::streams::{latest_stream, DynamoStreams};
 use crossdock_sync::source::ChangeSource;
 use crossdock_sync::{Outcome, Status, SyncError, SyncOptions};
-use std::io::{IsTerminal as _, Write as _};
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -219,52 +219,45 @@ fn options(args: &Args, p: &Prepared, kinesis: bool) -> SyncOptions {
     }
 }
 
-/// Prints status lines (JSON) or redraws the progress line (terminal), rate-limited.
+/// Prints status lines (JSON, rate-limited) or keeps a spinner with the lag (terminal).
 struct Reporter {
     json: bool,
-    progress: bool,
+    bar: indicatif::ProgressBar,
     every: Duration,
     last: Option<Instant>,
 }
 
 impl Reporter {
     fn status(&mut self, s: &Status) {
-        let due = self.last.is_none_or(|t| t.elapsed() >= self.every);
-        if self.json && due {
+        if self.json && self.last.is_none_or(|t| t.elapsed() >= self.every) {
             println!("{}", serde_json::to_string(s).unwrap_or_default());
             self.last = Some(Instant::now());
-        } else if self.progress && self.last.is_none_or(|t| t.elapsed() >= Duration::from_millis(500)) {
-            let lag = s.lag_ms.map_or("?".to_string(), |l| format!("{:.1}s", l as f64 / 1000.0));
-            let reading = s.shards.iter().filter(|x| x.state == "reading").count();
-            let mut err = std::io::stderr().lock();
-            let _ = write!(
-                err,
-                "\r\x1b[K{}: lag {lag}{} · {} upserts, {} deletes in {} batches · {} shard(s) reading",
-                s.table,
-                if s.caught_up { " (caught up)" } else { "" },
-                s.upserts,
-                s.deletes,
-                s.batches,
-                reading
-            );
-            let _ = err.flush();
-            self.last = Some(Instant::now());
         }
+        let lag = s.lag_ms.map_or("?".to_string(), |l| format!("{:.1}s", l as f64 / 1000.0));
+        let reading = s.shards.iter().filter(|x| x.state == "reading").count();
+        self.bar.set_position(s.upserts + s.deletes);
+        self.bar.set_message(format!(
+            "{}: lag {lag}{} · {} upserts, {} deletes in {} batches · {reading} shard(s) reading",
+            s.table,
+            if s.caught_up { " (caught up)" } else { "" },
+            s.upserts,
+            s.deletes,
+            s.batches,
+        ));
     }
 
     fn finish(&self) {
-        if self.progress {
-            eprintln!();
-        }
+        crate::bars::finish(&self.bar);
     }
 }
 
 async fn sync_with<S: ChangeSource, T: Target>(args: &Args, p: &Prepared, t: &T, source: &S, opts: &SyncOptions) -> anyhow::Result<Code> {
     check_loaded(p, t).await?;
     let store = GcsCheckpoints { gcs: p.marker.gcs.clone(), export: p.marker.marker.export.clone() };
+    let on = crate::bars::enabled(args.no_progress, args.output == Output::Json);
     let mut reporter = Reporter {
         json: args.output == Output::Json,
-        progress: args.output != Output::Json && !args.no_progress && std::io::stderr().is_terminal(),
+        bar: crate::bars::bar(on, None, "{spinner} [{elapsed_precise}] {msg}"),
         every: args.status_interval,
         last: None,
     };

@@ -12,12 +12,22 @@ pub struct Args {
     /// `text` or `json`.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<Code> {
     let (_, p) = args.table.prepare().await?;
     let t = connect(&p).await?;
-    let report = crossdock_load::run::verify(&p.marker, &t, &p.model).await.map_err(coded)?;
+    let bar = crate::bars::bar(
+        crate::bars::enabled(args.no_progress, args.output == Output::Json),
+        Some(p.marker.marker.totals.items),
+        &crate::bars::counted("items"),
+    );
+    let report = crossdock_load::run::verify_with(&p.marker, &t, &p.model, &|n| bar.inc(n)).await.map_err(coded);
+    crate::bars::finish(&bar);
+    let report = report?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default()),
         Output::Text => {

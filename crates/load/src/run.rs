@@ -697,6 +697,11 @@ async fn finish<T: Target>(
 /// Compares the export with the target, attribute by attribute, with DynamoDB's
 /// equality, streaming: see [`crate::compare`].
 pub async fn verify<T: Target>(marker: &Marker, target: &T, model: &TableModel) -> Result<VerifyReport, LoadError> {
+    verify_with(marker, target, model, &|_| {}).await
+}
+
+/// [`verify`], calling `compared(items)` after each file with the items it held.
+pub async fn verify_with<T: Target>(marker: &Marker, target: &T, model: &TableModel, compared: &(dyn Fn(u64) + Sync)) -> Result<VerifyReport, LoadError> {
     let mut cmp = Comparison::new(target, model);
     for f in &marker.marker.files {
         let raw = read_part(marker, f).await?;
@@ -710,6 +715,7 @@ pub async fn verify<T: Target>(marker: &Marker, target: &T, model: &TableModel) 
                 Err(_) => cmp.reject(),
             }
         }
+        compared(f.items);
     }
     cmp.finish().await
 }

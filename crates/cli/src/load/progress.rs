@@ -1,6 +1,5 @@
-//! The progress line of `crossdock load` on a terminal: files done/total, rows written,
-//! rows/s and elapsed time, redrawn on stderr twice a second (the exporter's approach:
-//! counters + a ticker task, only on a terminal and not with `--output json`).
+//! The progress bar of `crossdock load` on a terminal: rows written against the marker's
+//! items, files done, rows/s and ETA (`crate::bars`).
 //!
 //! The counters are fed by the loader's own metrics through a small recorder that
 //! the first load installs as the process's `metrics` recorder (`crossdock load` installs
@@ -8,15 +7,15 @@
 //! `crossdock_load_rows_total` move when a file is finished;
 //! `crossdock_load_batch_rows_total`, when the loader emits it, moves with every batch
 //! written, so rows and rows/s also move within a file. Each load draws from the
-//! difference to the counters at its start, so `--watch` shows one line per marker.
+//! difference to the counters at its start, so `--watch` shows one bar per marker.
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
-use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
 
-/// How often the line is redrawn.
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// How often the bar is updated.
 const TICK: Duration = Duration::from_millis(500);
 
 /// Rows of every batch written (optional: without it rows move once per file).
@@ -89,7 +88,7 @@ impl metrics::Recorder for Recorder {
 }
 
 /// The meter, installing its recorder on first use; `None` if another recorder is
-/// installed already (then there is no progress line).
+/// installed already (then there is no progress bar).
 fn meter() -> Option<Arc<Meter>> {
     static METER: OnceLock<Option<Arc<Meter>>> = OnceLock::new();
     METER
@@ -100,80 +99,47 @@ fn meter() -> Option<Arc<Meter>> {
         .clone()
 }
 
-/// `1234567` → `1,234,567`.
-fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// The text of the line.
-fn line(files_done: u64, files_total: u64, rows: u64, secs: f64) -> String {
-    let rate = if secs > 0.0 { (rows as f64 / secs).round() as u64 } else { 0 };
-    format!("{files_done}/{files_total} files  {} rows  {} rows/s  {secs:.1} s", grouped(rows), grouped(rate))
-}
-
-struct State {
-    meter: Arc<Meter>,
-    base: Snapshot,
-    files_total: u64,
-    started: Instant,
-    drawn: AtomicBool,
-}
-
-impl State {
-    /// The line now, and whether anything moved since the start.
-    fn now(&self) -> (String, bool) {
-        let (files, rows) = self.meter.snapshot().since(self.base);
-        (line(files, self.files_total, rows, self.started.elapsed().as_secs_f64()), files > 0 || rows > 0)
-    }
-
-    fn draw(&self) {
-        // Ends at column 0, so a log line written meanwhile overwrites it rather than
-        // being appended to it; the next tick redraws below that line.
-        eprint!("\r{}\x1b[K\r", self.now().0);
-        self.drawn.store(true, Ordering::Relaxed);
-    }
-}
-
-/// The progress line of one load; [`Progress::finish`] prints its final state.
+/// The progress bar of one load; [`Progress::finish`] leaves its final state on screen.
 pub struct Progress {
-    state: Arc<State>,
+    bar: indicatif::ProgressBar,
     ticker: tokio::task::JoinHandle<()>,
+    /// Brings the bar up to the counters.
+    update: Box<dyn Fn() + Send>,
 }
 
 impl Progress {
-    /// Starts the line for a load of `files_total` files if `enabled` (not
-    /// `--no-progress`, not `--output json`) and stderr is a terminal.
-    pub fn start(files_total: usize, enabled: bool) -> Option<Progress> {
-        if !enabled || !std::io::stderr().is_terminal() {
+    /// Starts the bar for a load of `files_total` files and `rows_total` rows if bars are
+    /// `enabled` (a terminal, not `--no-progress`, not `--output json`).
+    pub fn start(files_total: usize, rows_total: u64, enabled: bool) -> Option<Progress> {
+        if !enabled {
             return None;
         }
         let meter = meter()?;
-        let state = Arc::new(State { base: meter.snapshot(), meter, files_total: files_total as u64, started: Instant::now(), drawn: AtomicBool::new(false) });
-        let s = state.clone();
+        let base = meter.snapshot();
+        let bar = crate::bars::bar(true, Some(rows_total), &crate::bars::counted("rows"));
+        let update = {
+            let bar = bar.clone();
+            move || {
+                let (files, rows) = meter.snapshot().since(base);
+                bar.set_position(rows);
+                bar.set_message(format!("{files}/{files_total} files"));
+            }
+        };
+        let tick = update.clone();
         let ticker = tokio::spawn(async move {
             loop {
+                tick();
                 tokio::time::sleep(TICK).await;
-                s.draw();
             }
         });
-        Some(Progress { state, ticker })
+        Some(Progress { bar, ticker, update: Box::new(update) })
     }
 
-    /// Stops redrawing and leaves the final line (if the load did anything) on screen.
+    /// Stops updating and leaves the final state on screen.
     pub fn finish(self) {
         self.ticker.abort();
-        let (text, moved) = self.state.now();
-        if moved || self.state.drawn.load(Ordering::Relaxed) {
-            eprintln!("\r{text}\x1b[K");
-        }
+        (self.update)();
+        crate::bars::finish(&self.bar);
     }
 }
 
@@ -186,21 +152,6 @@ impl Drop for Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn numbers_are_grouped_by_thousands() {
-        assert_eq!(grouped(0), "0");
-        assert_eq!(grouped(999), "999");
-        assert_eq!(grouped(1000), "1,000");
-        assert_eq!(grouped(1_234_567), "1,234,567");
-        assert_eq!(grouped(u64::MAX), "18,446,744,073,709,551,615");
-    }
-
-    #[test]
-    fn line_shows_files_rows_and_rate() {
-        assert_eq!(line(3, 8, 12_000, 2.0), "3/8 files  12,000 rows  6,000 rows/s  2.0 s");
-        assert_eq!(line(0, 1, 0, 0.0), "0/1 files  0 rows  0 rows/s  0.0 s");
-    }
 
     #[test]
     fn the_loaders_metrics_feed_the_meter() {

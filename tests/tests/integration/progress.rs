@@ -1,11 +1,12 @@
-//! The progress line of `crossdock load`: on a terminal (a pty from script(1)) stderr
-//! shows files done/total, rows and rows/s; never with `--output json` or
-//! `--no-progress`, nor when stderr is not a terminal.
+//! Progress bars: on a terminal (a pty from script(1)) `crossdock load` shows rows against
+//! the marker's items with files done and `crossdock export` bytes against the table's
+//! size with items and RCU/s; never with `--output json` or `--no-progress`, nor when
+//! stderr is not a terminal.
 
 use crossdock_core::Codec;
 use crossdock_tests::load::{schema, wide_items, write_export};
 use crossdock_tests::pipeline::{work_dir, write_pipeline};
-use crossdock_tests::resources::{TempGcsBucket, TempPgSchema};
+use crossdock_tests::resources::{TempBucket, TempGcsBucket, TempPgSchema, TempTable};
 
 fn quoted(arg: &str) -> String {
     format!("'{}'", arg.replace('\'', r"'\''"))
@@ -25,7 +26,7 @@ fn on_a_terminal(args: &[String]) -> (Option<i32>, String) {
 }
 
 #[tokio::test]
-async fn progress_line_on_a_terminal_only_and_not_with_json_output() {
+async fn load_bar_on_a_terminal_only_and_not_with_json_output() {
     let bucket = TempGcsBucket::new("progress").await;
     let table = crossdock_tests::unique_ident("prog");
     let export = write_export(&bucket.client, &bucket.name, "b1", schema(&table, false, true), wide_items(2_000, 3, false), 4, Codec::Zstd).await;
@@ -40,14 +41,14 @@ async fn progress_line_on_a_terminal_only_and_not_with_json_output() {
 
     let (code, screen) = on_a_terminal(&args(&[]));
     assert_eq!(code, Some(0), "{screen}");
-    assert!(screen.contains("\r4/4 files  2,000 rows  "), "no final progress line:\n{screen:?}");
-    assert!(screen.contains(" rows/s  "), "{screen:?}");
+    assert!(screen.contains("2,000/2,000 rows (") && screen.contains("4/4 files\r\n"), "no final progress bar on its own line:\n{screen:?}");
+    assert!(screen.contains("/s, ETA "), "{screen:?}");
     assert!(screen.contains("loaded into postgres table"), "{screen}");
 
     for extra in [&["--output", "json", "--force"][..], &["--no-progress", "--force"][..]] {
         let (code, screen) = on_a_terminal(&args(extra));
         assert_eq!(code, Some(0), "{extra:?}: {screen}");
-        assert!(!screen.contains("rows/s") && !screen.contains(" files  "), "{extra:?} printed a progress line:\n{screen:?}");
+        assert!(!screen.contains("/s, ETA") && !screen.contains(" files"), "{extra:?} drew a progress bar:\n{screen:?}");
         assert!(screen.contains("2000"), "{extra:?}: the load ran: {screen}");
     }
 
@@ -55,6 +56,27 @@ async fn progress_line_on_a_terminal_only_and_not_with_json_output() {
     let out = std::process::Command::new(crossdock_tests::crossdock_bin()).args(args(&["--force"])).output().expect("run crossdock");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(!stderr.contains("rows/s") && !stderr.contains('\r'), "progress line without a terminal:\n{stderr:?}");
+    assert!(!stderr.contains("/s, ETA") && !stderr.contains('\r'), "progress bar without a terminal:\n{stderr:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("2000 rows in target"), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_bar_on_a_terminal_only() {
+    let ddb = crossdock_tests::dynamodb().await;
+    let table = TempTable::name("progexp");
+    crossdock_tests::pipeline::create_table(&ddb, &table.name, false, false, 1000).await;
+    crossdock_tests::export::fill(&ddb, &table.name, 500, 200, 4).await;
+    let bucket = TempBucket::new("progexp").await;
+    let args = |batch: &str| -> Vec<String> {
+        ["export", "--no-autoscaling", "--table", &table.name, "--bucket", &bucket.name, "--batch", batch].iter().map(|s| s.to_string()).collect()
+    };
+    let (code, screen) = on_a_terminal(&args("b1"));
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(screen.contains("500 items, ") && screen.contains(" RCU/s") && screen.contains("/s, ETA "), "no progress bar:\n{screen:?}");
+    // stderr to a pipe: no bar, the same summary.
+    let out = std::process::Command::new(crossdock_tests::crossdock_bin()).args(args("b2")).output().expect("run crossdock");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("ETA") && !stderr.contains('\r'), "progress bar without a terminal:\n{stderr:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("500 items"), "{}", String::from_utf8_lossy(&out.stdout));
 }
