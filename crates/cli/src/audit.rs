@@ -171,7 +171,7 @@ fn source_error(e: crossdock_export::ExportError) -> anyhow::Error {
 
 fn print(r: &AuditReport, output: Output) {
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(r).unwrap_or_default());
+        println!("{}", serde_json::to_string(r).unwrap_or_default());
         return;
     }
     let c = &r.comparison;

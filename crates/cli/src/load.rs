@@ -191,7 +191,7 @@ fn plan_of(p: &Prepared, t: &AnyTarget) -> (Plan, BatchPlan) {
 
 fn print_plan(plan: &Plan, output: Output) {
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(plan).unwrap_or_default());
+        println!("{}", serde_json::to_string(plan).unwrap_or_default());
         return;
     }
     println!("export      {}", plan.export);
@@ -262,7 +262,7 @@ async fn load_marker(
     }
     let summary = result.map_err(coded)?;
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default()),
+        Output::Json => println!("{}", serde_json::to_string(&summary).unwrap_or_default()),
         Output::Text => println!(
             "{}: {} into {} table {} — {} rows in target ({} expected, {} rejected), {} file(s) loaded, {} skipped, {} batch(es), {} ms",
             summary.export,

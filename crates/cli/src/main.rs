@@ -18,7 +18,7 @@ mod status;
 mod sync;
 mod verify;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// The process's one Google Cloud sign-in, shared by every GCP client it builds.
@@ -45,23 +45,52 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Dump one DynamoDB table to S3 (raises and restores read capacity).
+    #[command(
+        after_long_help = "Examples:\n  crossdock export --table Orders --bucket dumps --batch 2026-11-30 --raise-to 4000\n  crossdock export --table Orders --bucket dumps --batch 2026-11-30 --resume --timestamp 2026-11-30T09-00-00Z\n  crossdock export restore --table Orders --bucket dumps"
+    )]
     Export(export::Args),
     /// Copy dump files from S3 to GCS as their events arrive on SQS; write `_SUCCESS`.
+    #[command(
+        after_long_help = "Examples:\n  crossdock relay --queue https://sqs.eu-west-1.amazonaws.com/123/dumps --dst-bucket-map dumps=landing --codec zstd\n  crossdock relay --queue URL --dst-bucket-map dumps=landing --until-idle 60"
+    )]
     Relay(relay::Args),
     /// Load a relayed table into its target, from its `_SUCCESS` marker.
+    #[command(
+        after_long_help = "Examples:\n  crossdock load --marker gs://landing/2026-11-30/Orders/2026-11-30T09-00-00Z/_SUCCESS --pipeline orders.toml\n  crossdock load --marker gs://… --pipeline orders.toml --dry-run\n  crossdock load --watch --pipeline orders.toml --subscription crossdock-load"
+    )]
     Load(load::Args),
     /// Size a migration: segments, capacity, instances, time and egress per table.
+    #[command(after_long_help = "Examples:\n  crossdock plan --pipeline orders.toml --deadline 6h")]
     Plan(plan::Args),
     /// Compare a loaded table with its marker.
+    #[command(
+        after_long_help = "Examples:\n  crossdock verify --marker gs://landing/2026-11-30/Orders/2026-11-30T09-00-00Z/_SUCCESS --pipeline orders.toml\n  crossdock verify --table Orders --pipeline orders.toml --output json"
+    )]
     Verify(verify::Args),
     /// Replay the table's change stream onto its loaded destination (catch-up before cutover).
+    #[command(
+        after_long_help = "Examples:\n  crossdock sync --table Orders --pipeline orders.toml --metrics-addr 0.0.0.0:9465\n  crossdock sync --table Orders --pipeline orders.toml --until-lag 5s"
+    )]
     Sync(sync::Args),
     /// Compare the live source table with its loaded destination (before a cutover).
+    #[command(
+        after_long_help = "Examples:\n  crossdock audit --table Orders --pipeline orders.toml --max-rcu 500\n  crossdock audit --table Orders --pipeline orders.toml --sample 0.01 --output json"
+    )]
     Audit(audit::Args),
     /// Where every table stands: export, relay, load, catch-up (read from the buckets).
+    #[command(
+        after_long_help = "Examples:\n  crossdock status --pipeline orders.toml\n  crossdock status --pipeline orders.toml --batch 2026-11-30 --watch\n  crossdock status --pipeline orders.toml --output json -v"
+    )]
     Status(status::Args),
     /// Pipeline files: `validate`.
     Pipeline(pipeline::Args),
+    /// Shell completions on stdout: `source <(crossdock completions bash)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The man page (roff) on stdout: `crossdock man > crossdock.1`.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -85,6 +114,11 @@ fn main() -> ExitCode {
             Command::Sync(a) => sync::run(a).await,
             Command::Audit(a) => audit::run(a).await,
             Command::Status(a) => status::run(a).await,
+            Command::Completions { shell } => {
+                clap_complete::generate(shell, &mut Cli::command(), "crossdock", &mut std::io::stdout());
+                Ok(exit::Code::Ok)
+            }
+            Command::Man => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()).map(|()| exit::Code::Ok).map_err(anyhow::Error::from),
             Command::Pipeline(a) => pipeline::run(a).await,
         }
     });
@@ -95,5 +129,29 @@ fn main() -> ExitCode {
             eprintln!("error: {}", exit::message(&e));
             code.into()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command's `--help`, as a snapshot: a flag that changes name, loses its help
+    /// or its "required" shows up in review.
+    #[test]
+    fn help_of_every_command() {
+        // Environment values differ between machines: the names are shown, not the values.
+        let mut cli = Cli::command().term_width(100).mut_args(|a| a.hide_env_values(true));
+        cli.build();
+        insta::assert_snapshot!("crossdock", cli.render_long_help().to_string());
+        for sub in cli.get_subcommands() {
+            let mut sub = sub.clone().term_width(100).mut_args(|a| a.hide_env_values(true));
+            insta::assert_snapshot!(sub.get_name().to_string(), sub.render_long_help().to_string());
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -78,7 +78,7 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
         plans.push(sizing::plan_table(&facts, &inputs));
     }
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "tables": plans, "totals": totals(&plans) }))?),
+        Output::Json => println!("{}", serde_json::to_string(&serde_json::json!({ "tables": plans, "totals": totals(&plans) }))?),
         Output::Text => print_text(&plans, &inputs),
     }
     Ok(Code::Ok)

@@ -29,7 +29,7 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
     crate::bars::finish(&bar);
     let report = report?;
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default()),
+        Output::Json => println!("{}", serde_json::to_string(&report).unwrap_or_default()),
         Output::Text => {
             println!(
                 "{}: {} source items ({} rejected), {} target rows: {} equal, {} missing, {} extra, {} different",

@@ -1,4 +1,5 @@
-//! The `crossdock` binary itself: help, exit codes, pipeline validation.
+//! The `crossdock` binary itself: completions, man page, exit codes, pipeline validation
+//! (each command's `--help` is a snapshot test in the binary's crate).
 
 use std::process::Command;
 
@@ -7,12 +8,37 @@ fn crossdock(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn help_lists_every_subcommand() {
-    let out = crossdock(&["--help"]);
+fn bash_completion_completes_subcommands_and_flags() {
+    let bin = crossdock_tests::crossdock_bin();
+    let complete = |line: &str| -> Vec<String> {
+        let words: Vec<&str> = line.split(' ').collect();
+        let script = format!(
+            r#"source <("{}" completions bash); COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE="{line}"; COMP_POINT={}; _crossdock crossdock "{}" "{}"; printf '%s\n' "${{COMPREPLY[@]}}""#,
+            bin.display(),
+            words.iter().map(|w| format!("\"{w}\"")).collect::<Vec<_>>().join(" "),
+            words.len() - 1,
+            line.len(),
+            words[words.len() - 1],
+            words[words.len() - 2],
+        );
+        let out = Command::new("bash").arg("-c").arg(&script).output().expect("run bash");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    };
+    let subs = complete("crossdock s");
+    assert!(subs.contains(&"status".to_string()) && subs.contains(&"sync".to_string()) && !subs.contains(&"load".to_string()), "{subs:?}");
+    let flags = complete("crossdock status --wa");
+    assert_eq!(flags, vec!["--watch".to_string()]);
+}
+
+#[test]
+fn the_man_page_names_every_subcommand() {
+    let out = crossdock(&["man"]);
     assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
-    for sub in ["export", "relay", "load", "plan", "verify", "pipeline"] {
-        assert!(text.contains(sub), "--help does not mention {sub}:\n{text}");
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains(".TH crossdock 1"), "{page}");
+    for sub in ["export", "relay", "load", "verify", "sync", "audit", "status", "plan", "pipeline", "completions"] {
+        assert!(page.contains(&format!("crossdock\\-{sub}(1)")), "the man page does not list {sub}:\n{page}");
     }
 }
 
