@@ -11,6 +11,7 @@ use crossdock_core::pipeline::TargetConfig;
 use crossdock_load::run::{self, BatchPlan, LoadOptions, Plan, Routing};
 use crossdock_load::schema::TableModel;
 use crossdock_load::sink::{AnyTarget, Target};
+use crossdock_load::watch::Work;
 use crossdock_load::LoadError;
 use std::path::PathBuf;
 
@@ -50,6 +51,12 @@ pub struct Args {
     /// (renewed every third of it; a watcher that dies hands its marker on after this).
     #[arg(long, default_value_t = crossdock_load::watch::DEFAULT_LEASE_SECS, value_parser = clap::value_parser!(u64).range(3..=600))]
     pub lease_secs: u64,
+    /// With --watch: spread each marker over every watcher on the subscription. A watcher
+    /// that takes a marker publishes one work item per file still to load to --topic;
+    /// the watchers take files as they take markers (leased, redelivered when a watcher
+    /// dies), and the one that finds every file done finishes the table.
+    #[arg(long, requires = "watch")]
+    pub fan_out: bool,
     /// GCP project of the topic (defaults to CROSSDOCK_GCP_PROJECT).
     #[arg(long, env = "CROSSDOCK_GCP_PROJECT")]
     pub project: Option<String>,
@@ -210,9 +217,10 @@ fn print_plan(plan: &Plan, output: Output) {
     println!("            {}", b.basis);
 }
 
-/// [`load_marker`], then the `--notify-url` event for its outcome (not for dry runs).
-async fn load_one(marker_url: &str, pipeline: &crossdock_core::pipeline::Pipeline, args: &Args) -> anyhow::Result<Code> {
-    let result = load_marker(marker_url, pipeline, args).await.map_err(|e| scrubbed(e, pipeline));
+/// [`load_marker`] (of one file with `file`), then the `--notify-url` event for its
+/// outcome (not for dry runs).
+async fn load_one(marker_url: &str, file: Option<&str>, pipeline: &crossdock_core::pipeline::Pipeline, args: &Args) -> anyhow::Result<Code> {
+    let result = load_marker(marker_url, file, pipeline, args).await.map_err(|e| scrubbed(e, pipeline));
     if let (Some(url), false) = (&args.notify_url, args.dry_run) {
         let n = match &result {
             // Only the shard that finishes the table reports it.
@@ -244,11 +252,12 @@ fn scrubbed(e: anyhow::Error, pipeline: &crossdock_core::pipeline::Pipeline) -> 
 
 async fn load_marker(
     marker_url: &str,
+    file: Option<&str>,
     pipeline: &crossdock_core::pipeline::Pipeline,
     args: &Args,
 ) -> anyhow::Result<(Code, Option<crossdock_load::run::Summary>)> {
     let p = prepare(marker_url, pipeline).await?;
-    let opts = LoadOptions { max_errors: args.max_errors, force: args.force, shard: args.shard };
+    let opts = LoadOptions { max_errors: args.max_errors, force: args.force, shard: args.shard, files: file.map(|f| vec![f.to_string()]) };
     let t = connect(&p).await?;
     let (plan, batch) = plan_of(&p, &t);
     if args.dry_run {
@@ -293,15 +302,19 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
         let shutdown = crate::shutdown::signal();
         tokio::pin!(shutdown);
         loop {
-            let urls = tokio::select! {
+            let pulled = tokio::select! {
                 _ = &mut shutdown => return Ok(Code::Ok),
-                r = watcher.next_markers() => r.map_err(coded)?,
+                r = watcher.next_work() => r.map_err(coded)?,
             };
-            // One marker at a time: the others go back at once for an idle watcher.
-            let mut urls = urls.into_iter();
-            let Some((ack, url)) = urls.next() else { continue };
-            let rest: Vec<String> = urls.map(|(ack, _)| ack).collect();
+            // One at a time: the others go back at once for an idle watcher.
+            let mut pulled = pulled.into_iter();
+            let Some((ack, work)) = pulled.next() else { continue };
+            let rest: Vec<String> = pulled.map(|(ack, _)| ack).collect();
             watcher.release(&rest).await.map_err(coded)?;
+            let (url, file) = match &work {
+                Work::Marker(url) => (url.clone(), None),
+                Work::File(w) => (w.marker.clone(), Some(w.file.clone())),
+            };
             // A topic may announce several buckets; this pipeline lands in one.
             let bucket = crossdock_load::gcs::parse_url(&url).map(|(b, _)| b).unwrap_or_default();
             if bucket != pipeline.dst_bucket {
@@ -309,25 +322,47 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
                 watcher.ack(&ack).await.map_err(coded)?;
                 continue;
             }
-            tracing::info!(marker = %url, "marker finalized");
-            match watcher.hold(&ack, std::time::Duration::from_secs(args.lease_secs), Box::pin(load_one(&url, &pipeline, &args))).await {
+            let job = async {
+                match (&file, args.fan_out) {
+                    (Some(f), _) => {
+                        tracing::info!(marker = %url, file = %f, "work item: loading one file");
+                        load_one(&url, Some(f), &pipeline, &args).await
+                    }
+                    (None, true) => fan_out(&watcher, &url, &pipeline).await,
+                    (None, false) => {
+                        tracing::info!(marker = %url, "marker finalized");
+                        load_one(&url, None, &pipeline, &args).await
+                    }
+                }
+            };
+            match watcher.hold(&ack, std::time::Duration::from_secs(args.lease_secs), Box::pin(job)).await {
                 Ok(_) => watcher.ack(&ack).await.map_err(coded)?,
                 Err(e) => {
                     let stopping = tokio::select! { biased; _ = &mut shutdown => true, _ = std::future::ready(()) => false };
                     if stopping {
-                        tracing::info!(marker = %url, "load interrupted by shutdown: marker handed back");
+                        tracing::info!(marker = %url, "load interrupted by shutdown: handed back");
                         watcher.release(&[ack]).await.map_err(coded)?;
                         return Ok(Code::Ok);
                     }
                     // Left to its lease: redelivered within --lease-secs, a pause before the
                     // retry (a marker that always fails does not spin); the rerun skips
                     // finished files.
-                    tracing::error!(marker = %url, error = %format!("{e:#}"), "load failed");
+                    tracing::error!(marker = %url, file = file.as_deref().unwrap_or(""), error = %format!("{e:#}"), "load failed");
                     eprintln!("error: {url}: {e:#}");
                 }
             }
         }
     }
     let marker = args.marker.clone().ok_or_else(|| fail(Code::Usage, "--marker is required"))?;
-    load_one(&marker, &pipeline, &args).await
+    load_one(&marker, None, &pipeline, &args).await
+}
+
+/// Publishes a work item for each file of the marker still to load (none once loaded).
+async fn fan_out(watcher: &crossdock_load::watch::Watcher, url: &str, pipeline: &crossdock_core::pipeline::Pipeline) -> anyhow::Result<Code> {
+    let p = prepare(url, pipeline).await?;
+    let t = connect(&p).await?;
+    let files = run::pending_files(&p.marker, &t, &p.model).await.map_err(coded)?;
+    let n = watcher.publish_files(url, &files).await.map_err(coded)?;
+    tracing::info!(marker = %url, work_items = n, "marker fanned out: one work item per file still to load");
+    Ok(Code::Ok)
 }

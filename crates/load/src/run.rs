@@ -108,6 +108,16 @@ pub struct LoadOptions {
     pub force: bool,
     /// This process's share of the files when several share the load (`--shard i/N`).
     pub shard: Option<Shard>,
+    /// Only these files of the marker (a work item of `load --watch --fan-out`).
+    pub files: Option<Vec<String>>,
+}
+
+impl LoadOptions {
+    /// Whether this process loads only part of the table (others load the rest, and
+    /// whoever finds every file done finishes it).
+    fn partial(&self) -> bool {
+        self.shard.is_some() || self.files.is_some()
+    }
 }
 
 /// One of `count` processes sharing a table's load (`--shard index/count`, e.g. a
@@ -498,13 +508,27 @@ async fn load_inner<T: Target>(
     if stop.load(Ordering::Relaxed) {
         return Err(LoadError::Interrupted { files_done: summary.files_loaded + summary.files_skipped, files_total: summary.files_total });
     }
-    if opts.shard.is_some() && !every_file_done(marker, target.kind(), &summary.destination).await? {
+    if opts.partial() && !every_file_done(marker, target.kind(), &summary.destination).await? {
         summary.status = "shard-done";
         summary.duration_ms = started.elapsed().as_millis() as u64;
         tracing::info!(export = %m.export, shard = summary.shard.as_deref().unwrap_or(""), "this shard's files are loaded; another shard finishes the table");
         return Ok(summary);
     }
-    finish(marker, target, model, started, opts.shard.is_some(), summary).await
+    finish(marker, target, model, started, opts.partial(), summary).await
+}
+
+/// The files of the marker with no `done` record for `target`'s table (what
+/// `load --watch --fan-out` publishes as work items); empty once the table is loaded.
+pub async fn pending_files<T: Target>(marker: &Marker, target: &T, model: &TableModel) -> Result<Vec<String>, LoadError> {
+    let destination = target.destination(model);
+    if progress::read_loaded(marker).await?.is_some_and(|done| done.target == target.kind().name() && done.destination == destination) {
+        return Ok(Vec::new());
+    }
+    let recorded = progress::read_all(marker).await?;
+    let todo: Vec<String> = plan_files(&marker.marker.files, &recorded, target.kind(), &destination, false).todo.iter().map(|f| f.name.clone()).collect();
+    // Every file done but the table not finished (its finisher died): one item for any
+    // file lets a watcher find them all done and finish it.
+    Ok(if todo.is_empty() { marker.marker.files.last().map(|f| vec![f.name.clone()]).unwrap_or_default() } else { todo })
 }
 
 /// Whether every file of the marker has a `done` record for this destination (the
@@ -558,6 +582,13 @@ async fn files_to_load<'m>(
     if let Some(shard) = opts.shard {
         let own: std::collections::HashSet<&str> =
             marker.marker.files.iter().enumerate().filter(|(i, _)| shard.owns(*i)).map(|(_, f)| f.name.as_str()).collect();
+        files.todo.retain(|f| own.contains(f.name.as_str()));
+        files.forget.retain(|f| own.contains(f.name.as_str()));
+        files.skipped.retain(|p| own.contains(p.file.as_str()));
+        summary.files_other_shards = marker.marker.files.len() - own.len();
+    }
+    if let Some(only) = &opts.files {
+        let own: std::collections::HashSet<&str> = only.iter().map(String::as_str).collect();
         files.todo.retain(|f| own.contains(f.name.as_str()));
         files.forget.retain(|f| own.contains(f.name.as_str()));
         files.skipped.retain(|p| own.contains(p.file.as_str()));
@@ -684,7 +715,10 @@ async fn finish<T: Target>(
     // Shards that find every file done together all get here; one writes `_LOADED`.
     if shared {
         if !progress::write_loaded_once(marker, &record).await? {
-            tracing::info!(export = %m.export, "another shard recorded the load first");
+            // The table is finished; the report of it is the other process's.
+            tracing::info!(export = %m.export, "another process recorded the load first");
+            summary.status = "already-loaded";
+            return Ok(summary);
         }
     } else {
         progress::write_loaded(marker, &record).await?;

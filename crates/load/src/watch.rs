@@ -14,6 +14,13 @@
 //! a watcher will not start at once are handed back ([`Watcher::release`]) for an idle
 //! watcher to take.
 //!
+//! **Work items** spread one table over many watchers (`load --watch --fan-out`): a
+//! watcher that pulls a marker publishes one message per file still to load to the same
+//! topic ([`Watcher::publish_files`]), and every watcher on the subscription takes files
+//! as it takes markers — leased, acknowledged after the file is loaded, redelivered to
+//! another watcher when its holder dies. The loader's progress records and its
+//! "whoever finds every file done finishes the table" rule do the rest.
+//!
 //! Every other notification (data parts, `_progress/…`, `_LOADED`, deletes) is
 //! acknowledged at once and logged at debug level. Transient pull failures
 //! (UNAVAILABLE, throttling, deadlines) are retried with a backoff; a subscription that
@@ -34,7 +41,7 @@ use tonic::Code;
 pub const DEFAULT_LEASE_SECS: u64 = 60;
 
 /// Consecutive failed pulls tolerated (with backoff, about 2½ minutes in all) before
-/// [`Watcher::next_markers`] gives up.
+/// [`Watcher::next_work`] gives up.
 const MAX_PULL_FAILURES: u32 = 10;
 
 /// One pull waits this long for messages before it is asked again (the server may
@@ -46,6 +53,40 @@ const PULL_WAIT: Duration = Duration::from_secs(30);
 pub struct Watcher {
     subscription: Subscription,
     name: String,
+    /// The topic work items are published to.
+    topic: gcloud_pubsub::topic::Topic,
+}
+
+/// The attribute that marks a work item (value [`WORK_FILE`]).
+pub const WORK_ATTRIBUTE: &str = "crossdock-work";
+pub const WORK_FILE: &str = "file";
+
+/// One file of a marker to load, as a message body.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileWork {
+    pub marker: String,
+    /// Data part name relative to the export directory, as the marker lists it.
+    pub file: String,
+}
+
+/// What a pulled message asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// A `_SUCCESS` finalize: load the marker (or fan it out).
+    Marker(String),
+    /// One file of a marker.
+    File(FileWork),
+}
+
+impl Work {
+    /// The work a message asks for; `None` for anything else (acknowledged and ignored).
+    pub fn of(m: &PubsubMessage) -> Option<Work> {
+        if m.attributes.get(WORK_ATTRIBUTE).map(String::as_str) == Some(WORK_FILE) {
+            return serde_json::from_slice(&m.data).ok().map(Work::File);
+        }
+        ObjectEvent::from_message(m).filter(ObjectEvent::is_marker_finalize).map(|o| Work::Marker(o.url()))
+    }
 }
 
 impl std::fmt::Debug for Watcher {
@@ -120,7 +161,7 @@ fn pull_backoff(n: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << n.saturating_sub(1).min(6))).min(Duration::from_secs(30))
 }
 
-/// No retries inside the client: [`Watcher::next_markers`] retries with its own backoff,
+/// No retries inside the client: [`Watcher::next_work`] retries with its own backoff,
 /// and acknowledgements and lease renewals are retried by redelivery.
 fn no_retry() -> Option<gcloud_gax::retry::RetrySetting> {
     Some(gcloud_gax::retry::RetrySetting { from_millis: 0, max_delay: None, factor: 1, take: 0, codes: vec![] })
@@ -169,7 +210,7 @@ impl Watcher {
             }
         }
         tracing::info!(subscription = %name, topic = %topic_path, created, "watching for _SUCCESS finalizes");
-        Ok(Watcher { subscription: sub, name })
+        Ok(Watcher { subscription: sub, name, topic: client.topic(&topic_path) })
     }
 
     /// One pull; nothing if no message came within [`PULL_WAIT`].
@@ -182,9 +223,9 @@ impl Watcher {
         }
     }
 
-    /// Waits for messages; returns (ack id, marker URL) for `_SUCCESS` finalizes and
-    /// acknowledges every other message at once.
-    pub async fn next_markers(&self) -> Result<Vec<(String, String)>, LoadError> {
+    /// Waits for messages; returns (ack id, work) for `_SUCCESS` finalizes and work
+    /// items, and acknowledges every other message at once.
+    pub async fn next_work(&self) -> Result<Vec<(String, Work)>, LoadError> {
         let mut failures = 0u32;
         loop {
             let received = match self.pull().await {
@@ -204,8 +245,11 @@ impl Watcher {
             let mut out = Vec::new();
             let mut ignore = Vec::new();
             for m in received {
+                if let Some(work) = Work::of(&m.message) {
+                    out.push((m.ack_id, work));
+                    continue;
+                }
                 match ObjectEvent::from_message(&m.message) {
-                    Some(o) if o.is_marker_finalize() => out.push((m.ack_id, o.url())),
                     Some(o) => {
                         tracing::debug!(object = %o.url(), event = %o.event, "not a _SUCCESS finalize: acknowledged");
                         ignore.push(m.ack_id);
@@ -269,6 +313,25 @@ impl Watcher {
         let req =
             ModifyAckDeadlineRequest { subscription: self.name.clone(), ack_ids: ack_ids.to_vec(), ack_deadline_seconds: deadline.as_secs().min(600) as i32 };
         self.subscription.get_client().modify_ack_deadline(req, no_retry()).await.map(drop).map_err(|s| err("modify ack deadline", &self.name, &s))
+    }
+
+    /// Publishes one work item per file of `marker` to the watched topic (in requests of
+    /// at most 500 messages); returns how many.
+    pub async fn publish_files(&self, marker: &str, files: &[String]) -> Result<usize, LoadError> {
+        let publisher = self.topic.new_publisher(None);
+        let topic = self.topic.fully_qualified_name().to_string();
+        for chunk in files.chunks(500) {
+            let messages = chunk
+                .iter()
+                .map(|file| PubsubMessage {
+                    data: serde_json::to_vec(&FileWork { marker: marker.into(), file: file.clone() }).unwrap_or_default(),
+                    attributes: HashMap::from([(WORK_ATTRIBUTE.to_string(), WORK_FILE.to_string())]),
+                    ..Default::default()
+                })
+                .collect();
+            publisher.publish_immediately(messages, None).await.map_err(|s| err("publish", &topic, &s))?;
+        }
+        Ok(files.len())
     }
 
     pub async fn ack(&self, ack_id: &str) -> Result<(), LoadError> {

@@ -9,7 +9,7 @@
 use crossdock_core::layout::DumpFile;
 use crossdock_core::marker::LoadedRecord;
 use crossdock_core::Codec;
-use crossdock_load::watch::ObjectEvent;
+use crossdock_load::watch::{ObjectEvent, Work};
 use crossdock_tests::load::{all_types_items, get, list, put, schema, wide_items, write_export, WrittenExport};
 use crossdock_tests::pipeline::{pg_tables, work_dir, write_pipeline, Proc};
 use crossdock_tests::relay::eventually;
@@ -225,10 +225,11 @@ async fn a_held_marker_is_not_redelivered_and_a_released_one_is_at_once() {
     let gcp = crossdock_gcp::Gcp::from_env();
     let watcher = Watcher::new(&gcp, &crossdock_tests::gcp_project(), &topic.name, &sub, true).await.expect("subscribes");
     topic.publish_finalize("b", "x/T/2026-11-23T00-00-00Z/_SUCCESS").await;
-    let got = tokio::time::timeout(Duration::from_secs(30), watcher.next_markers()).await.expect("delivered").expect("pull");
+    let got = tokio::time::timeout(Duration::from_secs(30), watcher.next_work()).await.expect("delivered").expect("pull");
     assert_eq!(got.len(), 1, "{got:?}");
-    let (ack, url) = got.into_iter().next().expect("one marker");
-    assert_eq!(url, "gs://b/x/T/2026-11-23T00-00-00Z/_SUCCESS");
+    let (ack, work) = got.into_iter().next().expect("one marker");
+    let url = "gs://b/x/T/2026-11-23T00-00-00Z/_SUCCESS".to_string();
+    assert_eq!(work, Work::Marker(url.clone()));
 
     // Another puller polls the subscription for three leases while the marker is held.
     let lease = Duration::from_secs(3);
@@ -256,8 +257,8 @@ async fn a_watcher_without_creation_uses_a_pre_created_subscription_and_names_a_
     let short = sub.rsplit('/').next().unwrap_or(&sub).to_string();
     let watcher = Watcher::new(&gcp, &project, &topic.name, &short, false).await.expect("opens the existing subscription");
     topic.publish_finalize("b", "p/T/2026-11-23T00-00-00Z/_SUCCESS").await;
-    let got = tokio::time::timeout(Duration::from_secs(30), watcher.next_markers()).await.expect("delivered").expect("pull");
-    assert_eq!(got.iter().map(|(_, u)| u.as_str()).collect::<Vec<_>>(), ["gs://b/p/T/2026-11-23T00-00-00Z/_SUCCESS"]);
+    let got = tokio::time::timeout(Duration::from_secs(30), watcher.next_work()).await.expect("delivered").expect("pull");
+    assert_eq!(got.iter().map(|(_, w)| w.clone()).collect::<Vec<_>>(), [Work::Marker("gs://b/p/T/2026-11-23T00-00-00Z/_SUCCESS".into())]);
     watcher.ack(&got[0].0).await.expect("ack");
 
     let missing = topic.subscription_name("missing");
@@ -266,4 +267,87 @@ async fn a_watcher_without_creation_uses_a_pre_created_subscription_and_names_a_
     assert!(text.contains(&format!("Pub/Sub subscription projects/{project}/subscriptions/{missing}")), "{text}");
     assert!(text.contains(&format!("gcloud pubsub subscriptions create {missing} --project {project} --topic {}", topic.name)), "{text}");
     assert!(subscription_topic(&missing).await.is_none(), "nothing created it");
+}
+
+/// Dynamic sharing of one table: three `load --watch --fan-out` workers on one
+/// subscription; the marker becomes one work item per file. One worker is SIGKILLed
+/// while it holds a file (its data downloads are held by a proxy) and is not restarted:
+/// its item is redelivered after its lease and the other two finish the table — each
+/// file loaded about once, the exact row count, one `_LOADED`, the index created once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_spreads_a_table_over_workers_and_survives_a_killed_one() {
+    const FILES: usize = 40;
+    let topic = PubsubTopic::new("fanout").await;
+    let sub = topic.subscribe("fanout").await;
+    let bucket = TempGcsBucket::new("fanout").await;
+    let table = crossdock_tests::unique_ident("fan");
+    let items = wide_items(FILES * 50, 3, false);
+    let export = write_export(&bucket.client, &bucket.name, "b", schema(&table, false, true), items, FILES, Codec::Zstd).await;
+    assert_eq!(export.marker.files.len(), FILES);
+    let pg = TempPgSchema::new("fanout").await;
+    let dir = work_dir("fanout");
+    let pipeline = write_pipeline(&dir, "unused", &bucket.name, &pg.name, &[], "").to_string_lossy().into_owned();
+    let args: Vec<String> = [
+        "load",
+        "--watch",
+        "--fan-out",
+        "--pipeline",
+        &pipeline,
+        "--project",
+        &crossdock_tests::gcp_project(),
+        "--topic",
+        &topic.name,
+        "--subscription",
+        &sub,
+        "--no-create-subscription",
+        "--lease-secs",
+        "3",
+        "--no-progress",
+        "--log-format",
+        "json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // Worker 0 reads GCS through a proxy that holds every data download: once it holds
+    // one, it is known to be inside a work item.
+    let proxy = crossdock_tests::proxy::FaultProxy::gcs().await;
+    proxy.rule(0, crossdock_tests::proxy::Action::Hold, crossdock_tests::proxy::data_download);
+    let mut doomed = Proc::spawn_with_env(&dir, "worker-0", &args, &[("STORAGE_EMULATOR_HOST", &proxy.url)]);
+    doomed.wait_log("watching for _SUCCESS finalizes", Duration::from_secs(60)).await;
+    topic.publish_finalize(&bucket.name, &export.export.marker_key()).await;
+    assert!(proxy.wait_held(1, Duration::from_secs(90)).await, "worker 0 took a work item; log:\n{}", doomed.log_tail());
+    let mut workers = vec![Proc::spawn(&dir, "worker-1", &args), Proc::spawn(&dir, "worker-2", &args)];
+    doomed.signal("KILL");
+    assert!(!doomed.wait(Duration::from_secs(10)).await.success());
+    drop(proxy);
+
+    let loaded = eventually(Duration::from_secs(180), || async { loaded_record(&bucket.client, &bucket.name, &export).await.is_some() }).await;
+    let logs = |ws: &[Proc]| ws.iter().map(|w| w.log_tail()).collect::<Vec<_>>().join("\n---\n");
+    assert!(loaded, "the table was finished; logs:\n{}", logs(&workers));
+    let rec = loaded_record(&bucket.client, &bucket.name, &export).await.expect("_LOADED");
+    assert_eq!((rec.items_expected, rec.rows_in_target), ((FILES * 50) as u64, (FILES * 50) as u64));
+    assert_eq!(pg_count(&pg.name, &table).await, (FILES * 50) as i64);
+    for w in &workers {
+        w.signal("TERM");
+    }
+    for w in &mut workers {
+        assert!(w.wait(Duration::from_secs(60)).await.success(), "{} exits 0 on SIGTERM:\n{}", w.name, w.log_tail());
+    }
+    // Both survivors took files; together they wrote each file about once (the killed
+    // worker's file at most twice), and one of them finished the table.
+    let loads: Vec<usize> = workers.iter().map(|w| logged(w, "load file loaded", "file").len()).collect();
+    assert!(loads.iter().all(|&n| n > 0), "both workers loaded files: {loads:?}");
+    assert!((FILES..=FILES + 2).contains(&loads.iter().sum::<usize>()), "files loaded {loads:?} for {FILES} files");
+    let finished: usize = workers.iter().map(|w| logged(w, "load finished", "export").len()).sum();
+    assert_eq!(finished, 1, "one worker finished the table; logs:\n{}", logs(&workers));
+    let indexes: i64 = crossdock_tests::postgres()
+        .await
+        .query_one("SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 AND indexname NOT LIKE '%pkey'", &[&pg.name, &table])
+        .await
+        .expect("indexes")
+        .get(0);
+    assert_eq!(indexes, 1, "the GSI's index, created once");
+    let objects = list(&bucket.client, &bucket.name, &export.export.dir()).await;
+    assert_eq!(objects.iter().filter(|k| k.ends_with("/_LOADED")).count(), 1);
 }
