@@ -575,6 +575,9 @@ async fn delete_loop(queue: Queue, mut rx: mpsc::UnboundedReceiver<(String, Stri
 }
 
 #[cfg(test)]
+mod runs;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::copy::read_source;
