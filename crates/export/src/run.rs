@@ -684,6 +684,9 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, observer: &dyn Observer,
 }
 
 #[cfg(test)]
+mod exports;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
