@@ -41,12 +41,15 @@ pub struct Table {
     pub decreases_today: i64,
 }
 
+type Parts = BTreeMap<i32, Vec<u8>>;
+
 #[derive(Default)]
 struct State {
     buckets: Vec<String>,
     objects: BTreeMap<(String, String), (Vec<u8>, String)>,
     versions: u64,
-    uploads: BTreeMap<String, (String, String, BTreeMap<i32, Vec<u8>>)>,
+    /// Multipart uploads in progress: their parts by number.
+    uploads: BTreeMap<String, Parts>,
     tables: BTreeMap<String, Table>,
     calls: Vec<Call>,
     faults: Vec<Fault>,
@@ -297,7 +300,7 @@ impl FakeAws {
             "CreateMultipartUpload" => {
                 st.versions += 1;
                 let upload = format!("u{}", st.versions);
-                st.uploads.insert(upload.clone(), (bucket.clone(), key.clone(), BTreeMap::new()));
+                st.uploads.insert(upload.clone(), Parts::new());
                 let xml = format!(
                     "<InitiateMultipartUploadResult><Bucket>{bucket}</Bucket><Key>{}</Key><UploadId>{upload}</UploadId></InitiateMultipartUploadResult>",
                     xml_escape(&key)
@@ -308,7 +311,7 @@ impl FakeAws {
                 let number: i32 = query.get("partNumber").and_then(|n| n.parse().ok()).unwrap_or(0);
                 let body = body_of(req);
                 match st.uploads.get_mut(&query["uploadId"]) {
-                    Some((_, _, parts)) => {
+                    Some(parts) => {
                         parts.insert(number, body);
                         response(200, &[("etag", format!("\"p{number}\""))], SdkBody::empty())
                     }
@@ -320,7 +323,7 @@ impl FakeAws {
                 response(204, &[], SdkBody::empty())
             }
             _ => match st.uploads.remove(&query["uploadId"]) {
-                Some((_, _, parts)) => {
+                Some(parts) => {
                     st.versions += 1;
                     let etag = format!("\"v{}-{}\"", st.versions, parts.len());
                     st.objects.insert(id, (parts.into_values().flatten().collect(), etag.clone()));

@@ -9,23 +9,17 @@ use crate::error::RelayError;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
 
 /// The relay's queue.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Queue {
     url: String,
     backend: Backend,
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 enum Backend {
     Sqs(aws_sdk_sqs::Client),
     #[cfg(any(test, feature = "testing"))]
     Memory(memory::MemoryQueue),
-}
-
-impl std::fmt::Debug for Queue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue").field("url", &self.url).finish()
-    }
 }
 
 /// A received message.

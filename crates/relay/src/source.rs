@@ -7,22 +7,16 @@ use std::pin::Pin;
 use tokio::io::AsyncBufRead;
 
 /// Where relayed objects are read from.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Source {
     backend: Backend,
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 enum Backend {
     S3(aws_sdk_s3::Client),
     #[cfg(any(test, feature = "testing"))]
     Memory(memory::MemorySource),
-}
-
-impl std::fmt::Debug for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Source")
-    }
 }
 
 /// An object opened for reading.
@@ -120,43 +114,58 @@ pub mod memory {
         Hangs,
     }
 
-    #[derive(Clone, Default)]
+    #[derive(Debug, Clone)]
+    struct Stored {
+        bytes: Bytes,
+        etag: String,
+        body: Body,
+    }
+
+    #[derive(Debug, Default)]
+    struct State {
+        /// By (bucket, key).
+        objects: BTreeMap<(String, String), Stored>,
+        versions: u64,
+    }
+
+    #[derive(Debug, Clone, Default)]
     pub struct MemorySource {
-        objects: Arc<Mutex<BTreeMap<(String, String), (Bytes, String, Body)>>>,
-        versions: Arc<Mutex<u64>>,
+        state: Arc<Mutex<State>>,
     }
 
     impl MemorySource {
+        fn state(&self) -> std::sync::MutexGuard<'_, State> {
+            self.state.lock().unwrap_or_else(|p| p.into_inner())
+        }
+
         /// Writes (or overwrites) an object; returns its new ETag.
         pub fn put(&self, bucket: &str, key: &str, bytes: impl Into<Bytes>) -> String {
-            let etag = {
-                let mut v = self.versions.lock().unwrap_or_else(|p| p.into_inner());
-                *v += 1;
-                format!("etag-{v}")
-            };
-            self.objects.lock().unwrap_or_else(|p| p.into_inner()).insert((bucket.into(), key.into()), (bytes.into(), etag.clone(), Body::Whole));
+            let mut st = self.state();
+            st.versions += 1;
+            let etag = format!("etag-{}", st.versions);
+            st.objects.insert((bucket.into(), key.into()), Stored { bytes: bytes.into(), etag: etag.clone(), body: Body::Whole });
             etag
         }
 
         /// Makes the object's body behave as `body` from now on.
         pub fn set_body(&self, bucket: &str, key: &str, body: Body) {
-            if let Some(o) = self.objects.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&(bucket.to_string(), key.to_string())) {
-                o.2 = body;
+            if let Some(o) = self.state().objects.get_mut(&(bucket.to_string(), key.to_string())) {
+                o.body = body;
             }
         }
 
         pub fn remove(&self, bucket: &str, key: &str) {
-            self.objects.lock().unwrap_or_else(|p| p.into_inner()).remove(&(bucket.to_string(), key.to_string()));
+            self.state().objects.remove(&(bucket.to_string(), key.to_string()));
         }
 
-        fn find(&self, bucket: &str, key: &str) -> Result<(Bytes, String, Body), RelayError> {
-            let objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
-            objects.get(&(bucket.to_string(), key.to_string())).cloned().ok_or_else(|| RelayError::SourceNotFound { bucket: bucket.into(), key: key.into() })
+        fn find(&self, bucket: &str, key: &str) -> Result<Stored, RelayError> {
+            let found = self.state().objects.get(&(bucket.to_string(), key.to_string())).cloned();
+            found.ok_or_else(|| RelayError::SourceNotFound { bucket: bucket.into(), key: key.into() })
         }
 
         pub(super) async fn open(&self, bucket: &str, key: &str) -> Result<Opened, RelayError> {
             use futures::StreamExt;
-            let (bytes, etag, body) = self.find(bucket, key)?;
+            let Stored { bytes, etag, body } = self.find(bucket, key)?;
             let half = bytes.slice(..bytes.len() / 2);
             let chunks = |b: Bytes| futures::stream::iter([Ok::<_, std::io::Error>(b)]);
             let stream = match body {
@@ -168,7 +177,7 @@ pub mod memory {
         }
 
         pub(super) fn etag(&self, bucket: &str, key: &str) -> Result<Option<String>, RelayError> {
-            Ok(Some(self.find(bucket, key)?.1))
+            Ok(Some(self.find(bucket, key)?.etag))
         }
     }
 }

@@ -21,9 +21,10 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use crossdock_core::item::{parse_line, Item};
 use crossdock_core::layout::{DumpFile, ExportId, Timestamp};
-use crossdock_core::manifest::{PartEntry, SegmentManifest, TypeStats};
+use crossdock_core::manifest::{PartEntry, SegmentCheckpoint, TypeStats};
 use crossdock_core::schema::{AttributeDefinition, BillingMode, KeyElement, KeyRole, Projection, SecondaryIndex, TableSchema};
 use crossdock_core::{Codec, TypeTag, FORMAT_VERSION};
+use crossdock_export::s3::put_json;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
@@ -114,19 +115,6 @@ async fn put_part(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, name: String
     Ok((PartEntry { name, items, bytes, sha256: hex::encode(sha.finalize()) }, stats))
 }
 
-async fn put_json<T: serde::Serialize>(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, doc: &T) -> anyhow::Result<()> {
-    let body = serde_json::to_vec_pretty(doc)?;
-    s3.put_object()
-        .bucket(bucket)
-        .key(key)
-        .content_type("application/json")
-        .body(ByteStream::from(body))
-        .send()
-        .await
-        .with_context(|| format!("PutObject {key}"))?;
-    Ok(())
-}
-
 async fn to_s3(args: &[String]) -> anyhow::Result<()> {
     let [bucket, batch, table, timestamp, per_segment, parts @ ..] = args else {
         bail!("usage: write-export s3 BUCKET BATCH TABLE TIMESTAMP PER_SEGMENT PART...")
@@ -155,17 +143,9 @@ async fn to_s3(args: &[String]) -> anyhow::Result<()> {
             entries.push(entry);
             keys.push(key);
         }
-        let manifest = SegmentManifest {
-            format_version: FORMAT_VERSION,
-            table: table.clone(),
-            segment,
-            total_segments: segments,
-            items: entries.iter().map(|p| p.items).sum(),
-            bytes: entries.iter().map(|p| p.bytes).sum(),
-            parts: entries,
-            consumed_rcu: 0.0,
-            type_stats,
-        };
+        // The exporter's own manifest of a finished segment.
+        let done = SegmentCheckpoint { segment, total_segments: segments, parts: entries, last_evaluated_key: None, done: true, consumed_rcu: 0.0, type_stats };
+        let manifest = crossdock_export::scan::manifest(table, &done);
         let key = export.s3_key("", &DumpFile::Manifest { segment, total: segments });
         put_json(&s3, bucket, &key, &manifest).await?;
         keys.push(key);

@@ -7,17 +7,18 @@ use super::Received;
 use std::sync::{Arc, Mutex};
 use tokio::time::{Duration, Instant};
 
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct MemoryQueue {
     inner: Arc<Mutex<State>>,
     sent: Arc<tokio::sync::Notify>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct State {
     messages: Vec<Message>,
 }
 
+#[derive(Debug)]
 struct Message {
     id: String,
     body: String,
