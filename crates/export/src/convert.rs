@@ -1,4 +1,5 @@
-//! DynamoDB SDK values ↔ crossdock's [`crossdock_core::item`] values.
+//! DynamoDB SDK values ↔ crossdock's [`crossdock_core::item`] values (from DynamoDB's
+//! and DynamoDB Streams' SDKs alike).
 //!
 //! The SDK hands items over as hash maps, so attribute order is arbitrary; items are
 //! converted with their attributes (and map keys) sorted by name, which makes a dump of
@@ -16,12 +17,63 @@ pub struct UnknownType {
     pub attribute: String,
 }
 
+/// One SDK attribute value, seen through its variant. DynamoDB's SDK and DynamoDB
+/// Streams' SDK each generate their own (identical) `AttributeValue` enum; both convert
+/// through [`from_sdk`], so an item reads the same from a scan and from a stream record.
+#[derive(Debug)]
+pub enum SdkView<'a, V> {
+    S(&'a str),
+    N(&'a str),
+    B(&'a Blob),
+    Bool(bool),
+    Null,
+    Ss(&'a [String]),
+    Ns(&'a [String]),
+    Bs(&'a [Blob]),
+    L(&'a [V]),
+    M(&'a HashMap<String, V>),
+    /// A type newer than this build of the SDK.
+    Unknown,
+}
+
+/// An SDK's DynamoDB attribute value.
+pub trait SdkValue: Sized {
+    fn view(&self) -> SdkView<'_, Self>;
+}
+
+/// The `SdkValue` of an SDK's `AttributeValue` enum (the variants are the same in each).
+macro_rules! sdk_value {
+    ($sdk:ty) => {
+        impl SdkValue for $sdk {
+            fn view(&self) -> SdkView<'_, Self> {
+                type V = $sdk;
+                match self {
+                    V::S(s) => SdkView::S(s),
+                    V::N(n) => SdkView::N(n),
+                    V::B(b) => SdkView::B(b),
+                    V::Bool(b) => SdkView::Bool(*b),
+                    V::Null(_) => SdkView::Null,
+                    V::Ss(v) => SdkView::Ss(v),
+                    V::Ns(v) => SdkView::Ns(v),
+                    V::Bs(v) => SdkView::Bs(v),
+                    V::L(l) => SdkView::L(l),
+                    V::M(m) => SdkView::M(m),
+                    _ => SdkView::Unknown,
+                }
+            }
+        }
+    };
+}
+
+sdk_value!(aws_sdk_dynamodb::types::AttributeValue);
+sdk_value!(aws_sdk_dynamodbstreams::types::AttributeValue);
+
 /// SDK item → core item, attributes sorted by name.
-pub fn from_sdk_item(item: &HashMap<String, Sdk>) -> Result<Item, UnknownType> {
+pub fn from_sdk_item<V: SdkValue>(item: &HashMap<String, V>) -> Result<Item, UnknownType> {
     from_sdk_map(item, "")
 }
 
-fn from_sdk_map(m: &HashMap<String, Sdk>, path: &str) -> Result<indexmap::IndexMap<String, AttributeValue>, UnknownType> {
+fn from_sdk_map<V: SdkValue>(m: &HashMap<String, V>, path: &str) -> Result<indexmap::IndexMap<String, AttributeValue>, UnknownType> {
     let mut names: Vec<&String> = m.keys().collect();
     names.sort_unstable();
     let mut out = indexmap::IndexMap::with_capacity(m.len());
@@ -32,20 +84,20 @@ fn from_sdk_map(m: &HashMap<String, Sdk>, path: &str) -> Result<indexmap::IndexM
     Ok(out)
 }
 
-/// SDK value → core value.
-pub fn from_sdk(v: &Sdk, path: &str) -> Result<AttributeValue, UnknownType> {
-    Ok(match v {
-        Sdk::S(s) => AttributeValue::S(s.clone()),
-        Sdk::N(n) => AttributeValue::N(n.clone()),
-        Sdk::B(b) => AttributeValue::B(b.as_ref().to_vec()),
-        Sdk::Bool(b) => AttributeValue::Bool(*b),
-        Sdk::Null(_) => AttributeValue::Null,
-        Sdk::Ss(v) => AttributeValue::Ss(v.clone()),
-        Sdk::Ns(v) => AttributeValue::Ns(v.clone()),
-        Sdk::Bs(v) => AttributeValue::Bs(v.iter().map(|b| b.as_ref().to_vec()).collect()),
-        Sdk::L(l) => AttributeValue::L(l.iter().enumerate().map(|(i, x)| from_sdk(x, &format!("{path}[{i}]"))).collect::<Result<_, _>>()?),
-        Sdk::M(m) => AttributeValue::M(from_sdk_map(m, path)?),
-        _ => return Err(UnknownType { attribute: path.to_string() }),
+/// SDK value → core value; `path` names the attribute in the error.
+pub fn from_sdk<V: SdkValue>(v: &V, path: &str) -> Result<AttributeValue, UnknownType> {
+    Ok(match v.view() {
+        SdkView::S(s) => AttributeValue::S(s.to_string()),
+        SdkView::N(n) => AttributeValue::N(n.to_string()),
+        SdkView::B(b) => AttributeValue::B(b.as_ref().to_vec()),
+        SdkView::Bool(b) => AttributeValue::Bool(b),
+        SdkView::Null => AttributeValue::Null,
+        SdkView::Ss(v) => AttributeValue::Ss(v.to_vec()),
+        SdkView::Ns(v) => AttributeValue::Ns(v.to_vec()),
+        SdkView::Bs(v) => AttributeValue::Bs(v.iter().map(|b| b.as_ref().to_vec()).collect()),
+        SdkView::L(l) => AttributeValue::L(l.iter().enumerate().map(|(i, x)| from_sdk(x, &format!("{path}[{i}]"))).collect::<Result<_, _>>()?),
+        SdkView::M(m) => AttributeValue::M(from_sdk_map(m, path)?),
+        SdkView::Unknown => return Err(UnknownType { attribute: path.to_string() }),
     })
 }
 
@@ -83,5 +135,22 @@ mod tests {
         let back = from_sdk_item(&sdk).expect("known types");
         // Maps come back sorted: j.x before j.y.
         assert_eq!(to_line(&back), line.replace(r#"{"y":{"S":"2"},"x":{"S":"1"}}"#, r#"{"x":{"S":"1"},"y":{"S":"2"}}"#));
+    }
+
+    #[test]
+    fn a_stream_record_converts_as_the_scanned_item() {
+        use aws_sdk_dynamodbstreams::types::AttributeValue as Stream;
+        let record = HashMap::from([
+            ("pk".to_string(), Stream::S("a".into())),
+            (
+                "m".to_string(),
+                Stream::M(HashMap::from([("y".to_string(), Stream::Ns(vec!["2".into()])), ("x".to_string(), Stream::Bs(vec![Blob::new(vec![1])]))])),
+            ),
+            ("l".to_string(), Stream::L(vec![Stream::Null(true), Stream::Bool(false), Stream::B(Blob::new(vec![0, 255]))])),
+        ]);
+        let line = r#"{"Item":{"l":{"L":[{"NULL":true},{"BOOL":false},{"B":"AP8="}]},"m":{"M":{"x":{"BS":["AQ=="]},"y":{"NS":["2"]}}},"pk":{"S":"a"}}}"#;
+        let scanned = to_sdk_item(&parse_line(line, 1).expect("valid"));
+        assert_eq!(from_sdk_item(&record), from_sdk_item(&scanned));
+        assert_eq!(to_line(&from_sdk_item(&record).expect("known types")), line);
     }
 }

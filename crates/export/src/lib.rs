@@ -17,6 +17,8 @@
 
 pub mod convert;
 pub mod error;
+#[cfg(test)]
+mod fake_aws;
 pub mod lease;
 pub mod observe;
 pub mod pages;

@@ -412,6 +412,10 @@ fn build_schema(info: &TableInfo, total: u32) -> TableSchema {
         Some(ProjectionType::Include) => Projection::Include { attributes: p.map(|p| p.non_key_attributes().to_vec()).unwrap_or_default() },
         _ => Projection::All,
     };
+    // Global and local index descriptions are distinct SDK types with the same three parts.
+    let index = |name: Option<&str>, key_schema: &[aws_sdk_dynamodb::types::KeySchemaElement], p: Option<&aws_sdk_dynamodb::types::Projection>| {
+        SecondaryIndex { name: name.unwrap_or_default().to_string(), key_schema: keys(key_schema), projection: projection(p) }
+    };
     TableSchema {
         format_version: FORMAT_VERSION,
         table: info.name.clone(),
@@ -428,24 +432,8 @@ fn build_schema(info: &TableInfo, total: u32) -> TableSchema {
                 },
             })
             .collect(),
-        global_secondary_indexes: d
-            .global_secondary_indexes()
-            .iter()
-            .map(|g| SecondaryIndex {
-                name: g.index_name().unwrap_or_default().to_string(),
-                key_schema: keys(g.key_schema()),
-                projection: projection(g.projection()),
-            })
-            .collect(),
-        local_secondary_indexes: d
-            .local_secondary_indexes()
-            .iter()
-            .map(|g| SecondaryIndex {
-                name: g.index_name().unwrap_or_default().to_string(),
-                key_schema: keys(g.key_schema()),
-                projection: projection(g.projection()),
-            })
-            .collect(),
+        global_secondary_indexes: d.global_secondary_indexes().iter().map(|g| index(g.index_name(), g.key_schema(), g.projection())).collect(),
+        local_secondary_indexes: d.local_secondary_indexes().iter().map(|l| index(l.index_name(), l.key_schema(), l.projection())).collect(),
         billing_mode: info.billing,
         capacity_before: info.throughput,
         item_count_estimate: info.item_count,
@@ -694,6 +682,9 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, observer: &dyn Observer,
     tracing::info!(table = %summary.table, items, bytes, parts = nparts, complete, consumed_rcu = summary.consumed_rcu, secs = summary.duration_secs, "export finished");
     Ok(summary)
 }
+
+#[cfg(test)]
+mod exports;
 
 #[cfg(test)]
 mod tests {

@@ -163,18 +163,22 @@ fn new_part(ctx: &SegmentCtx<'_>, segment: u32, part: u32) -> PartWriter {
     PartWriter::new(ctx.s3.clone(), ctx.bucket, ctx.export.s3_key(ctx.prefix, &file), file.s3_name(), ctx.chunk_bytes)
 }
 
-async fn write_manifest(ctx: &SegmentCtx<'_>, cp: &SegmentCheckpoint) -> Result<(), ExportError> {
-    let manifest = SegmentManifest {
+/// The manifest of a finished segment of `table`, from its last checkpoint.
+pub fn manifest(table: &str, cp: &SegmentCheckpoint) -> SegmentManifest {
+    SegmentManifest {
         format_version: FORMAT_VERSION,
-        table: ctx.export.table.clone(),
+        table: table.into(),
         segment: cp.segment,
-        total_segments: ctx.total,
+        total_segments: cp.total_segments,
         parts: cp.parts.clone(),
         items: cp.parts.iter().map(|p| p.items).sum(),
         bytes: cp.parts.iter().map(|p| p.bytes).sum(),
         consumed_rcu: cp.consumed_rcu,
         type_stats: cp.type_stats.clone(),
-    };
+    }
+}
+
+async fn write_manifest(ctx: &SegmentCtx<'_>, cp: &SegmentCheckpoint) -> Result<(), ExportError> {
     let key = ctx.export.s3_key(ctx.prefix, &DumpFile::Manifest { segment: cp.segment, total: ctx.total });
-    put_json(ctx.s3, ctx.bucket, &key, &manifest).await
+    put_json(ctx.s3, ctx.bucket, &key, &manifest(&ctx.export.table, cp)).await
 }

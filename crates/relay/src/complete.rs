@@ -12,13 +12,12 @@
 //! export.
 
 use crate::error::RelayError;
-use crate::gcs::{self, Created, Provenance};
+use crate::gcs::{self, Created, Gcs, Provenance};
 use crossdock_core::layout::{DumpFile, ExportId};
 use crossdock_core::manifest::SegmentManifest;
 use crossdock_core::marker::{check_complete, Completeness, StoredObject, SuccessMarker};
 use crossdock_core::schema::TableSchema;
 use crossdock_core::Codec;
-use gcloud_storage::client::Client as GcsClient;
 use gcloud_storage::http::objects::Object;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -37,32 +36,25 @@ pub enum MarkOutcome {
     LostRace,
 }
 
-/// The object-store calls completion makes: GCS in production, a map in tests.
-pub(crate) trait Store {
-    /// The object's resource (size, metadata), or `None`.
-    async fn get(&self, name: &str) -> Result<Option<Object>, RelayError>;
-    async fn download(&self, name: &str) -> Result<Option<Vec<u8>>, RelayError>;
-    async fn list(&self, prefix: &str) -> Result<Vec<Object>, RelayError>;
-    async fn create_json(&self, name: &str, body: Vec<u8>) -> Result<Created, RelayError>;
-}
-
-struct GcsStore<'a> {
-    client: &'a GcsClient,
+/// The destination bucket, as completion reads and writes it.
+struct Store<'a> {
+    gcs: &'a Gcs,
     bucket: &'a str,
 }
 
-impl Store for GcsStore<'_> {
+impl Store<'_> {
+    /// The object's resource (size, metadata), or `None`.
     async fn get(&self, name: &str) -> Result<Option<Object>, RelayError> {
-        gcs::get(self.client, self.bucket, name).await
+        self.gcs.get(self.bucket, name).await
     }
     async fn download(&self, name: &str) -> Result<Option<Vec<u8>>, RelayError> {
-        gcs::download(self.client, self.bucket, name).await
+        self.gcs.download(self.bucket, name).await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<Object>, RelayError> {
-        gcs::list(self.client, self.bucket, prefix).await
+        self.gcs.list(self.bucket, prefix).await
     }
     async fn create_json(&self, name: &str, body: Vec<u8>) -> Result<Created, RelayError> {
-        gcs::create_json(self.client, self.bucket, name, body).await
+        self.gcs.create_json(self.bucket, name, body).await
     }
 }
 
@@ -87,11 +79,12 @@ struct Seen {
 
 impl Completion {
     /// Checks the export `export` in `bucket` and writes its marker when complete.
-    pub async fn try_mark(&self, client: &GcsClient, bucket: &str, export: &ExportId, codec: Codec, written_by: &str) -> Result<MarkOutcome, RelayError> {
-        self.check(&GcsStore { client, bucket }, bucket, export, codec, written_by).await
+    pub async fn try_mark(&self, gcs: &Gcs, bucket: &str, export: &ExportId, codec: Codec, written_by: &str) -> Result<MarkOutcome, RelayError> {
+        self.check(&Store { gcs, bucket }, export, codec, written_by).await
     }
 
-    async fn check(&self, store: &impl Store, bucket: &str, export: &ExportId, codec: Codec, written_by: &str) -> Result<MarkOutcome, RelayError> {
+    async fn check(&self, store: &Store<'_>, export: &ExportId, codec: Codec, written_by: &str) -> Result<MarkOutcome, RelayError> {
+        let bucket = store.bucket;
         let seen = {
             let mut exports = self.exports.lock().unwrap_or_else(|p| p.into_inner());
             exports.entry((bucket.to_string(), export.dir())).or_default().clone()
@@ -116,7 +109,7 @@ impl Completion {
 
 /// Finds, in order, what this process has not seen yet; `Some(missing)` at the first
 /// object that is not there.
-async fn probe(store: &impl Store, bucket: &str, export: &ExportId, codec: Codec, seen: &mut Seen) -> Result<Option<usize>, RelayError> {
+async fn probe(store: &Store<'_>, bucket: &str, export: &ExportId, codec: Codec, seen: &mut Seen) -> Result<Option<usize>, RelayError> {
     let schema = match &seen.schema {
         Some(s) => s,
         None => {
@@ -153,7 +146,7 @@ async fn probe(store: &impl Store, bucket: &str, export: &ExportId, codec: Codec
 }
 
 /// The authoritative check on one listing of the data, then the create-only write.
-async fn mark(store: &impl Store, bucket: &str, export: &ExportId, codec: Codec, written_by: &str, seen: &Seen) -> Result<MarkOutcome, RelayError> {
+async fn mark(store: &Store<'_>, bucket: &str, export: &ExportId, codec: Codec, written_by: &str, seen: &Seen) -> Result<MarkOutcome, RelayError> {
     let marker_key = export.marker_key();
     if store.get(&marker_key).await?.is_some() {
         return Ok(MarkOutcome::AlreadyMarked);
@@ -227,21 +220,27 @@ fn parse<T: serde::de::DeserializeOwned>(bucket: &str, key: &str, what: &'static
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossdock_core::layout::Timestamp;
+    use crate::fixtures::{export, schema};
     use crossdock_core::manifest::{PartEntry, TypeStats};
     use crossdock_core::marker::Crc32c;
-    use crossdock_core::schema::{AttributeDefinition, BillingMode, KeyElement, KeyRole};
-    use crossdock_core::TypeTag;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// An in-memory bucket that counts every call, as GCS would bill them.
-    #[derive(Default)]
+    /// The destination bucket in memory, counting every call as GCS would bill them.
     struct MemStore {
-        objects: Mutex<BTreeMap<String, (Vec<u8>, Object)>>,
-        calls: AtomicUsize,
+        gcs: Gcs,
+        memory: crate::gcs::memory::MemoryGcs,
+    }
+
+    impl Default for MemStore {
+        fn default() -> Self {
+            let (gcs, memory) = Gcs::memory();
+            MemStore { gcs, memory }
+        }
     }
 
     impl MemStore {
+        fn store(&self) -> Store<'_> {
+            Store { gcs: &self.gcs, bucket: "dst" }
+        }
         /// Stores `body` as the relay does: GCS's CRC32C of it, and the same recorded in
         /// the provenance.
         fn put(&self, name: &str, body: Vec<u8>, raw_bytes: Option<u64>) {
@@ -259,67 +258,17 @@ mod tests {
                 }
                 .to_metadata()
             });
-            let crc32c = Some(Crc32c::of(&body).to_gcs());
-            let o = Object { name: name.into(), size: body.len() as i64, metadata, crc32c, ..Default::default() };
-            self.objects.lock().expect("lock").insert(name.into(), (body, o));
+            self.memory.insert("dst", name, body, metadata);
         }
         /// Replaces the object's bytes behind the relay's back, keeping its metadata.
         fn corrupt(&self, name: &str) {
-            let mut objects = self.objects.lock().expect("lock");
-            let (body, o) = objects.get_mut(name).expect("object to corrupt");
-            body[0] ^= 0xff;
-            o.crc32c = Some(Crc32c::of(body).to_gcs());
+            self.memory.corrupt("dst", name);
         }
         fn calls(&self) -> usize {
-            self.calls.load(Ordering::Relaxed)
+            self.memory.calls()
         }
-    }
-
-    impl Store for MemStore {
-        async fn get(&self, name: &str) -> Result<Option<Object>, RelayError> {
-            self.calls.fetch_add(1, Ordering::Relaxed);
-            Ok(self.objects.lock().expect("lock").get(name).map(|(_, o)| o.clone()))
-        }
-        async fn download(&self, name: &str) -> Result<Option<Vec<u8>>, RelayError> {
-            self.calls.fetch_add(1, Ordering::Relaxed);
-            Ok(self.objects.lock().expect("lock").get(name).map(|(b, _)| b.clone()))
-        }
-        async fn list(&self, prefix: &str) -> Result<Vec<Object>, RelayError> {
-            let objects = self.objects.lock().expect("lock");
-            let found: Vec<Object> = objects.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(_, (_, o))| o.clone()).collect();
-            // One call per page of 1,000, as GCS lists.
-            self.calls.fetch_add(found.len().div_ceil(1000).max(1), Ordering::Relaxed);
-            Ok(found)
-        }
-        async fn create_json(&self, name: &str, body: Vec<u8>) -> Result<Created, RelayError> {
-            self.calls.fetch_add(1, Ordering::Relaxed);
-            if self.objects.lock().expect("lock").contains_key(name) {
-                return Ok(Created::AlreadyExists);
-            }
-            self.put(name, body, None);
-            Ok(Created::Created)
-        }
-    }
-
-    fn export() -> ExportId {
-        ExportId::new("b1", "Orders", Timestamp::parse("2026-11-30T00-00-00Z").expect("ts")).expect("id")
-    }
-
-    fn schema(total_segments: u32) -> TableSchema {
-        TableSchema {
-            format_version: 1,
-            table: "Orders".into(),
-            key_schema: vec![KeyElement { name: "pk".into(), role: KeyRole::Hash }],
-            attribute_definitions: vec![AttributeDefinition { name: "pk".into(), kind: TypeTag::S }],
-            global_secondary_indexes: vec![],
-            local_secondary_indexes: vec![],
-            billing_mode: BillingMode::Provisioned,
-            capacity_before: None,
-            item_count_estimate: 0,
-            size_bytes_estimate: 0,
-            total_segments,
-            crossdock_version: "test".into(),
-            stream: None,
+        fn marked(&self) -> bool {
+            self.memory.names("dst").iter().any(|k| k.ends_with("_SUCCESS"))
         }
     }
 
@@ -362,7 +311,7 @@ mod tests {
         let mut outcomes = Vec::new();
         for (name, body, raw) in files {
             store.put(name, body.clone(), *raw);
-            outcomes.push(c.check(store, "dst", &export(), Codec::Zstd, "test").await.expect("check"));
+            outcomes.push(c.check(&store.store(), &export(), Codec::Zstd, "test").await.expect("check"));
         }
         outcomes
     }
@@ -403,15 +352,15 @@ mod tests {
                 if i == corrupt_after {
                     store.corrupt(&part);
                 }
-                outcomes.push(c.check(&store, "dst", &export(), Codec::Zstd, "a").await.expect("check"));
+                outcomes.push(c.check(&store.store(), &export(), Codec::Zstd, "a").await.expect("check"));
             }
             assert!(outcomes.iter().all(|o| matches!(o, MarkOutcome::Incomplete { .. })), "{corrupt_after}: {outcomes:?}");
-            let fresh = Completion::default().check(&store, "dst", &export(), Codec::Zstd, "b").await.expect("check");
+            let fresh = Completion::default().check(&store.store(), &export(), Codec::Zstd, "b").await.expect("check");
             assert!(matches!(fresh, MarkOutcome::Incomplete { .. }), "{fresh:?}");
-            assert!(store.objects.lock().expect("lock").keys().all(|k| !k.ends_with("_SUCCESS")));
+            assert!(!store.marked());
             // Relayed again (the bytes the relay stores), it is counted and marked.
             store.put(&part, fs[1].1.clone(), fs[1].2);
-            assert!(matches!(c.check(&store, "dst", &export(), Codec::Zstd, "a").await.expect("check"), MarkOutcome::Written { files: 4, .. }));
+            assert!(matches!(c.check(&store.store(), &export(), Codec::Zstd, "a").await.expect("check"), MarkOutcome::Written { files: 4, .. }));
         }
     }
 
@@ -423,12 +372,12 @@ mod tests {
         for (name, body, raw) in &fs {
             store.put(name, body.clone(), *raw);
         }
-        assert!(matches!(c.check(&store, "dst", &export(), Codec::Zstd, "a").await.expect("check"), MarkOutcome::Written { .. }));
+        assert!(matches!(c.check(&store.store(), &export(), Codec::Zstd, "a").await.expect("check"), MarkOutcome::Written { .. }));
         let calls = store.calls();
-        assert_eq!(c.check(&store, "dst", &export(), Codec::Zstd, "a").await.expect("check"), MarkOutcome::AlreadyMarked);
+        assert_eq!(c.check(&store.store(), &export(), Codec::Zstd, "a").await.expect("check"), MarkOutcome::AlreadyMarked);
         assert_eq!(store.calls(), calls, "no call once marked");
         let other = Completion::default();
-        assert_eq!(other.check(&store, "dst", &export(), Codec::Zstd, "b").await.expect("check"), MarkOutcome::AlreadyMarked);
+        assert_eq!(other.check(&store.store(), &export(), Codec::Zstd, "b").await.expect("check"), MarkOutcome::AlreadyMarked);
     }
 
     #[tokio::test]

@@ -5,16 +5,17 @@
 use crate::copy::{CopyOutcome, CopyRequest};
 use crate::error::RelayError;
 use crate::health::Health;
+use crate::queue::{Queue, Received};
 use crate::s3_event::{parse_body, Notification, S3Record};
 use crate::{complete, events, spot, Relay, RelaySettings};
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 use crossdock_core::layout::{DumpFile, DumpKey, LayoutError};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tracing::{info, warn};
@@ -107,7 +108,7 @@ pub async fn run(relay: Relay, shutdown: impl Future<Output = ()>) -> Result<Sum
     let settings = relay.settings.clone();
     let health = relay.health.clone();
     let shared = Arc::new(Shared { relay, stats: Stats::default(), inflight: Arc::default(), tasks: TaskTracker::new(), deletes: del_tx });
-    let deleter = tokio::spawn(delete_loop(shared.relay.sqs.clone(), settings.queue_url.clone(), del_rx));
+    let deleter = tokio::spawn(delete_loop(shared.relay.queue.clone(), del_rx));
     let stop = CancellationToken::new();
     let idle = CancellationToken::new();
     let sem = Arc::new(Semaphore::new(settings.concurrency));
@@ -176,9 +177,8 @@ pub async fn run(relay: Relay, shutdown: impl Future<Output = ()>) -> Result<Sum
 
 /// Makes a message visible again at once, for another relay (or this one's successor).
 async fn release(shared: &Shared, receipt: &str) {
-    let r = shared.relay.sqs.change_message_visibility().queue_url(&shared.relay.settings.queue_url).receipt_handle(receipt).visibility_timeout(0).send().await;
-    if let Err(e) = r {
-        events::sqs_error("ChangeMessageVisibility", &aws_sdk_sqs::error::DisplayErrorContext(&e).to_string());
+    if let Err(e) = shared.relay.queue.set_visibility(receipt, 0).await {
+        events::sqs_error("ChangeMessageVisibility", &e);
     }
 }
 
@@ -206,16 +206,7 @@ async fn receive_loop(shared: Arc<Shared>, stop: CancellationToken, idle: Cancel
         if let Some(idle_s) = s.until_idle_secs {
             wait = wait.min(idle_s.clamp(1, 20) as u32);
         }
-        let call = shared
-            .relay
-            .sqs
-            .receive_message()
-            .queue_url(&s.queue_url)
-            .max_number_of_messages(permits.len() as i32)
-            .wait_time_seconds(wait as i32)
-            .visibility_timeout(shared.relay.visibility as i32)
-            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
-            .send();
+        let call = shared.relay.queue.receive(permits.len(), wait, shared.relay.visibility);
         let mut call = std::pin::pin!(call);
         let resp = tokio::select! {
             r = &mut call => r,
@@ -223,23 +214,21 @@ async fn receive_loop(shared: Arc<Shared>, stop: CancellationToken, idle: Cancel
                 // The long poll may already have taken messages off the queue; dropped,
                 // they would stay hidden for a whole visibility timeout. Let it finish
                 // and hand back what it took.
-                if let Ok(Ok(out)) = tokio::time::timeout(Duration::from_secs(u64::from(wait) + 5), call).await {
-                    for m in out.messages.unwrap_or_default() {
-                        if let Some(receipt) = m.receipt_handle {
-                            release(&shared, &receipt).await;
-                        }
+                if let Ok(Ok(taken)) = tokio::time::timeout(Duration::from_secs(u64::from(wait) + 5), call).await {
+                    for m in taken {
+                        release(&shared, &m.receipt).await;
                     }
                 }
                 break;
             }
         };
         let messages = match resp {
-            Ok(out) => {
+            Ok(messages) => {
                 shared.relay.health.progressed();
-                out.messages.unwrap_or_default()
+                messages
             }
             Err(e) => {
-                events::sqs_error("ReceiveMessage", &aws_sdk_sqs::error::DisplayErrorContext(&e).to_string());
+                events::sqs_error("ReceiveMessage", &e);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = stop.cancelled() => break,
@@ -259,8 +248,7 @@ async fn receive_loop(shared: Arc<Shared>, stop: CancellationToken, idle: Cancel
         }
         idle_since = Instant::now();
         for (m, permit) in messages.into_iter().zip(permits.drain(..)) {
-            let Some(receipt) = m.receipt_handle.clone() else { continue };
-            let id = m.message_id.clone().unwrap_or_else(|| receipt.chars().take(16).collect());
+            let (id, receipt) = (m.id.clone(), m.receipt.clone());
             let task_shared = shared.clone();
             let mut reg = lock(&shared.inflight);
             let task_id = id.clone();
@@ -354,21 +342,17 @@ fn route<'a>(s: &'a RelaySettings, r: &S3Record) -> Result<(&'a str, DumpKey), S
     }
 }
 
-async fn handle_message(shared: &Shared, id: &str, m: Message) {
+async fn handle_message(shared: &Shared, id: &str, m: Received) {
     let relay = &shared.relay;
-    let receipt = m.receipt_handle.clone().unwrap_or_default();
-    let lag = m
-        .attributes()
-        .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
-        .and_then(|t| t.parse::<u64>().ok())
-        .and_then(|sent| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH + Duration::from_millis(sent)).ok());
+    let receipt = m.receipt;
+    let lag = m.sent_ms.and_then(|sent| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH + Duration::from_millis(sent)).ok());
     events::message_received(id, lag);
     inc(&shared.stats.messages);
     let extend = {
-        let (sqs, queue, receipt, visibility) = (relay.sqs.clone(), relay.settings.queue_url.clone(), receipt.clone(), relay.visibility as i32);
+        let (queue, receipt, visibility) = (relay.queue.clone(), receipt.clone(), relay.visibility);
         move || {
-            let call = sqs.change_message_visibility().queue_url(&queue).receipt_handle(&receipt).visibility_timeout(visibility).send();
-            async move { call.await.map(|_| ()).map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()) }
+            let (queue, receipt) = (queue.clone(), receipt.clone());
+            async move { queue.set_visibility(&receipt, visibility).await }
         }
     };
     // Stopped when processing ends, and also when this task is aborted at a drain
@@ -380,7 +364,7 @@ async fn handle_message(shared: &Shared, id: &str, m: Message) {
         shared.stats.heartbeats.clone(),
         relay.health.clone(),
     )));
-    let verdict = process(shared, id, m.body().unwrap_or_default()).await;
+    let verdict = process(shared, id, &m.body).await;
     drop(hb);
     match verdict {
         Verdict::Delete => {
@@ -388,16 +372,8 @@ async fn handle_message(shared: &Shared, id: &str, m: Message) {
             events::message_done(id, "deleted");
         }
         Verdict::Retry => {
-            let r = relay
-                .sqs
-                .change_message_visibility()
-                .queue_url(&relay.settings.queue_url)
-                .receipt_handle(&receipt)
-                .visibility_timeout(relay.settings.retry_delay_secs as i32)
-                .send()
-                .await;
-            if let Err(e) = r {
-                events::sqs_error("ChangeMessageVisibility", &aws_sdk_sqs::error::DisplayErrorContext(&e).to_string());
+            if let Err(e) = relay.queue.set_visibility(&receipt, relay.settings.retry_delay_secs).await {
+                events::sqs_error("ChangeMessageVisibility", &e);
             }
             events::message_done(id, "retry");
         }
@@ -538,7 +514,7 @@ async fn handle_record(shared: &Shared, r: &S3Record) -> Fate {
         }
     }
     let export = dk.export.to_string();
-    let check = relay.completion.try_mark(&relay.gcs, dst_bucket, &dk.export, codec, &relay.instance_id);
+    let check = relay.completion.try_mark(&relay.copier.gcs, dst_bucket, &dk.export, codec, &relay.instance_id);
     match crate::gcs::counted_as("completion", check).await {
         Ok(complete::MarkOutcome::Written { files, items }) => {
             events::marker(&export, "written", files, items);
@@ -570,7 +546,7 @@ async fn handle_record(shared: &Shared, r: &S3Record) -> Fate {
 
 /// Deletes messages in batches of up to 10 (waiting up to 100 ms to fill a batch);
 /// reports entries a batch did not delete.
-async fn delete_loop(sqs: aws_sdk_sqs::Client, queue: String, mut rx: mpsc::UnboundedReceiver<(String, String)>) {
+async fn delete_loop(queue: Queue, mut rx: mpsc::UnboundedReceiver<(String, String)>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let fill_until = tokio::time::Instant::now() + Duration::from_millis(100);
@@ -580,20 +556,15 @@ async fn delete_loop(sqs: aws_sdk_sqs::Client, queue: String, mut rx: mpsc::Unbo
                 _ => break,
             }
         }
-        let entries: Vec<DeleteMessageBatchRequestEntry> = batch
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (_, receipt))| DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(receipt).build().ok())
-            .collect();
-        match sqs.delete_message_batch().queue_url(&queue).set_entries(Some(entries)).send().await {
-            Ok(out) => {
-                for f in out.failed() {
-                    let id = f.id().parse::<usize>().ok().and_then(|i| batch.get(i)).map_or("?", |(id, _)| id.as_str());
-                    events::delete_failed(id, f.message().unwrap_or(f.code()));
+        let receipts: Vec<&str> = batch.iter().map(|(_, receipt)| receipt.as_str()).collect();
+        match queue.delete_batch(&receipts).await {
+            Ok(failed) => {
+                for (i, why) in failed {
+                    let id = batch.get(i).map_or("?", |(id, _)| id.as_str());
+                    events::delete_failed(id, &why);
                 }
             }
-            Err(e) => {
-                let why = aws_sdk_sqs::error::DisplayErrorContext(&e).to_string();
+            Err(why) => {
                 for (id, _) in &batch {
                     events::delete_failed(id, &why);
                 }
@@ -602,6 +573,9 @@ async fn delete_loop(sqs: aws_sdk_sqs::Client, queue: String, mut rx: mpsc::Unbo
         }
     }
 }
+
+#[cfg(test)]
+mod runs;
 
 #[cfg(test)]
 mod tests {

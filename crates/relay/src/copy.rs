@@ -15,19 +15,14 @@
 
 use crate::encode::{self, EncodeParams};
 use crate::error::RelayError;
-use crate::gcs::{self, Provenance};
+use crate::gcs::{self, Gcs, Patched, Provenance, Upload};
 use crate::health::Health;
-use crate::s3_event::normalize_etag;
+use crate::source::Source;
 use crate::stall::{self, Progress};
 use bytes::{Bytes, BytesMut};
 use crossdock_core::marker::Crc32c;
 use crossdock_core::Codec;
-use futures::StreamExt;
-use gcloud_storage::client::Client as GcsClient;
-use gcloud_storage::http::objects::patch::PatchObjectRequest;
-use gcloud_storage::http::objects::upload::{UploadObjectRequest, UploadType};
 use gcloud_storage::http::objects::Object;
-use gcloud_storage::http::resumable_upload_client::{ChunkSize, ResumableUploadClient, UploadStatus};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,8 +36,8 @@ pub const CHUNK_QUANTUM: usize = 256 << 10;
 /// What the copy stages need.
 #[derive(Clone)]
 pub struct Copier {
-    pub s3: aws_sdk_s3::Client,
-    pub gcs: GcsClient,
+    pub source: Source,
+    pub gcs: Gcs,
     pub encode: EncodeParams,
     /// Upload request size (a multiple of 256 KiB).
     pub chunk_size: usize,
@@ -93,18 +88,6 @@ impl CopyOutcome {
     }
 }
 
-fn s3_err<E: std::error::Error + Send + Sync + 'static>(bucket: &str, key: &str, e: &aws_sdk_s3::error::SdkError<E>) -> RelayError {
-    use aws_sdk_s3::error::SdkError;
-    let retryable = match e {
-        SdkError::ServiceError(se) => {
-            let status = se.raw().status().as_u16();
-            status >= 500 || status == 429 || status == 408
-        }
-        _ => true,
-    };
-    RelayError::S3 { bucket: bucket.into(), key: key.into(), message: aws_sdk_s3::error::DisplayErrorContext(e).to_string(), retryable }
-}
-
 impl Copier {
     /// Copies `req` unless GCS already holds it from the same source ETag.
     pub async fn copy(&self, req: &CopyRequest) -> Result<CopyOutcome, RelayError> {
@@ -138,23 +121,15 @@ impl Copier {
             return Ok(CopyOutcome::Skipped { provenance: p });
         }
         let started = Instant::now();
-        let get = self.s3.get_object().bucket(&req.src_bucket).key(&req.src_key).send().await;
+        let opened = self.source.open(&req.src_bucket, &req.src_key).await;
         progress.moved();
-        let obj = match get {
-            Ok(o) => o,
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
-                return Err(RelayError::SourceNotFound { bucket: req.src_bucket.clone(), key: req.src_key.clone() })
-            }
-            Err(e) => return Err(s3_err(&req.src_bucket, &req.src_key, &e)),
-        };
-        let etag = obj.e_tag().map(normalize_etag).unwrap_or_default();
-        let body = obj.body.into_async_read();
-        let provenance = self.stream(req, etag, Box::pin(body), progress).await?;
+        let opened = opened?;
+        let provenance = self.stream(req, opened.etag, opened.body, progress).await?;
         Ok(CopyOutcome::Copied { provenance, duration: started.elapsed() })
     }
 
     async fn already_copied(&self, req: &CopyRequest, progress: &Progress) -> Result<Option<Provenance>, RelayError> {
-        let found = gcs::get(&self.gcs, &req.dst_bucket, &req.dst_name).await?;
+        let found = self.gcs.get(&req.dst_bucket, &req.dst_name).await?;
         progress.moved();
         let Some(o) = found else {
             return Ok(None);
@@ -173,14 +148,8 @@ impl Copier {
             return Ok(Some(p));
         }
         // The event's ETag differs (or is missing): compare with the object as it is now.
-        match self.s3.head_object().bucket(&req.src_bucket).key(&req.src_key).send().await {
-            Ok(h) if h.e_tag().map(normalize_etag).as_deref() == Some(p.source_etag.as_str()) => Ok(Some(p)),
-            Ok(_) => Ok(None),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_not_found()) => {
-                Err(RelayError::SourceNotFound { bucket: req.src_bucket.clone(), key: req.src_key.clone() })
-            }
-            Err(e) => Err(s3_err(&req.src_bucket, &req.src_key, &e)),
-        }
+        let now = self.source.etag(&req.src_bucket, &req.src_key).await?;
+        Ok((now.as_deref() == Some(p.source_etag.as_str())).then_some(p))
     }
 
     /// Runs the three stages over an already-open source body, stamping `progress`
@@ -335,20 +304,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Pieces a request body is handed to the HTTP client in, so that an upload's progress
-/// is seen while a large request is being sent, not only when it is answered.
-const BODY_PIECE: usize = 256 << 10;
-
-/// `data` as a request body that stamps `progress` each time the client takes a piece.
-fn counted_body(data: Bytes, progress: &Progress) -> reqwest_middleware::reqwest::Body {
-    let progress = progress.clone();
-    let pieces: Vec<Bytes> = (0..data.len()).step_by(BODY_PIECE).map(|at| data.slice(at..(at + BODY_PIECE).min(data.len()))).collect();
-    reqwest_middleware::reqwest::Body::wrap_stream(futures::stream::iter(pieces).map(move |piece| {
-        progress.moved();
-        Ok::<_, std::io::Error>(piece)
-    }))
-}
-
 /// The upload stage: buffers encoded bytes into `chunk_size` requests of a resumable
 /// session, started lazily so that small objects go in one request.
 struct Uploader<'a> {
@@ -356,7 +311,7 @@ struct Uploader<'a> {
     bucket: String,
     name: String,
     content_type: &'static str,
-    session: Option<ResumableUploadClient>,
+    session: Option<Upload>,
     offset: u64,
     buf: BytesMut,
     /// CRC32C of every byte pushed so far (the whole object once the source ended).
@@ -395,18 +350,6 @@ impl<'a> Uploader<'a> {
         }
     }
 
-    fn err(&self, e: &gcloud_storage::http::Error) -> RelayError {
-        RelayError::gcs(&self.bucket, &self.name, e)
-    }
-
-    async fn throttle(&self, upto: u64) {
-        if let Some(rate) = self.copier.rate_limit.filter(|r| *r > 0) {
-            let due = tokio::time::Instant::from(self.started + Duration::from_secs_f64(upto as f64 / rate as f64));
-            self.progress.quiet_until(due);
-            tokio::time::sleep_until(due).await;
-        }
-    }
-
     async fn push(&mut self, b: Bytes) -> Result<(), RelayError> {
         self.crc = self.crc.append(&b);
         self.buf.extend_from_slice(&b);
@@ -414,32 +357,20 @@ impl<'a> Uploader<'a> {
         // Keep at least one byte back so the final request always carries data.
         while self.buf.len() > chunk {
             if self.session.is_none() {
-                let req = UploadObjectRequest { bucket: self.bucket.clone(), ..Default::default() };
-                let meta = Object { name: self.name.clone(), content_type: Some(self.content_type.into()), ..Default::default() };
-                let s = self.copier.gcs.prepare_resumable_upload(&req, &UploadType::Multipart(Box::new(meta))).await.map_err(|e| self.err(&e))?;
+                let s = self.copier.gcs.start_upload(&self.bucket, &self.name, self.content_type).await?;
                 self.progress.moved();
                 self.session = Some(s);
             }
             let part = self.buf.split_to(chunk).freeze();
-            self.throttle(self.offset + chunk as u64).await;
-            let range = ChunkSize::new(self.offset, self.offset + chunk as u64 - 1, None);
-            let session = self.session.as_ref().ok_or_else(|| RelayError::Encode {
+            let upto = self.offset + chunk as u64;
+            throttle(self.copier.rate_limit, self.started, &self.progress, upto).await;
+            let session = self.session.as_mut().ok_or_else(|| RelayError::Encode {
                 bucket: self.bucket.clone(),
                 key: self.name.clone(),
                 message: "no upload session".into(),
             })?;
-            match session.upload_multiple_chunk(counted_body(part, &self.progress), &range).await.map_err(|e| self.err(&e))? {
-                UploadStatus::ResumeIncomplete(r) if r.last_byte == self.offset + chunk as u64 - 1 => {}
-                other => {
-                    return Err(RelayError::Gcs {
-                        bucket: self.bucket.clone(),
-                        key: self.name.clone(),
-                        message: format!("unexpected resumable upload status after {} bytes: {other:?}", self.offset + chunk as u64),
-                        retryable: true,
-                    })
-                }
-            }
-            self.offset += chunk as u64;
+            session.put(self.offset, part, None, &self.progress).await?;
+            self.offset = upto;
             self.progress.moved();
         }
         Ok(())
@@ -453,69 +384,62 @@ impl<'a> Uploader<'a> {
         // A failed delete (or a newer generation, another relay's copy) changes nothing:
         // the completion check refuses an object whose GCS CRC32C differs from the
         // recorded one, and the retry overwrites it.
-        let _ = gcs::delete(&self.copier.gcs, &self.bucket, &self.name, Some(o.generation)).await;
+        let _ = self.copier.gcs.delete(&self.bucket, &self.name, Some(o.generation)).await;
         Err(e)
     }
 
     async fn cancel(self) {
         if let Some(s) = self.session {
-            let _ = s.cancel().await;
+            s.cancel().await;
         }
     }
 
     async fn finish(mut self, p: &Provenance) -> Result<(), RelayError> {
         let rest = self.buf.split().freeze();
         let total = self.offset + rest.len() as u64;
-        self.throttle(total).await;
-        let Some(session) = self.session.take() else {
-            let o = gcs::upload_small(&self.copier.gcs, &self.bucket, &self.name, rest.to_vec(), self.content_type, Some(p.to_metadata()), false)
-                .await
-                .map_err(|e| self.err(&e))?;
+        throttle(self.copier.rate_limit, self.started, &self.progress, total).await;
+        let gcs = &self.copier.gcs;
+        let Some(mut session) = self.session.take() else {
+            let o = gcs.upload_small(&self.bucket, &self.name, rest.to_vec(), self.content_type, p.to_metadata()).await?;
             self.progress.moved();
             // The provenance went on with the bytes, so a mismatch must not stay behind.
             return self.confirm_stored(&o).await;
         };
-        let range = ChunkSize::new(self.offset, total.saturating_sub(1).max(self.offset), Some(total));
-        let obj = match session.upload_multiple_chunk(counted_body(rest, &self.progress), &range).await.map_err(|e| self.err(&e))? {
-            UploadStatus::Ok(o) => o,
-            other => {
-                return Err(RelayError::Gcs {
-                    bucket: self.bucket.clone(),
-                    key: self.name.clone(),
-                    message: format!("resumable upload did not complete at {total} bytes: {other:?}"),
-                    retryable: true,
-                })
-            }
-        };
+        let obj = session.put(self.offset, rest, Some(total), &self.progress).await?.ok_or_else(|| RelayError::Gcs {
+            bucket: self.bucket.clone(),
+            key: self.name.clone(),
+            message: format!("resumable upload did not complete at {total} bytes"),
+            retryable: true,
+        })?;
         self.progress.moved();
         // Checked before the provenance goes on: an object of the wrong bytes never counts.
         self.confirm_stored(&obj).await?;
         // The provenance goes on last: only then does the object count as relayed.
-        let patch = PatchObjectRequest {
-            bucket: self.bucket.clone(),
-            object: self.name.clone(),
-            if_generation_match: Some(obj.generation),
-            metadata: Some(Object { metadata: Some(p.to_metadata()), ..Default::default() }),
-            ..Default::default()
-        };
-        match self.copier.gcs.patch_object(&patch).await {
-            Ok(_) => Ok(()),
-            // fake-gcs-server answers PATCH with a resource the client cannot decode;
-            // the patch itself applied. Confirm by reading the metadata back.
-            Err(gcloud_storage::http::Error::HttpClient(e)) if e.is_decode() => {
-                let o = gcs::get(&self.copier.gcs, &self.bucket, &self.name).await?;
+        match gcs.patch_metadata(&self.bucket, &self.name, obj.generation, p.to_metadata()).await? {
+            Patched::Applied => Ok(()),
+            Patched::Unconfirmed(why) => {
+                let o = gcs.get(&self.bucket, &self.name).await?;
                 match o.as_ref().and_then(Provenance::from_object) {
                     Some(got) if got.source_etag == p.source_etag && got.raw_bytes == p.raw_bytes => Ok(()),
                     _ => Err(RelayError::Gcs {
                         bucket: self.bucket.clone(),
                         key: self.name.clone(),
-                        message: format!("metadata patch did not apply: {e}"),
+                        message: format!("metadata patch did not apply: {why}"),
                         retryable: true,
                     }),
                 }
             }
-            Err(e) => Err(self.err(&e)),
         }
+    }
+}
+
+/// Waits until the upload may have sent `upto` bytes under the rate limit (per file),
+/// telling the stall watch the pause is planned.
+async fn throttle(rate_limit: Option<u64>, started: Instant, progress: &Progress, upto: u64) {
+    if let Some(rate) = rate_limit.filter(|r| *r > 0) {
+        let due = tokio::time::Instant::from(started + Duration::from_secs_f64(upto as f64 / rate as f64));
+        progress.quiet_until(due);
+        tokio::time::sleep_until(due).await;
     }
 }
 

@@ -1,16 +1,25 @@
-//! GCS helpers: the HTTP client under the GCS client (timeouts, request counting),
-//! the relay's object metadata (provenance), reads, listings and the create-only write
-//! used for `_SUCCESS`.
+//! GCS: the HTTP client under the GCS client (timeouts, request counting), the relay's
+//! object metadata (provenance), and [`Gcs`], the calls the relay makes (reads,
+//! listings, resumable and small uploads, metadata patches, the create-only write used
+//! for `_SUCCESS`), against GCS or, in tests, buckets in memory.
+
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
 
 use crate::error::{gcs_status, RelayError};
+use crate::stall::Progress;
+use bytes::Bytes;
 use crossdock_core::marker::Crc32c;
+use futures::StreamExt;
 use gcloud_storage::client::Client;
 use gcloud_storage::http::objects::delete::DeleteObjectRequest;
 use gcloud_storage::http::objects::download::Range;
 use gcloud_storage::http::objects::get::GetObjectRequest;
 use gcloud_storage::http::objects::list::ListObjectsRequest;
+use gcloud_storage::http::objects::patch::PatchObjectRequest;
 use gcloud_storage::http::objects::upload::{UploadObjectRequest, UploadType};
 use gcloud_storage::http::objects::Object;
+use gcloud_storage::http::resumable_upload_client::{ChunkSize, ResumableUploadClient, UploadStatus};
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
@@ -93,49 +102,26 @@ pub fn intact(o: &Object, p: &Provenance) -> bool {
     p.stored_crc32c.is_none_or(|recorded| gcs_crc32c(o) == Some(recorded))
 }
 
-/// The object's resource, or `None` if it does not exist.
-pub async fn get(client: &Client, bucket: &str, name: &str) -> Result<Option<Object>, RelayError> {
-    let req = GetObjectRequest { bucket: bucket.into(), object: name.into(), ..Default::default() };
-    match client.get_object(&req).await {
-        Ok(o) => Ok(Some(o)),
-        Err(e) if gcs_status(&e) == Some(404) => Ok(None),
-        Err(e) => Err(RelayError::gcs(bucket, name, &e)),
-    }
+/// The GCS side of the relay: the signed-in client, or (tests) buckets in memory
+/// ([`Gcs::memory`]), so the copy, completion and consumer decisions run in `cargo test`
+/// without a server.
+#[derive(Clone)]
+pub struct Gcs {
+    backend: Backend,
 }
 
-/// The object's bytes, or `None` if it does not exist.
-pub async fn download(client: &Client, bucket: &str, name: &str) -> Result<Option<Vec<u8>>, RelayError> {
-    let req = GetObjectRequest { bucket: bucket.into(), object: name.into(), ..Default::default() };
-    match client.download_object(&req, &Range::default()).await {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if gcs_status(&e) == Some(404) => Ok(None),
-        Err(e) => Err(RelayError::gcs(bucket, name, &e)),
-    }
+#[derive(Clone)]
+// One per relay: the size of the client is no cost worth a box.
+#[allow(clippy::large_enum_variant)]
+enum Backend {
+    Remote(Client),
+    #[cfg(any(test, feature = "testing"))]
+    Memory(memory::MemoryGcs),
 }
 
-/// Every object under `prefix` (all pages).
-pub async fn list(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<Object>, RelayError> {
-    let mut out = Vec::new();
-    let mut token = None;
-    loop {
-        let req = ListObjectsRequest { bucket: bucket.into(), prefix: Some(prefix.into()), page_token: token, ..Default::default() };
-        let page = client.list_objects(&req).await.map_err(|e| RelayError::gcs(bucket, prefix, &e))?;
-        out.extend(page.items.unwrap_or_default());
-        token = page.next_page_token;
-        if token.is_none() {
-            return Ok(out);
-        }
-    }
-}
-
-/// Deletes the object (with `generation`, only while that generation is the live one);
-/// one already gone is not an error.
-pub async fn delete(client: &Client, bucket: &str, name: &str, generation: Option<i64>) -> Result<(), RelayError> {
-    let req = DeleteObjectRequest { bucket: bucket.into(), object: name.into(), if_generation_match: generation, ..Default::default() };
-    match client.delete_object(&req).await {
-        Ok(()) => Ok(()),
-        Err(e) if gcs_status(&e) == Some(404) => Ok(()),
-        Err(e) => Err(RelayError::gcs(bucket, name, &e)),
+impl std::fmt::Debug for Gcs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gcs")
     }
 }
 
@@ -146,22 +132,247 @@ pub enum Created {
     AlreadyExists,
 }
 
-/// Creates a small JSON object (the `_SUCCESS` marker) in one multipart request
-/// carrying `ifGenerationMatch=0`, so it fails (→ [`Created::AlreadyExists`]) if the
-/// object exists; fake-gcs-server enforces this for multipart uploads only, which is
-/// why markers are written this way.
-pub async fn create_json(client: &Client, bucket: &str, name: &str, body: Vec<u8>) -> Result<Created, RelayError> {
-    match upload_small(client, bucket, name, body, "application/json", None, true).await {
-        Ok(_) => Ok(Created::Created),
-        Err(e) if gcs_status(&e) == Some(412) => Ok(Created::AlreadyExists),
-        Err(e) => Err(RelayError::gcs(bucket, name, &e)),
+/// How a metadata patch ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Patched {
+    Applied,
+    /// The server answered with a resource the client cannot decode (fake-gcs-server
+    /// does this for PATCH; the patch itself applied): confirm by reading it back.
+    Unconfirmed(String),
+}
+
+impl Gcs {
+    /// The remote client (the memory backend answers before any client call).
+    fn client(&self) -> &Client {
+        match &self.backend {
+            Backend::Remote(c) => c,
+            #[cfg(any(test, feature = "testing"))]
+            Backend::Memory(_) => unreachable!("the memory backend answers before any client call"),
+        }
+    }
+
+    pub fn new(client: Client) -> Gcs {
+        Gcs { backend: Backend::Remote(client) }
+    }
+
+    /// Empty buckets in memory (every bucket exists).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn memory() -> (Gcs, memory::MemoryGcs) {
+        let m = memory::MemoryGcs::default();
+        (Gcs { backend: Backend::Memory(m.clone()) }, m)
+    }
+
+    /// The object's resource, or `None` if it does not exist.
+    pub async fn get(&self, bucket: &str, name: &str) -> Result<Option<Object>, RelayError> {
+        #[cfg(any(test, feature = "testing"))]
+        if let Backend::Memory(m) = &self.backend {
+            return m.get(bucket, name);
+        }
+        let client = self.client();
+        let req = GetObjectRequest { bucket: bucket.into(), object: name.into(), ..Default::default() };
+        match client.get_object(&req).await {
+            Ok(o) => Ok(Some(o)),
+            Err(e) if gcs_status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(RelayError::gcs(bucket, name, &e)),
+        }
+    }
+
+    /// The object's bytes, or `None` if it does not exist.
+    pub async fn download(&self, bucket: &str, name: &str) -> Result<Option<Vec<u8>>, RelayError> {
+        #[cfg(any(test, feature = "testing"))]
+        if let Backend::Memory(m) = &self.backend {
+            return m.download(bucket, name);
+        }
+        let client = self.client();
+        let req = GetObjectRequest { bucket: bucket.into(), object: name.into(), ..Default::default() };
+        match client.download_object(&req, &Range::default()).await {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if gcs_status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(RelayError::gcs(bucket, name, &e)),
+        }
+    }
+
+    /// Every object under `prefix` (all pages).
+    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<Object>, RelayError> {
+        #[cfg(any(test, feature = "testing"))]
+        if let Backend::Memory(m) = &self.backend {
+            return m.list(bucket, prefix);
+        }
+        let client = self.client();
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let req = ListObjectsRequest { bucket: bucket.into(), prefix: Some(prefix.into()), page_token: token, ..Default::default() };
+            let page = client.list_objects(&req).await.map_err(|e| RelayError::gcs(bucket, prefix, &e))?;
+            out.extend(page.items.unwrap_or_default());
+            token = page.next_page_token;
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Deletes the object (with `generation`, only while that generation is the live
+    /// one); one already gone is not an error.
+    pub async fn delete(&self, bucket: &str, name: &str, generation: Option<i64>) -> Result<(), RelayError> {
+        #[cfg(any(test, feature = "testing"))]
+        if let Backend::Memory(m) = &self.backend {
+            return m.delete(bucket, name, generation);
+        }
+        let client = self.client();
+        let req = DeleteObjectRequest { bucket: bucket.into(), object: name.into(), if_generation_match: generation, ..Default::default() };
+        match client.delete_object(&req).await {
+            Ok(()) => Ok(()),
+            Err(e) if gcs_status(&e) == Some(404) => Ok(()),
+            Err(e) => Err(RelayError::gcs(bucket, name, &e)),
+        }
+    }
+
+    /// Creates a small JSON object (the `_SUCCESS` marker) in one multipart request
+    /// carrying `ifGenerationMatch=0`, so it fails (→ [`Created::AlreadyExists`]) if the
+    /// object exists; fake-gcs-server enforces this for multipart uploads only, which is
+    /// why markers are written this way.
+    pub async fn create_json(&self, bucket: &str, name: &str, body: Vec<u8>) -> Result<Created, RelayError> {
+        #[cfg(any(test, feature = "testing"))]
+        if let Backend::Memory(m) = &self.backend {
+            return m.create(bucket, name, body);
+        }
+        let client = self.client();
+        match upload_small(client, bucket, name, body, "application/json", None, true).await {
+            Ok(_) => Ok(Created::Created),
+            Err(e) if gcs_status(&e) == Some(412) => Ok(Created::AlreadyExists),
+            Err(e) => Err(RelayError::gcs(bucket, name, &e)),
+        }
+    }
+
+    /// Writes a small object with its metadata in one multipart request, returning the
+    /// stored object's resource (with the CRC32C GCS computed of what it received).
+    pub async fn upload_small(
+        &self,
+        bucket: &str,
+        name: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        metadata: HashMap<String, String>,
+    ) -> Result<Object, RelayError> {
+        #[cfg(any(test, feature = "testing"))]
+        if let Backend::Memory(m) = &self.backend {
+            return m.finish_upload(bucket, name, body, content_type, Some(metadata));
+        }
+        let client = self.client();
+        upload_small(client, bucket, name, body, content_type, Some(metadata), false).await.map_err(|e| RelayError::gcs(bucket, name, &e))
+    }
+
+    /// Starts a resumable upload session for `name`.
+    pub async fn start_upload(&self, bucket: &str, name: &str, content_type: &str) -> Result<Upload, RelayError> {
+        #[cfg(any(test, feature = "testing"))]
+        if let Backend::Memory(m) = &self.backend {
+            return Ok(Upload { bucket: bucket.into(), name: name.into(), session: Session::Memory(m.session(bucket, name, content_type)) });
+        }
+        let client = self.client();
+        let req = UploadObjectRequest { bucket: bucket.into(), ..Default::default() };
+        let meta = Object { name: name.into(), content_type: Some(content_type.into()), ..Default::default() };
+        let s = client.prepare_resumable_upload(&req, &UploadType::Multipart(Box::new(meta))).await.map_err(|e| RelayError::gcs(bucket, name, &e))?;
+        Ok(Upload { bucket: bucket.into(), name: name.into(), session: Session::Remote(s) })
+    }
+
+    /// Replaces the object's metadata, only while `generation` is its live one.
+    pub async fn patch_metadata(&self, bucket: &str, name: &str, generation: i64, metadata: HashMap<String, String>) -> Result<Patched, RelayError> {
+        #[cfg(any(test, feature = "testing"))]
+        if let Backend::Memory(m) = &self.backend {
+            return m.patch_metadata(bucket, name, generation, metadata);
+        }
+        let client = self.client();
+        let patch = PatchObjectRequest {
+            bucket: bucket.into(),
+            object: name.into(),
+            if_generation_match: Some(generation),
+            metadata: Some(Object { metadata: Some(metadata), ..Default::default() }),
+            ..Default::default()
+        };
+        match client.patch_object(&patch).await {
+            Ok(_) => Ok(Patched::Applied),
+            Err(gcloud_storage::http::Error::HttpClient(e)) if e.is_decode() => Ok(Patched::Unconfirmed(e.to_string())),
+            Err(e) => Err(RelayError::gcs(bucket, name, &e)),
+        }
     }
 }
 
-/// Writes a small object in one multipart request (create-only with `create_only`),
-/// returning the stored object's resource (with the CRC32C GCS computed of what it
-/// received).
-pub async fn upload_small(
+/// A resumable upload session.
+pub struct Upload {
+    bucket: String,
+    name: String,
+    session: Session,
+}
+
+enum Session {
+    Remote(ResumableUploadClient),
+    #[cfg(any(test, feature = "testing"))]
+    Memory(memory::Session),
+}
+
+impl Upload {
+    fn remote(&self) -> &ResumableUploadClient {
+        match &self.session {
+            Session::Remote(s) => s,
+            #[cfg(any(test, feature = "testing"))]
+            Session::Memory(_) => unreachable!("the memory session answers before any client call"),
+        }
+    }
+
+    /// Sends `data` at `offset`; `total` on the last request. `Ok(None)`: the chunk was
+    /// taken and the session waits for more; `Ok(Some(object))`: the upload finished.
+    pub async fn put(&mut self, offset: u64, data: Bytes, total: Option<u64>, progress: &Progress) -> Result<Option<Object>, RelayError> {
+        #[cfg(any(test, feature = "testing"))]
+        if let Session::Memory(s) = &mut self.session {
+            progress.moved();
+            return s.put(offset, data, total);
+        }
+        let end = offset + data.len() as u64;
+        let range = ChunkSize::new(offset, end.saturating_sub(1).max(offset), total);
+        let status =
+            self.remote().upload_multiple_chunk(counted_body(data, progress), &range).await.map_err(|e| RelayError::gcs(&self.bucket, &self.name, &e))?;
+        match status {
+            UploadStatus::Ok(o) if total.is_some() => Ok(Some(o)),
+            UploadStatus::ResumeIncomplete(r) if total.is_none() && r.last_byte + 1 == end => Ok(None),
+            other => Err(RelayError::Gcs {
+                bucket: self.bucket.clone(),
+                key: self.name.clone(),
+                message: match total {
+                    Some(t) => format!("resumable upload did not complete at {t} bytes: {other:?}"),
+                    None => format!("unexpected resumable upload status after {end} bytes: {other:?}"),
+                },
+                retryable: true,
+            }),
+        }
+    }
+
+    /// Abandons the session (best effort): nothing of it becomes an object.
+    pub async fn cancel(self) {
+        #[cfg(any(test, feature = "testing"))]
+        if let Session::Memory(_) = &self.session {
+            return;
+        }
+        let _ = self.remote().clone().cancel().await;
+    }
+}
+
+/// Pieces a request body is handed to the HTTP client in, so that an upload's progress
+/// is seen while a large request is being sent, not only when it is answered.
+const BODY_PIECE: usize = 256 << 10;
+
+/// `data` as a request body that stamps `progress` each time the client takes a piece.
+fn counted_body(data: Bytes, progress: &Progress) -> reqwest_middleware::reqwest::Body {
+    let progress = progress.clone();
+    let pieces: Vec<Bytes> = (0..data.len()).step_by(BODY_PIECE).map(|at| data.slice(at..(at + BODY_PIECE).min(data.len()))).collect();
+    reqwest_middleware::reqwest::Body::wrap_stream(futures::stream::iter(pieces).map(move |piece| {
+        progress.moved();
+        Ok::<_, std::io::Error>(piece)
+    }))
+}
+
+/// Writes a small object in one multipart request (create-only with `create_only`).
+async fn upload_small(
     client: &Client,
     bucket: &str,
     name: &str,

@@ -16,9 +16,13 @@ pub mod copy;
 pub mod encode;
 pub mod error;
 pub mod events;
+#[cfg(test)]
+mod fixtures;
 pub mod gcs;
 pub mod health;
+pub mod queue;
 pub mod s3_event;
+pub mod source;
 pub mod spot;
 pub mod stall;
 
@@ -149,6 +153,13 @@ impl RelaySettings {
     /// Validates the settings, reads the queue's visibility timeout if none was given,
     /// and returns the runtime object.
     pub async fn build(self, s3: aws_sdk_s3::Client, sqs: aws_sdk_sqs::Client, gcs: gcloud_storage::client::Client) -> Result<Relay, RelayError> {
+        let queue = queue::Queue::sqs(sqs, self.queue_url.clone());
+        self.build_on(source::Source::s3(s3), queue, gcs::Gcs::new(gcs)).await
+    }
+
+    /// [`RelaySettings::build`] on given sides (S3, SQS, GCS): the real services, or
+    /// ones in memory in tests. The queue's URL is the settings'.
+    pub async fn build_on(self, source: source::Source, queue: queue::Queue, gcs: gcs::Gcs) -> Result<Relay, RelayError> {
         let bad = |m: String| RelayError::Config(m);
         if self.queue_url.is_empty() {
             return Err(bad("the queue URL is empty".into()));
@@ -171,16 +182,7 @@ impl RelaySettings {
         let threads = self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1);
         let visibility = match self.visibility_timeout_secs {
             Some(v) => v,
-            None => {
-                let attrs = sqs
-                    .get_queue_attributes()
-                    .queue_url(&self.queue_url)
-                    .attribute_names(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout)
-                    .send()
-                    .await
-                    .map_err(|e| RelayError::Sqs { queue: self.queue_url.clone(), message: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string() })?;
-                attrs.attributes().and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout)).and_then(|v| v.parse().ok()).unwrap_or(30)
-            }
+            None => queue.visibility_timeout().await?.unwrap_or(30),
         };
         if !(1..=43_200).contains(&visibility) {
             return Err(bad(format!("visibility timeout {visibility} s must be 1..=43200")));
@@ -191,8 +193,8 @@ impl RelaySettings {
         });
         let health = Health::new(Health::window_for(visibility));
         let copier = copy::Copier {
-            s3,
-            gcs: gcs.clone(),
+            source,
+            gcs,
             encode: encode::EncodeParams { codec: self.codec, level, threads },
             chunk_size,
             rate_limit: self.rate_limit,
@@ -200,15 +202,15 @@ impl RelaySettings {
             progress: health.clone(),
             stall_timeout: (self.copy_stall_timeout_secs > 0).then(|| Duration::from_secs(self.copy_stall_timeout_secs)),
         };
-        Ok(Relay { settings: self, sqs, gcs, copier, visibility, instance_id, health, completion: complete::Completion::default(), notifier: None })
+        Ok(Relay { settings: self, queue, copier, visibility, instance_id, health, completion: complete::Completion::default(), notifier: None })
     }
 }
 
 /// A validated relay, ready to [`run`].
 pub struct Relay {
     pub settings: RelaySettings,
-    pub sqs: aws_sdk_sqs::Client,
-    pub gcs: gcloud_storage::client::Client,
+    pub queue: queue::Queue,
+    /// The copy stages, with the S3 and GCS sides.
     pub copier: copy::Copier,
     /// Visibility timeout (seconds) requested and renewed.
     pub visibility: u32,

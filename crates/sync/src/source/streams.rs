@@ -6,10 +6,8 @@ use super::aws_error::{message, stream_error, transient, Codes};
 use super::{Change, ChangeKind, ChangeSource, Position, Read, ShardInfo};
 use crate::error::SyncError;
 use aws_sdk_dynamodbstreams::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodbstreams::types::{AttributeValue as Sdk, OperationType, ShardIteratorType, StreamViewType};
+use aws_sdk_dynamodbstreams::types::{OperationType, ShardIteratorType, StreamViewType};
 use aws_sdk_dynamodbstreams::Client;
-use crossdock_core::item::{AttributeValue, Item};
-use std::collections::HashMap;
 use std::time::Duration;
 
 /// A table's DynamoDB stream.
@@ -75,31 +73,6 @@ impl DynamoStreams {
     fn err<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(&self, op: &'static str, shard: &str, e: &SdkError<E, R>) -> SyncError {
         stream_error(&CODES, &self.table, &self.arn, op, shard, e)
     }
-}
-
-/// SDK value → core value (map attributes sorted by name, as the exporter does).
-pub fn from_sdk(v: &Sdk) -> Option<AttributeValue> {
-    Some(match v {
-        Sdk::S(s) => AttributeValue::S(s.clone()),
-        Sdk::N(n) => AttributeValue::N(n.clone()),
-        Sdk::B(b) => AttributeValue::B(b.as_ref().to_vec()),
-        Sdk::Bool(b) => AttributeValue::Bool(*b),
-        Sdk::Null(_) => AttributeValue::Null,
-        Sdk::Ss(v) => AttributeValue::Ss(v.clone()),
-        Sdk::Ns(v) => AttributeValue::Ns(v.clone()),
-        Sdk::Bs(v) => AttributeValue::Bs(v.iter().map(|b| b.as_ref().to_vec()).collect()),
-        Sdk::L(l) => AttributeValue::L(l.iter().map(from_sdk).collect::<Option<_>>()?),
-        Sdk::M(m) => AttributeValue::M(from_sdk_map(m)?),
-        _ => return None,
-    })
-}
-
-/// SDK item → core item, attributes sorted by name; `None` for a type this SDK build
-/// does not know.
-pub fn from_sdk_map(m: &HashMap<String, Sdk>) -> Option<Item> {
-    let mut names: Vec<&String> = m.keys().collect();
-    names.sort_unstable();
-    names.into_iter().map(|n| Some((n.clone(), from_sdk(&m[n])?))).collect()
 }
 
 impl ChangeSource for DynamoStreams {
@@ -181,7 +154,8 @@ impl ChangeSource for DynamoStreams {
                 other => return Err(bad(&format!("unknown event {other:?}"))),
             };
             let image = image.ok_or_else(|| bad("the record has no new image"))?;
-            let item = from_sdk_map(image).ok_or_else(|| bad("the record has a value of a type this build does not know"))?;
+            // Converted as the exporter converts scanned items (attributes sorted by name).
+            let item = crossdock_export::convert::from_sdk_item(image).map_err(|_| bad("the record has a value of a type this build does not know"))?;
             let created_ms = d.approximate_creation_date_time().and_then(|t| t.to_millis().ok());
             changes.push(Change { kind, item, sequence, created_ms });
         }
