@@ -39,7 +39,7 @@ pub struct Args {
     /// Upload request size in MiB (rounded down to a multiple of 256 KiB). Each file in
     /// flight buffers one request; 16 MiB is rclone's GCS default, and fewer, larger
     /// requests moved 1.5x the bytes of 8 MiB ones through fake-gcs-server.
-    #[arg(long, default_value_t = 16.0)]
+    #[arg(long, default_value_t = crossdock_relay::DEFAULT_CHUNK_MIB as f64)]
     chunk_mib: f64,
     /// Upload rate limit per file, KiB/s.
     #[arg(long)]
