@@ -150,6 +150,7 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
     let mut relay = match s.build(s3, sqs, gcs).await {
         Ok(r) => r,
         Err(e @ RelayError::Config(_)) => return Err(fail(Code::Usage, e.to_string())),
+        Err(e @ RelayError::QueueNotFound { .. }) => return Err(fail(Code::NotFound, e.to_string())),
         Err(e) => return Err(anyhow::Error::new(e).context("starting the relay")),
     };
     relay.notifier = args.notify_url.clone().map(|url| std::sync::Arc::new(crate::notify::Webhook(url)) as std::sync::Arc<dyn crossdock_relay::Notifier>);

@@ -38,6 +38,9 @@ pub enum RelayError {
     /// An SQS call failed.
     #[error("SQS {queue}: {message}")]
     Sqs { queue: String, message: String },
+    /// The queue does not exist (or not in this account and region).
+    #[error("SQS queue {queue} does not exist: check --queue, the region (AWS_REGION) and the account")]
+    QueueNotFound { queue: String },
     /// The compression thread failed.
     #[error("encoding s3://{bucket}/{key} failed: {message}")]
     Encode { bucket: String, key: String, message: String },
@@ -57,6 +60,7 @@ impl RelayError {
             RelayError::StoredChecksumMismatch { .. } => "stored_checksum_mismatch",
             RelayError::Stalled { .. } => "stalled",
             RelayError::Sqs { .. } => "sqs",
+            RelayError::QueueNotFound { .. } => "queue_not_found",
             RelayError::Encode { .. } => "encode",
         }
     }

@@ -68,13 +68,13 @@ impl Queue {
             return Ok(None);
         }
         let client = self.client();
-        let attrs = client
-            .get_queue_attributes()
-            .queue_url(&self.url)
-            .attribute_names(QueueAttributeName::VisibilityTimeout)
-            .send()
-            .await
-            .map_err(|e| RelayError::Sqs { queue: self.url.clone(), message: sqs_message(&e) })?;
+        let attrs =
+            client.get_queue_attributes().queue_url(&self.url).attribute_names(QueueAttributeName::VisibilityTimeout).send().await.map_err(|e| {
+                match e.as_service_error() {
+                    Some(se) if se.is_queue_does_not_exist() => RelayError::QueueNotFound { queue: self.url.clone() },
+                    _ => RelayError::Sqs { queue: self.url.clone(), message: sqs_message(&e) },
+                }
+            })?;
         Ok(attrs.attributes().and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout)).and_then(|v| v.parse().ok()))
     }
 

@@ -162,3 +162,23 @@ async fn aws_profile_with_credential_process_signs_requests() {
     assert!(!called.exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The relay's documented codes for a queue: one that does not exist is "not found"
+/// (3) with a message naming it, one that cannot be reached is a failure (1), never a
+/// usage error.
+#[test]
+fn a_missing_queue_exits_3_and_an_unreachable_one_1() {
+    let endpoint = crossdock_tests::stack_var("AWS_ENDPOINT_URL");
+    let relay = |queue: &str| crossdock(&["relay", "--queue", queue, "--dst-bucket-map", "a=b", "--until-idle", "1", "--metrics-addr", "off"]);
+    let missing = relay(&format!("{endpoint}/123456789012/no-such-queue"));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(3), "{err}");
+    assert!(err.contains("no-such-queue does not exist") && !err.contains("ServiceError"), "{err}");
+    let unreachable = Command::new(crossdock_tests::crossdock_bin())
+        .args(["relay", "--queue", "http://127.0.0.1:1/123456789012/q", "--dst-bucket-map", "a=b", "--until-idle", "1", "--metrics-addr", "off"])
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .output()
+        .expect("run");
+    assert_eq!(unreachable.status.code(), Some(1), "{}", String::from_utf8_lossy(&unreachable.stderr));
+}
