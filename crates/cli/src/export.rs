@@ -191,6 +191,10 @@ struct ExportArgs {
     /// No progress line, even on a terminal.
     #[arg(long)]
     no_progress: bool,
+    /// Address of the `/metrics` (Prometheus) and `/healthz` server while the export
+    /// runs (e.g. 0.0.0.0:9467), `off` for none.
+    #[arg(long, default_value = "off")]
+    metrics_addr: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -243,7 +247,12 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
         Some(Sub::Restore(r)) => restore(r).await,
         Some(Sub::Capacity(CapacityArgs { command: CapacitySub::Raise(r) })) => capacity_raise(r).await,
         Some(Sub::Capacity(CapacityArgs { command: CapacitySub::Restore(r) })) => capacity_restore(r).await,
-        None => export(args.export).await,
+        None => {
+            if let Some(addr) = crate::serve::addr(&args.export.metrics_addr)? {
+                crate::serve::serve(addr, crate::serve::Phase { metrics: crossdock_export::observe::METRICS, buckets: &[] }, crate::serve::alive).await?;
+            }
+            export(args.export).await
+        }
     }
 }
 

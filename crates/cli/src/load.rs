@@ -57,6 +57,10 @@ pub struct Args {
     /// dies), and the one that finds every file done finishes the table.
     #[arg(long, requires = "watch")]
     pub fan_out: bool,
+    /// Address of the `/metrics` (Prometheus) and `/healthz` server (e.g. 0.0.0.0:9466),
+    /// `off` for none; with it there is no progress bar.
+    #[arg(long, default_value = "off")]
+    pub metrics_addr: String,
     /// GCP project of the topic (defaults to CROSSDOCK_GCP_PROJECT).
     #[arg(long, env = "CROSSDOCK_GCP_PROJECT")]
     pub project: Option<String>,
@@ -295,6 +299,10 @@ async fn load_marker(
 
 pub async fn run(args: Args) -> anyhow::Result<Code> {
     let pipeline = crate::pipeline::load(&args.pipeline)?;
+    if let Some(addr) = crate::serve::addr(&args.metrics_addr)? {
+        let phase = crate::serve::Phase { metrics: crossdock_load::events::METRICS, buckets: crossdock_load::events::BUCKETS };
+        crate::serve::serve(addr, phase, crate::serve::alive).await?;
+    }
     if args.watch {
         let project = args.project.clone().ok_or_else(|| fail(Code::Usage, "--watch needs --project or CROSSDOCK_GCP_PROJECT"))?;
         let watcher =

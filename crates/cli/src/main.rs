@@ -13,6 +13,7 @@ mod notify;
 mod pipeline;
 mod plan;
 mod relay;
+mod serve;
 mod shutdown;
 mod status;
 mod sync;
@@ -148,6 +149,17 @@ mod tests {
             let mut sub = sub.clone().term_width(100).mut_args(|a| a.hide_env_values(true));
             insta::assert_snapshot!(sub.get_name().to_string(), sub.render_long_help().to_string());
         }
+    }
+
+    /// Every metric a phase describes is in docs/operations.md, so the documented lists
+    /// cannot drift from the code (the end-to-end tests check the other way: a scrape
+    /// holds nothing undescribed).
+    #[test]
+    fn every_metric_is_documented() {
+        let docs = include_str!("../../../docs/operations.md");
+        let phases = [crossdock_relay::events::METRICS, crossdock_sync::events::METRICS, crossdock_load::events::METRICS, crossdock_export::observe::METRICS];
+        let missing: Vec<&str> = phases.iter().flat_map(|m| m.iter()).map(|(name, _)| *name).filter(|n| !docs.contains(&format!("`{n}"))).collect();
+        assert!(missing.is_empty(), "metrics missing from docs/operations.md: {missing:?}");
     }
 
     #[test]

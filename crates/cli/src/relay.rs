@@ -4,10 +4,10 @@
 
 use crate::exit::{fail, Code};
 use anyhow::Context;
+use axum::http::StatusCode;
 use crossdock_core::Codec;
 use crossdock_relay::{HealthStatus, RelayError, RelaySettings};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Flags of `crossdock relay`.
@@ -154,9 +154,16 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
         Err(e) => return Err(anyhow::Error::new(e).context("starting the relay")),
     };
     relay.notifier = args.notify_url.clone().map(|url| std::sync::Arc::new(crate::notify::Webhook(url)) as std::sync::Arc<dyn crossdock_relay::Notifier>);
-    if args.metrics_addr != "off" {
-        let addr: SocketAddr = args.metrics_addr.parse().map_err(|e| fail(Code::Usage, format!("--metrics-addr {}: {e}", args.metrics_addr)))?;
-        serve_metrics(addr, relay.health.clone()).await?;
+    if let Some(addr) = crate::serve::addr(&args.metrics_addr)? {
+        // Healthy while anything advances (receives, accepted heartbeats, copy bytes) and
+        // while draining; the relay crate decides, see `crossdock_relay::health`.
+        let health = relay.health.clone();
+        let check = move || match health.check() {
+            HealthStatus::Draining => (StatusCode::OK, "draining\n".to_string()),
+            HealthStatus::Ok { .. } => (StatusCode::OK, "ok\n".to_string()),
+            HealthStatus::Stale { since } => (StatusCode::SERVICE_UNAVAILABLE, format!("no progress (receive, heartbeat or copy) for {} s\n", since.as_secs())),
+        };
+        crate::serve::serve(addr, crate::serve::Phase { metrics: crossdock_relay::events::METRICS, buckets: &[] }, check).await?;
     }
     let summary = crossdock_relay::run(relay, crate::shutdown::signal()).await?;
     tracing::info!(
@@ -171,38 +178,4 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
         "relay exited"
     );
     Ok(Code::Ok)
-}
-
-/// Installs the Prometheus recorder and serves `/metrics` and `/healthz`.
-async fn serve_metrics(addr: SocketAddr, health: crossdock_relay::Health) -> anyhow::Result<()> {
-    use axum::{http::StatusCode, routing::get, Router};
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
-    for (name, help) in crossdock_relay::events::METRICS {
-        metrics::describe_counter!(*name, *help);
-    }
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the metrics server to {addr}"))?;
-    tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving /metrics and /healthz");
-    // Healthy while anything advances (receives, accepted heartbeats, copy bytes) and
-    // while draining; the relay crate decides, see `crossdock_relay::health`.
-    let app = Router::new().route("/metrics", get(move || std::future::ready(handle.render()))).route(
-        "/healthz",
-        get(move || {
-            let h = health.clone();
-            async move {
-                match h.check() {
-                    HealthStatus::Draining => (StatusCode::OK, "draining\n".to_string()),
-                    HealthStatus::Ok { .. } => (StatusCode::OK, "ok\n".to_string()),
-                    HealthStatus::Stale { since } => {
-                        (StatusCode::SERVICE_UNAVAILABLE, format!("no progress (receive, heartbeat or copy) for {} s\n", since.as_secs()))
-                    }
-                }
-            }
-        }),
-    );
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::warn!(error = %e, "metrics server stopped");
-        }
-    });
-    Ok(())
 }

@@ -19,7 +19,6 @@ use crossdock_sync::source::streams::{latest_stream, DynamoStreams};
 use crossdock_sync::source::ChangeSource;
 use crossdock_sync::{Outcome, Status, SyncError, SyncOptions};
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Which stream to read.
@@ -287,33 +286,10 @@ async fn sync_with<S: ChangeSource, T: Target>(args: &Args, p: &Prepared, t: &T,
     })
 }
 
-/// Installs the Prometheus recorder (with the sync's histogram buckets) and serves `/metrics`.
-async fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
-    use axum::{routing::get, Router};
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    let mut builder = PrometheusBuilder::new();
-    for (name, buckets) in crossdock_sync::events::BUCKETS {
-        builder = builder.set_buckets_for_metric(Matcher::Full((*name).to_string()), buckets).context("histogram buckets")?;
-    }
-    let handle = builder.install_recorder().context("installing the metrics recorder")?;
-    for (name, help) in crossdock_sync::events::METRICS {
-        metrics::describe_counter!(*name, *help);
-    }
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the metrics server to {addr}"))?;
-    tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving /metrics");
-    let app = Router::new().route("/metrics", get(move || std::future::ready(handle.render())));
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::warn!(error = %e, "metrics server stopped");
-        }
-    });
-    Ok(())
-}
-
 pub async fn run(args: Args) -> anyhow::Result<Code> {
-    if args.metrics_addr != "off" {
-        let addr: SocketAddr = args.metrics_addr.parse().map_err(|e| fail(Code::Usage, format!("--metrics-addr {}: {e}", args.metrics_addr)))?;
-        serve_metrics(addr).await?;
+    if let Some(addr) = crate::serve::addr(&args.metrics_addr)? {
+        let phase = crate::serve::Phase { metrics: crossdock_sync::events::METRICS, buckets: crossdock_sync::events::BUCKETS };
+        crate::serve::serve(addr, phase, crate::serve::alive).await?;
     }
     let (_, p) = args.table.prepare().await?;
     let conf = crate::aws::config(args.region.clone()).await;

@@ -54,3 +54,17 @@ pub struct NoObserver;
 impl Observer for NoObserver {
     fn event(&self, _event: &ExportEvent) {}
 }
+
+/// The exporter's metrics with their help texts, for the binary's `/metrics`
+/// descriptions and the docs; the counters move where they happen (`scan`, `writer`,
+/// `lease`, `pages`).
+pub const METRICS: &[(&str, &str)] = &[
+    ("crossdock_export_items_total", "items scanned and written"),
+    ("crossdock_export_consumed_rcu_total", "read capacity units consumed by the scan"),
+    ("crossdock_export_parts_total", "data parts written to S3"),
+    ("crossdock_export_segments_total", "segments finished (manifest written)"),
+    ("crossdock_export_upload_chunks_total", "multipart upload chunks sent to S3"),
+    ("crossdock_export_throttled_total", "Scan calls throttled by DynamoDB"),
+    ("crossdock_export_capacity_changes_total", "read capacity changes, by direction (raise, restore)"),
+    ("crossdock_export_lease_heartbeats_total", "capacity lease heartbeats, by outcome (renewed, lost, error)"),
+];

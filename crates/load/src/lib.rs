@@ -11,6 +11,7 @@
 //! - [`progress`]: per-file progress and reject records in GCS, the `_LOADED` record.
 //! - `conformance` (feature `testing`): the suite every target passes, and sample data.
 //! - [`run`]: orchestration (plan, load, indexes, count check) and verification.
+//! - [`events`]: logs and metrics, one function per occurrence.
 // Libraries report through their return values and tracing, never the terminal or exit.
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr, clippy::exit))]
 
@@ -19,6 +20,7 @@ pub mod compare;
 pub mod conformance;
 pub mod decimal;
 pub mod error;
+pub mod events;
 pub mod feed;
 pub mod gcs;
 pub mod marker;

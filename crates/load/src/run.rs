@@ -5,6 +5,7 @@
 use crate::compare::Comparison;
 pub use crate::compare::VerifyReport;
 use crate::error::LoadError;
+use crate::events;
 use crate::feed::{self, Msg};
 use crate::marker::{read_part, Marker};
 use crate::progress::{self, FileProgress, FileStatus, Reject};
@@ -221,23 +222,6 @@ pub struct Summary {
     pub duration_ms: u64,
 }
 
-fn event_file(target: TargetKind, file: &str, outcome: &'static str, rows: u64, rejected: u64) {
-    tracing::info!(target_kind = target.name(), file, outcome, rows, rejected, "load file {outcome}");
-    metrics::counter!("crossdock_load_files_total", "target" => target.name(), "outcome" => outcome).increment(1);
-    metrics::counter!("crossdock_load_rows_total", "target" => target.name()).increment(rows);
-    metrics::counter!("crossdock_load_rejects_total", "target" => target.name()).increment(rejected);
-}
-
-fn event_batch(target: TargetKind, rows: usize, secs: f64, retried: bool) {
-    tracing::debug!(target_kind = target.name(), rows, secs, retried, "batch written");
-    metrics::counter!("crossdock_load_batches_total", "target" => target.name()).increment(1);
-    metrics::counter!("crossdock_load_batch_rows_total", "target" => target.name()).increment(rows as u64);
-    metrics::histogram!("crossdock_load_batch_seconds", "target" => target.name()).record(secs);
-    if retried {
-        metrics::counter!("crossdock_load_retries_total", "target" => target.name()).increment(1);
-    }
-}
-
 /// The write side of one load: writers take batches from the feed (never across a
 /// file boundary), and the last batch of a file records it done.
 struct Writing<'a, T: Target> {
@@ -310,7 +294,7 @@ impl<T: Target> Writing<'_, T> {
                     Ok(()) => {
                         let secs = t0.elapsed().as_secs_f64();
                         size.success(n, secs);
-                        event_batch(self.model.target, n, secs, attempt > 0);
+                        events::batch_written(self.model.target, n, secs, attempt > 0);
                         done += n;
                         attempt = 0;
                     }
@@ -357,7 +341,7 @@ impl<T: Target> Writing<'_, T> {
                     if matches!(error, LoadError::CorruptFile { .. } | LoadError::NotFound { .. }) {
                         let f = self.todo[file];
                         let _ = progress::record(self.marker, f, &self.record(f, FileStatus::Failed, 0, 0, Some(error.to_string()))).await;
-                        event_file(self.model.target, &f.name, "failed", 0, 0);
+                        events::file_finished(self.model.target, &f.name, "failed", 0, 0);
                     }
                     src.failure = Some(error);
                     src.rx.close();
@@ -409,7 +393,7 @@ impl<T: Target> Writing<'_, T> {
         let rejected = rejects.len() as u64;
         let task = progress::record_in_background(self.marker, f, &self.record(f, FileStatus::Done, written, rejected, None));
         self.recording.lock().map_err(poisoned)?.push(task);
-        event_file(self.model.target, &f.name, "loaded", written, rejected);
+        events::file_finished(self.model.target, &f.name, "loaded", written, rejected);
         self.files_loaded.fetch_add(1, Ordering::Relaxed);
         self.rows_written.fetch_add(written, Ordering::Relaxed);
         Ok(())
@@ -429,7 +413,7 @@ impl<T: Target> Writing<'_, T> {
         if let Err(e) = progress::record(self.marker, f, &self.record(f, FileStatus::Failed, 0, rejects.len() as u64, Some(reason))).await {
             return e;
         }
-        event_file(self.model.target, &f.name, "failed", 0, rejects.len() as u64);
+        events::file_finished(self.model.target, &f.name, "failed", 0, rejects.len() as u64);
         LoadError::TooManyRejects { rejected: total, max: self.opts.max_errors, bucket: self.marker.gcs.bucket.clone(), key }
     }
 }
@@ -604,7 +588,7 @@ async fn files_to_load<'m>(
         summary.files_skipped += 1;
         summary.rows_written += p.rows_written;
         summary.rejected += p.rejected;
-        event_file(kind, &p.file, "skipped", 0, 0);
+        events::file_finished(kind, &p.file, "skipped", 0, 0);
     }
     Ok(files.todo)
 }
@@ -723,8 +707,7 @@ async fn finish<T: Target>(
     } else {
         progress::write_loaded(marker, &record).await?;
     }
-    tracing::info!(export = %m.export, target = summary.target, rows = summary.rows_in_target, rejected = summary.rejected, "load finished");
-    metrics::counter!("crossdock_load_tables_total", "target" => summary.target).increment(1);
+    events::table_finished(&m.export, summary.target, summary.rows_in_target, summary.rejected);
     Ok(summary)
 }
 

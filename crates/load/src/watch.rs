@@ -290,14 +290,8 @@ impl Watcher {
     }
 
     async fn renew(&self, ack_ids: &[String], lease: Duration) {
-        let outcome = match self.set_deadline(ack_ids, lease).await {
-            Ok(()) => "ok",
-            Err(e) => {
-                tracing::warn!(subscription = %self.name, error = %e, "could not renew a marker's lease; another watcher may load it too");
-                "error"
-            }
-        };
-        metrics::counter!("crossdock_load_watch_lease_renewals_total", "outcome" => outcome).increment(1);
+        let outcome = self.set_deadline(ack_ids, lease).await;
+        crate::events::lease_renewed(&self.name, outcome.as_ref().err().map(|e| e.to_string()).as_deref());
     }
 
     /// Hands `ack_ids` back to the subscription for immediate redelivery.

@@ -317,7 +317,9 @@ async fn fan_out_spreads_a_table_over_workers_and_survives_a_killed_one() {
     doomed.wait_log("watching for _SUCCESS finalizes", Duration::from_secs(60)).await;
     topic.publish_finalize(&bucket.name, &export.export.marker_key()).await;
     assert!(proxy.wait_held(1, Duration::from_secs(90)).await, "worker 0 took a work item; log:\n{}", doomed.log_tail());
-    let mut workers = vec![Proc::spawn(&dir, "worker-1", &args), Proc::spawn(&dir, "worker-2", &args)];
+    // Worker 1 also serves /metrics: what it emits must all be described.
+    let with_metrics: Vec<String> = args.iter().cloned().chain(["--metrics-addr".to_string(), "127.0.0.1:0".to_string()]).collect();
+    let mut workers = vec![Proc::spawn(&dir, "worker-1", &with_metrics), Proc::spawn(&dir, "worker-2", &args)];
     doomed.signal("KILL");
     assert!(!doomed.wait(Duration::from_secs(10)).await.success());
     drop(proxy);
@@ -328,6 +330,28 @@ async fn fan_out_spreads_a_table_over_workers_and_survives_a_killed_one() {
     let rec = loaded_record(&bucket.client, &bucket.name, &export).await.expect("_LOADED");
     assert_eq!((rec.items_expected, rec.rows_in_target), ((FILES * 50) as u64, (FILES * 50) as u64));
     assert_eq!(pg_count(&pg.name, &table).await, (FILES * 50) as i64);
+    let addr = logged(&workers[0], "serving /metrics and /healthz", "addr").pop().expect("metrics address logged");
+    let scrape = reqwest::get(format!("http://{addr}/metrics")).await.expect("scrape").text().await.expect("body");
+    assert_eq!(reqwest::get(format!("http://{addr}/healthz")).await.expect("healthz").status(), 200);
+    let described: Vec<&str> = crossdock_load::events::METRICS.iter().map(|(n, _)| *n).collect();
+    let emitted: std::collections::BTreeSet<&str> = scrape
+        .lines()
+        .filter(|l| l.starts_with("crossdock_"))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(|n| n.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count"))
+        .collect();
+    let undescribed: Vec<&&str> = emitted.iter().filter(|n| !described.contains(n)).collect();
+    assert!(undescribed.is_empty(), "emitted but not in crossdock_load::events::METRICS: {undescribed:?}");
+    for name in [
+        "crossdock_load_files_total",
+        "crossdock_load_rows_total",
+        "crossdock_load_batches_total",
+        "crossdock_load_batch_seconds",
+        "crossdock_load_watch_lease_renewals_total",
+    ] {
+        assert!(emitted.contains(name), "{name} not emitted:\n{scrape}");
+    }
+    assert!(scrape.contains("crossdock_load_batch_seconds_bucket{"), "batch time is a histogram with buckets");
     for w in &workers {
         w.signal("TERM");
     }
