@@ -105,12 +105,16 @@ struct Location {
     /// DynamoDB table name.
     #[arg(long)]
     table: Option<String>,
+    /// Pipeline file: its `[source]` gives the bucket, prefix, region and read ratio
+    /// (the flags below override it).
+    #[arg(long)]
+    pipeline: Option<std::path::PathBuf>,
     /// S3 bucket the dump is written to.
     #[arg(long, env = "CROSSDOCK_EXPORT_BUCKET")]
     bucket: Option<String>,
-    /// Key prefix in the bucket (empty, or ending with `/`).
-    #[arg(long, default_value = "")]
-    prefix: String,
+    /// Key prefix in the bucket (empty, or ending with `/`; default: empty).
+    #[arg(long)]
+    prefix: Option<String>,
     /// AWS region (default: from the environment).
     #[arg(long)]
     region: Option<String>,
@@ -120,6 +124,25 @@ struct Location {
     /// Print a one-object JSON summary on stdout.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
+}
+
+impl Location {
+    /// Fills what the flags left out from `--pipeline`'s `[source]`; returns its read
+    /// ratio, if a pipeline was given.
+    fn resolve(&mut self) -> anyhow::Result<Option<f64>> {
+        let Some(path) = &self.pipeline else { return Ok(None) };
+        let source = crate::pipeline::load_source(path)?.source;
+        self.bucket.get_or_insert(source.bucket);
+        self.prefix.get_or_insert(source.prefix);
+        if self.region.is_none() {
+            self.region = source.region;
+        }
+        Ok(Some(source.read_ratio))
+    }
+
+    fn prefix(&self) -> &str {
+        self.prefix.as_deref().unwrap_or("")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -138,9 +161,10 @@ struct ExportArgs {
     /// Export timestamp `YYYY-MM-DDTHH-MM-SSZ` (default: now; with --resume, the latest).
     #[arg(long)]
     timestamp: Option<String>,
-    /// Share of the (raised) provisioned read capacity the scan may consume, in (0, 1.5].
-    #[arg(long, default_value_t = 0.5)]
-    read_ratio: f64,
+    /// Share of the (raised) provisioned read capacity the scan may consume, in (0, 1.5]
+    /// (default: the pipeline's `read_ratio`, else 0.5).
+    #[arg(long)]
+    read_ratio: Option<f64>,
     /// Raise read capacity to this many RCU for the export.
     #[arg(long, conflicts_with = "raise_by")]
     raise_to: Option<i64>,
@@ -242,12 +266,23 @@ async fn clients(at: &Location) -> Clients {
     Clients { ddb: aws_sdk_dynamodb::Client::new(&conf), s3: crate::aws::s3(&conf), autoscaler }
 }
 
-pub async fn run(args: Args) -> anyhow::Result<Code> {
+pub async fn run(mut args: Args) -> anyhow::Result<Code> {
     match args.command {
-        Some(Sub::Restore(r)) => restore(r).await,
-        Some(Sub::Capacity(CapacityArgs { command: CapacitySub::Raise(r) })) => capacity_raise(r).await,
-        Some(Sub::Capacity(CapacityArgs { command: CapacitySub::Restore(r) })) => capacity_restore(r).await,
+        Some(Sub::Restore(mut r)) => {
+            r.at.resolve()?;
+            restore(r).await
+        }
+        Some(Sub::Capacity(CapacityArgs { command: CapacitySub::Raise(mut r) })) => {
+            r.at.resolve()?;
+            capacity_raise(r).await
+        }
+        Some(Sub::Capacity(CapacityArgs { command: CapacitySub::Restore(mut r) })) => {
+            r.at.resolve()?;
+            capacity_restore(r).await
+        }
         None => {
+            let ratio = args.export.at.resolve()?;
+            args.export.read_ratio = args.export.read_ratio.or(ratio);
             if let Some(addr) = crate::serve::addr(&args.export.metrics_addr)? {
                 crate::serve::serve(addr, crate::serve::Phase { metrics: crossdock_export::observe::METRICS, buckets: &[] }, crate::serve::alive).await?;
             }
@@ -264,7 +299,7 @@ fn lease_ctx<'a>(c: &'a Clients, bucket: &'a str, active_timeout: u64) -> LeaseC
 fn lease_target(at: &Location) -> anyhow::Result<(String, String)> {
     let table = require(&at.table, "--table")?;
     let bucket = require(&at.bucket, "--bucket")?;
-    crossdock_core::layout::validate_prefix(&at.prefix).map_err(|e| fail(Code::Usage, e.to_string()))?;
+    crossdock_core::layout::validate_prefix(at.prefix()).map_err(|e| fail(Code::Usage, e.to_string()))?;
     crossdock_core::layout::validate_table(&table).map_err(|e| fail(Code::Usage, e.to_string()))?;
     Ok((table, bucket))
 }
@@ -309,7 +344,7 @@ async fn restore(a: RestoreArgs) -> anyhow::Result<Code> {
     // A run of its own: it restores only a stale lease, never a live export's.
     let holder = Holder::new(None, crossdock_export::lease::DEFAULT_STALE_AFTER);
     let report =
-        crossdock_export::lease::restore_table(&lease_ctx(&c, &bucket, 1800), &holder, &a.at.prefix, &table, false).await.map_err(restore_failed(&table))?;
+        crossdock_export::lease::restore_table(&lease_ctx(&c, &bucket, 1800), &holder, a.at.prefix(), &table, false).await.map_err(restore_failed(&table))?;
     print_restore(&report, &bucket, a.at.output == Output::Json);
     Ok(Code::Ok)
 }
@@ -333,7 +368,7 @@ async fn capacity_raise(a: CapacityRaiseArgs) -> anyhow::Result<Code> {
     let r = crossdock_export::lease::capacity_raise(
         &lease_ctx(&c, &bucket, a.active_timeout),
         &holder,
-        &a.at.prefix,
+        a.at.prefix(),
         &table,
         |current| raise.target(current),
         a.force,
@@ -371,14 +406,14 @@ async fn capacity_restore(a: CapacityRestoreArgs) -> anyhow::Result<Code> {
         };
         let ts = crossdock_core::Timestamp::parse(ts).map_err(|e| fail(Code::Usage, e.to_string()))?;
         let export = crossdock_core::ExportId::new(batch, &table, ts).map_err(|e| fail(Code::Usage, e.to_string()))?;
-        let complete = crossdock_export::run::export_complete(&c.s3, &bucket, &a.at.prefix, &export).await.map_err(|e| fail(code_for(&e), e.to_string()))?;
+        let complete = crossdock_export::run::export_complete(&c.s3, &bucket, a.at.prefix(), &export).await.map_err(|e| fail(code_for(&e), e.to_string()))?;
         if !complete {
             println!("{table}: export {export} is not complete yet; the lease of run {} stays held for the shards still scanning", a.run_id);
             return Ok(Code::Ok);
         }
     }
     let holder = Holder::new(Some(&a.run_id), crossdock_export::lease::DEFAULT_STALE_AFTER);
-    let report = crossdock_export::lease::restore_table(&lease_ctx(&c, &bucket, a.active_timeout), &holder, &a.at.prefix, &table, true)
+    let report = crossdock_export::lease::restore_table(&lease_ctx(&c, &bucket, a.active_timeout), &holder, a.at.prefix(), &table, true)
         .await
         .map_err(restore_failed(&table))?;
     print_restore(&report, &bucket, a.at.output == Output::Json);
@@ -391,9 +426,9 @@ async fn export(a: ExportArgs) -> anyhow::Result<Code> {
     let batch = require(&a.batch, "--batch")?;
     let timestamp = a.timestamp.as_deref().map(crossdock_core::Timestamp::parse).transpose().map_err(|e| fail(Code::Usage, e.to_string()))?;
     let mut cfg = ExportConfig::new(&table, &bucket, &batch);
-    cfg.prefix = a.at.prefix.clone();
+    cfg.prefix = a.at.prefix().to_string();
     cfg.timestamp = timestamp;
-    cfg.read_ratio = a.read_ratio;
+    cfg.read_ratio = a.read_ratio.unwrap_or(0.5);
     cfg.raise = match (a.raise_to, a.raise_by) {
         (Some(n), _) => Raise::To(n),
         (None, Some(n)) => Raise::By(n),

@@ -30,6 +30,14 @@ pub fn load(file: &std::path::Path) -> anyhow::Result<crossdock_core::pipeline::
     PipelineFile::parse(&path, &text).and_then(|p| p.build(&path, |v| std::env::var(v).ok())).map_err(|e| fail(Code::Usage, e.to_string()))
 }
 
+/// The `[source]` and `[relay]` sections of a pipeline file (for `export` and `relay`:
+/// the targets, and the variables their values name, need not be there).
+pub fn load_source(file: &std::path::Path) -> anyhow::Result<crossdock_core::pipeline::SourceSide> {
+    let path = file.display().to_string();
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read pipeline file {path}"))?;
+    PipelineFile::parse(&path, &text).and_then(|p| p.build_source(&path)).map_err(|e| fail(Code::Usage, e.to_string()))
+}
+
 pub async fn run(args: Args) -> anyhow::Result<Code> {
     match args.command {
         Sub::Validate { file, online } => {

@@ -16,16 +16,21 @@ pub struct Args {
     /// SQS queue URL receiving the source buckets' S3 event notifications.
     #[arg(long, env = "CROSSDOCK_RELAY_QUEUE")]
     queue: String,
+    /// Pipeline file: its source bucket → relay bucket, prefix, codec, level and
+    /// region (the flags below override it).
+    #[arg(long)]
+    pipeline: Option<std::path::PathBuf>,
     /// Source bucket and destination GCS bucket, `SRC=DST` (or `SRC` for the same
     /// name). Repeat for several buckets; events for other buckets are ignored.
-    #[arg(long = "dst-bucket-map", value_name = "SRC=DST", required = true)]
+    #[arg(long = "dst-bucket-map", value_name = "SRC=DST", required_unless_present = "pipeline")]
     dst_bucket_map: Vec<String>,
-    /// Key prefix of the dumps in the source buckets (empty or ending with `/`).
-    #[arg(long, default_value = "")]
-    prefix: String,
-    /// Codec of relayed data parts.
-    #[arg(long, default_value = "zstd")]
-    codec: Codec,
+    /// Key prefix of the dumps in the source buckets (empty or ending with `/`; default:
+    /// empty).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Codec of relayed data parts (default: zstd).
+    #[arg(long)]
+    codec: Option<Codec>,
     /// Compression level (default: the codec's CLI default).
     #[arg(long)]
     level: Option<i32>,
@@ -111,11 +116,22 @@ fn bucket_map(entries: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(m)
 }
 
-pub async fn run(args: Args) -> anyhow::Result<Code> {
+pub async fn run(mut args: Args) -> anyhow::Result<Code> {
+    if let Some(path) = &args.pipeline {
+        // The pipeline fills what the flags left out.
+        let p = crate::pipeline::load_source(path)?;
+        if args.dst_bucket_map.is_empty() {
+            args.dst_bucket_map = vec![format!("{}={}", p.source.bucket, p.dst_bucket)];
+        }
+        args.prefix.get_or_insert(p.source.prefix);
+        args.codec.get_or_insert(p.codec);
+        args.level = args.level.or(Some(p.level));
+        args.region = args.region.or(p.source.region);
+    }
     let buckets = bucket_map(&args.dst_bucket_map)?;
     let mut s = RelaySettings::new(args.queue.clone(), buckets);
-    s.prefix = args.prefix.clone();
-    s.codec = args.codec;
+    s.prefix = args.prefix.clone().unwrap_or_default();
+    s.codec = args.codec.unwrap_or(Codec::Zstd);
     s.level = args.level;
     s.concurrency = args.concurrency;
     s.threads = args.threads;

@@ -197,6 +197,15 @@ pub struct PipelineFile {
     pub tables: Vec<TableConfig>,
 }
 
+/// The source side of a pipeline: where dumps go and how the relay writes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceSide {
+    pub source: SourceConfig,
+    pub dst_bucket: String,
+    pub codec: Codec,
+    pub level: i32,
+}
+
 /// A validated pipeline, ready for the phases.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pipeline {
@@ -218,8 +227,9 @@ impl PipelineFile {
         toml::from_str(text).map_err(|e| PipelineError::Parse { path: path.into(), message: e.to_string() })
     }
 
-    /// Validates and resolves `${VAR}` references with `env`.
-    pub fn build(self, path: &str, env: impl Fn(&str) -> Option<String>) -> Result<Pipeline, PipelineError> {
+    /// The `[source]` and `[relay]` sections, validated: what `export` and `relay` read,
+    /// without the targets (or the secrets their `${VAR}`s name).
+    pub fn build_source(&self, path: &str) -> Result<SourceSide, PipelineError> {
         let bad = |field: &str, message: String| PipelineError::Invalid { path: path.into(), field: field.into(), message };
         let s = &self.source;
         if s.bucket.is_empty() {
@@ -230,6 +240,14 @@ impl PipelineFile {
             return Err(bad("source.read_ratio", format!("{} is outside (0, 1.5]", s.read_ratio)));
         }
         let level = self.relay.codec.level(self.relay.level).map_err(|e| bad("relay.level", e.to_string()))?;
+        let dst_bucket = self.relay.bucket.clone().unwrap_or_else(|| s.bucket.clone());
+        Ok(SourceSide { source: s.clone(), dst_bucket, codec: self.relay.codec, level })
+    }
+
+    /// Validates and resolves `${VAR}` references with `env`.
+    pub fn build(self, path: &str, env: impl Fn(&str) -> Option<String>) -> Result<Pipeline, PipelineError> {
+        let bad = |field: &str, message: String| PipelineError::Invalid { path: path.into(), field: field.into(), message };
+        let SourceSide { level, dst_bucket, .. } = self.build_source(path)?;
         let resolve = |field: &str, t: Option<TargetConfig>, route: Route| -> Result<Option<TargetConfig>, PipelineError> {
             let Some(t) = t else { return Ok(None) };
             if t.route() != route {
@@ -278,7 +296,6 @@ impl PipelineFile {
                 return Err(bad(&field, "rows, max_rows and writers must be at least 1".into()));
             }
         }
-        let dst_bucket = self.relay.bucket.clone().unwrap_or_else(|| s.bucket.clone());
         Ok(Pipeline {
             name: self.name,
             source: self.source,
@@ -392,6 +409,20 @@ rows = 500
         assert!(matches!(off.wide_column, Some(TargetConfig::Bigtable { create_tables: false, .. })), "table creation is opt-in");
         let (route, target, _) = p.target_for("Other", &schema);
         assert_eq!((route, target.map(TargetConfig::kind)), (Route::Relational, Some("postgres")));
+    }
+
+    #[test]
+    fn the_source_side_needs_no_target_variables() {
+        // `export` and `relay` read the pipeline where the targets' secrets are not set.
+        let file = PipelineFile::parse("x.toml", &FILE.replace("${PG_URL}", "${NOPE}")).expect("parses");
+        let side = file.build_source("x.toml").expect("source side");
+        assert_eq!(
+            (side.source.bucket.as_str(), side.source.prefix.as_str(), side.dst_bucket.as_str(), side.codec, side.level),
+            ("dumps", "exports/", "landing", Codec::Gzip, 6)
+        );
+        assert!(file.build_source("x.toml").is_ok() && file.build("x.toml", env).is_err(), "the whole pipeline still needs them");
+        let bad = PipelineFile::parse("x.toml", &FILE.replace("prefix = \"exports/\"", "prefix = \"exports\"")).expect("parses");
+        assert!(bad.build_source("x.toml").expect_err("bad prefix").to_string().contains("source.prefix"));
     }
 
     #[test]

@@ -555,3 +555,37 @@ async fn a_sharded_export_of_three_processes_under_the_capacity_step_is_raised_a
     same_items(&dump.lines, &scan_lines(&c.ddb, t).await).expect("every item exactly once across the shards");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--pipeline` gives the export its bucket, prefix and read ratio (the pipeline's
+/// targets, and the variables they name, are not needed); a flag still wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_file_gives_bucket_prefix_and_read_ratio() {
+    let c = clients(Arc::new(NoAutoscaling)).await;
+    let table = TempTable::name("exppipe");
+    create_table(&c.ddb, &table.name, 1000, 1000).await;
+    fill(&c.ddb, &table.name, 50, 100, 2).await;
+    let bucket = TempBucket::new("exppipe").await;
+    let dir = work_dir("exppipe");
+    let pipeline = dir.join("p.toml");
+    let text = format!(
+        "name = \"p\"\n[source]\nbucket = \"{}\"\nprefix = \"from-pipeline/\"\nread_ratio = 0.25\n[relay]\ncodec = \"zstd\"\n[targets.relational]\nkind = \"postgres\"\nurl = \"${{NOT_SET_HERE}}\"\n",
+        bucket.name
+    );
+    std::fs::write(&pipeline, text).expect("pipeline");
+    let pipeline = pipeline.to_string_lossy().into_owned();
+    let args = |batch: &str, extra: &[&str]| -> Vec<String> {
+        ["export", "--no-autoscaling", "--table", &table.name, "--pipeline", &pipeline, "--batch", batch, "--output", "json", "--dry-run"]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let (code, plan, log) = run(&dir, "plan", &args("b", &[]), Duration::from_secs(60)).await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(plan["s3_prefix"].as_str().is_some_and(|p| p.starts_with(&format!("s3://{}/from-pipeline/b/", bucket.name))), "{plan}");
+    assert_eq!(plan["rcu_budget"].as_f64(), Some(250.0), "the pipeline's read ratio of 1000 RCU: {plan}");
+    let (code, plan, log) = run(&dir, "plan2", &args("b", &["--prefix", "flag/", "--read-ratio", "0.5"]), Duration::from_secs(60)).await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(plan["s3_prefix"].as_str().is_some_and(|p| p.contains("/flag/b/")), "the flag wins: {plan}");
+    assert_eq!(plan["rcu_budget"].as_f64(), Some(500.0), "{plan}");
+}
