@@ -80,3 +80,45 @@ async fn export_bar_on_a_terminal_only() {
     assert!(!stderr.contains("ETA") && !stderr.contains('\r'), "progress bar without a terminal:\n{stderr:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("500 items"), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// `crossdock status --watch` on a terminal redraws its table in place (clear, then the
+/// table) every --interval, coloured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_redraws_the_table_on_a_terminal() {
+    let src = TempBucket::new("statw").await;
+    let dst = TempGcsBucket::new("statw").await;
+    let table = crossdock_tests::unique_ident("statw");
+    write_export(&dst.client, &dst.name, "b1", schema(&table, false, false), wide_items(10, 2, false), 1, Codec::Zstd).await;
+    let dir = work_dir("statw");
+    let pipeline = write_pipeline(&dir, &src.name, &dst.name, "unused", &[], "").to_string_lossy().into_owned();
+    let bin = quoted(&crossdock_tests::crossdock_bin().to_string_lossy());
+    let cmd = format!("{bin} status --pipeline {} --watch --interval 1s", quoted(&pipeline));
+    let mut child = std::process::Command::new("script")
+        .args(["-q", "-c", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run script(1)");
+    // Read the terminal until the table was drawn twice (or a minute passed), then stop.
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        use std::io::Read as _;
+        let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline && String::from_utf8_lossy(&seen).matches("\u{1b}[2J\u{1b}[H").count() < 3 {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        seen
+    });
+    let seen = reader.join().expect("reader");
+    let _ = child.kill();
+    let _ = child.wait();
+    let screen = String::from_utf8_lossy(&seen);
+    let rounds = screen.matches("\u{1b}[2J\u{1b}[H").count();
+    assert!(rounds >= 2, "the table is redrawn in place ({rounds} rounds):\n{screen:?}");
+    assert!(screen.matches("BATCH").count() >= 2 && screen.contains(&table), "{screen:?}");
+    assert!(screen.contains("1 table(s): 1 exported") && screen.contains("\u{1b}[32m"), "totals, and colour on a terminal: {screen:?}");
+}
