@@ -153,10 +153,10 @@ pub fn table_status(id: &ExportId, seen: &Observed<'_>, now_ms: i64) -> TableSta
             segments_total = segments_total.max(*total);
         }
     }
-    let s3_parts: BTreeMap<(u32, u32), &Listed> =
-        s3.iter().filter_map(|(f, l)| if let DumpFile::Part { segment, part, .. } = f { Some(((*segment, *part), l)) } else { None }).collect();
-    let gcs_parts: BTreeMap<(u32, u32), &Listed> =
-        gcs.iter().filter_map(|(f, l)| if let DumpFile::Part { segment, part, .. } = f { Some(((*segment, *part), l)) } else { None }).collect();
+    fn parts(files: &[(DumpFile, Listed)]) -> BTreeMap<(u32, u32), &Listed> {
+        files.iter().filter_map(|(f, l)| if let DumpFile::Part { segment, part, .. } = f { Some(((*segment, *part), l)) } else { None }).collect()
+    }
+    let (s3_parts, gcs_parts) = (parts(&s3), parts(&gcs));
     let success = has(&gcs, DumpFile::Success);
     let export_done = success || (segments_total > 0 && manifests.len() as u32 >= segments_total);
     let bytes: u64 = s3_parts.values().map(|l| l.size).sum();

@@ -563,16 +563,12 @@ async fn files_to_load<'m>(
 ) -> Result<Vec<&'m MarkerFile>, LoadError> {
     let recorded = progress::read_all(marker).await?;
     let mut files = plan_files(&marker.marker.files, &recorded, kind, &summary.destination, opts.force);
-    if let Some(shard) = opts.shard {
-        let own: std::collections::HashSet<&str> =
-            marker.marker.files.iter().enumerate().filter(|(i, _)| shard.owns(*i)).map(|(_, f)| f.name.as_str()).collect();
-        files.todo.retain(|f| own.contains(f.name.as_str()));
-        files.forget.retain(|f| own.contains(f.name.as_str()));
-        files.skipped.retain(|p| own.contains(p.file.as_str()));
-        summary.files_other_shards = marker.marker.files.len() - own.len();
-    }
-    if let Some(only) = &opts.files {
-        let own: std::collections::HashSet<&str> = only.iter().map(String::as_str).collect();
+    // This process's share: a shard's positions, or a work item's files.
+    let shares: [Option<std::collections::HashSet<&str>>; 2] = [
+        opts.shard.map(|shard| marker.marker.files.iter().enumerate().filter(|(i, _)| shard.owns(*i)).map(|(_, f)| f.name.as_str()).collect()),
+        opts.files.as_ref().map(|only| only.iter().map(String::as_str).collect()),
+    ];
+    for own in shares.into_iter().flatten() {
         files.todo.retain(|f| own.contains(f.name.as_str()));
         files.forget.retain(|f| own.contains(f.name.as_str()));
         files.skipped.retain(|p| own.contains(p.file.as_str()));
