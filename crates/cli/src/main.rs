@@ -157,7 +157,13 @@ mod tests {
     #[test]
     fn every_metric_is_documented() {
         let docs = include_str!("../../../docs/operations.md");
-        let phases = [crossdock_relay::events::METRICS, crossdock_sync::events::METRICS, crossdock_load::events::METRICS, crossdock_export::observe::METRICS];
+        let phases = [
+            crossdock_relay::events::METRICS,
+            crossdock_sync::events::METRICS,
+            crossdock_load::events::METRICS,
+            crossdock_export::observe::METRICS,
+            crossdock_core::retry::METRICS,
+        ];
         let missing: Vec<&str> = phases.iter().flat_map(|m| m.iter()).map(|(name, _)| *name).filter(|n| !docs.contains(&format!("`{n}"))).collect();
         assert!(missing.is_empty(), "metrics missing from docs/operations.md: {missing:?}");
     }

@@ -29,7 +29,8 @@ pub async fn serve(addr: SocketAddr, phase: Phase, health: impl Fn() -> (StatusC
         builder = builder.set_buckets_for_metric(Matcher::Full((*name).to_string()), buckets).context("histogram buckets")?;
     }
     let handle = builder.install_recorder().context("installing the metrics recorder")?;
-    for (name, help) in phase.metrics {
+    // Every phase retries its calls under the one policy, so every phase has its counter.
+    for (name, help) in phase.metrics.iter().chain(crossdock_core::retry::METRICS) {
         metrics::describe_counter!(*name, *help);
     }
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the metrics server to {addr}"))?;

@@ -1,7 +1,116 @@
-//! The retry delay every hand-written retry loop uses (the AWS clients use the SDK's
-//! own standard mode, configured once in the binary).
+//! The one retry policy: how long to wait before each retry, how many to make, and how
+//! each retried call ends, logged and counted (`crossdock_retries_total`). Every call
+//! site that retries by hand — GCS requests (the HTTP middleware in `crossdock-gcp`),
+//! resumable-upload chunks, the SQS heartbeat, target writes, checkpoint and GCS reads
+//! — takes a [`Policy`] from here. The AWS clients use the SDK's own standard retry
+//! mode, configured once in the binary.
 
+use std::future::Future;
 use std::time::Duration;
+
+/// Metrics this module emits, for docs and the exporters' descriptions.
+pub const METRICS: &[(&str, &str)] = &[(
+    "crossdock_retries_total",
+    "failed calls by service, operation and outcome: retried (a retry follows), recovered (a retry succeeded), gave_up (retryable, out of attempts), permanent (not retryable, surfaced at once)",
+)];
+
+/// How often and how patiently to retry: `attempts` calls in all, waiting
+/// [`backoff`]`(n, base, max)` before retry `n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Calls in all, the first included (1: no retry).
+    pub attempts: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Policy {
+    /// A request to a cloud service (GCS, a target): five calls over about 10 s, as
+    /// Google's and AWS's client libraries do for transient errors.
+    pub const REQUEST: Policy = Policy { attempts: 5, base: Duration::from_millis(250), max: Duration::from_secs(8) };
+
+    /// The wait before retry number `attempt` (1 for the first retry), jittered.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        backoff(attempt, self.base, self.max, rand::random())
+    }
+
+    /// Whether a call that failed for the `failures`-th time may be retried.
+    pub fn allows(&self, failures: u32) -> bool {
+        failures < self.attempts
+    }
+
+    /// Runs `call` until it succeeds, fails with an error `retryable` refuses, or the
+    /// attempts are spent; every failure is reported through [`failed`] under
+    /// `service`/`op`.
+    pub async fn run<T, E, F, Fut>(&self, service: &'static str, op: &'static str, retryable: impl Fn(&E) -> bool, mut call: F) -> Result<T, E>
+    where
+        E: std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut failures = 0u32;
+        loop {
+            match call().await {
+                Ok(v) => {
+                    if failures > 0 {
+                        recovered(service, op, failures);
+                    }
+                    return Ok(v);
+                }
+                Err(e) => {
+                    failures += 1;
+                    let outcome = failed(service, op, retryable(&e), self.allows(failures), &e);
+                    if outcome != Outcome::Retried {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(self.delay(failures)).await;
+                }
+            }
+        }
+    }
+}
+
+/// How one failed call ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Retried,
+    GaveUp,
+    Permanent,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Retried => "retried",
+            Outcome::GaveUp => "gave_up",
+            Outcome::Permanent => "permanent",
+        }
+    }
+}
+
+/// A call of `service`/`op` failed: decides whether it is retried (retryable and
+/// attempts left), logs it and counts it. Call sites with their own loop use this and
+/// [`recovered`] so that every retry in the process is counted the same way.
+pub fn failed(service: &'static str, op: &'static str, retryable: bool, attempts_left: bool, error: &dyn std::fmt::Display) -> Outcome {
+    let outcome = match (retryable, attempts_left) {
+        (false, _) => Outcome::Permanent,
+        (true, false) => Outcome::GaveUp,
+        (true, true) => Outcome::Retried,
+    };
+    match outcome {
+        Outcome::Retried => tracing::debug!(service, op, error = %error, "retrying"),
+        Outcome::GaveUp => tracing::warn!(service, op, error = %error, "giving up after retries"),
+        Outcome::Permanent => tracing::debug!(service, op, error = %error, "not retryable"),
+    }
+    metrics::counter!("crossdock_retries_total", "service" => service, "op" => op, "outcome" => outcome.as_str()).increment(1);
+    outcome
+}
+
+/// A call of `service`/`op` succeeded after `failures` failed tries.
+pub fn recovered(service: &'static str, op: &'static str, failures: u32) {
+    tracing::debug!(service, op, failures, "succeeded after retrying");
+    metrics::counter!("crossdock_retries_total", "service" => service, "op" => op, "outcome" => "recovered").increment(1);
+}
 
 /// The wait before retry number `attempt` (1 for the first retry): `base` doubled per
 /// attempt up to `max`, with equal jitter — half of the step fixed, half scaled by
@@ -17,6 +126,7 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration, unit_random: f64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -32,5 +142,67 @@ mod tests {
         assert_eq!(backoff(3, 100 * MS, 10_000 * MS, 0.5), 300 * MS);
         assert_eq!(backoff(3, 100 * MS, 10_000 * MS, f64::NAN), 200 * MS);
         assert_eq!(backoff(0, 100 * MS, 10_000 * MS, 1.0), 100 * MS, "attempt 0 is treated as the first");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_retryable_failures_until_success_and_surfaces_permanent_ones_at_once() {
+        let calls = Cell::new(0);
+        let started = tokio::time::Instant::now();
+        let got: Result<u32, String> = Policy::REQUEST
+            .run(
+                "test",
+                "op",
+                |e: &String| e == "503",
+                || {
+                    calls.set(calls.get() + 1);
+                    let n = calls.get();
+                    async move {
+                        if n < 3 {
+                            Err("503".to_string())
+                        } else {
+                            Ok(n)
+                        }
+                    }
+                },
+            )
+            .await;
+        assert_eq!(got, Ok(3));
+        let waited = started.elapsed();
+        assert!(waited >= 125 * MS + 250 * MS && waited <= 250 * MS + 500 * MS, "two jittered waits: {waited:?}");
+
+        calls.set(0);
+        let got: Result<u32, String> = Policy::REQUEST
+            .run(
+                "test",
+                "op",
+                |e: &String| e == "503",
+                || {
+                    calls.set(calls.get() + 1);
+                    async { Err("403".to_string()) }
+                },
+            )
+            .await;
+        assert_eq!((got, calls.get()), (Err("403".into()), 1), "a permanent error is not retried");
+
+        calls.set(0);
+        let got: Result<u32, String> = Policy::REQUEST
+            .run(
+                "test",
+                "op",
+                |_: &String| true,
+                || {
+                    calls.set(calls.get() + 1);
+                    async { Err("503".to_string()) }
+                },
+            )
+            .await;
+        assert_eq!((got, calls.get()), (Err("503".into()), 5), "gives up after the policy's attempts");
+    }
+
+    #[test]
+    fn each_failure_ends_in_one_outcome() {
+        assert_eq!(failed("s", "o", true, true, &"e"), Outcome::Retried);
+        assert_eq!(failed("s", "o", true, false, &"e"), Outcome::GaveUp);
+        assert_eq!(failed("s", "o", false, true, &"e"), Outcome::Permanent);
     }
 }

@@ -49,6 +49,8 @@ pub enum AuthError {
         #[source]
         source: gcloud_auth::error::Error,
     },
+    #[error("building the GCS HTTP client: {0}")]
+    HttpClient(#[source] reqwest_middleware::reqwest::Error),
 }
 
 // The gRPC clients format token errors with `{:?}`: show the message, not a struct dump.

@@ -19,6 +19,7 @@
 mod error;
 mod identity;
 mod storage_error;
+pub mod storage_http;
 mod token;
 
 use std::sync::Arc;
@@ -116,16 +117,21 @@ impl Gcp {
     }
 
     /// GCS: anonymous at `STORAGE_EMULATOR_HOST` when set; else signed in, at
-    /// `CROSSDOCK_GCS_ENDPOINT` or Google's endpoint.
+    /// `CROSSDOCK_GCS_ENDPOINT` or Google's endpoint. Requests go through
+    /// [`storage_http::client`] with its default timeouts and the request retry policy;
+    /// a caller wanting other timeouts or its own middleware replaces `http`.
     pub async fn storage_config(&self) -> Result<gcloud_storage::client::ClientConfig, AuthError> {
         use gcloud_storage::client::ClientConfig;
+        let http =
+            storage_http::client(storage_http::Timeouts::default(), crossdock_core::retry::Policy::REQUEST, Vec::new()).map_err(AuthError::HttpClient)?;
         if let Some(emulator) = env("STORAGE_EMULATOR_HOST") {
             let mut c = ClientConfig::default().anonymous();
             c.storage_endpoint = emulator;
+            c.http = Some(http);
             return Ok(c);
         }
         let signed = self.signed().await?;
-        let mut c = ClientConfig::default();
+        let mut c = ClientConfig { http: Some(http), ..Default::default() };
         if let Some(ep) = &self.storage_endpoint {
             c.storage_endpoint = ep.trim_end_matches('/').to_string();
         }

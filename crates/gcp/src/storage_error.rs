@@ -29,8 +29,7 @@ pub fn gcs_failure(e: &Error) -> GcsFailure {
     match (e, gcs_status(e)) {
         (Error::TokenSource(_) | Error::InvalidRangeHeader(_), _) => GcsFailure::Permanent,
         (_, Some(404)) => GcsFailure::NotFound,
-        (_, Some(408 | 429)) => GcsFailure::Retryable,
-        (_, Some(s)) if s >= 500 => GcsFailure::Retryable,
+        (_, Some(s)) if crate::storage_http::transient_status(s) => GcsFailure::Retryable,
         (_, Some(_)) => GcsFailure::Permanent,
         // Transport failures and middleware errors: nothing was answered.
         (_, None) => GcsFailure::Retryable,

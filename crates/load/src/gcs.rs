@@ -91,22 +91,12 @@ impl Gcs {
             return m.get(key).cloned().ok_or_else(|| LoadError::NotFound { what: format!("gs://{}/{key}", self.bucket) });
         }
         let req = GetObjectRequest { bucket: self.bucket.clone(), object: key.into(), ..Default::default() };
-        let mut attempt = 0;
-        loop {
-            match self.client().download_object(&req, &Range::default()).await {
-                Ok(b) => return Ok(b),
-                Err(e) => {
-                    let e = map_err("read", &self.bucket, key, e);
-                    attempt += 1;
-                    if !e.is_retryable() || attempt >= 5 {
-                        return Err(e);
-                    }
-                    let wait =
-                        crossdock_core::retry::backoff(attempt, std::time::Duration::from_millis(400), std::time::Duration::from_secs(10), rand::random());
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
+        // The HTTP layer retries failed requests; this retries a body cut off mid-read.
+        crossdock_core::retry::Policy::REQUEST
+            .run("gcs", "download_body", LoadError::is_retryable, || async {
+                self.client().download_object(&req, &Range::default()).await.map_err(|e| map_err("read", &self.bucket, key, e))
+            })
+            .await
     }
 
     /// Writes (overwrites) an object with a single-shot multipart upload.
@@ -136,9 +126,11 @@ impl Gcs {
         }
         let req = UploadObjectRequest { bucket: self.bucket.clone(), if_generation_match: Some(0), ..Default::default() };
         let object = Object { name: key.into(), content_type: Some(content_type.into()), ..Default::default() };
-        match self.client().upload_object(&req, body, &UploadType::Multipart(Box::new(object))).await {
+        match self.client().upload_object(&req, body.clone(), &UploadType::Multipart(Box::new(object))).await {
             Ok(_) => Ok(true),
-            Err(e) if crossdock_gcp::gcs_status(&e) == Some(412) => Ok(false),
+            // A retried request whose first try landed also answers 412: the object then
+            // holds exactly these bytes (they carry this writer's time and duration).
+            Err(e) if crossdock_gcp::gcs_status(&e) == Some(412) => Ok(self.read(key).await? == body),
             Err(e) => Err(map_err("create", &self.bucket, key, e)),
         }
     }

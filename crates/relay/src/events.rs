@@ -31,6 +31,10 @@ pub const METRICS: &[(&str, &str)] = &[
         "crossdock_relay_gcs_requests_total",
         "HTTP requests sent to GCS, by operation (get, download, list, upload, upload_start, upload_chunk, upload_cancel, patch, delete) and purpose (copy, completion)",
     ),
+    (
+        "crossdock_relay_gcs_sent_bytes_total",
+        "request body bytes sent to GCS (retries and resent chunks included), by operation: compare with crossdock_relay_bytes_out_total for the bytes a fault made the relay send twice",
+    ),
     ("crossdock_relay_stalls_total", "copies abandoned because they moved no byte for --copy-stall-timeout"),
 ];
 
@@ -141,8 +145,17 @@ pub fn copy_stalled(src: &str, e: &RelayError) {
 }
 
 /// One HTTP request to GCS (counted where the GCS client sends it, see `gcs::http_client`).
-pub fn gcs_request(op: &'static str, purpose: &'static str) {
+pub fn gcs_request(op: &'static str, purpose: &'static str, body_bytes: u64) {
     metrics::counter!("crossdock_relay_gcs_requests_total", "op" => op, "purpose" => purpose).increment(1);
+    if body_bytes > 0 {
+        metrics::counter!("crossdock_relay_gcs_sent_bytes_total", "op" => op).increment(body_bytes);
+    }
+}
+
+/// A resumable upload's chunk failed and the session was asked how much it holds:
+/// the upload goes on from `committed` instead of copying the part again.
+pub fn upload_resumed(dst: &str, offset: u64, committed: u64, error: &RelayError) {
+    warn!(destination = dst, offset, committed, error = %error, "upload chunk failed; resuming at the committed offset");
 }
 
 pub fn copy_failed(src: &str, e: &RelayError) {

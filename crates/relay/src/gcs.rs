@@ -22,7 +22,6 @@ use gcloud_storage::http::objects::Object;
 use gcloud_storage::http::resumable_upload_client::{ChunkSize, ResumableUploadClient, UploadStatus};
 use std::collections::HashMap;
 use std::future::Future;
-use std::time::Duration;
 
 /// Metadata keys written on every relayed object.
 pub mod keys {
@@ -238,9 +237,14 @@ impl Gcs {
             return m.create(bucket, name, body);
         }
         let client = self.client();
-        match upload_small(client, bucket, name, body, "application/json", None, true).await {
+        match upload_small(client, bucket, name, body.clone(), "application/json", None, true).await {
             Ok(_) => Ok(Created::Created),
-            Err(e) if gcs_status(&e) == Some(412) => Ok(Created::AlreadyExists),
+            // A retried request whose first try landed also answers 412: the object then
+            // holds exactly these bytes (they name this relay and the time it wrote).
+            Err(e) if gcs_status(&e) == Some(412) => match self.download(bucket, name).await? {
+                Some(found) if found == body => Ok(Created::Created),
+                _ => Ok(Created::AlreadyExists),
+            },
             Err(e) => Err(RelayError::gcs(bucket, name, &e)),
         }
     }
@@ -322,16 +326,69 @@ impl Upload {
 
     /// Sends `data` at `offset`; `total` on the last request. `Ok(None)`: the chunk was
     /// taken and the session waits for more; `Ok(Some(object))`: the upload finished.
+    ///
+    /// A request that fails transiently is not the end of the upload: the session is
+    /// asked how many bytes it committed (GCS's status check) and the rest of the chunk
+    /// is sent from there, under the request retry policy. Only when the session lost
+    /// bytes of earlier chunks (which the caller no longer holds) does the copy fail.
     pub async fn put(&mut self, offset: u64, data: Bytes, total: Option<u64>, progress: &Progress) -> Result<Option<Object>, RelayError> {
         #[cfg(any(test, feature = "testing"))]
         if let Session::Memory(s) = &mut self.session {
             progress.moved();
             return s.put(offset, data, total);
         }
+        let policy = crossdock_core::retry::Policy::REQUEST;
         let end = offset + data.len() as u64;
-        let range = ChunkSize::new(offset, end.saturating_sub(1).max(offset), total);
+        let mut from = offset;
+        let mut failures = 0u32;
+        loop {
+            let sent = self.send(offset, &data, from, total, progress).await;
+            let e = match sent {
+                Ok(done) => {
+                    if failures > 0 {
+                        crossdock_core::retry::recovered("gcs", "upload_chunk", failures);
+                    }
+                    return Ok(done);
+                }
+                Err(e) => e,
+            };
+            failures += 1;
+            if crossdock_core::retry::failed("gcs", "upload_chunk", e.is_retryable(), policy.allows(failures), &e) != crossdock_core::retry::Outcome::Retried {
+                return Err(e);
+            }
+            tokio::time::sleep(policy.delay(failures)).await;
+            // The status check is a plain request: the HTTP layer retries it.
+            let status = self.remote().status(total).await.map_err(|e| RelayError::gcs(&self.bucket, &self.name, &e))?;
+            progress.moved();
+            let committed = match status {
+                UploadStatus::Ok(o) if total.is_some() => return Ok(Some(o)),
+                UploadStatus::Ok(_) => end,
+                UploadStatus::NotStarted => 0,
+                UploadStatus::ResumeIncomplete(r) => r.last_byte + 1,
+            };
+            crate::events::upload_resumed(&format!("gs://{}/{}", self.bucket, self.name), from, committed, &e);
+            if committed < offset || committed > end {
+                return Err(RelayError::Gcs {
+                    bucket: self.bucket.clone(),
+                    key: self.name.clone(),
+                    message: format!("resumable upload session holds {committed} bytes, outside the chunk {offset}..{end} being sent; copying the part again"),
+                    retryable: true,
+                });
+            }
+            if committed == end && total.is_none() {
+                return Ok(None);
+            }
+            from = committed;
+        }
+    }
+
+    /// One request: `data` (which starts at `offset`) from byte `from` on.
+    async fn send(&self, offset: u64, data: &Bytes, from: u64, total: Option<u64>, progress: &Progress) -> Result<Option<Object>, RelayError> {
+        let end = offset + data.len() as u64;
+        let rest = data.slice((from - offset) as usize..);
+        let range = ChunkSize::new(from, end.saturating_sub(1).max(from), total);
         let status =
-            self.remote().upload_multiple_chunk(counted_body(data, progress), &range).await.map_err(|e| RelayError::gcs(&self.bucket, &self.name, &e))?;
+            self.remote().upload_multiple_chunk(counted_body(rest, progress), &range).await.map_err(|e| RelayError::gcs(&self.bucket, &self.name, &e))?;
         match status {
             UploadStatus::Ok(o) if total.is_some() => Ok(Some(o)),
             UploadStatus::ResumeIncomplete(r) if total.is_none() && r.last_byte + 1 == end => Ok(None),
@@ -386,35 +443,16 @@ async fn upload_small(
     client.upload_object(&req, body, &UploadType::Multipart(Box::new(meta))).await
 }
 
-/// Timeouts of every GCS request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// To open a connection (TCP + TLS).
-    pub connect: Duration,
-    /// From sending a request to its response headers, and then between reads of the
-    /// response: so it must exceed the time one upload request (`--chunk-mib`) takes
-    /// to send. A copy that stops moving bytes sooner is caught by the stall timeout.
-    pub read: Duration,
-}
+pub use crossdock_gcp::storage_http::Timeouts;
 
-impl Default for Timeouts {
-    /// rclone's GCS defaults (`--contimeout 1m`, `--timeout 5m`) in spirit, with a
-    /// shorter connect: a connect that takes more than 30 s is not going to work.
-    fn default() -> Self {
-        Timeouts { connect: Duration::from_secs(30), read: Duration::from_secs(300) }
-    }
-}
-
-/// The HTTP client for `gcloud_storage::client::ClientConfig::http`: with `timeouts`
-/// (the GCS client's own default has none, so a hung connection waits forever), and
-/// counting every request in `crossdock_relay_gcs_requests_total{op, purpose}`.
+/// The HTTP client for `gcloud_storage::client::ClientConfig::http`: the shared GCS
+/// client (`timeouts`, retries under the request policy) counting every request sent,
+/// retries included, in `crossdock_relay_gcs_requests_total{op, purpose}` and its bytes
+/// in `crossdock_relay_gcs_sent_bytes_total{op}`.
 pub fn http_client(timeouts: Timeouts) -> Result<reqwest_middleware::ClientWithMiddleware, RelayError> {
-    let client = reqwest_middleware::reqwest::Client::builder()
-        .connect_timeout(timeouts.connect)
-        .read_timeout(timeouts.read)
-        .build()
-        .map_err(|e| RelayError::Config(format!("building the GCS HTTP client: {e}")))?;
-    Ok(reqwest_middleware::ClientBuilder::new(client).with(count_request).build())
+    let counter: std::sync::Arc<dyn reqwest_middleware::Middleware> = std::sync::Arc::new(count_request);
+    crossdock_gcp::storage_http::client(timeouts, crossdock_core::retry::Policy::REQUEST, vec![counter])
+        .map_err(|e| RelayError::Config(format!("building the GCS HTTP client: {e}")))
 }
 
 tokio::task_local! {
@@ -432,59 +470,15 @@ fn count_request<'a>(
     next: reqwest_middleware::Next<'a>,
 ) -> std::pin::Pin<Box<dyn Future<Output = reqwest_middleware::Result<reqwest_middleware::reqwest::Response>> + Send + 'a>> {
     let purpose = PURPOSE.try_with(|p| *p).unwrap_or("copy");
-    crate::events::gcs_request(operation(req.method().as_str(), req.url()), purpose);
+    let sent =
+        req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).or_else(|| Some(req.body()?.as_bytes()?.len() as u64));
+    crate::events::gcs_request(crossdock_gcp::storage_http::operation(req.method().as_str(), req.url()), purpose, sent.unwrap_or(0));
     next.run(req, extensions)
-}
-
-/// The JSON API operation a request is, from its method and URL (low cardinality).
-fn operation(method: &str, url: &reqwest_middleware::reqwest::Url) -> &'static str {
-    let has = |key: &str, value: &str| url.query_pairs().any(|(k, v)| k == key && v == value);
-    let path = url.path();
-    if path.contains("/upload/storage/v1/") {
-        return match method {
-            "POST" if has("uploadType", "resumable") => "upload_start",
-            "POST" => "upload",
-            "PUT" => "upload_chunk",
-            "DELETE" => "upload_cancel",
-            _ => "other",
-        };
-    }
-    // …/b/{bucket}/o is the listing, …/b/{bucket}/o/{object} one object (its name
-    // percent-encoded into one segment).
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let listing = segments.len() >= 3 && segments[segments.len() - 3] == "b" && segments[segments.len() - 1] == "o";
-    match method {
-        "GET" if listing => "list",
-        "GET" if has("alt", "media") => "download",
-        "GET" => "get",
-        "PATCH" => "patch",
-        "DELETE" => "delete",
-        _ => "other",
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn requests_are_named_by_operation() {
-        let op = |m: &str, u: &str| operation(m, &u.parse().expect("url"));
-        let base = "http://127.0.0.1:4443";
-        assert_eq!(op("GET", &format!("{base}/storage/v1/b/dst/o/b1%2FOrders%2F_schema.json")), "get");
-        assert_eq!(op("GET", &format!("{base}/storage/v1/b/dst/o/b1%2FOrders%2F_schema.json?alt=media")), "download");
-        assert_eq!(op("GET", &format!("{base}/storage/v1/b/dst/o?prefix=b1%2FOrders%2Fdata%2F")), "list");
-        assert_eq!(op("POST", &format!("{base}/upload/storage/v1/b/dst/o?uploadType=multipart")), "upload");
-        assert_eq!(op("POST", &format!("{base}/upload/storage/v1/b/dst/o?uploadType=resumable")), "upload_start");
-        assert_eq!(op("PUT", &format!("{base}/upload/storage/v1/b/dst/o?uploadType=resumable&upload_id=x")), "upload_chunk");
-        assert_eq!(op("DELETE", &format!("{base}/upload/storage/v1/b/dst/o?uploadType=resumable&upload_id=x")), "upload_cancel");
-        assert_eq!(op("PATCH", &format!("{base}/storage/v1/b/dst/o/a%2Fo")), "patch");
-        assert_eq!(op("DELETE", &format!("{base}/storage/v1/b/dst/o/a%2Fo?ifGenerationMatch=3")), "delete");
-        // Objects named like the listing's path are still objects.
-        assert_eq!(op("GET", &format!("{base}/storage/v1/b/dst/o/a%2Fo")), "get");
-        assert_eq!(op("GET", &format!("{base}/storage/v1/b/dst/o/o")), "get");
-        assert_eq!(op("GET", &format!("{base}/storage/v1/b/o/o")), "list");
-    }
 
     #[tokio::test]
     async fn requests_are_counted_under_the_purpose_they_run_in() {

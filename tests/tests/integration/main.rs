@@ -4,6 +4,7 @@
 mod audit;
 mod cli;
 mod export;
+mod faults;
 mod gauth;
 mod load;
 mod nul;

@@ -1,0 +1,177 @@
+//! The network as real services present it: a share of requests answered 503, others
+//! cut by a connection reset before or after the server acted on them. A proxy the
+//! test controls sits between crossdock and moto (S3, SQS) or fake-gcs-server and
+//! deals the faults by count (every n-th request), so a run meets the same share on a
+//! fast machine and a loaded one. Nothing may be lost or duplicated, and a failed
+//! upload chunk is resumed where GCS stopped, not copied again.
+
+use crossdock_core::layout::ExportId;
+use crossdock_core::Codec;
+use crossdock_tests::pipeline::*;
+use crossdock_tests::proxy::{any, upload_chunk, Action, FaultProxy};
+use crossdock_tests::relay::{eventually, get, list_names, FakeExport, RelayProcess, Wired};
+use crossdock_tests::resources::{TempBigtable, TempPgSchema, TempTable};
+use std::time::Duration;
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+fn tmp_log(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join("crossdock-fault-tests");
+    std::fs::create_dir_all(&dir).expect("log dir");
+    dir.join(format!("{}.log", crossdock_tests::unique(name)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upload_chunk_is_resumed_at_the_committed_offset_not_recopied() {
+    let w = Wired::new("faultresume", 30, None).await;
+    let e = FakeExport::new("resume", "Resumed", 1, 3, 30_000); // ~2 MiB parts: 8 chunks each
+    let mut args = w.cli_args();
+    args.extend(s(&["--codec", "none", "--chunk-mib", "0.25", "--until-idle", "5"]));
+    // Every 3rd chunk's reply is lost after GCS took the bytes; every 4th chunk is
+    // refused with a 503 before it reaches GCS.
+    let proxy = FaultProxy::gcs().await;
+    proxy.every(3, Action::Lose, upload_chunk);
+    proxy.every(4, Action::Status(503), upload_chunk);
+    let log = tmp_log("resume");
+    let mut relay = RelayProcess::spawn_with_env(&args, &log, &[("STORAGE_EMULATOR_HOST", &proxy.url)]);
+    e.put_all(&w.src.client, &w.src.name, "").await;
+    let status = relay.wait(Duration::from_secs(180)).await.expect("the relay goes idle and exits");
+    assert!(status.success(), "{status:?}; log {}", log.display());
+
+    let gcs = crossdock_tests::gcs().await;
+    e.verify_in_gcs(&gcs, &w.gcs.name, Codec::None).await;
+    let text = relay.log_text();
+    let lines = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+    assert!(proxy.faulted() >= 6, "faults were dealt: {}", proxy.faulted());
+    assert!(lines("resuming at the committed offset") >= 6, "chunks were resumed: {text}");
+    assert_eq!(lines("copy failed"), 0, "no copy failed and started over: {text}");
+    assert_eq!(lines("object copied"), e.file_count(), "each file copied once: {text}");
+    // What reached GCS against what it stores: a recopied part would send it twice.
+    let mut stored = 0u64;
+    for name in list_names(&gcs, &w.gcs.name).await {
+        stored += get(&gcs, &w.gcs.name, &name).await.map_or(0, |o| o.size as u64);
+    }
+    let sent = proxy.uploaded_bytes();
+    assert!(sent as f64 <= 1.05 * stored as f64, "bytes uploaded {sent} ≤ 1.05 × bytes stored {stored}");
+}
+
+const ITEMS: u64 = 3_000;
+const BATCH: &str = "noisy";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_noisy_network_loses_and_duplicates_nothing_from_export_to_verify() {
+    let dir = work_dir("noisy");
+    let ddb = crossdock_tests::dynamodb().await;
+    let gcs = crossdock_tests::gcs().await;
+    let orders = TempTable::name("noisyorders");
+    let events = TempTable::name("noisyevents");
+    let _bt = TempBigtable { name: events.name.clone() };
+    create_table(&ddb, &orders.name, true, true, 5).await;
+    create_table(&ddb, &events.name, false, false, 5).await;
+    let (a, b) = (ddb.clone(), ddb.clone());
+    let (on, en) = (orders.name.clone(), events.name.clone());
+    tokio::join!(crossdock_tests::export::fill(&a, &on, ITEMS, 300, 8), crossdock_tests::export::fill(&b, &en, ITEMS, 300, 8));
+
+    let w = Wired::new("noisy", 10, None).await;
+    let pg = TempPgSchema::new("noisy").await;
+    let pipeline = write_pipeline(&dir, &w.src.name, &w.gcs.name, &pg.name, &[&orders.name, &events.name], "");
+    let pipeline = pipeline.to_string_lossy().into_owned();
+
+    // S3 and SQS (moto): 5% answered 503, one in 40 reset before it arrives. GCS: 5%
+    // 503, one in 40 reset before and one in 30 after the server acted (a lost reply).
+    let aws = FaultProxy::start(&crossdock_tests::stack_var("AWS_ENDPOINT_URL")).await;
+    aws.every(20, Action::Status(503), any);
+    aws.every(40, Action::Reset, any);
+    let gcs_proxy = FaultProxy::gcs().await;
+    gcs_proxy.every(20, Action::Status(503), any);
+    gcs_proxy.every(40, Action::Reset, any);
+    gcs_proxy.every(30, Action::Lose, any);
+    let aws_env = [("AWS_ENDPOINT_URL_S3", aws.url.as_str()), ("AWS_ENDPOINT_URL_SQS", aws.url.as_str())];
+    let all_env = [aws_env[0], aws_env[1], ("STORAGE_EMULATOR_HOST", gcs_proxy.url.as_str())];
+
+    let mut relay_args = w.cli_args();
+    relay_args.extend(s(&["--concurrency", "8"]));
+    let mut relay = Proc::spawn_with_env(&dir, "relay", &relay_args, &all_env);
+
+    let mut ids = Vec::new();
+    for t in [&orders.name, &events.name] {
+        let args = s(&[
+            "export",
+            "--no-autoscaling",
+            "--table",
+            t,
+            "--bucket",
+            &w.src.name,
+            "--batch",
+            BATCH,
+            // Many small segments: one data part each, so ≥ 200 files to relay.
+            "--segments",
+            "110",
+            "--raise-to",
+            "400",
+            "--read-ratio",
+            "1",
+            "--output",
+            "json",
+            "--no-progress",
+        ]);
+        let mut exp = Proc::spawn_with_env(&dir, &format!("export-{t}"), &args, &aws_env);
+        let st = exp.wait(Duration::from_secs(300)).await;
+        assert!(st.success(), "export {t}: {st:?}\n{}", exp.log_tail());
+        let summary = exp.json();
+        assert_eq!(summary["items"], ITEMS, "{summary}");
+        ids.push(serde_json::from_value::<ExportId>(summary["export"].clone()).expect("export id"));
+    }
+
+    let marked = eventually(Duration::from_secs(400), || async {
+        let mut all = true;
+        for id in &ids {
+            all &= get(&gcs, &w.gcs.name, &id.marker_key()).await.is_some();
+        }
+        all
+    })
+    .await;
+    assert!(marked, "both tables got a _SUCCESS; relay log:\n{}", relay.log_tail());
+    relay.signal("TERM");
+    let st = relay.wait(Duration::from_secs(120)).await;
+    assert!(st.success(), "relay exits 0 after SIGTERM: {st:?}\n{}", relay.log_tail());
+    assert!(aws.faulted() >= 20, "S3/SQS faults were dealt: {}", aws.faulted());
+    let relay_log = relay.log_text();
+    assert_eq!(relay_log.lines().filter(|l| l.contains("_SUCCESS written")).count(), 2, "one marker write per table");
+    let mut files = 0;
+    for id in &ids {
+        let m: crossdock_core::marker::SuccessMarker =
+            serde_json::from_slice(&crossdock_tests::relay::download(&gcs, &w.gcs.name, &id.marker_key()).await.expect("marker")).expect("marker parses");
+        assert_eq!(m.totals.items, ITEMS, "{}", id.table);
+        files += m.totals.files;
+    }
+    assert!(files >= 200, "a relay of at least 200 files: {files}");
+
+    // Loads into PostgreSQL (the GSI table) and Bigtable, then verify, all reading GCS
+    // through the same faults.
+    let marker = |id: &ExportId| format!("gs://{}/{}", w.gcs.name, id.marker_key());
+    for id in &ids {
+        let args = s(&["load", "--output", "json", "--marker", &marker(id), "--pipeline", &pipeline]);
+        let mut load = Proc::spawn_with_env(&dir, &format!("load-{}", id.table), &args, &all_env);
+        let st = load.wait(Duration::from_secs(300)).await;
+        assert!(st.success(), "load {}: {st:?}\n{}", id.table, load.log_tail());
+        let summary = load.json();
+        assert_eq!(summary["rows_in_target"], ITEMS, "{summary}");
+        let args = s(&["verify", "--output", "json", "--marker", &marker(id), "--pipeline", &pipeline]);
+        let mut verify = Proc::spawn_with_env(&dir, &format!("verify-{}", id.table), &args, &all_env);
+        let st = verify.wait(Duration::from_secs(300)).await;
+        let report = verify.json();
+        assert!(st.success(), "verify {}: {report}\n{}", id.table, verify.log_tail());
+        assert_eq!((report["missing"].as_u64(), report["extra"].as_u64(), report["different"].as_u64()), (Some(0), Some(0), Some(0)), "{report}");
+        assert_eq!(report["matching"], ITEMS, "{report}");
+    }
+    assert!(gcs_proxy.faulted() >= 50, "GCS faults were dealt: {}", gcs_proxy.faulted());
+    let names = list_names(&gcs, &w.gcs.name).await;
+    for id in &ids {
+        let loaded = names.iter().filter(|n| n.starts_with(&id.dir()) && n.ends_with("_LOADED")).count();
+        assert_eq!(loaded, 1, "one _LOADED for {}", id.table);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
