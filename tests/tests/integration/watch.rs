@@ -333,7 +333,7 @@ async fn fan_out_spreads_a_table_over_workers_and_survives_a_killed_one() {
     let addr = logged(&workers[0], "serving /metrics and /healthz", "addr").pop().expect("metrics address logged");
     let scrape = reqwest::get(format!("http://{addr}/metrics")).await.expect("scrape").text().await.expect("body");
     assert_eq!(reqwest::get(format!("http://{addr}/healthz")).await.expect("healthz").status(), 200);
-    let described: Vec<&str> = crossdock_load::events::METRICS.iter().map(|(n, _)| *n).collect();
+    let described: Vec<&str> = crossdock_load::events::METRICS.iter().chain(crossdock_core::retry::METRICS).map(|(n, _)| *n).collect();
     let emitted: std::collections::BTreeSet<&str> = scrape
         .lines()
         .filter(|l| l.starts_with("crossdock_"))
@@ -341,7 +341,7 @@ async fn fan_out_spreads_a_table_over_workers_and_survives_a_killed_one() {
         .map(|n| n.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count"))
         .collect();
     let undescribed: Vec<&&str> = emitted.iter().filter(|n| !described.contains(n)).collect();
-    assert!(undescribed.is_empty(), "emitted but not in crossdock_load::events::METRICS: {undescribed:?}");
+    assert!(undescribed.is_empty(), "emitted but not in crossdock_load::events::METRICS or crossdock_core::retry::METRICS: {undescribed:?}");
     for name in [
         "crossdock_load_files_total",
         "crossdock_load_rows_total",
