@@ -67,6 +67,7 @@ impl Middleware for Retry {
                 return next.run(req, extensions).await;
             };
             let result = next.clone().run(attempt, extensions).await;
+            let throttled = matches!(&result, Ok(r) if matches!(r.status().as_u16(), 429 | 503));
             let failure = match &result {
                 Ok(r) if transient_status(r.status().as_u16()) => format!("HTTP {}", r.status()),
                 Ok(_) => {
@@ -85,7 +86,7 @@ impl Middleware for Retry {
             if retry::failed("gcs", op, retryable, self.policy.allows(failures), &failure) != retry::Outcome::Retried {
                 return result;
             }
-            tokio::time::sleep(self.policy.delay(failures)).await;
+            tokio::time::sleep(if throttled { self.policy.delay(failures) } else { self.policy.delay_after_lost_connection(failures) }).await;
         }
     }
 }
