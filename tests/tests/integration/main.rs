@@ -6,6 +6,7 @@ mod cli;
 mod export;
 mod gauth;
 mod load;
+mod native;
 mod nul;
 mod numbers;
 mod pgtls;
