@@ -889,7 +889,6 @@ fn pending(cfg: &NativeConfig, arn: &str, status: &str, s3_prefix: &str, secs: u
 mod tests {
     use super::*;
     use crossdock_core::item::TypeTag;
-    use md5::Digest as _;
 
     fn gzip(text: &str) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
