@@ -47,8 +47,8 @@ pub enum ExportError {
     LeaseHeld { table: String, bucket: String, key: String, owner: String, why: String },
     /// A data file of a DynamoDB native export does not have the checksum its manifest
     /// (or its single-part ETag) records: nothing of the adoption was written.
-    #[error("s3://{bucket}/{key}: {algorithm} of its bytes is {actual}, but {recorded_in} records {expected}; the native export is damaged or was changed after it finished, so nothing was written (run the export again)")]
-    ChecksumMismatch { bucket: String, key: String, algorithm: &'static str, expected: String, actual: String, recorded_in: &'static str },
+    #[error("s3://{bucket}/{key}: MD5 of its bytes is {actual}, but {recorded_in} records {expected}; the native export is damaged or was changed after it finished, so nothing was written (run the export again)")]
+    ChecksumMismatch { bucket: String, key: String, expected: String, actual: String, recorded_in: &'static str },
     /// DynamoDB's native export ended without completing.
     #[error("native export {arn} of table {table:?} ended {status}: {code}: {message}")]
     NativeExportFailed { table: String, arn: String, status: String, code: String, message: String },

@@ -304,14 +304,14 @@ impl Checked {
 /// Checks a scanned file against its manifest line (if any) and the ETag S3 served it
 /// with. Errors name the key.
 pub fn check_file(bucket: &str, key: &str, listed: Option<&ManifestFile>, etag: &str, got: &ScannedFile) -> Result<Checked, ExportError> {
-    let mismatch = |algorithm, expected: &str, actual: String, recorded_in| {
+    let mismatch = |expected: &str, actual: String, recorded_in| {
         observe::native_checksum_mismatch(bucket, key, expected, &actual);
-        ExportError::ChecksumMismatch { bucket: bucket.into(), key: key.into(), algorithm, expected: expected.into(), actual, recorded_in }
+        ExportError::ChecksumMismatch { bucket: bucket.into(), key: key.into(), expected: expected.into(), actual, recorded_in }
     };
     let checked = match listed.and_then(|l| l.md5_checksum.as_deref()) {
         Some(expected) => {
             if expected.trim() != got.md5_base64() {
-                return Err(mismatch("MD5", expected, got.md5_base64(), "manifest-files.json"));
+                return Err(mismatch(expected, got.md5_base64(), "manifest-files.json"));
             }
             Checked::ManifestMd5
         }
@@ -320,7 +320,7 @@ pub fn check_file(bucket: &str, key: &str, listed: Option<&ManifestFile>, etag: 
             // A multipart upload's ETag (`…-N`) is not an MD5 of the bytes.
             if etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit()) {
                 if !etag.eq_ignore_ascii_case(&got.md5_hex()) {
-                    return Err(mismatch("MD5", etag, got.md5_hex(), "its ETag"));
+                    return Err(mismatch(etag, got.md5_hex(), "its ETag"));
                 }
                 Checked::Etag
             } else {
