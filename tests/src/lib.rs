@@ -9,6 +9,7 @@
 pub mod export;
 pub mod gauth;
 pub mod load;
+pub mod native;
 pub mod pipeline;
 pub mod proxy;
 pub mod relay;

@@ -33,6 +33,42 @@ enum Sub {
     /// One capacity lease for all the shards of a sharded export: `raise` before them,
     /// `restore` after them.
     Capacity(CapacityArgs),
+    /// Take a finished DynamoDB native export (ExportTableToPointInTime, DYNAMODB_JSON)
+    /// as this table's export: checks every data file's MD5 against its manifest, then
+    /// writes `_schema.json`, the data files as parts and the segment manifests under
+    /// `{prefix}{batch}/{table}/{timestamp}/`, for the relay. No read capacity is used.
+    Adopt(AdoptArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AdoptArgs {
+    #[command(flatten)]
+    at: Location,
+    /// The native export's directory: s3://BUCKET/[PREFIX/]AWSDynamoDB/EXPORT_ID/
+    #[arg(long)]
+    s3: String,
+    /// Batch id of the export directory written.
+    #[arg(long)]
+    batch: Option<String>,
+    /// Export timestamp `YYYY-MM-DDTHH-MM-SSZ` (default: the native export's exportTime).
+    #[arg(long)]
+    timestamp: Option<String>,
+    /// Data files read (and copied) at the same time.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// No progress line, even on a terminal.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// How `crossdock export` reads the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Method {
+    /// A rate-limited parallel Scan of the table (consumes read capacity).
+    Scan,
+    /// DynamoDB's export to S3 from point-in-time recovery (no read capacity; needs PITR),
+    /// then adopted as with `export adopt`.
+    Native,
 }
 
 #[derive(Debug, clap::Args)]
@@ -201,6 +237,20 @@ struct ExportArgs {
     /// Print the plan (segments, RCU, expected duration) and change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// `scan` (default) reads the table; `native` has DynamoDB export it from its
+    /// point-in-time recovery backup to the bucket and adopts the result.
+    #[arg(long, value_enum, default_value = "scan")]
+    method: Method,
+    /// `--method native`: the point in time to export, RFC 3339 (default: now).
+    #[arg(long)]
+    export_time: Option<String>,
+    /// `--method native`: seconds between DescribeExport calls while the export runs.
+    #[arg(long, default_value_t = 10)]
+    poll_interval: u64,
+    /// `--method native`: seconds to wait for the export before giving up (it keeps
+    /// running in AWS; adopt it later with `export adopt`).
+    #[arg(long, default_value_t = 43_200)]
+    native_timeout: u64,
     /// Seconds to wait for the table to become ACTIVE after a capacity change.
     #[arg(long, default_value_t = 1800)]
     active_timeout: u64,
@@ -279,6 +329,10 @@ pub async fn run(mut args: Args) -> anyhow::Result<Code> {
         Some(Sub::Capacity(CapacityArgs { command: CapacitySub::Restore(mut r) })) => {
             r.at.resolve()?;
             capacity_restore(r).await
+        }
+        Some(Sub::Adopt(mut a)) => {
+            a.at.resolve()?;
+            adopt(a).await
         }
         None => {
             let ratio = args.export.at.resolve()?;
@@ -420,7 +474,110 @@ async fn capacity_restore(a: CapacityRestoreArgs) -> anyhow::Result<Code> {
     Ok(Code::Ok)
 }
 
+async fn adopt(a: AdoptArgs) -> anyhow::Result<Code> {
+    let table = require(&a.at.table, "--table")?;
+    let batch = require(&a.batch, "--batch")?;
+    let (source_bucket, source_dir) = crossdock_export::native::parse_native_url(&a.s3).map_err(|e| fail(Code::Usage, e.to_string()))?;
+    // The export directory goes next to the native export unless --bucket/--pipeline says otherwise.
+    let bucket = a.at.bucket.clone().unwrap_or_else(|| source_bucket.clone());
+    let timestamp = a.timestamp.as_deref().map(crossdock_core::Timestamp::parse).transpose().map_err(|e| fail(Code::Usage, e.to_string()))?;
+    let cfg = crossdock_export::native::AdoptConfig {
+        table,
+        bucket,
+        prefix: a.at.prefix().to_string(),
+        batch,
+        timestamp,
+        source_bucket,
+        source_dir,
+        concurrency: a.concurrency,
+    };
+    let c = clients(&a.at).await;
+    let json = a.at.output == Output::Json;
+    let progress = NativeProgress::new(crate::bars::enabled(a.no_progress, json));
+    let result = crossdock_export::native::adopt(&c.s3, &c.ddb, &cfg, &progress).await;
+    crate::bars::finish(&progress.bar);
+    let summary = result.map_err(|e| fail(code_for(&e), e.to_string()))?;
+    print_adopted(&summary, json)?;
+    Ok(Code::Ok)
+}
+
+fn print_adopted(s: &crossdock_export::native::AdoptSummary, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(s)?);
+        return Ok(());
+    }
+    let checks: Vec<String> = s.checks.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    println!(
+        "{} adopted from {}: {} items, {} bytes ({} stored) in {} files (checks: {}), 0 RCU in {:.1} s → {}",
+        s.table,
+        s.source,
+        s.items,
+        s.bytes,
+        s.stored_bytes,
+        s.files,
+        if checks.is_empty() { "none".to_string() } else { checks.join(", ") },
+        s.duration_secs,
+        s.s3_prefix
+    );
+    if !s.manifest_files {
+        println!("  no manifest-files.json: data files were found by listing data/");
+    }
+    Ok(())
+}
+
+async fn export_native(a: ExportArgs) -> anyhow::Result<Code> {
+    let scan_only = [
+        (a.raise_to.is_some() || a.raise_by.is_some(), "--raise-to/--raise-by"),
+        (a.max_rcu.is_some(), "--max-rcu"),
+        (a.segments.is_some() || a.segment_range.is_some(), "--segments/--segment-range"),
+        (a.resume, "--resume"),
+        (a.capacity_run.is_some(), "--capacity-run"),
+        (a.dry_run, "--dry-run (see `crossdock plan`)"),
+    ];
+    if let Some((_, flag)) = scan_only.iter().find(|(set, _)| *set) {
+        return Err(fail(Code::Usage, format!("{flag} applies to --method scan only: a native export reads no capacity")));
+    }
+    let table = require(&a.at.table, "--table")?;
+    let bucket = require(&a.at.bucket, "--bucket")?;
+    let batch = require(&a.batch, "--batch")?;
+    let timestamp = a.timestamp.as_deref().map(crossdock_core::Timestamp::parse).transpose().map_err(|e| fail(Code::Usage, e.to_string()))?;
+    let export_time = a
+        .export_time
+        .as_deref()
+        .map(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339))
+        .transpose()
+        .map_err(|e| fail(Code::Usage, format!("--export-time: expected RFC 3339 such as 2026-11-23T09:30:00Z: {e}")))?;
+    if a.poll_interval == 0 {
+        return Err(fail(Code::Usage, "--poll-interval must be at least 1 s"));
+    }
+    let cfg = crossdock_export::native::NativeConfig {
+        table,
+        bucket,
+        prefix: a.at.prefix().to_string(),
+        batch,
+        timestamp,
+        export_time,
+        poll_interval: Duration::from_secs(a.poll_interval),
+        wait_timeout: Duration::from_secs(a.native_timeout),
+        concurrency: a.concurrency.max(1) as usize,
+    };
+    let c = clients(&a.at).await;
+    let json = a.at.output == Output::Json;
+    let progress = NativeProgress::new(crate::bars::enabled(a.no_progress, json));
+    let result = crossdock_export::native::export(&c.s3, &c.ddb, &cfg, &progress, crate::shutdown::signal()).await;
+    crate::bars::finish(&progress.bar);
+    let summary = result.map_err(|e| fail(code_for(&e), e.to_string()))?;
+    print_adopted(&summary, json)?;
+    Ok(Code::Ok)
+}
+
 async fn export(a: ExportArgs) -> anyhow::Result<Code> {
+    if a.method == Method::Native {
+        return export_native(a).await;
+    }
+    if a.export_time.is_some() {
+        return Err(fail(Code::Usage, "--export-time applies to --method native only"));
+    }
     let table = require(&a.at.table, "--table")?;
     let bucket = require(&a.at.bucket, "--bucket")?;
     let batch = require(&a.batch, "--batch")?;
@@ -536,6 +693,46 @@ impl Observer for Progress {
                     self.bar.set_length(self.bar.position());
                 }
                 self.bar.set_message(format!("{items} items, {:.0} RCU/s", rcu / self.started.elapsed().as_secs_f64().max(1e-3)));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Progress of a native export: DynamoDB's status while it runs, then the files checked
+/// and copied.
+struct NativeProgress {
+    bar: indicatif::ProgressBar,
+    checked: AtomicU64,
+    items: AtomicU64,
+    copied: AtomicU64,
+}
+
+impl NativeProgress {
+    fn new(on: bool) -> NativeProgress {
+        NativeProgress {
+            bar: crate::bars::bar(on, None, "{spinner} [{elapsed_precise}] {msg}"),
+            checked: AtomicU64::new(0),
+            items: AtomicU64::new(0),
+            copied: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Observer for NativeProgress {
+    fn event(&self, e: &ExportEvent) {
+        match e {
+            ExportEvent::NativeExportStatus { arn, status, elapsed_secs } => {
+                self.bar.set_message(format!("DynamoDB export {status} for {elapsed_secs} s ({arn})"))
+            }
+            ExportEvent::NativeFileChecked { items, .. } => {
+                let files = self.checked.fetch_add(1, Ordering::Relaxed) + 1;
+                let items = self.items.fetch_add(*items, Ordering::Relaxed) + items;
+                self.bar.set_message(format!("{files} data files checked, {items} items"));
+            }
+            ExportEvent::NativeFileAdopted { .. } => {
+                let files = self.copied.fetch_add(1, Ordering::Relaxed) + 1;
+                self.bar.set_message(format!("{files} data files copied as parts"));
             }
             _ => {}
         }

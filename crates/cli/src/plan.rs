@@ -196,6 +196,16 @@ fn print_text(plans: &[TablePlan], inputs: &PlanInputs) {
             human_secs(p.load_secs)
         );
     }
+    println!();
+    println!("{:<24} {:>9} {:>12} {:>9}   {:>9} {:>5} {:>9}", "export method", "scan", "scan RCU", "scan $", "native", "RCU", "native $");
+    for p in plans {
+        let (sc, na) = (&p.methods.scan, &p.methods.native);
+        println!("{:<24} {:>9} {:>12.0} {:>9.2}   {:>9} {:>5.0} {:>9.2}", p.table, human_secs(sc.secs), sc.rcu, sc.usd, human_secs(na.secs), na.rcu, na.usd);
+    }
+    println!(
+        "native export (`export --method native`, needs point-in-time recovery): ${}/GB of table size, no read capacity; its duration is assumed, AWS publishes none",
+        sizing::NATIVE_EXPORT_USD_PER_GB
+    );
     let t = totals(plans);
     println!(
         "total: {:.1} MB, {} items; longest export {} (deadline {}, read ratio {}); {} relay instance(s) with {} core(s) at {}; {} loader writer(s) in {} loader process(es) (`load --shard i/N` per table); {} Spanner node(s)",

@@ -14,6 +14,7 @@ use crossdock_core::layout::DumpFile;
 use crossdock_core::marker::LoadedRecord;
 use crossdock_load::sink::Target;
 use crossdock_sync::checkpoint::GcsCheckpoints;
+use crossdock_sync::source::incremental::IncrementalSource;
 use crossdock_sync::source::kinesis::KinesisSource;
 use crossdock_sync::source::streams::{latest_stream, DynamoStreams};
 use crossdock_sync::source::ChangeSource;
@@ -28,6 +29,9 @@ pub enum SourceKind {
     Streams,
     /// Kinesis Data Streams for DynamoDB (retention configurable up to a year).
     Kinesis,
+    /// DynamoDB's INCREMENTAL exports to S3 (point-in-time recovery), given with
+    /// --incremental, applied in export-time order.
+    Incremental,
 }
 
 /// Flags of `crossdock sync`.
@@ -43,6 +47,11 @@ pub struct Args {
     /// export recorded.
     #[arg(long, value_name = "ARN")]
     pub stream: Option<String>,
+    /// `--source incremental`: an INCREMENTAL export's directory,
+    /// s3://BUCKET/[PREFIX/]AWSDynamoDB/EXPORT_ID/; repeat for every export since the
+    /// table's full export (all under one prefix, without gaps).
+    #[arg(long, value_name = "S3_URL")]
+    pub incremental: Vec<String>,
     /// Exit 0 once every shard stayed under this lag for --hold and nothing is unread
     /// (e.g. 5s, 500ms, 2m); without it, run until SIGTERM/Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
@@ -110,13 +119,25 @@ pub(crate) fn coded(e: SyncError) -> anyhow::Error {
 enum Source {
     Streams(DynamoStreams),
     Kinesis(KinesisSource),
+    Incremental(IncrementalSource),
 }
 
 async fn open_source(args: &Args, p: &Prepared, conf: &aws_config::SdkConfig) -> anyhow::Result<Source> {
     let schema = &p.marker.marker.schema;
     let table = schema.table.as_str();
     let recorded = schema.stream.as_ref();
+    if args.source != SourceKind::Incremental && !args.incremental.is_empty() {
+        return Err(fail(Code::Usage, "--incremental needs --source incremental"));
+    }
     match args.source {
+        SourceKind::Incremental => {
+            if args.incremental.is_empty() {
+                return Err(fail(Code::Usage, "--source incremental needs --incremental s3://BUCKET/…/AWSDynamoDB/EXPORT_ID/ (repeat for each export)"));
+            }
+            let started = p.marker.marker.export.timestamp.unix_micros() / 1000;
+            let s3 = crate::aws::s3(conf);
+            Ok(Source::Incremental(IncrementalSource::open(&s3, table, &args.incremental, Some(started)).await.map_err(coded)?))
+        }
         SourceKind::Kinesis => {
             let arn = args
                 .stream
@@ -299,6 +320,7 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
     match &source {
         Source::Streams(s) => sync_with(&args, &p, &t, s, &opts).await,
         Source::Kinesis(s) => sync_with(&args, &p, &t, s, &opts).await,
+        Source::Incremental(s) => sync_with(&args, &p, &t, s, &opts).await,
     }
 }
 

@@ -196,6 +196,32 @@ pub fn capacity_lease_key(prefix: &str, table: &str) -> Result<String, LayoutErr
     Ok(export.s3_key(prefix, &DumpFile::Capacity))
 }
 
+/// The batch name reserved for DynamoDB's own exports requested by crossdock:
+/// `{prefix}_native/{batch}/{table}/{timestamp}/AWSDynamoDB/{export-id}/…`. Kept out of
+/// export directories so a listing of one shows crossdock's files only; `_`-names are
+/// never batches.
+pub const NATIVE_BATCH: &str = "_native";
+
+/// The path segment DynamoDB's native export puts between the requested S3 prefix and
+/// the export id (`{S3Prefix}/AWSDynamoDB/{export-id}/…`).
+pub const NATIVE_EXPORT_DIR: &str = "AWSDynamoDB";
+
+/// The `S3Prefix` crossdock gives ExportTableToPointInTime for `export`: without a
+/// trailing `/`, since DynamoDB adds `/AWSDynamoDB/…` itself.
+pub fn native_export_prefix(prefix: &str, export: &ExportId) -> String {
+    format!("{prefix}{NATIVE_BATCH}/{}/{}/{}", export.batch, export.table, export.timestamp)
+}
+
+/// Whether `key` belongs to a DynamoDB native export (`…/AWSDynamoDB/{id}/{file}`:
+/// `_started`, `manifest-summary.json`, `manifest-files.json`, their `.md5`, `data/…`).
+/// Such files are never relayed as they are: `crossdock export adopt` copies the data
+/// files into an export directory, where they are relayed like any part.
+pub fn is_native_export_key(key: &str) -> bool {
+    let segments: Vec<&str> = key.split('/').collect();
+    // The marker segment, then at least the export id and a file name after it.
+    segments.iter().take(segments.len().saturating_sub(2)).any(|s| *s == NATIVE_EXPORT_DIR)
+}
+
 /// GCS prefix of the catch-up checkpoints of an export: `{batch}/{table}/{timestamp}/_sync/`,
 /// next to the marker the sync was started from.
 pub fn sync_prefix(export: &ExportId) -> String {
@@ -431,6 +457,22 @@ mod tests {
         let parsed = DumpKey::from_s3_key("dumps/", &key).expect("parses");
         assert!(parsed.file == DumpFile::Capacity && !parsed.file.is_relayed());
         assert!(capacity_lease_key("", "a/b").is_err());
+    }
+
+    #[test]
+    fn native_export_keys_are_recognised_wherever_they_sit() {
+        let export = ExportId::new("b1", "Orders", ts()).expect("id");
+        let native = native_export_prefix("dumps/", &export);
+        assert_eq!(native, "dumps/_native/b1/Orders/2026-11-23T09-30-00Z");
+        for file in ["_started", "manifest-summary.json", "manifest-files.md5", "data/x7f3.json.gz"] {
+            assert!(is_native_export_key(&format!("{native}/AWSDynamoDB/01700000000000-abcd/{file}")), "{file}");
+        }
+        assert!(is_native_export_key("AWSDynamoDB/01700000000000-abcd/_started"));
+        assert!(!is_native_export_key("b1/Orders/2026-11-23T09-30-00Z/_schema.json"));
+        // The segment alone, or as a file name, is not an export.
+        assert!(!is_native_export_key("x/AWSDynamoDB/"));
+        assert!(!is_native_export_key("b/AWSDynamoDB"));
+        assert!(!is_native_export_key("b/AWSDynamoDBx/id/_started"));
     }
 
     #[test]

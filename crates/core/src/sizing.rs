@@ -164,6 +164,20 @@ pub const WRITERS_PER_LOADER_PROCESS: u32 = 8;
 pub const RELAY_INSTANCE_NETWORK_MB_PER_SEC: f64 = 100.0;
 /// DynamoDB serves at most this many RCU per partition; scans spread over segments.
 pub const DYNAMODB_RCU_PER_PARTITION: f64 = 3_000.0;
+/// DynamoDB's export to S3 (full export), USD per GB of table size: the list price in
+/// us-east-1. It is billed on the table's size whatever the read capacity.
+pub const NATIVE_EXPORT_USD_PER_GB: f64 = 0.10;
+/// On-demand read request units, USD per million (us-east-1 list price): a scan of an
+/// on-demand table is billed at this rate per RCU it consumes.
+pub const ON_DEMAND_USD_PER_MILLION_READS: f64 = 0.125;
+/// Provisioned read capacity, USD per RCU-hour (us-east-1 list price): what a raise for
+/// the scan costs while it is held.
+pub const PROVISIONED_USD_PER_RCU_HOUR: f64 = 0.00013;
+/// AWS publishes no duration for exports to S3: the plan assumes this fixed start-up
+/// time plus [`NATIVE_EXPORT_ASSUMED_BYTES_PER_SEC`]. An assumption, not a measurement.
+pub const NATIVE_EXPORT_ASSUMED_SETUP_SECS: f64 = 600.0;
+/// Assumed throughput of an export to S3 past its start-up (see above).
+pub const NATIVE_EXPORT_ASSUMED_BYTES_PER_SEC: f64 = 100e6;
 
 /// Inputs of [`plan_table`]: what DescribeTable (or a sample scan) says about a table.
 #[derive(Debug, Clone, PartialEq)]
@@ -213,6 +227,44 @@ pub struct TablePlan {
     pub load_secs: f64,
     /// Egress bytes and cost per codec.
     pub egress: Vec<EgressEstimate>,
+    /// The export step by scan and by DynamoDB's native export.
+    pub methods: ExportMethods,
+}
+
+/// The two ways to export a table, side by side.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ExportMethods {
+    pub scan: MethodEstimate,
+    pub native: MethodEstimate,
+}
+
+/// Time, read capacity and price of one export method.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MethodEstimate {
+    pub secs: f64,
+    /// Read capacity units taken from the table (0 for a native export).
+    pub rcu: f64,
+    pub usd: f64,
+}
+
+/// Scan: the RCU of a full scan, priced as on-demand reads, or as the raise above the
+/// current provisioned capacity for as long as the scan runs. Native: no RCU, billed per
+/// GB of table size, duration assumed ([`NATIVE_EXPORT_ASSUMED_BYTES_PER_SEC`]).
+pub fn export_methods(size_bytes: u64, provisioned_rcu: Option<i64>, raise_to_rcu: i64, scan_secs: f64) -> ExportMethods {
+    let rcu = scan_rcu(size_bytes, false);
+    let scan_usd = match provisioned_rcu {
+        None => rcu / 1e6 * ON_DEMAND_USD_PER_MILLION_READS,
+        Some(current) if scan_secs.is_finite() => (raise_to_rcu - current).max(0) as f64 * scan_secs / 3600.0 * PROVISIONED_USD_PER_RCU_HOUR,
+        Some(_) => f64::INFINITY,
+    };
+    ExportMethods {
+        scan: MethodEstimate { secs: scan_secs, rcu, usd: scan_usd },
+        native: MethodEstimate {
+            secs: NATIVE_EXPORT_ASSUMED_SETUP_SECS + size_bytes as f64 / NATIVE_EXPORT_ASSUMED_BYTES_PER_SEC,
+            rcu: 0.0,
+            usd: size_bytes as f64 / 1e9 * NATIVE_EXPORT_USD_PER_GB,
+        },
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -269,12 +321,28 @@ pub fn plan_table(facts: &TableFacts, inputs: &PlanInputs) -> TablePlan {
         spanner_nodes,
         load_secs,
         egress,
+        methods: export_methods(facts.size_bytes, facts.provisioned_rcu, raise_to_rcu, export_secs),
     }
 }
 
 #[cfg(test)]
 mod scan_tests {
     use super::*;
+
+    #[test]
+    fn native_export_costs_per_gb_and_no_read_capacity_where_a_scan_costs_its_reads() {
+        let gb = 1_000_000_000u64;
+        // On demand: 100 GB scanned eventually consistent = 100e9/4096/2 RCU at on-demand prices.
+        let m = export_methods(100 * gb, None, 1000, 3600.0);
+        assert!((m.scan.rcu - 100e9 / 8192.0).abs() < 1e-6);
+        assert!((m.scan.usd - m.scan.rcu / 1e6 * ON_DEMAND_USD_PER_MILLION_READS).abs() < 1e-9);
+        assert_eq!((m.native.rcu, m.native.usd), (0.0, 10.0));
+        assert!((m.native.secs - (NATIVE_EXPORT_ASSUMED_SETUP_SECS + 1000.0)).abs() < 1e-9);
+        // Provisioned: the raise above today's capacity, for the scan's hours.
+        let p = export_methods(100 * gb, Some(1000), 5000, 7200.0);
+        assert!((p.scan.usd - 4000.0 * 2.0 * PROVISIONED_USD_PER_RCU_HOUR).abs() < 1e-9);
+        assert_eq!(export_methods(gb, Some(1000), 1000, 60.0).scan.usd, 0.0, "no raise, nothing extra billed");
+    }
 
     #[test]
     fn scan_budget_is_a_share_of_provisioned_capacity_capped_and_needs_a_cap_on_demand() {

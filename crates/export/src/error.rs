@@ -45,6 +45,16 @@ pub enum ExportError {
     /// raise (nor, sharded, restore) under it.
     #[error("table {table:?} is leased by another export: {why}; nothing was raised. Wait for that export to end; if it died, its lease turns stale and the next export or `crossdock export restore --table {table} --bucket {bucket}` restores it (lease s3://{bucket}/{key})")]
     LeaseHeld { table: String, bucket: String, key: String, owner: String, why: String },
+    /// A data file of a DynamoDB native export does not have the checksum its manifest
+    /// (or its single-part ETag) records: nothing of the adoption was written.
+    #[error("s3://{bucket}/{key}: MD5 of its bytes is {actual}, but {recorded_in} records {expected}; the native export is damaged or was changed after it finished, so nothing was written (run the export again)")]
+    ChecksumMismatch { bucket: String, key: String, expected: String, actual: String, recorded_in: &'static str },
+    /// DynamoDB's native export ended without completing.
+    #[error("native export {arn} of table {table:?} ended {status}: {code}: {message}")]
+    NativeExportFailed { table: String, arn: String, status: String, code: String, message: String },
+    /// The native export did not finish in time (it may still be running in AWS).
+    #[error("native export {arn} of table {table:?} still {status} after {secs} s; once it completes, adopt it with `crossdock export adopt --table {table} --s3 s3://{bucket}/{prefix}/AWSDynamoDB/<export id>/`")]
+    NativeExportPending { table: String, arn: String, status: String, secs: u64, bucket: String, prefix: String },
     #[error(transparent)]
     Layout(#[from] LayoutError),
 }

@@ -9,6 +9,7 @@
 //! - [`s3`]: the exporter's small S3 calls: JSON records, deletes, listings.
 //! - [`convert`]: SDK attribute values ↔ core values.
 //! - [`run`]: orchestration, `--dry-run` plan, summary.
+//! - [`native`]: DynamoDB's own export to S3 checked and adopted as an export.
 //! - [`observe`]: the events an export reports as it goes, and their [`Observer`].
 //!
 //! See README.md.
@@ -20,6 +21,7 @@ pub mod error;
 #[cfg(test)]
 mod fake_aws;
 pub mod lease;
+pub mod native;
 pub mod observe;
 pub mod pages;
 pub mod ratelimit;

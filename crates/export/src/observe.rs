@@ -41,6 +41,24 @@ pub enum ExportEvent {
     CapacityRestored {
         read: i64,
     },
+    /// DescribeExport of a native export that is running (`IN_PROGRESS`) or ended.
+    NativeExportStatus {
+        arn: String,
+        status: String,
+        elapsed_secs: u64,
+    },
+    /// A data file of a native export was read, its checksum matched and its items
+    /// were counted (nothing is written until every file is checked).
+    NativeFileChecked {
+        key: String,
+        items: u64,
+        bytes: u64,
+    },
+    /// A checked data file was copied into the export directory as a part.
+    NativeFileAdopted {
+        key: String,
+        part: String,
+    },
 }
 
 /// Receives [`ExportEvent`]s synchronously, on the export's task.
@@ -67,4 +85,41 @@ pub const METRICS: &[(&str, &str)] = &[
     ("crossdock_export_throttled_total", "Scan calls throttled by DynamoDB"),
     ("crossdock_export_capacity_changes_total", "read capacity changes, by direction (raise, restore)"),
     ("crossdock_export_lease_heartbeats_total", "capacity lease heartbeats, by outcome (renewed, lost, error)"),
+    ("crossdock_export_native_files_total", "data files of DynamoDB native exports read, by outcome (checked, checksum_mismatch, copied)"),
+    ("crossdock_export_native_bytes_total", "uncompressed bytes of DynamoDB native export data files read"),
 ];
+
+/// A native export's data file whose checksum and item count matched.
+pub fn native_file_checked(bucket: &str, key: &str, items: u64, bytes: u64, check: &'static str) {
+    tracing::info!(bucket, key, items, bytes, check, "native export data file checked");
+    metrics::counter!("crossdock_export_native_files_total", "outcome" => "checked").increment(1);
+    metrics::counter!("crossdock_export_native_bytes_total").increment(bytes);
+}
+
+/// A native export's data file whose bytes are not those its manifest records.
+pub fn native_checksum_mismatch(bucket: &str, key: &str, expected: &str, actual: &str) {
+    tracing::error!(bucket, key, expected, actual, "native export data file fails its checksum; nothing written");
+    metrics::counter!("crossdock_export_native_files_total", "outcome" => "checksum_mismatch").increment(1);
+}
+
+/// A checked data file copied into the export directory.
+pub fn native_file_copied(bucket: &str, from: &str, to: &str) {
+    tracing::debug!(bucket, from, to, "native export data file copied as a part");
+    metrics::counter!("crossdock_export_native_files_total", "outcome" => "copied").increment(1);
+}
+
+/// A native export without `manifest-files.json` (moto writes none): its data files are
+/// found by listing, and only single-part ETags can check them.
+pub fn native_without_manifest(bucket: &str, dir: &str, files: usize) {
+    tracing::warn!(
+        bucket,
+        dir,
+        files,
+        "native export has no manifest-files.json: adopting the data files listed under data/, checked against their ETags where those are plain MD5s"
+    );
+}
+
+/// The state of a native export being waited for.
+pub fn native_export_status(table: &str, arn: &str, status: &str, elapsed_secs: u64) {
+    tracing::info!(table, arn, status, elapsed_secs, "native export");
+}

@@ -249,7 +249,7 @@ struct Prepared {
     workers: u32,
 }
 
-async fn check_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), ExportError> {
+pub(crate) async fn check_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), ExportError> {
     match s3.head_bucket().bucket(bucket).send().await {
         Ok(_) => Ok(()),
         Err(e) => {
@@ -378,7 +378,7 @@ pub async fn plan(clients: &Clients, cfg: &ExportConfig) -> Result<ExportPlan, E
 /// The table's change streams, recorded in `_schema.json` for `crossdock sync`, with a
 /// warning when there is none it can use. The Kinesis destinations are best effort:
 /// a server (or a policy) that does not answer that call must not stop the export.
-async fn table_stream(ddb: &aws_sdk_dynamodb::Client, info: &TableInfo) -> Option<crossdock_core::schema::StreamInfo> {
+pub(crate) async fn table_stream(ddb: &aws_sdk_dynamodb::Client, info: &TableInfo) -> Option<crossdock_core::schema::StreamInfo> {
     let kinesis = match ddb.describe_kinesis_streaming_destination().table_name(&info.name).send().await {
         Ok(r) => r.kinesis_data_stream_destinations().to_vec(),
         Err(e) => {
@@ -399,7 +399,7 @@ async fn table_stream(ddb: &aws_sdk_dynamodb::Client, info: &TableInfo) -> Optio
     stream
 }
 
-fn build_schema(info: &TableInfo, total: u32) -> TableSchema {
+pub(crate) fn build_schema(info: &TableInfo, total: u32) -> TableSchema {
     use aws_sdk_dynamodb::types::{KeyType, ProjectionType, ScalarAttributeType};
     let d = &info.description;
     let keys = |ks: &[aws_sdk_dynamodb::types::KeySchemaElement]| -> Vec<KeyElement> {

@@ -8,7 +8,7 @@ use crate::health::Health;
 use crate::queue::{Queue, Received};
 use crate::s3_event::{parse_body, Notification, S3Record};
 use crate::{complete, events, spot, Relay, RelaySettings};
-use crossdock_core::layout::{DumpFile, DumpKey, LayoutError};
+use crossdock_core::layout::{self, DumpFile, DumpKey, LayoutError};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -331,6 +331,12 @@ fn route<'a>(s: &'a RelaySettings, r: &S3Record) -> Result<(&'a str, DumpKey), S
     let Some(dst_bucket) = s.buckets.get(&r.bucket) else {
         return Err(Skip::UnmappedBucket);
     };
+    // A DynamoDB native export's own files (`_started`, its manifests and checksums, its
+    // data files) are meant for no relay, wherever they sit: `crossdock export adopt`
+    // copies the data files into an export directory, and those copies are relayed.
+    if layout::is_native_export_key(&r.key) {
+        return Err(Skip::Ignore("native_export"));
+    }
     if !r.key.starts_with(&s.prefix) {
         return Err(Skip::OutsidePrefix);
     }
@@ -636,6 +642,19 @@ mod tests {
         // A dump key under the prefix of a mapped bucket is copied to the mapped bucket.
         let (dst, key) = route(&s, &record("ObjectCreated:CompleteMultipartUpload", "src", &format!("dumps/{PART}"))).expect("copied");
         assert_eq!((dst, key.export.table.as_str()), ("dst", "Orders"));
+        // A native export's bookkeeping and data files are recognised and deleted, under
+        // the prefix or not; a foreign bucket's are still left alone.
+        for key in [
+            "dumps/_native/b1/Orders/2026-11-23T09-30-00Z/AWSDynamoDB/01700000000000-abcd/_started",
+            "dumps/_native/b1/Orders/2026-11-23T09-30-00Z/AWSDynamoDB/01700000000000-abcd/manifest-summary.md5",
+            "elsewhere/AWSDynamoDB/01700000000000-abcd/data/3kq2x.json.gz",
+        ] {
+            let r = record("ObjectCreated:Put", "src", key);
+            assert!(matches!(route(&s, &r), Err(Skip::Ignore("native_export"))), "{key}");
+            assert_eq!(message_verdict(&s, &[r]), Verdict::Delete);
+        }
+        let foreign = record("ObjectCreated:Put", "other", "elsewhere/AWSDynamoDB/01700000000000-abcd/_started");
+        assert!(matches!(route(&s, &foreign), Err(Skip::UnmappedBucket)));
         // With no prefix nothing is outside it.
         assert!(route(&settings(""), &record("ObjectCreated:Put", "src", PART)).is_ok());
     }

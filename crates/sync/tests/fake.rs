@@ -441,3 +441,32 @@ async fn with_newest_wins_a_late_older_record_never_overwrites_a_newer_one() {
     assert_eq!(t2.value("a").as_deref(), Some("Int(3)"), "a later batch with an older record is skipped");
     assert_eq!(t2.value("b").as_deref(), Some("Int(2)"));
 }
+
+#[tokio::test]
+async fn incremental_exports_apply_in_export_time_order_and_finish() {
+    use crossdock_export::native::{IncrementalExport, IncrementalRecord};
+    use crossdock_sync::source::incremental::IncrementalSource;
+    let rec = |pk: &str, v: Option<i64>, at_ms: i64| IncrementalRecord { keys: keys(pk), new_image: v.map(|v| item(pk, v)), write_micros: Some(at_ms * 1000) };
+    let export = |id: &str, from_ms, to_ms, records| IncrementalExport { source: format!("s3://b/inc/AWSDynamoDB/{id}/"), from_ms, to_ms, records };
+    let now = now_ms();
+    // Given out of order: the later export's states must land last.
+    let second = export("0002-b", now - 1_000, now, vec![rec("a", Some(3), now - 500), rec("b", None, now - 400)]);
+    let first =
+        export("0001-a", now - 2_000, now - 1_000, vec![rec("b", Some(1), now - 1_500), rec("a", Some(2), now - 1_200), rec("c", Some(7), now - 1_100)]);
+    let s = IncrementalSource::new("T", vec![second, first], Some(now - 2_000)).expect("contiguous exports");
+    let t = MemTarget::new(100);
+    let store = MemCheckpoints::default();
+    let o = SyncOptions { read_limit: 1, ..opts() };
+    let sum = run(&s, &t, &model(), &store, &o, &mut |_| {}, std::future::pending()).await.expect("sync");
+    assert_eq!(sum.outcome, Outcome::CaughtUp);
+    assert_eq!(t.value("a").as_deref(), Some("Int(3)"), "the later export's state wins");
+    assert_eq!(t.value("b"), None, "deleted in the later export");
+    assert_eq!(t.value("c").as_deref(), Some("Int(7)"));
+    for id in ["0001-a", "0002-b"] {
+        assert!(store.get(id).expect("checkpoint").finished, "{id} is finished once read to its end");
+    }
+    // A rerun with the same exports applies nothing again.
+    let calls = t.calls.lock().expect("lock").len();
+    run(&s, &t, &model(), &store, &o, &mut |_| {}, std::future::pending()).await.expect("rerun");
+    assert_eq!(t.calls.lock().expect("lock").len(), calls, "finished exports are not read again");
+}

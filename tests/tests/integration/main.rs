@@ -7,6 +7,7 @@ mod export;
 mod faults;
 mod gauth;
 mod load;
+mod native;
 mod nul;
 mod numbers;
 mod pgtls;

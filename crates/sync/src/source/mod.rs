@@ -1,10 +1,12 @@
 //! Where changes come from: a stream of shards, each an ordered log of item changes,
-//! read with iterators. Three implementations: [`streams`] (DynamoDB Streams),
-//! [`kinesis`] (Kinesis Data Streams for DynamoDB) and [`fake`] (in memory, with shard
-//! splits, for tests).
+//! read with iterators. Implementations: [`streams`] (DynamoDB Streams), [`kinesis`]
+//! (Kinesis Data Streams for DynamoDB), [`incremental`] (DynamoDB's INCREMENTAL exports
+//! to S3, one closed shard per export) and [`fake`] (in memory, with shard splits, for
+//! tests).
 
 mod aws_error;
 pub mod fake;
+pub mod incremental;
 pub mod kinesis;
 pub mod streams;
 
