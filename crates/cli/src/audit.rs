@@ -46,8 +46,9 @@ pub struct Args {
     /// No progress bar, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
-    /// AWS region of the source table (default: the pipeline's source region).
-    #[arg(long, env = "AWS_REGION")]
+    /// AWS region of the source table (default: the pipeline's source region, else the
+    /// AWS default chain: AWS_REGION, the profile).
+    #[arg(long)]
     pub region: Option<String>,
 }
 

@@ -640,7 +640,7 @@ async fn export(a: ExportArgs) -> anyhow::Result<Code> {
     crate::bars::finish(&progress.bar);
     let summary = result.map_err(|e| match code_for(&e) {
         Code::Partial => fail(Code::Partial, format!("{e}; what is checkpointed is kept: rerun with --resume to finish")),
-        code => fail(code, e.to_string()),
+        code => crate::exit::coded(code, e),
     })?;
     if json {
         println!("{}", serde_json::to_string(&summary)?);

@@ -17,9 +17,10 @@ mod serve;
 mod shutdown;
 mod status;
 mod sync;
+mod variables;
 mod verify;
 
-use clap::{CommandFactory as _, Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// The process's one Google Cloud sign-in, shared by every GCP client it builds.
@@ -94,8 +95,14 @@ enum Command {
     Man,
 }
 
+/// The command line as it is parsed: the derived flags, each with its environment
+/// variable (`variables`).
+pub(crate) fn command() -> clap::Command {
+    exit::with_codes(variables::with_variables(Cli::command()))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     logging::init(&cli.log);
     aws::use_profile(cli.profile.clone());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -116,10 +123,10 @@ fn main() -> ExitCode {
             Command::Audit(a) => audit::run(a).await,
             Command::Status(a) => status::run(a).await,
             Command::Completions { shell } => {
-                clap_complete::generate(shell, &mut Cli::command(), "crossdock", &mut std::io::stdout());
+                clap_complete::generate(shell, &mut command(), "crossdock", &mut std::io::stdout());
                 Ok(exit::Code::Ok)
             }
-            Command::Man => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()).map(|()| exit::Code::Ok).map_err(anyhow::Error::from),
+            Command::Man => clap_mangen::Man::new(command()).render(&mut std::io::stdout()).map(|()| exit::Code::Ok).map_err(anyhow::Error::from),
             Command::Pipeline(a) => pipeline::run(a).await,
         }
     });
@@ -142,7 +149,7 @@ mod tests {
     #[test]
     fn help_of_every_command() {
         // Environment values differ between machines: the names are shown, not the values.
-        let mut cli = Cli::command().term_width(100).mut_args(|a| a.hide_env_values(true));
+        let mut cli = command().term_width(100).mut_args(|a| a.hide_env_values(true));
         cli.build();
         insta::assert_snapshot!("crossdock", cli.render_long_help().to_string());
         for sub in cli.get_subcommands() {
@@ -170,6 +177,6 @@ mod tests {
 
     #[test]
     fn the_command_line_is_consistent() {
-        Cli::command().debug_assert();
+        command().debug_assert();
     }
 }

@@ -8,6 +8,8 @@ use axum::http::StatusCode;
 use crossdock_core::Codec;
 use crossdock_relay::{HealthStatus, RelayError, RelaySettings};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Flags of `crossdock relay`.
@@ -73,12 +75,18 @@ pub struct Args {
     /// Seconds a drain waits for in-flight copies before releasing their messages.
     #[arg(long, default_value_t = 100)]
     drain_deadline: u64,
-    /// Exit after this many seconds with an empty queue and nothing in flight.
+    /// Exit after this many seconds with an empty queue and nothing in flight (on a
+    /// terminal, with a progress bar: events against the queue's backlog, files copied,
+    /// MB raw → stored).
     #[arg(long, value_name = "SECONDS")]
     until_idle: Option<u64>,
-    /// Instance metadata endpoint polled for spot interruption notices.
-    #[arg(long, env = "AWS_EC2_METADATA_SERVICE_ENDPOINT", default_value = "http://169.254.169.254")]
-    imds_endpoint: String,
+    /// No progress bar with --until-idle, even on a terminal.
+    #[arg(long)]
+    no_progress: bool,
+    /// Instance metadata endpoint polled for spot interruption notices (default:
+    /// AWS_EC2_METADATA_SERVICE_ENDPOINT, else http://169.254.169.254).
+    #[arg(long)]
+    imds_endpoint: Option<String>,
     /// Do not poll instance metadata for spot interruption notices.
     #[arg(long)]
     no_spot_poll: bool,
@@ -99,8 +107,9 @@ pub struct Args {
     // The URL is a bearer secret: `--help` must not show the value it read from the environment.
     #[arg(long, env = "CROSSDOCK_NOTIFY_URL", hide_env_values = true)]
     notify_url: Option<String>,
-    /// AWS region.
-    #[arg(long, env = "AWS_REGION")]
+    /// AWS region (default: the pipeline's source region, else the AWS default chain:
+    /// AWS_REGION, the profile).
+    #[arg(long)]
     region: Option<String>,
 }
 
@@ -143,13 +152,17 @@ pub async fn run(mut args: Args) -> anyhow::Result<Code> {
     s.drain_deadline_secs = args.drain_deadline;
     s.copy_stall_timeout_secs = args.copy_stall_timeout;
     s.until_idle_secs = args.until_idle;
-    s.imds_endpoint = (!args.no_spot_poll).then(|| args.imds_endpoint.clone());
+    // The AWS SDKs' own variable for the endpoint, read as they read it.
+    let imds =
+        args.imds_endpoint.clone().or_else(|| std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT").ok()).unwrap_or_else(|| "http://169.254.169.254".to_string());
+    s.imds_endpoint = (!args.no_spot_poll).then_some(imds);
     s.spot_poll_secs = args.spot_poll;
     s.instance_id = args.instance_id.clone();
 
     let conf = crate::aws::config(args.region.clone()).await;
     let s3 = crate::aws::s3(&conf);
     let sqs = aws_sdk_sqs::Client::new(&conf);
+    let sqs_for_bar = sqs.clone();
     let timeouts = crossdock_relay::gcs::Timeouts {
         connect: Duration::from_secs(args.gcs_connect_timeout.max(1)),
         read: Duration::from_secs(args.gcs_read_timeout.max(1)),
@@ -170,7 +183,15 @@ pub async fn run(mut args: Args) -> anyhow::Result<Code> {
         Err(e) => return Err(anyhow::Error::new(e).context("starting the relay")),
     };
     relay.notifier = args.notify_url.clone().map(|url| std::sync::Arc::new(crate::notify::Webhook(url)) as std::sync::Arc<dyn crossdock_relay::Notifier>);
-    if let Some(addr) = crate::serve::addr(&args.metrics_addr)? {
+    let bar = (args.until_idle.is_some() && crate::bars::enabled(args.no_progress, false)).then(|| Bar::start(sqs_for_bar.clone(), args.queue.clone()));
+    if let Some(b) = &bar {
+        crate::serve::watch(b.counts.clone());
+    }
+    let serving = crate::serve::addr(&args.metrics_addr)?;
+    if serving.is_none() && bar.is_some() {
+        crate::serve::install_tap()?;
+    }
+    if let Some(addr) = serving {
         // Healthy while anything advances (receives, accepted heartbeats, copy bytes) and
         // while draining; the relay crate decides, see `crossdock_relay::health`.
         let health = relay.health.clone();
@@ -181,7 +202,11 @@ pub async fn run(mut args: Args) -> anyhow::Result<Code> {
         };
         crate::serve::serve(addr, crate::serve::Phase { metrics: crossdock_relay::events::METRICS, buckets: &[] }, check).await?;
     }
-    let summary = crossdock_relay::run(relay, crate::shutdown::signal()).await?;
+    let result = crossdock_relay::run(relay, crate::shutdown::signal()).await;
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let summary = result?;
     tracing::info!(
         messages = summary.messages,
         copied = summary.copied,
@@ -194,4 +219,91 @@ pub async fn run(mut args: Args) -> anyhow::Result<Code> {
         "relay exited"
     );
     Ok(Code::Ok)
+}
+
+/// The relay's counters a progress bar shows: the same ones `/metrics` exports.
+#[derive(Default)]
+struct Counts {
+    messages: Arc<AtomicU64>,
+    files: Arc<AtomicU64>,
+    bytes_in: Arc<AtomicU64>,
+    bytes_out: Arc<AtomicU64>,
+}
+
+impl crate::serve::Tap for Counts {
+    fn counter(&self, key: &metrics::Key) -> Option<metrics::Counter> {
+        let copied = || key.labels().any(|l| l.key() == "outcome" && l.value() == "copied");
+        let n = match key.name() {
+            "crossdock_relay_messages_total" => &self.messages,
+            "crossdock_relay_objects_total" if copied() => &self.files,
+            "crossdock_relay_bytes_in_total" => &self.bytes_in,
+            "crossdock_relay_bytes_out_total" => &self.bytes_out,
+            _ => return None,
+        };
+        Some(metrics::Counter::from_arc(n.clone()))
+    }
+}
+
+/// `relay --until-idle` on a terminal: events (SQS messages, one per file written to the
+/// dump bucket) handled against those plus the queue's backlog (visible and in flight,
+/// polled), with files copied and MB raw → stored.
+struct Bar {
+    bar: indicatif::ProgressBar,
+    counts: Arc<Counts>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Bar {
+    fn start(sqs: aws_sdk_sqs::Client, queue: String) -> Bar {
+        let template = "{spinner} [{elapsed_precise}] [{wide_bar}] {human_pos}/{human_len} events ({per_sec}, ETA {eta}) {msg}";
+        let bar = crate::bars::bar(true, Some(0), template);
+        let counts = Arc::new(Counts::default());
+        let task = tokio::spawn(Self::update(bar.clone(), counts.clone(), sqs, queue));
+        Bar { bar, counts, task }
+    }
+
+    async fn update(bar: indicatif::ProgressBar, counts: Arc<Counts>, sqs: aws_sdk_sqs::Client, queue: String) {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let mut backlog = 0u64;
+        let mut ticks = 0u64;
+        loop {
+            // The backlog every 2 s (one cheap request), the counts every 250 ms.
+            if ticks % 8 == 0 {
+                let attrs = sqs
+                    .get_queue_attributes()
+                    .queue_url(&queue)
+                    .attribute_names(A::ApproximateNumberOfMessages)
+                    .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+                    .send()
+                    .await;
+                if let Ok(a) = attrs {
+                    let n = |k: A| a.attributes().and_then(|m| m.get(&k)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                    backlog = n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible);
+                }
+            }
+            ticks += 1;
+            Self::draw(&bar, &counts, backlog);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    fn draw(bar: &indicatif::ProgressBar, counts: &Counts, backlog: u64) {
+        let done = counts.messages.load(Ordering::Relaxed);
+        let mb = |n: &AtomicU64| n.load(Ordering::Relaxed) as f64 / 1e6;
+        bar.set_length(done + backlog);
+        bar.set_position(done);
+        bar.set_message(format!(
+            "{} files copied, {:.1} MB raw → {:.1} MB stored",
+            counts.files.load(Ordering::Relaxed),
+            mb(&counts.bytes_in),
+            mb(&counts.bytes_out)
+        ));
+    }
+
+    /// The final counts, on their own line.
+    fn finish(self) {
+        self.task.abort();
+        Self::draw(&self.bar, &self.counts, 0);
+        crate::bars::finish(&self.bar);
+    }
 }

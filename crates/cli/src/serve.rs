@@ -4,8 +4,86 @@
 
 use anyhow::Context as _;
 use axum::{http::StatusCode, routing::get, Router};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+/// Counters a command watches itself (a progress bar fed by the phase's own
+/// counters, so it shows what `/metrics` shows), beside or without `/metrics`.
+pub trait Tap: Send + Sync + 'static {
+    /// A counter of the tap's own for `key`, incremented along with the exported one;
+    /// `None` for a key it does not watch.
+    fn counter(&self, key: &Key) -> Option<Counter>;
+}
+
+static TAP: OnceLock<Arc<dyn Tap>> = OnceLock::new();
+
+/// Makes `tap` see the process's counters. Call before [`serve`]; without a server,
+/// [`install_tap`] then installs a recorder for it alone.
+pub fn watch(tap: Arc<dyn Tap>) {
+    let _ = TAP.set(tap);
+}
+
+/// Installs a recorder feeding only the tap (no `/metrics` server).
+pub fn install_tap() -> anyhow::Result<()> {
+    install(None)
+}
+
+/// The process's one recorder: Prometheus's when serving, and the tap when one watches.
+fn install(prometheus: Option<PrometheusRecorder>) -> anyhow::Result<()> {
+    metrics::set_global_recorder(Tee { prometheus, tap: TAP.get().cloned() }).map_err(|_| anyhow::anyhow!("a metrics recorder is already installed"))
+}
+
+struct Tee {
+    prometheus: Option<PrometheusRecorder>,
+    tap: Option<Arc<dyn Tap>>,
+}
+
+/// A counter incremented in two places.
+struct Both(Counter, Counter);
+
+impl metrics::CounterFn for Both {
+    fn increment(&self, value: u64) {
+        self.0.increment(value);
+        self.1.increment(value);
+    }
+    fn absolute(&self, value: u64) {
+        self.0.absolute(value);
+        self.1.absolute(value);
+    }
+}
+
+impl Recorder for Tee {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        if let Some(p) = &self.prometheus {
+            p.describe_counter(key, unit, description);
+        }
+    }
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        if let Some(p) = &self.prometheus {
+            p.describe_gauge(key, unit, description);
+        }
+    }
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        if let Some(p) = &self.prometheus {
+            p.describe_histogram(key, unit, description);
+        }
+    }
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        let exported = self.prometheus.as_ref().map_or_else(Counter::noop, |p| p.register_counter(key, metadata));
+        match self.tap.as_ref().and_then(|t| t.counter(key)) {
+            Some(watched) => Counter::from_arc(Arc::new(Both(exported, watched))),
+            None => exported,
+        }
+    }
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.prometheus.as_ref().map_or_else(Gauge::noop, |p| p.register_gauge(key, metadata))
+    }
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        self.prometheus.as_ref().map_or_else(Histogram::noop, |p| p.register_histogram(key, metadata))
+    }
+}
 
 /// A phase's metric descriptions and histogram buckets.
 pub struct Phase {
@@ -28,7 +106,9 @@ pub async fn serve(addr: SocketAddr, phase: Phase, health: impl Fn() -> (StatusC
     for (name, buckets) in phase.buckets {
         builder = builder.set_buckets_for_metric(Matcher::Full((*name).to_string()), buckets).context("histogram buckets")?;
     }
-    let handle = builder.install_recorder().context("installing the metrics recorder")?;
+    let recorder = builder.build_recorder();
+    let handle = recorder.handle();
+    install(Some(recorder))?;
     // Every phase retries its calls under the one policy, so every phase has its counter.
     for (name, help) in phase.metrics.iter().chain(crossdock_core::retry::METRICS) {
         metrics::describe_counter!(*name, *help);

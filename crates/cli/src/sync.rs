@@ -83,8 +83,8 @@ pub struct Args {
     /// Address of the `/metrics` server (e.g. 0.0.0.0:9465), `off` for none.
     #[arg(long, default_value = "off")]
     pub metrics_addr: String,
-    /// AWS region.
-    #[arg(long, env = "AWS_REGION")]
+    /// AWS region (default: the AWS default chain: AWS_REGION, the profile).
+    #[arg(long)]
     pub region: Option<String>,
 }
 

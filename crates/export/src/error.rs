@@ -37,10 +37,21 @@ pub enum ExportError {
     #[error("table {table:?}: item has an attribute {attribute:?} of a type unknown to this build")]
     UnknownAttributeType { table: String, attribute: String },
     /// The capacity raised for the export could not be restored. The lease stays in S3.
+    /// `export_error` is what ended the export before the restore failed (a scan or
+    /// write error), its source: the operator needs both, the data error to rerun and
+    /// the capacity one to act on now.
     #[error(
-        "capacity of table {table:?} NOT restored ({cause}); lease at s3://{bucket}/{key}; run `crossdock export restore --table {table} --bucket {bucket}`"
+        "capacity of table {table:?} NOT restored ({cause}); lease at s3://{bucket}/{key}; run `crossdock export restore --table {table} --bucket {bucket}`{}",
+        failed_before(.export_error)
     )]
-    CapacityNotRestored { table: String, bucket: String, key: String, cause: String, export_error: Option<Box<ExportError>> },
+    CapacityNotRestored {
+        table: String,
+        bucket: String,
+        key: String,
+        cause: String,
+        #[source]
+        export_error: Option<Box<ExportError>>,
+    },
     /// Another run holds the table's capacity lease and is alive: this run must not
     /// raise (nor, sharded, restore) under it.
     #[error("table {table:?} is leased by another export: {why}; nothing was raised. Wait for that export to end; if it died, its lease turns stale and the next export or `crossdock export restore --table {table} --bucket {bucket}` restores it (lease s3://{bucket}/{key})")]
@@ -73,6 +84,15 @@ impl ExportError {
     /// rerun continues after the last checkpoint.
     pub fn is_resumable(&self) -> bool {
         matches!(self, ExportError::S3 { .. } | ExportError::DynamoDb { retryable: true, .. })
+    }
+}
+
+/// The note that introduces the export's own error, printed after the capacity one.
+fn failed_before(export_error: &Option<Box<ExportError>>) -> &'static str {
+    if export_error.is_some() {
+        "; the export had failed before"
+    } else {
+        ""
     }
 }
 

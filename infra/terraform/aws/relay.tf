@@ -8,14 +8,13 @@
 # ≤ TimeoutStopSec); whatever is still in flight is released back to the queue.
 
 locals {
-  fleet   = var.relay_fleet_enabled ? 1 : 0
-  dst_map = length(var.relay_dst_bucket_map) > 0 ? var.relay_dst_bucket_map : ["${var.source_bucket}=${var.source_bucket}"]
+  fleet = var.relay_fleet_enabled ? 1 : 0
+  # Source bucket → relay bucket, prefix, codec, level and region come from the pipeline
+  # file (written to the instance by the user data), as for the Kubernetes relay: the
+  # values are typed once, in the pipeline, not again here.
   relay_args = concat(
     ["--queue", aws_sqs_queue.events.url],
-    flatten([for m in local.dst_map : ["--dst-bucket-map", m]]),
-    var.dump_prefix == "" ? [] : ["--prefix", var.dump_prefix],
-    ["--codec", var.relay_codec],
-    var.relay_level == null ? [] : ["--level", tostring(var.relay_level)],
+    ["--pipeline", "/etc/crossdock/pipeline.toml"],
     ["--concurrency", tostring(var.relay_concurrency)],
     ["--metrics-addr", "0.0.0.0:${var.relay_metrics_port}"],
     var.relay_extra_args,
@@ -54,6 +53,10 @@ resource "aws_security_group" "relay" {
     precondition {
       condition     = var.crossdock_download_url != "" && var.crossdock_sha256 != ""
       error_message = "relay_fleet_enabled needs crossdock_download_url and crossdock_sha256 (the binary the instances install)."
+    }
+    precondition {
+      condition     = trimspace(var.relay_pipeline_toml) != ""
+      error_message = "relay_fleet_enabled needs relay_pipeline_toml (the pipeline file's text: the relay's buckets, prefix and codec)."
     }
   }
 }
@@ -118,10 +121,12 @@ resource "aws_launch_template" "relay" {
   }
 
   user_data = base64encode(templatefile("${path.module}/user-data.sh.tftpl", {
-    download_url        = var.crossdock_download_url
-    sha256              = var.crossdock_sha256
-    region              = var.region
-    relay_args          = join(" ", [for a in local.relay_args : format("'%s'", replace(a, "'", "'\\''"))])
+    download_url = var.crossdock_download_url
+    sha256       = var.crossdock_sha256
+    region       = var.region
+    relay_args   = join(" ", [for a in local.relay_args : format("'%s'", replace(a, "'", "'\\''"))])
+    # Compressed: EC2 user data is limited to 16 KB, and a pipeline lists every table.
+    pipeline_b64        = base64gzip(var.relay_pipeline_toml)
     gcp_credentials_b64 = var.gcp_credential_config_json == "" ? "" : base64encode(var.gcp_credential_config_json)
     termination_wait_s  = local.termination_hook_seconds
   }))

@@ -213,27 +213,10 @@ variable "crossdock_sha256" {
   }
 }
 
-variable "relay_dst_bucket_map" {
-  description = "Values of the relay's --dst-bucket-map, SRC=DST (S3 bucket = GCS bucket). Empty: the source bucket maps to a GCS bucket of the same name."
-  type        = list(string)
-  default     = []
-}
-
-variable "relay_codec" {
-  description = "--codec of the relay: zstd, gzip, bzip2 or none (must match the pipeline file's [relay] codec only for `crossdock plan`'s estimates; the marker records what was used)."
+variable "relay_pipeline_toml" {
+  description = "Text of the pipeline file (e.g. file(\"../../../pipelines/production.toml\")): the relay reads its [source] bucket, prefix and region and its [relay] bucket, codec and level from it, written to /etc/crossdock/pipeline.toml on each instance. Its [source] bucket and prefix must be source_bucket and dump_prefix. The relay needs none of the targets' $${VAR} values."
   type        = string
-  default     = "zstd"
-
-  validation {
-    condition     = contains(["zstd", "gzip", "bzip2", "none"], var.relay_codec)
-    error_message = "relay_codec must be zstd, gzip, bzip2 or none."
-  }
-}
-
-variable "relay_level" {
-  description = "--level of the relay's codec; null uses the codec's default (zstd 3, gzip 6, bzip2 9)."
-  type        = number
-  default     = null
+  default     = ""
 }
 
 variable "relay_concurrency" {

@@ -232,6 +232,23 @@ async fn capacity_is_raised_before_the_scan_and_restored_on_every_way_out() {
     }
 }
 
+/// A scan that fails and a restore that fails after it: the capacity error is the one
+/// returned (exit code 4), with the scan error as its source, so both are printed.
+#[tokio::test(start_paused = true)]
+async fn a_failed_restore_after_a_failed_scan_carries_the_scan_error() {
+    let aws = world(Some(5));
+    // The raise goes through; every later UpdateTable (the restore) is refused.
+    aws.fail("UpdateTable", "Orders", 1, 400, "AccessDeniedException");
+    let err = export_ending(&aws, no_autoscaling(), Ending::ScanFails).await.expect_err("the scan and the restore fail");
+    assert!(matches!(err, ExportError::CapacityNotRestored { .. }), "{err}");
+    assert!(err.to_string().contains("NOT restored") && err.to_string().contains("the export had failed before"), "{err}");
+    // The source is the boxed error itself (`Box<ExportError>` is the `dyn Error`).
+    let source = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<Box<ExportError>>()).expect("the scan error is the source");
+    assert!(matches!(&**source, ExportError::DynamoDb { op: "Scan", .. }), "{source}");
+    assert!(source.to_string().contains("ValidationException"), "{source}");
+    assert!(!lease(&aws).restored, "the lease stays for `export restore`");
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_autoscaled_table_gets_its_bounds_back_and_no_forced_decrease() {
     for ending in [Ending::Done, Ending::ScanFails, Ending::Shutdown] {
