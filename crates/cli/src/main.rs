@@ -50,7 +50,7 @@ enum Command {
     #[command(
         after_long_help = "Examples:\n  crossdock export --table Orders --bucket dumps --batch 2026-11-30 --raise-to 4000\n  crossdock export --table Orders --bucket dumps --batch 2026-11-30 --resume --timestamp 2026-11-30T09-00-00Z\n  crossdock export restore --table Orders --bucket dumps"
     )]
-    Export(export::Args),
+    Export(Box<export::Args>),
     /// Copy dump files from S3 to GCS as their events arrive on SQS; write `_SUCCESS`.
     #[command(
         after_long_help = "Examples:\n  crossdock relay --queue https://sqs.eu-west-1.amazonaws.com/123/dumps --dst-bucket-map dumps=landing --codec zstd\n  crossdock relay --queue URL --dst-bucket-map dumps=landing --until-idle 60"
@@ -114,7 +114,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Export(a) => export::run(a).await,
+            Command::Export(a) => export::run(*a).await,
             Command::Relay(a) => relay::run(a).await,
             Command::Load(a) => load::run(a).await,
             Command::Plan(a) => plan::run(a).await,

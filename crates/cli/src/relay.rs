@@ -268,7 +268,7 @@ impl Bar {
         let mut ticks = 0u64;
         loop {
             // The backlog every 2 s (one cheap request), the counts every 250 ms.
-            if ticks % 8 == 0 {
+            if ticks.is_multiple_of(8) {
                 let attrs = sqs
                     .get_queue_attributes()
                     .queue_url(&queue)

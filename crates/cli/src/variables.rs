@@ -48,6 +48,7 @@ pub fn variable(prefix: &str, name: &str) -> String {
 
 /// Every flag of `cmd` and of its subcommands, at any depth, as (command path, long
 /// name, variable); the variable is `None` for a flag without one.
+#[cfg(test)]
 pub fn flags(cmd: &Command) -> Vec<(String, String, Option<String>)> {
     fn walk(cmd: &Command, path: &str, out: &mut Vec<(String, String, Option<String>)>) {
         for arg in cmd.get_arguments() {

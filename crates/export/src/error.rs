@@ -64,8 +64,15 @@ pub enum ExportError {
     #[error("native export {arn} of table {table:?} ended {status}: {code}: {message}")]
     NativeExportFailed { table: String, arn: String, status: String, code: String, message: String },
     /// The native export did not finish in time (it may still be running in AWS).
-    #[error("native export {arn} of table {table:?} still {status} after {secs} s; once it completes, adopt it with `crossdock export adopt --table {table} --s3 s3://{bucket}/{prefix}/AWSDynamoDB/<export id>/`")]
-    NativeExportPending { table: String, arn: String, status: String, secs: u64, bucket: String, prefix: String },
+    #[error("native export {arn} of table {table:?} still {status} after {secs} s; once it completes, adopt it with `crossdock export adopt --table {table} --s3 {dest}/AWSDynamoDB/<export id>/`")]
+    NativeExportPending {
+        table: String,
+        arn: String,
+        status: String,
+        secs: u64,
+        /// `s3://bucket/prefix` the export writes under.
+        dest: String,
+    },
     #[error(transparent)]
     Layout(#[from] LayoutError),
 }

@@ -880,8 +880,7 @@ fn pending(cfg: &NativeConfig, arn: &str, status: &str, s3_prefix: &str, secs: u
         arn: arn.into(),
         status: status.into(),
         secs,
-        bucket: cfg.bucket.clone(),
-        prefix: s3_prefix.into(),
+        dest: format!("s3://{}/{s3_prefix}", cfg.bucket),
     }
 }
 

@@ -182,3 +182,69 @@ fn a_missing_queue_exits_3_and_an_unreachable_one_1() {
         .expect("run");
     assert_eq!(unreachable.status.code(), Some(1), "{}", String::from_utf8_lossy(&unreachable.stderr));
 }
+
+/// Every flag reads `CROSSDOCK_<COMMAND>_<FLAG>`: an export configured by variables only
+/// (a switch, a number, the table) runs as the flags would make it; a flag on the
+/// command line beats its variable, and a variable beats the pipeline file.
+#[tokio::test]
+async fn a_variable_sets_its_flag_the_command_line_beats_it_and_it_beats_the_pipeline() {
+    use crossdock_tests::resources::{TempBucket, TempTable};
+    let ddb = crossdock_tests::dynamodb().await;
+    let table = TempTable::name("envvar");
+    crossdock_tests::pipeline::create_table(&ddb, &table.name, false, false, 100).await;
+    let bucket = TempBucket::new("envvar").await;
+    let dir = crossdock_tests::pipeline::work_dir("envvar");
+    let pipeline = crossdock_tests::pipeline::write_pipeline(&dir, &bucket.name, "unused", "unused", &[], "");
+    let text = std::fs::read_to_string(&pipeline).expect("pipeline").replacen("prefix = \"\"", "prefix = \"from-pipeline/\"", 1);
+    std::fs::write(&pipeline, text).expect("write pipeline");
+    let export = |args: &[&str], vars: &[(&str, &str)]| {
+        let mut c = Command::new(crossdock_tests::crossdock_bin());
+        c.args(["export", "--no-autoscaling"]).args(args);
+        c.env("CROSSDOCK_EXPORT_TABLE", &table.name).env("CROSSDOCK_EXPORT_BATCH", "b1").env("CROSSDOCK_EXPORT_DRY_RUN", "true");
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        let out = c.output().expect("run crossdock");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{args:?} {vars:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    };
+    let segments = |plan: &str| plan.lines().find(|l| l.trim_start().starts_with("segments")).map(|l| l.trim().to_string()).unwrap_or_default();
+    let destination = |plan: &str| plan.lines().find(|l| l.trim_start().starts_with("destination")).map(|l| l.trim().to_string()).unwrap_or_default();
+
+    // Variables only: a dry run (nothing exported) of the table, batch and segments they name.
+    let plan = export(&["--bucket", &bucket.name], &[("CROSSDOCK_EXPORT_SEGMENTS", "6")]);
+    assert!(plan.contains(&format!("plan for table {} (nothing changed)", table.name)), "{plan}");
+    assert!(segments(&plan).contains(" of 6 ("), "{plan}");
+    assert!(destination(&plan).contains(&format!("s3://{}/b1/{}/", bucket.name, table.name)), "{plan}");
+    let listed = crossdock_tests::s3().await.list_objects_v2().bucket(&bucket.name).send().await.expect("list");
+    assert_eq!(listed.key_count(), Some(0), "a dry run by variable writes nothing");
+
+    // The command line beats the variable.
+    let plan = export(&["--bucket", &bucket.name, "--segments", "3"], &[("CROSSDOCK_EXPORT_SEGMENTS", "6")]);
+    assert!(segments(&plan).contains(" of 3 ("), "{plan}");
+
+    // Variable over pipeline over default: the prefix.
+    let pipeline = pipeline.to_string_lossy().into_owned();
+    let plan = export(&["--pipeline", &pipeline], &[]);
+    assert!(destination(&plan).contains(&format!("s3://{}/from-pipeline/b1/", bucket.name)), "{plan}");
+    let plan = export(&["--pipeline", &pipeline], &[("CROSSDOCK_EXPORT_PREFIX", "from-variable/")]);
+    assert!(destination(&plan).contains(&format!("s3://{}/from-variable/b1/", bucket.name)), "{plan}");
+    let plan = export(&["--pipeline", &pipeline, "--prefix", "from-flag/"], &[("CROSSDOCK_EXPORT_PREFIX", "from-variable/")]);
+    assert!(destination(&plan).contains(&format!("s3://{}/from-flag/b1/", bucket.name)), "{plan}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A variable counts as given: one that conflicts with a flag on the command line is a
+/// usage error naming both, as two conflicting flags are (nothing is touched).
+#[test]
+fn a_variable_that_conflicts_with_a_flag_is_a_usage_error() {
+    let out = Command::new(crossdock_tests::crossdock_bin())
+        .args(["export", "--table", "T", "--bucket", "b", "--batch", "b1", "--capacity-run", "run1"])
+        .env("CROSSDOCK_EXPORT_RAISE_TO", "400")
+        .output()
+        .expect("run crossdock");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--capacity-run") && err.contains("--raise-to"), "{err}");
+}

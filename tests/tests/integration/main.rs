@@ -3,6 +3,7 @@
 
 mod audit;
 mod cli;
+mod exit_codes;
 mod export;
 mod faults;
 mod gauth;

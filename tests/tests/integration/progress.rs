@@ -122,3 +122,38 @@ async fn status_watch_redraws_the_table_on_a_terminal() {
     assert!(screen.matches("BATCH").count() >= 2 && screen.contains(&table), "{screen:?}");
     assert!(screen.contains("1 table(s): 1 exported") && screen.contains("\u{1b}[32m"), "totals, and colour on a terminal: {screen:?}");
 }
+
+/// `relay --until-idle` on a terminal: events handled against the queue's backlog, files
+/// copied and MB raw → stored; no bar when stderr is not a terminal or with --no-progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_until_idle_bar_on_a_terminal_only() {
+    use crossdock_tests::relay::{FakeExport, Wired};
+    let w = Wired::new("progrelay", 30, None).await;
+    let e = FakeExport::new("b1", "Bars", 2, 2, 2_000);
+    e.put_all(&w.src.client, &w.src.name, "").await;
+    let map = format!("{}={}", w.src.name, w.gcs.name);
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> =
+            ["relay", "--queue", &w.queue.url, "--dst-bucket-map", &map, "--until-idle", "2", "--wait-time", "1", "--no-spot-poll", "--metrics-addr", "off"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let (code, screen) = on_a_terminal(&args(&[]));
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(screen.contains(&format!("{} files copied, ", e.file_count())) && screen.contains(" MB raw → ") && screen.contains(" MB stored"), "{screen:?}");
+    assert!(screen.contains(" events (") && screen.contains(", ETA "), "{screen:?}");
+    let gcs = crossdock_tests::gcs().await;
+    e.verify_in_gcs(&gcs, &w.gcs.name, Codec::Zstd).await;
+
+    // The queue is drained now: these runs only idle, which is enough to show no bar.
+    let (code, screen) = on_a_terminal(&args(&["--no-progress"]));
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(!screen.contains(" events (") && !screen.contains("files copied"), "--no-progress drew a bar:\n{screen:?}");
+    let out = std::process::Command::new(crossdock_tests::crossdock_bin()).args(args(&[])).output().expect("run crossdock");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains(" events (") && !stderr.contains('\r'), "progress bar without a terminal:\n{stderr:?}");
+}
