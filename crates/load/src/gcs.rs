@@ -92,11 +92,17 @@ impl Gcs {
         }
         let req = GetObjectRequest { bucket: self.bucket.clone(), object: key.into(), ..Default::default() };
         // The HTTP layer retries failed requests; this retries a body cut off mid-read.
-        crossdock_core::retry::Policy::REQUEST
+        // A missing object is an answer, not a failed call: it is not counted as one.
+        let found = crossdock_core::retry::Policy::REQUEST
             .run("gcs", "download_body", LoadError::is_retryable, || async {
-                self.client().download_object(&req, &Range::default()).await.map_err(|e| map_err("read", &self.bucket, key, e))
+                match self.client().download_object(&req, &Range::default()).await.map_err(|e| map_err("read", &self.bucket, key, e)) {
+                    Ok(b) => Ok(Some(b)),
+                    Err(LoadError::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
             })
-            .await
+            .await?;
+        found.ok_or_else(|| LoadError::NotFound { what: format!("gs://{}/{key}", self.bucket) })
     }
 
     /// Writes (overwrites) an object with a single-shot multipart upload.
