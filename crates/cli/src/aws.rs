@@ -2,15 +2,12 @@
 //! (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_DYNAMODB`, …), which is how the local stack
 //! (moto, dynalite) is reached; S3 then needs path-style addressing.
 
-/// The one retry policy of every AWS client: the SDK's standard mode (exponential
+/// Every AWS client retries under `Policy::AWS` in the SDK's standard mode (exponential
 /// backoff with full jitter; throttling, 5xx, timeouts and connection errors are
-/// retried, other errors returned at once) with more attempts than its default 3, so
-/// a burst of S3 `SlowDown`s or a DynamoDB hiccup does not end a multi-hour export.
+/// retried, other errors returned at once).
 fn retry_config() -> aws_config::retry::RetryConfig {
-    aws_config::retry::RetryConfig::standard()
-        .with_max_attempts(8)
-        .with_initial_backoff(std::time::Duration::from_millis(200))
-        .with_max_backoff(std::time::Duration::from_secs(10))
+    let p = crossdock_core::retry::Policy::AWS;
+    aws_config::retry::RetryConfig::standard().with_max_attempts(p.attempts).with_initial_backoff(p.base).with_max_backoff(p.max)
 }
 
 /// The `--profile` of this process, set once from the command line.

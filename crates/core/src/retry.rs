@@ -1,9 +1,10 @@
 //! The one retry policy: how long to wait before each retry, how many to make, and how
 //! each retried call ends, logged and counted (`crossdock_retries_total`). Every call
-//! site that retries by hand — GCS requests (the HTTP middleware in `crossdock-gcp`),
-//! resumable-upload chunks, the SQS heartbeat, target writes, checkpoint and GCS reads
-//! — takes a [`Policy`] from here. The AWS clients use the SDK's own standard retry
-//! mode, configured once in the binary.
+//! site that retries — GCS requests (the HTTP middleware in `crossdock-gcp`),
+//! resumable-upload chunks, the SQS heartbeat, target writes, scans, stream reads —
+//! takes one of the [`Policy`] constants here, so every number lives in this file. The
+//! AWS clients use the SDK's standard retry mode, configured from [`Policy::AWS`] once
+//! in the binary.
 
 use std::future::Future;
 use std::time::Duration;
@@ -29,17 +30,42 @@ impl Policy {
     /// Google's and AWS's client libraries do for transient errors.
     pub const REQUEST: Policy = Policy { attempts: 5, base: Duration::from_millis(250), max: Duration::from_secs(8) };
 
+    /// An AWS SDK call (S3, SQS, DynamoDB, Streams): more attempts than the SDK's default
+    /// 3, so a burst of S3 `SlowDown`s or a DynamoDB hiccup does not end a multi-hour
+    /// export. The SDK applies it with full jitter.
+    pub const AWS: Policy = Policy { attempts: 8, base: Duration::from_millis(200), max: Duration::from_secs(10) };
+
+    /// A batch written to a target (PostgreSQL, Spanner, Bigtable). The loader also
+    /// halves the batch on each failure, so later tries are smaller.
+    pub const TARGET_WRITE: Policy = Policy { attempts: 13, base: Duration::from_millis(100), max: Duration::from_millis(6_400) };
+
+    /// A change applied by sync: patient, since a run lasts days and restarts cost a
+    /// replay.
+    pub const SYNC_APPLY: Policy = Policy { attempts: 11, base: Duration::from_millis(200), max: Duration::from_secs(10) };
+
+    /// A page of a DynamoDB scan or stream read that failed transiently (throttling is
+    /// waited out without limit by the scan, and is not a failure).
+    pub const READ_PAGE: Policy = Policy { attempts: 11, base: Duration::from_millis(100), max: Duration::from_secs(5) };
+
+    /// The SQS heartbeat's visibility extensions. Callers cap `max` at a quarter of the
+    /// heartbeat interval, well inside the visibility the last extension bought.
+    pub const HEARTBEAT: Policy = Policy { attempts: 5, base: Duration::from_millis(250), max: Duration::from_secs(60) };
+
     /// The wait before retry number `attempt` (1 for the first retry), jittered.
     pub fn delay(&self, attempt: u32) -> Duration {
         backoff(attempt, self.base, self.max, rand::random())
     }
 
-    /// The wait before retry `attempt` of a call that failed without a sign of load — a
-    /// reset, a lost reply, a timeout — rather than a 429/503 asking to slow down: a
-    /// tenth of [`Policy::delay`], so a broken connection is replaced at once instead of
-    /// idling the copy for the backoff meant for an overloaded service.
-    pub fn delay_after_lost_connection(&self, attempt: u32) -> Duration {
-        backoff(attempt, self.base / 10, self.max, rand::random())
+    /// The wait before retry `attempt` of an HTTP call that got `status` (`None`: no
+    /// answer — a reset, a lost reply, a timeout). A service asking to slow down
+    /// ([`asks_to_slow_down`]) gets the full [`Policy::delay`]; anything else a tenth of
+    /// it, so a broken connection is replaced at once instead of idling a copy for the
+    /// backoff meant for an overloaded service.
+    pub fn delay_after(&self, attempt: u32, status: Option<u16>) -> Duration {
+        match status {
+            Some(s) if asks_to_slow_down(s) => self.delay(attempt),
+            _ => backoff(attempt, self.base / 10, self.max, rand::random()),
+        }
     }
 
     /// Whether a call that failed for the `failures`-th time may be retried.
@@ -76,6 +102,12 @@ impl Policy {
             }
         }
     }
+}
+
+/// Whether an HTTP status asks the caller to slow down (429 Too Many Requests, 503
+/// Service Unavailable), as opposed to a one-off failure.
+pub fn asks_to_slow_down(status: u16) -> bool {
+    matches!(status, 429 | 503)
 }
 
 /// How one failed call ends.
@@ -205,6 +237,17 @@ mod tests {
             )
             .await;
         assert_eq!((got, calls.get()), (Err("503".into()), 5), "gives up after the policy's attempts");
+    }
+
+    #[test]
+    fn a_service_asking_to_slow_down_gets_the_full_wait_and_a_lost_connection_a_tenth() {
+        let p = Policy::REQUEST;
+        for status in [Some(429), Some(503)] {
+            assert!(p.delay_after(1, status) >= 125 * MS, "{status:?}");
+        }
+        for status in [None, Some(500), Some(408)] {
+            assert!(p.delay_after(1, status) <= 25 * MS, "{status:?}");
+        }
     }
 
     #[test]

@@ -11,7 +11,6 @@ use aws_sdk_dynamodb::types::{AttributeValue as Sdk, ReturnConsumedCapacity};
 use crossdock_core::item::Item;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Which segment to read, and what it shares with the other segments' readers.
@@ -115,8 +114,11 @@ impl<'a> Pages<'a> {
         let (code, message) = sdk_message(e);
         let transient =
             !matches!(e, aws_sdk_dynamodb::error::SdkError::ServiceError(_)) || matches!(code.as_deref(), Some("InternalServerError" | "ServiceUnavailable"));
-        let retry = is_throttle(code.as_deref()) || (transient && attempt <= 8);
-        if !retry {
+        // Throttling is waited out without limit: the scan's rate limiter adapts to it.
+        let throttled = is_throttle(code.as_deref());
+        let policy = crossdock_core::retry::Policy::READ_PAGE;
+        let outcome = crossdock_core::retry::failed("dynamodb", "scan", throttled || transient, throttled || policy.allows(attempt), &message);
+        if outcome != crossdock_core::retry::Outcome::Retried {
             let err = crate::error::ddb_error(s.table, "Scan", e);
             return Err(match err {
                 ExportError::DynamoDb { .. } | ExportError::TableNotFound { .. } => err,
@@ -125,7 +127,7 @@ impl<'a> Pages<'a> {
         }
         s.throttled.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(s.throttle_metric).increment(1);
-        let wait = crossdock_core::retry::backoff(attempt, Duration::from_millis(100), Duration::from_secs(5), rand::random());
+        let wait = policy.delay(attempt);
         tracing::warn!(
             table = s.table,
             segment = s.segment,

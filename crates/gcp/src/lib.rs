@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 pub use error::{AuthError, Step};
 pub use identity::Identity;
-pub use storage_error::{gcs_failure, gcs_status, GcsFailure};
+pub use storage_error::{body_cut_off, gcs_failure, gcs_status, GcsFailure};
 use token::{BigtableTokens, Shared};
 
 /// The scope every token is asked for: it covers GCS, Spanner, Bigtable and Pub/Sub, so

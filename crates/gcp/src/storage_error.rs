@@ -24,6 +24,12 @@ pub fn gcs_status(e: &Error) -> Option<u16> {
     }
 }
 
+/// Whether a download failed while its body was being read — the answer was cut off
+/// after its headers, below what the HTTP layer's retries see.
+pub fn body_cut_off(e: &Error) -> bool {
+    matches!(e, Error::HttpClient(r) if r.is_body() || r.is_decode())
+}
+
 /// The one rule for every GCS error.
 pub fn gcs_failure(e: &Error) -> GcsFailure {
     match (e, gcs_status(e)) {

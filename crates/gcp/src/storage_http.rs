@@ -67,7 +67,7 @@ impl Middleware for Retry {
                 return next.run(req, extensions).await;
             };
             let result = next.clone().run(attempt, extensions).await;
-            let throttled = matches!(&result, Ok(r) if matches!(r.status().as_u16(), 429 | 503));
+            let status = result.as_ref().ok().map(|r| r.status().as_u16());
             let failure = match &result {
                 Ok(r) if transient_status(r.status().as_u16()) => format!("HTTP {}", r.status()),
                 Ok(_) => {
@@ -86,7 +86,7 @@ impl Middleware for Retry {
             if retry::failed("gcs", op, retryable, self.policy.allows(failures), &failure) != retry::Outcome::Retried {
                 return result;
             }
-            tokio::time::sleep(if throttled { self.policy.delay(failures) } else { self.policy.delay_after_lost_connection(failures) }).await;
+            tokio::time::sleep(self.policy.delay_after(failures, status)).await;
         }
     }
 }
@@ -167,7 +167,7 @@ mod tests {
     }
 
     /// A loopback server answering each connection's request with the next status of
-    /// `script` (then 200), counting requests.
+    /// `script` (then 200), counting requests. Status 0: a 200 whose body is cut off.
     async fn scripted(script: Vec<u16>) -> (String, Arc<AtomicUsize>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -180,7 +180,10 @@ mod tests {
                 let status = script.get(n).copied().unwrap_or(200);
                 let mut buf = vec![0u8; 64 << 10];
                 let _ = conn.read(&mut buf).await;
-                let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}");
+                let reply = match status {
+                    0 => "HTTP/1.1 200 OK\r\ncontent-length: 100\r\nconnection: close\r\n\r\n{}".to_string(),
+                    _ => format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"),
+                };
                 let _ = conn.write_all(reply.as_bytes()).await;
             }
         });
@@ -230,5 +233,27 @@ mod tests {
         let c = client(Timeouts::default(), FAST, vec![]).expect("client");
         let e = c.get(format!("http://127.0.0.1:{port}/storage/v1/b/x/o/y")).send().await.expect_err("refused");
         assert!(e.is_connect(), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_off_is_told_apart_from_a_failed_request() {
+        let download = |url: String| async move {
+            let config = gcloud_storage::client::ClientConfig {
+                http: Some(client(Timeouts::default(), FAST, vec![]).expect("client")),
+                storage_endpoint: url,
+                ..Default::default()
+            };
+            let req = gcloud_storage::http::objects::get::GetObjectRequest { bucket: "b".into(), object: "o".into(), ..Default::default() };
+            gcloud_storage::client::Client::new(config.anonymous()).download_object(&req, &Default::default()).await.expect_err("fails")
+        };
+        let (url, seen) = scripted(vec![0]).await;
+        let e = download(url).await;
+        assert!(crate::body_cut_off(&e), "{e:?}");
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "the headers were fine: the middleware did not retry");
+
+        let (url, seen) = scripted(vec![503; 10]).await;
+        let e = download(url).await;
+        assert!(!crate::body_cut_off(&e), "{e:?}");
+        assert_eq!(seen.load(Ordering::SeqCst), 4, "the middleware spent its attempts");
     }
 }

@@ -91,14 +91,18 @@ impl Gcs {
             return m.get(key).cloned().ok_or_else(|| LoadError::NotFound { what: format!("gs://{}/{key}", self.bucket) });
         }
         let req = GetObjectRequest { bucket: self.bucket.clone(), object: key.into(), ..Default::default() };
-        // The HTTP layer retries failed requests; this retries a body cut off mid-read.
-        // A missing object is an answer, not a failed call: it is not counted as one.
+        // The HTTP layer retries failed requests; this retries only a body cut off
+        // mid-read, which it cannot see. A missing object is an answer, not a failed
+        // call: it is not counted as one.
+        let cut_off = |e: &LoadError| matches!(e, LoadError::Gcs { op: "download_body", .. });
         let found = crossdock_core::retry::Policy::REQUEST
-            .run("gcs", "download_body", LoadError::is_retryable, || async {
-                match self.client().download_object(&req, &Range::default()).await.map_err(|e| map_err("read", &self.bucket, key, e)) {
+            .run("gcs", "download_body", cut_off, || async {
+                match self.client().download_object(&req, &Range::default()).await {
                     Ok(b) => Ok(Some(b)),
-                    Err(LoadError::NotFound { .. }) => Ok(None),
-                    Err(e) => Err(e),
+                    Err(e) => match map_err(if crossdock_gcp::body_cut_off(&e) { "download_body" } else { "read" }, &self.bucket, key, e) {
+                        LoadError::NotFound { .. } => Ok(None),
+                        e => Err(e),
+                    },
                 }
             })
             .await?;

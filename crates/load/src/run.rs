@@ -14,6 +14,7 @@ use crate::sink::{BatchLimits, Target};
 use crossdock_core::item::parse_line;
 use crossdock_core::marker::{LoadedRecord, MarkerFile};
 use crossdock_core::pipeline::{BatchConfig, Pipeline, TargetConfig};
+use crossdock_core::retry::{self, Policy};
 use crossdock_core::routing::Route;
 use crossdock_core::sizing::AdaptiveBatch;
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -21,7 +22,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Where a marker's table goes, per the pipeline.
 #[derive(Debug, Clone)]
@@ -295,18 +296,22 @@ impl<T: Target> Writing<'_, T> {
                         let secs = t0.elapsed().as_secs_f64();
                         size.success(n, secs);
                         events::batch_written(self.model.target, n, secs, attempt > 0);
+                        if attempt > 0 {
+                            retry::recovered("target", "write_batch", attempt);
+                        }
                         done += n;
                         attempt = 0;
                     }
-                    Err(e) if e.is_retryable() && attempt < 12 => {
+                    Err(e) => {
                         attempt += 1;
+                        if retry::failed("target", "write_batch", e.is_retryable(), Policy::TARGET_WRITE.allows(attempt), &e) != retry::Outcome::Retried {
+                            return Err(e);
+                        }
                         size.backoff();
                         self.target.stats().retries.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(error = %e, attempt, next_batch = size.size(), "retrying batch");
-                        tokio::time::sleep(crossdock_core::retry::backoff(attempt, Duration::from_millis(100), Duration::from_millis(6_400), rand::random()))
-                            .await;
+                        tokio::time::sleep(Policy::TARGET_WRITE.delay(attempt)).await;
                     }
-                    Err(e) => return Err(e),
                 }
             }
             let complete = {

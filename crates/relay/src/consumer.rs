@@ -414,17 +414,15 @@ where
             Err(e) => {
                 events::heartbeat(&id, false, Some(e));
                 failures += 1;
-                if failures > HEARTBEAT_RETRIES {
+                let policy = crossdock_core::retry::Policy { max: interval / 4, ..crossdock_core::retry::Policy::HEARTBEAT };
+                if !policy.allows(failures) {
                     return;
                 }
-                wait = crossdock_core::retry::backoff(failures, Duration::from_millis(250), interval / 4, rand::random());
+                wait = policy.delay(failures);
             }
         }
     }
 }
-
-/// Failed visibility extensions in a row after which a heartbeat gives its message up.
-const HEARTBEAT_RETRIES: u32 = 4;
 
 async fn process(shared: &Shared, id: &str, body: &str) -> Verdict {
     match parse_body(body) {

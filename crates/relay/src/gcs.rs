@@ -343,7 +343,7 @@ impl Upload {
         let mut failures = 0u32;
         loop {
             let sent = self.send(offset, &data, from, total, progress).await;
-            let (e, throttled) = match sent {
+            let (e, status) = match sent {
                 Ok(done) => {
                     if failures > 0 {
                         crossdock_core::retry::recovered("gcs", "upload_chunk", failures);
@@ -356,7 +356,7 @@ impl Upload {
             if crossdock_core::retry::failed("gcs", "upload_chunk", e.is_retryable(), policy.allows(failures), &e) != crossdock_core::retry::Outcome::Retried {
                 return Err(e);
             }
-            tokio::time::sleep(if throttled { policy.delay(failures) } else { policy.delay_after_lost_connection(failures) }).await;
+            tokio::time::sleep(policy.delay_after(failures, status)).await;
             // The status check is a plain request: the HTTP layer retries it.
             let status = self.remote().status(total).await.map_err(|e| RelayError::gcs(&self.bucket, &self.name, &e))?;
             progress.moved();
@@ -383,8 +383,8 @@ impl Upload {
     }
 
     /// One request: `data` (which starts at `offset`) from byte `from` on. A failure
-    /// comes with whether GCS asked to slow down (429, 503).
-    async fn send(&self, offset: u64, data: &Bytes, from: u64, total: Option<u64>, progress: &Progress) -> Result<Option<Object>, (RelayError, bool)> {
+    /// comes with the HTTP status GCS answered, if any (for the wait before a retry).
+    async fn send(&self, offset: u64, data: &Bytes, from: u64, total: Option<u64>, progress: &Progress) -> Result<Option<Object>, (RelayError, Option<u16>)> {
         let end = offset + data.len() as u64;
         let rest = data.slice((from - offset) as usize..);
         let range = ChunkSize::new(from, end.saturating_sub(1).max(from), total);
@@ -392,7 +392,7 @@ impl Upload {
             .remote()
             .upload_multiple_chunk(counted_body(rest, progress), &range)
             .await
-            .map_err(|e| (RelayError::gcs(&self.bucket, &self.name, &e), matches!(gcs_status(&e), Some(429 | 503))))?;
+            .map_err(|e| (RelayError::gcs(&self.bucket, &self.name, &e), gcs_status(&e)))?;
         match status {
             UploadStatus::Ok(o) if total.is_some() => Ok(Some(o)),
             UploadStatus::ResumeIncomplete(r) if total.is_none() && r.last_byte + 1 == end => Ok(None),
@@ -406,7 +406,7 @@ impl Upload {
                     },
                     retryable: true,
                 },
-                false,
+                None,
             )),
         }
     }

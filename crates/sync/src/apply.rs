@@ -7,11 +7,11 @@ use crate::error::{SyncError, NEW_ATTRIBUTE_HINT};
 use crate::events;
 use crate::source::{Change, ChangeKind};
 use crossdock_core::item::{to_line, Item};
+use crossdock_core::retry::Policy;
 use crossdock_load::schema::{Row, TableModel};
 use crossdock_load::sink::Target;
 use crossdock_load::LoadError;
 use indexmap::IndexMap;
-use std::time::Duration;
 
 /// A change with the shard it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,7 +87,8 @@ pub fn rows(table: &str, model: &TableModel, reduced: &[(String, &Pending)]) -> 
     Ok((upserts, deletes))
 }
 
-/// Calls `f` until it succeeds or fails with a non-retryable error (or 10 attempts).
+/// Calls `f` until it succeeds, fails with a non-retryable error, or the attempts of
+/// `Policy::SYNC_APPLY` are spent.
 pub(crate) async fn with_retries<F, Fut>(table: &str, op: &'static str, mut f: F) -> Result<(), LoadError>
 where
     F: FnMut() -> Fut,
@@ -97,10 +98,10 @@ where
     loop {
         match f().await {
             Ok(()) => return Ok(()),
-            Err(e) if e.is_retryable() && attempt < 10 => {
+            Err(e) if e.is_retryable() && Policy::SYNC_APPLY.allows(attempt + 1) => {
                 attempt += 1;
                 events::retry(table, op, attempt, &e.to_string());
-                tokio::time::sleep(crossdock_core::retry::backoff(attempt, Duration::from_millis(200), Duration::from_secs(10), rand::random())).await;
+                tokio::time::sleep(Policy::SYNC_APPLY.delay(attempt)).await;
             }
             Err(e) => return Err(e),
         }

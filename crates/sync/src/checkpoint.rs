@@ -114,25 +114,9 @@ impl CheckpointStore for GcsCheckpoints {
 }
 
 impl GcsCheckpoints {
-    /// Writes one small JSON object, retrying transient failures.
+    /// Writes one small JSON object (the HTTP layer retries transient failures).
     async fn write(&self, key: &str, body: Vec<u8>) -> Result<(), SyncError> {
-        let mut attempt = 0;
-        loop {
-            match self.gcs.write(key, body.clone(), "application/json").await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_retryable() && attempt < 6 => {
-                    attempt += 1;
-                    tokio::time::sleep(crossdock_core::retry::backoff(
-                        attempt,
-                        std::time::Duration::from_millis(200),
-                        std::time::Duration::from_secs(5),
-                        rand::random(),
-                    ))
-                    .await;
-                }
-                Err(e) => return Err(self.load_err(e)),
-            }
-        }
+        self.gcs.write(key, body, "application/json").await.map_err(|e| self.load_err(e))
     }
 }
 

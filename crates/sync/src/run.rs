@@ -288,11 +288,12 @@ impl<'a, S: ChangeSource, T: Target, C: CheckpointStore> Sync<'a, S, T, C> {
                 Err(e) if e.is_retryable() => {
                     let s = self.shards.get_mut(&id).expect("shard present");
                     s.failures += 1;
-                    if s.failures > 10 {
+                    let policy = crossdock_core::retry::Policy::READ_PAGE;
+                    if !policy.allows(s.failures) {
                         return Err(e);
                     }
                     events::retry(&self.table, "read", s.failures, &e.to_string());
-                    let wait = crossdock_core::retry::backoff(s.failures, Duration::from_millis(100), Duration::from_secs(5), rand::random());
+                    let wait = policy.delay(s.failures);
                     tokio::time::sleep(wait).await;
                 }
                 Err(e) => return Err(e),
