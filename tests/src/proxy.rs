@@ -88,6 +88,9 @@ struct State {
     sessions: Mutex<Sessions>,
     /// Request body bytes forwarded to the server under `/upload/` (GCS uploads).
     uploaded: std::sync::atomic::AtomicU64,
+    /// Requests received, and those of them under `/upload/`.
+    requests: AtomicUsize,
+    upload_requests: AtomicUsize,
 }
 
 /// A running proxy. Dropped, it stops: held requests are answered 503 and never
@@ -149,6 +152,8 @@ impl FaultProxy {
             authorized: AtomicUsize::new(0),
             sessions: Mutex::default(),
             uploaded: std::sync::atomic::AtomicU64::new(0),
+            requests: AtomicUsize::new(0),
+            upload_requests: AtomicUsize::new(0),
         });
         let serving = state.clone();
         let task = tokio::spawn(async move {
@@ -191,6 +196,12 @@ impl FaultProxy {
         self.state.uploaded.load(Ordering::SeqCst)
     }
 
+    /// Requests received so far, and how many of them were uploads (`/upload/`): the
+    /// rest are a process's coordination calls (listings, records, queue calls).
+    pub fn requests(&self) -> (usize, usize) {
+        (self.state.requests.load(Ordering::SeqCst), self.state.upload_requests.load(Ordering::SeqCst))
+    }
+
     /// Requests being held right now.
     pub fn held(&self) -> usize {
         self.state.held.load(Ordering::SeqCst)
@@ -226,6 +237,10 @@ type Cut = Box<dyn std::error::Error + Send + Sync>;
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Cut> {
     let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
     let decoded = percent_encoding::percent_decode_str(&target).decode_utf8_lossy().into_owned();
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    if decoded.starts_with("/upload/") {
+        state.upload_requests.fetch_add(1, Ordering::SeqCst);
+    }
     if let Some(want) = &state.require {
         let got = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         if got != Some(want.as_str()) {

@@ -70,6 +70,10 @@ pub struct Args {
     /// Rows that may be rejected (recorded under _rejects/) before the load fails.
     #[arg(long, default_value_t = 0)]
     pub max_errors: u64,
+    /// Rows per second this process may write, over all its writers and loads (none by
+    /// default): its share of a production target, or of a fleet's quota.
+    #[arg(long)]
+    pub max_rows_per_sec: Option<u64>,
     /// Load every file again, even if `_LOADED` or the progress records say this
     /// destination already has them (they are rewritten as the load goes).
     #[arg(long, conflicts_with = "shard")]
@@ -254,6 +258,12 @@ fn scrubbed(e: anyhow::Error, pipeline: &crossdock_core::pipeline::Pipeline) -> 
     }
 }
 
+/// The process's row budget, one for every load it runs (`--watch` runs many).
+fn budget(rows_per_sec: Option<u64>) -> Option<std::sync::Arc<crossdock_core::pace::Pacer>> {
+    static BUDGET: std::sync::OnceLock<Option<std::sync::Arc<crossdock_core::pace::Pacer>>> = std::sync::OnceLock::new();
+    BUDGET.get_or_init(|| rows_per_sec.and_then(|r| crossdock_core::pace::Pacer::new(r as f64)).map(std::sync::Arc::new)).clone()
+}
+
 async fn load_marker(
     marker_url: &str,
     file: Option<&str>,
@@ -261,7 +271,13 @@ async fn load_marker(
     args: &Args,
 ) -> anyhow::Result<(Code, Option<crossdock_load::run::Summary>)> {
     let p = prepare(marker_url, pipeline).await?;
-    let opts = LoadOptions { max_errors: args.max_errors, force: args.force, shard: args.shard, files: file.map(|f| vec![f.to_string()]) };
+    let opts = LoadOptions {
+        max_errors: args.max_errors,
+        force: args.force,
+        shard: args.shard,
+        files: file.map(|f| vec![f.to_string()]),
+        budget: budget(args.max_rows_per_sec),
+    };
     let t = connect(&p).await?;
     let (plan, batch) = plan_of(&p, &t);
     if args.dry_run {

@@ -30,6 +30,17 @@ pub struct Args {
     /// and consumes about half an RCU per 4 KB.
     #[arg(long)]
     no_measure: bool,
+    /// Per-process figures measured by `scripts/bench-scale --budget` (its JSON file):
+    /// relay MB/s, loader rows/s and how each scales with processes, instead of the
+    /// built-in assumptions. Measure on the machines and services you will run on.
+    #[arg(long, value_name = "FILE")]
+    from_bench: Option<PathBuf>,
+    /// Plan a table as if it held SIZE bytes (e.g. 1TB, 250GB) and ITEMS items:
+    /// `TABLE=SIZE:ITEMS`, repeatable. Capacity and indexes still come from
+    /// DescribeTable; for what-if plans and tables whose size DynamoDB has not yet
+    /// reported.
+    #[arg(long, value_name = "TABLE=SIZE:ITEMS", value_parser = parse_assumed)]
+    assume: Vec<(String, u64, u64)>,
     /// `text` (a table) or `json` (one object, for scripts).
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
@@ -39,6 +50,28 @@ pub struct Args {
 enum Output {
     Text,
     Json,
+}
+
+/// `TABLE=SIZE:ITEMS`, SIZE in bytes or with a decimal unit (KB, MB, GB, TB).
+fn parse_assumed(s: &str) -> Result<(String, u64, u64), String> {
+    let bad = || format!("{s:?}: expected TABLE=SIZE:ITEMS, e.g. Orders=1TB:4000000000");
+    let (table, rest) = s.split_once('=').ok_or_else(bad)?;
+    let (size, items) = rest.split_once(':').ok_or_else(bad)?;
+    let split = size.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(size.len());
+    let n: f64 = size[..split].parse().map_err(|_| bad())?;
+    let unit = match size[split..].to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        _ => return Err(format!("{s:?}: size unit must be B, KB, MB, GB or TB")),
+    };
+    let items: u64 = items.replace('_', "").parse().map_err(|_| bad())?;
+    if table.is_empty() || n <= 0.0 {
+        return Err(bad());
+    }
+    Ok((table.to_string(), (n * unit) as u64, items))
 }
 
 fn parse_duration(s: &str) -> Result<f64, String> {
@@ -62,6 +95,18 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
     if pipeline.tables.is_empty() {
         return Err(fail(Code::Usage, format!("{}: list the tables to plan under [[tables]]", args.pipeline.display())));
     }
+    if let Some((t, ..)) = args.assume.iter().find(|(t, ..)| !pipeline.tables.iter().any(|p| &p.name == t)) {
+        return Err(fail(Code::Usage, format!("--assume {t}=…: {t} is not a table of {}; add it under [[tables]]", args.pipeline.display())));
+    }
+    let measured = match &args.from_bench {
+        Some(path) => {
+            let text = std::fs::read(path).map_err(|e| fail(Code::Usage, format!("--from-bench {}: {e}", path.display())))?;
+            Some(serde_json::from_slice::<sizing::MeasuredFigures>(&text).map_err(|e| {
+                fail(Code::Usage, format!("--from-bench {}: not the figures `scripts/bench-scale --budget` writes: {e}", path.display()))
+            })?)
+        }
+        None => None,
+    };
     let conf = crate::aws::config(pipeline.source.region.clone()).await;
     let ddb = aws_sdk_dynamodb::Client::new(&conf);
     let inputs = PlanInputs {
@@ -71,10 +116,15 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
         workers: args.workers,
         relay_cores: args.relay_cores,
         codec: pipeline.codec,
+        measured: measured.as_ref(),
     };
     let mut plans = Vec::new();
     for t in &pipeline.tables {
-        let facts = describe(&ddb, &t.name, t.route.unwrap_or(pipeline.route), !args.no_measure).await?;
+        let assumed = args.assume.iter().find(|(name, ..)| name == &t.name);
+        let mut facts = describe(&ddb, &t.name, t.route.unwrap_or(pipeline.route), !args.no_measure && assumed.is_none()).await?;
+        if let Some((_, bytes, items)) = assumed {
+            (facts.size_bytes, facts.item_count) = (*bytes, *items);
+        }
         plans.push(sizing::plan_table(&facts, &inputs));
     }
     match args.output {
@@ -223,5 +273,30 @@ fn print_text(plans: &[TablePlan], inputs: &PlanInputs) {
     );
     for (codec, bytes, usd) in &t.egress_bytes_by_codec {
         println!("egress with {codec:<5}: {:>10.1} MB ≈ ${usd:.2}", *bytes as f64 / 1e6);
+    }
+    let half = inputs.deadline_secs / 2.0;
+    for p in plans {
+        let fits = |secs: f64| if secs <= half + 1.0 { "fits" } else { "does NOT fit" };
+        println!(
+            "{}: export {} {} its half of the deadline ({}); the relays keep pace with it; load {} with {} process(es) {} the other half",
+            p.table,
+            human_secs(p.export_secs),
+            fits(p.export_secs),
+            human_secs(half),
+            human_secs(p.load_secs),
+            p.loader_processes,
+            fits(p.load_secs)
+        );
+    }
+    match inputs.measured {
+        Some(m) => println!(
+            "figures measured ({}): relay {:.1} MB/s and loader {:.0} rows/s per process, kept {:.0}% and {:.0}% per process in a fleet",
+            m.measured_on,
+            m.relay_mb_per_sec,
+            m.loader_rows_per_sec,
+            100.0 * sizing::scaling_efficiency(&m.relay_scaling),
+            100.0 * sizing::scaling_efficiency(&m.loader_scaling)
+        ),
+        None => println!("figures assumed (built in); measure yours with `scripts/bench-scale --budget` and pass --from-bench"),
     }
 }

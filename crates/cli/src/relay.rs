@@ -48,7 +48,8 @@ pub struct Args {
     /// requests moved 1.5x the bytes of 8 MiB ones through fake-gcs-server.
     #[arg(long, default_value_t = crossdock_relay::DEFAULT_CHUNK_MIB as f64)]
     chunk_mib: f64,
-    /// Upload rate limit per file, KiB/s.
+    /// Upload budget of the whole process, KiB/s, shared by every file in flight (as
+    /// rclone's --bwlimit): a pod's share of its node's network.
     #[arg(long)]
     rate_limit_kib: Option<u64>,
     /// Visibility timeout requested and renewed by the heartbeat (default: the queue's).

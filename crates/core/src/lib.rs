@@ -17,6 +17,7 @@ pub mod layout;
 pub mod manifest;
 pub mod marker;
 pub mod notify;
+pub mod pace;
 pub mod pipeline;
 pub mod redact;
 pub mod retry;

@@ -179,6 +179,37 @@ pub const NATIVE_EXPORT_ASSUMED_SETUP_SECS: f64 = 600.0;
 /// Assumed throughput of an export to S3 past its start-up (see above).
 pub const NATIVE_EXPORT_ASSUMED_BYTES_PER_SEC: f64 = 100e6;
 
+/// Per-process figures measured by `scripts/bench-scale --budget` (the JSON file it
+/// writes), for `crossdock plan --from-bench`: what one relay and one loader process
+/// moved unthrottled, and how throughput grew with processes that each had a budget of
+/// their own (the coordination overhead of sharing a queue and a marker).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasuredFigures {
+    /// Raw DynamoDB JSON MB/s one relay process moved.
+    pub relay_mb_per_sec: f64,
+    /// Rows/s one loader process wrote.
+    pub loader_rows_per_sec: f64,
+    pub relay_scaling: Vec<Scaling>,
+    pub loader_scaling: Vec<Scaling>,
+    /// Where and how the figures were measured.
+    pub measured_on: String,
+}
+
+/// Throughput of `processes` processes over that of one.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scaling {
+    pub processes: u32,
+    pub speedup: f64,
+}
+
+/// Share of each added process's throughput that a fleet keeps: the speedup per
+/// process at the largest fleet measured (1.0 with nothing measured), at most 1.
+pub fn scaling_efficiency(scaling: &[Scaling]) -> f64 {
+    scaling.iter().filter(|s| s.processes > 0 && s.speedup > 0.0).max_by_key(|s| s.processes).map_or(1.0, |s| (s.speedup / f64::from(s.processes)).min(1.0))
+}
+
 /// Inputs of [`plan_table`]: what DescribeTable (or a sample scan) says about a table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableFacts {
@@ -192,7 +223,7 @@ pub struct TableFacts {
 
 /// Knobs of a plan.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PlanInputs {
+pub struct PlanInputs<'a> {
     /// Seconds for the whole table move; the export gets half, the load the other half
     /// (the relay runs alongside the export).
     pub deadline_secs: f64,
@@ -202,6 +233,8 @@ pub struct PlanInputs {
     pub workers: u32,
     pub relay_cores: u32,
     pub codec: crate::codec::Codec,
+    /// Measured per-process figures, instead of the built-in assumptions.
+    pub measured: Option<&'a MeasuredFigures>,
 }
 
 /// The plan for one table.
@@ -293,12 +326,22 @@ pub fn plan_table(facts: &TableFacts, inputs: &PlanInputs) -> TablePlan {
     let export_secs = export_seconds(facts.size_bytes, export_rcu_per_sec, false);
     let relay_mb_per_sec = facts.size_bytes as f64 / 1e6 / export_secs.max(export_window).max(1.0);
     let profile = codec_profile(inputs.codec);
-    let per_instance = (profile.mb_per_sec_per_core * f64::from(inputs.relay_cores.max(1))).min(RELAY_INSTANCE_NETWORK_MB_PER_SEC / profile.ratio.max(0.01));
-    let relay_instances = (relay_mb_per_sec / per_instance).ceil().max(1.0) as u32;
+    let per_instance = match inputs.measured {
+        Some(m) => m.relay_mb_per_sec * scaling_efficiency(&m.relay_scaling),
+        None => (profile.mb_per_sec_per_core * f64::from(inputs.relay_cores.max(1))).min(RELAY_INSTANCE_NETWORK_MB_PER_SEC / profile.ratio.max(0.01)),
+    };
+    let relay_instances = (relay_mb_per_sec / per_instance.max(1e-9)).ceil().max(1.0) as u32;
     let load_window = (inputs.deadline_secs / 2.0).max(1.0);
-    let loader_writers = (facts.item_count as f64 / load_window / LOADER_ROWS_PER_SEC_PER_WRITER).ceil().max(1.0) as u32;
+    // Rows/s of one loader process, as a member of a fleet.
+    let per_process = match inputs.measured {
+        Some(m) => m.loader_rows_per_sec * scaling_efficiency(&m.loader_scaling),
+        None => LOADER_ROWS_PER_SEC_PER_WRITER * f64::from(WRITERS_PER_LOADER_PROCESS),
+    }
+    .max(1e-9);
+    let per_writer = per_process / f64::from(WRITERS_PER_LOADER_PROCESS);
+    let loader_writers = (facts.item_count as f64 / load_window / per_writer).ceil().max(1.0) as u32;
     let spanner_nodes = if facts.relational { loader_writers.div_ceil(WRITER_VCPUS_PER_SPANNER_NODE).max(1) } else { 0 };
-    let load_secs = facts.item_count as f64 / (f64::from(loader_writers) * LOADER_ROWS_PER_SEC_PER_WRITER);
+    let load_secs = facts.item_count as f64 / (f64::from(loader_writers) * per_writer);
     let egress = crate::codec::Codec::ALL
         .into_iter()
         .map(|codec| {
@@ -427,7 +470,7 @@ mod tests {
     fn plan_raises_capacity_to_meet_the_deadline() {
         let facts = TableFacts { table: "Orders".into(), size_bytes: 100 << 30, item_count: 30_000_000, provisioned_rcu: Some(500), relational: true };
         let inputs =
-            PlanInputs { deadline_secs: 6.0 * 3600.0, read_ratio: 0.5, on_demand_rcu: 1000.0, workers: 8, relay_cores: 2, codec: crate::codec::Codec::Zstd };
+            PlanInputs { deadline_secs: 6.0 * 3600.0, read_ratio: 0.5, on_demand_rcu: 1000.0, workers: 8, relay_cores: 2, codec: crate::codec::Codec::Zstd, measured: None };
         let p = plan_table(&facts, &inputs);
         assert_eq!(p.segments, 100);
         assert!(p.export_secs <= 3.0 * 3600.0 + 1.0, "export within its half of the deadline: {}", p.export_secs);
@@ -442,5 +485,37 @@ mod tests {
         // A table already fast enough keeps its capacity.
         let small = TableFacts { size_bytes: 1 << 20, item_count: 1000, ..facts };
         assert_eq!(plan_table(&small, &inputs).raise_to_rcu, 500);
+    }
+
+    #[test]
+    fn measured_figures_size_the_fleets_with_their_scaling_losses() {
+        let tb = 1_000_000_000_000u64;
+        let facts = TableFacts { table: "Big".into(), size_bytes: tb, item_count: 4_000_000_000, provisioned_rcu: None, relational: true };
+        let m = MeasuredFigures {
+            relay_mb_per_sec: 50.0,
+            loader_rows_per_sec: 20_000.0,
+            relay_scaling: vec![Scaling { processes: 1, speedup: 1.0 }, Scaling { processes: 4, speedup: 3.6 }],
+            loader_scaling: vec![Scaling { processes: 1, speedup: 1.0 }, Scaling { processes: 4, speedup: 3.2 }],
+            measured_on: "test".into(),
+        };
+        let inputs = PlanInputs {
+            deadline_secs: 6.0 * 3600.0,
+            read_ratio: 0.5,
+            on_demand_rcu: 1e6,
+            workers: 8,
+            relay_cores: 2,
+            codec: crate::codec::Codec::Zstd,
+            measured: Some(&m),
+        };
+        let p = plan_table(&facts, &inputs);
+        // 1 TB in the 3 h export window is 92.6 MB/s: two relays at 50 × 0.9 = 45 MB/s are
+        // not enough, three are.
+        assert_eq!(p.relay_instances, 3);
+        // 4e9 rows in 3 h is 370,370 rows/s; a loader process in a fleet does
+        // 20,000 × 0.8 = 16,000: 24 processes.
+        assert_eq!(p.loader_processes, 24);
+        assert!(p.load_secs <= 3.0 * 3600.0, "the load fits its half: {}", p.load_secs);
+        assert_eq!(scaling_efficiency(&[]), 1.0);
+        assert_eq!(scaling_efficiency(&[Scaling { processes: 2, speedup: 2.4 }]), 1.0, "never above linear");
     }
 }

@@ -112,6 +112,9 @@ pub struct LoadOptions {
     pub shard: Option<Shard>,
     /// Only these files of the marker (a work item of `load --watch --fan-out`).
     pub files: Option<Vec<String>>,
+    /// Rows per second this whole process may write (`--max-rows-per-sec`), shared by
+    /// its writers and by every load it runs.
+    pub budget: Option<std::sync::Arc<crossdock_core::pace::Pacer>>,
 }
 
 impl LoadOptions {
@@ -290,6 +293,9 @@ impl<T: Target> Writing<'_, T> {
             let mut attempt = 0u32;
             while done < batch.len() {
                 let n = if plan.adaptive { size.size() } else { plan.start_rows }.min(batch.len() - done);
+                if let Some(budget) = &self.opts.budget {
+                    budget.take(n as u64).await;
+                }
                 let t0 = Instant::now();
                 match self.target.write_batch(self.model, &batch[done..done + n]).await {
                     Ok(()) => {

@@ -41,8 +41,9 @@ pub struct Copier {
     pub encode: EncodeParams,
     /// Upload request size (a multiple of 256 KiB).
     pub chunk_size: usize,
-    /// Upload rate limit in bytes per second (per file), if any.
-    pub rate_limit: Option<u64>,
+    /// Upload budget of the whole process in bytes per second, shared by every file
+    /// in flight, if any.
+    pub rate_limit: Option<Arc<crossdock_core::pace::Pacer>>,
     /// One lock per destination object, so duplicate events handled at the same time
     /// by this process copy once (the second waits, then finds the copy done).
     pub locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
@@ -316,7 +317,6 @@ struct Uploader<'a> {
     buf: BytesMut,
     /// CRC32C of every byte pushed so far (the whole object once the source ended).
     crc: Crc32c,
-    started: Instant,
     progress: Progress,
 }
 
@@ -345,7 +345,6 @@ impl<'a> Uploader<'a> {
             offset: 0,
             buf: BytesMut::new(),
             crc: Crc32c::default(),
-            started: Instant::now(),
             progress,
         }
     }
@@ -363,7 +362,7 @@ impl<'a> Uploader<'a> {
             }
             let part = self.buf.split_to(chunk).freeze();
             let upto = self.offset + chunk as u64;
-            throttle(self.copier.rate_limit, self.started, &self.progress, upto).await;
+            throttle(self.copier.rate_limit.as_deref(), &self.progress, chunk as u64).await;
             let session = self.session.as_mut().ok_or_else(|| RelayError::Encode {
                 bucket: self.bucket.clone(),
                 key: self.name.clone(),
@@ -397,7 +396,7 @@ impl<'a> Uploader<'a> {
     async fn finish(mut self, p: &Provenance) -> Result<(), RelayError> {
         let rest = self.buf.split().freeze();
         let total = self.offset + rest.len() as u64;
-        throttle(self.copier.rate_limit, self.started, &self.progress, total).await;
+        throttle(self.copier.rate_limit.as_deref(), &self.progress, rest.len() as u64).await;
         let gcs = &self.copier.gcs;
         let Some(mut session) = self.session.take() else {
             let o = gcs.upload_small(&self.bucket, &self.name, rest.to_vec(), self.content_type, p.to_metadata()).await?;
@@ -433,11 +432,11 @@ impl<'a> Uploader<'a> {
     }
 }
 
-/// Waits until the upload may have sent `upto` bytes under the rate limit (per file),
-/// telling the stall watch the pause is planned.
-async fn throttle(rate_limit: Option<u64>, started: Instant, progress: &Progress, upto: u64) {
-    if let Some(rate) = rate_limit.filter(|r| *r > 0) {
-        let due = tokio::time::Instant::from(started + Duration::from_secs_f64(upto as f64 / rate as f64));
+/// Waits until a request of `bytes` fits the process's upload budget, telling the
+/// stall watch the pause is planned.
+async fn throttle(budget: Option<&crossdock_core::pace::Pacer>, progress: &Progress, bytes: u64) {
+    if let Some(budget) = budget {
+        let due = budget.reserve(bytes);
         progress.quiet_until(due);
         tokio::time::sleep_until(due).await;
     }

@@ -65,7 +65,8 @@ pub struct RelaySettings {
     /// Upload request size in bytes; rounded down to a multiple of 256 KiB.
     #[serde(default = "defaults::chunk_size")]
     pub chunk_size: usize,
-    /// Upload rate limit per file, bytes per second (none by default).
+    /// Upload budget of the whole process, bytes per second, shared by every file in
+    /// flight (none by default): a pod's share of its node's network.
     #[serde(default)]
     pub rate_limit: Option<u64>,
     /// Visibility timeout requested on receive and renewed by the heartbeat
@@ -201,7 +202,7 @@ impl RelaySettings {
             gcs,
             encode: encode::EncodeParams { codec: self.codec, level, threads },
             chunk_size,
-            rate_limit: self.rate_limit,
+            rate_limit: self.rate_limit.and_then(|r| crossdock_core::pace::Pacer::new(r as f64)).map(Arc::new),
             locks: Arc::default(),
             progress: health.clone(),
             stall_timeout: (self.copy_stall_timeout_secs > 0).then(|| Duration::from_secs(self.copy_stall_timeout_secs)),
