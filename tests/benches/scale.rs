@@ -17,7 +17,7 @@ use crossdock_core::sizing::{MeasuredFigures, Scaling};
 use crossdock_tests::pipeline::Proc;
 use crossdock_tests::proxy::FaultProxy;
 use crossdock_tests::relay::{get, list_names, FakeExport, Wired};
-use crossdock_tests::resources::TempPgSchema;
+use crossdock_tests::resources::{TempGcsBucket, TempPgSchema};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -47,8 +47,6 @@ struct RelayRun {
     files: usize,
     /// (GCS requests, of which uploads; S3 requests; SQS requests)
     calls: (usize, usize, usize, usize),
-    bucket: String,
-    marker: String,
     _wired: Wired,
 }
 
@@ -82,7 +80,7 @@ async fn relay(dir: &Path, export: &FakeExport, processes: usize, budget_kib: Op
     for name in list_names(&client, &w.gcs.name).await {
         stored_bytes += get(&client, &w.gcs.name, &name).await.map_or(0, |o| o.size as u64);
     }
-    RelayRun { seconds, raw_bytes, stored_bytes, files: export.file_count(), calls, bucket: w.gcs.name.clone(), marker, _wired: w }
+    RelayRun { seconds, raw_bytes, stored_bytes, files: export.file_count(), calls, _wired: w }
 }
 
 struct LoadRun {
@@ -97,7 +95,7 @@ async fn load(dir: &Path, bucket: &str, marker: &str, processes: usize, budget: 
     std::fs::write(
         &pipeline,
         format!(
-            "name = \"scale\"\nroute = \"relational\"\n[source]\nbucket = \"unused\"\n[targets.relational]\nkind = \"postgres\"\nurl = \"{}\"\nschema = \"{}\"\n",
+            "name = \"scale\"\nroute = \"relational\"\n[source]\nbucket = \"unused\"\n[relay]\ncodec = \"zstd\"\n[targets.relational]\nkind = \"postgres\"\nurl = \"{}\"\nschema = \"{}\"\n",
             crossdock_tests::stack_var("CROSSDOCK_PG_URL"),
             schema.name
         ),
@@ -144,7 +142,22 @@ async fn main() {
 
     // 1. One process each, unthrottled.
     let free = relay(&dir, &export("free"), 1, None, "free").await;
-    let free_load = load(&dir, &free.bucket, &free.marker, 1, None, "free").await;
+    // The loaders' input: an export with typed columns (the exporter's type statistics
+    // in its marker), 48 data files.
+    let rows: usize = env_or("BENCH_SCALE_ROWS", 400_000);
+    let input = TempGcsBucket::new("benchscale").await;
+    let written = crossdock_tests::load::write_export(
+        &input.client,
+        &input.name,
+        "bench",
+        crossdock_tests::load::schema("ScaleLoad", false, true),
+        crossdock_tests::load::wide_items(rows, 4, false),
+        48,
+        crossdock_core::Codec::Zstd,
+    )
+    .await;
+    let marker = written.export.marker_key();
+    let free_load = load(&dir, &input.name, &marker, 1, None, "free").await;
     let relay_mb = free.raw_bytes as f64 / 1e6 / free.seconds;
     let load_rows = free_load.rows as f64 / free_load.seconds;
     println!("one relay, unthrottled:  {relay_mb:.1} MB/s raw ({} files, {:.1} MB stored of {:.1} MB raw)", free.files, free.stored_bytes as f64 / 1e6, free.raw_bytes as f64 / 1e6);
@@ -175,7 +188,7 @@ async fn main() {
     }
     let mut loads = Vec::new();
     for n in FLEETS {
-        let l = load(&dir, &free.bucket, &free.marker, n, Some(budget_rows), &format!("l{n}")).await;
+        let l = load(&dir, &input.name, &marker, n, Some(budget_rows), &format!("l{n}")).await;
         let rate = l.rows as f64 / l.seconds;
         println!("loaders {n}: {rate:.0} rows/s in {:.1} s; {:.2} GCS requests per data file", l.seconds, l.gcs_calls as f64 / 48.0);
         loads.push((n, rate));
