@@ -52,7 +52,8 @@ struct RelayRun {
 
 async fn relay(dir: &Path, export: &FakeExport, processes: usize, budget_kib: Option<u64>, round: &str) -> RelayRun {
     let w = Wired::new("benchscale", 60, None).await;
-    let raw_bytes: u64 = (0..export.segments).flat_map(|s| (0..export.parts_per_segment).map(move |p| (s, p))).map(|(s, p)| export.part_raw(s, p).len() as u64).sum();
+    let raw_bytes: u64 =
+        (0..export.segments).flat_map(|s| (0..export.parts_per_segment).map(move |p| (s, p))).map(|(s, p)| export.part_raw(s, p).len() as u64).sum();
     export.put_all_concurrently(&w.src.client, &w.src.name, "", 16).await;
     let proxies = Proxies::start().await;
     let mut args = w.cli_args();
@@ -105,9 +106,10 @@ async fn load(dir: &Path, bucket: &str, marker: &str, processes: usize, budget: 
     let started = Instant::now();
     let mut loaders: Vec<Proc> = (0..processes)
         .map(|i| {
-            let mut args: Vec<String> = ["load", "--output", "json", "--no-progress", "--marker", &format!("gs://{bucket}/{marker}"), "--pipeline", &pipeline.to_string_lossy()]
-                .map(String::from)
-                .into();
+            let mut args: Vec<String> =
+                ["load", "--output", "json", "--no-progress", "--marker", &format!("gs://{bucket}/{marker}"), "--pipeline", &pipeline.to_string_lossy()]
+                    .map(String::from)
+                    .into();
             if processes > 1 {
                 args.extend(["--shard".to_string(), format!("{i}/{processes}")]);
             }
@@ -160,7 +162,12 @@ async fn main() {
     let free_load = load(&dir, &input.name, &marker, 1, None, "free").await;
     let relay_mb = free.raw_bytes as f64 / 1e6 / free.seconds;
     let load_rows = free_load.rows as f64 / free_load.seconds;
-    println!("one relay, unthrottled:  {relay_mb:.1} MB/s raw ({} files, {:.1} MB stored of {:.1} MB raw)", free.files, free.stored_bytes as f64 / 1e6, free.raw_bytes as f64 / 1e6);
+    println!(
+        "one relay, unthrottled:  {relay_mb:.1} MB/s raw ({} files, {:.1} MB stored of {:.1} MB raw)",
+        free.files,
+        free.stored_bytes as f64 / 1e6,
+        free.raw_bytes as f64 / 1e6
+    );
     println!("one loader, unthrottled: {load_rows:.0} rows/s ({} rows into PostgreSQL)", free_load.rows);
 
     // 2. Budgets: one process takes about `secs`, four at most a sixth of the
@@ -193,7 +200,8 @@ async fn main() {
         println!("loaders {n}: {rate:.0} rows/s in {:.1} s; {:.2} GCS requests per data file", l.seconds, l.gcs_calls as f64 / 48.0);
         loads.push((n, rate));
     }
-    let scaling = |runs: &[(usize, f64)]| -> Vec<Scaling> { runs.iter().map(|&(n, rate)| Scaling { processes: n as u32, speedup: rate / runs[0].1 }).collect() };
+    let scaling =
+        |runs: &[(usize, f64)]| -> Vec<Scaling> { runs.iter().map(|&(n, rate)| Scaling { processes: n as u32, speedup: rate / runs[0].1 }).collect() };
     let figures = MeasuredFigures {
         relay_mb_per_sec: relay_mb,
         loader_rows_per_sec: load_rows,

@@ -101,9 +101,10 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
     let measured = match &args.from_bench {
         Some(path) => {
             let text = std::fs::read(path).map_err(|e| fail(Code::Usage, format!("--from-bench {}: {e}", path.display())))?;
-            Some(serde_json::from_slice::<sizing::MeasuredFigures>(&text).map_err(|e| {
-                fail(Code::Usage, format!("--from-bench {}: not the figures `scripts/bench-scale --budget` writes: {e}", path.display()))
-            })?)
+            Some(
+                serde_json::from_slice::<sizing::MeasuredFigures>(&text)
+                    .map_err(|e| fail(Code::Usage, format!("--from-bench {}: not the figures `scripts/bench-scale --budget` writes: {e}", path.display())))?,
+            )
         }
         None => None,
     };
@@ -278,11 +279,12 @@ fn print_text(plans: &[TablePlan], inputs: &PlanInputs) {
     for p in plans {
         let fits = |secs: f64| if secs <= half + 1.0 { "fits" } else { "does NOT fit" };
         println!(
-            "{}: export {} {} its half of the deadline ({}); the relays keep pace with it; load {} with {} process(es) {} the other half",
+            "{}: export {} {} its half of the deadline ({}), and {} relay(s) copy it within that half; load {} with {} process(es) {} the other half",
             p.table,
             human_secs(p.export_secs),
             fits(p.export_secs),
             human_secs(half),
+            p.relay_instances,
             human_secs(p.load_secs),
             p.loader_processes,
             fits(p.load_secs)

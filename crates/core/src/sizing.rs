@@ -469,8 +469,15 @@ mod tests {
     #[test]
     fn plan_raises_capacity_to_meet_the_deadline() {
         let facts = TableFacts { table: "Orders".into(), size_bytes: 100 << 30, item_count: 30_000_000, provisioned_rcu: Some(500), relational: true };
-        let inputs =
-            PlanInputs { deadline_secs: 6.0 * 3600.0, read_ratio: 0.5, on_demand_rcu: 1000.0, workers: 8, relay_cores: 2, codec: crate::codec::Codec::Zstd, measured: None };
+        let inputs = PlanInputs {
+            deadline_secs: 6.0 * 3600.0,
+            read_ratio: 0.5,
+            on_demand_rcu: 1000.0,
+            workers: 8,
+            relay_cores: 2,
+            codec: crate::codec::Codec::Zstd,
+            measured: None,
+        };
         let p = plan_table(&facts, &inputs);
         assert_eq!(p.segments, 100);
         assert!(p.export_secs <= 3.0 * 3600.0 + 1.0, "export within its half of the deadline: {}", p.export_secs);

@@ -248,3 +248,54 @@ fn a_variable_that_conflicts_with_a_flag_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--capacity-run") && err.contains("--raise-to"), "{err}");
 }
+
+/// `plan --from-bench` with a 1 TB what-if: every phase fits the deadline with the
+/// processes it names, sized from the measured figures, not the built-in ones.
+#[tokio::test]
+async fn a_plan_from_measured_figures_fits_each_phase_into_the_deadline() {
+    use crossdock_tests::resources::TempTable;
+    let ddb = crossdock_tests::dynamodb().await;
+    let table = TempTable::name("planbig");
+    crossdock_tests::pipeline::create_table(&ddb, &table.name, false, true, 100).await;
+    let dir = crossdock_tests::pipeline::work_dir("planbig");
+    let pipeline = crossdock_tests::pipeline::write_pipeline(&dir, "unused", "unused", "unused", &[&table.name], "").to_string_lossy().into_owned();
+    let figures = dir.join("figures.json");
+    let measured = serde_json::json!({
+        "relay_mb_per_sec": 40.0,
+        "loader_rows_per_sec": 20000.0,
+        "relay_scaling": [{"processes": 1, "speedup": 1.0}, {"processes": 4, "speedup": 3.6}],
+        "loader_scaling": [{"processes": 1, "speedup": 1.0}, {"processes": 4, "speedup": 3.2}],
+        "measured_on": "this test"
+    });
+    std::fs::write(&figures, measured.to_string()).expect("figures");
+    let plan = |extra: &[&str]| {
+        let assume = format!("{}=1TB:4000000000", table.name);
+        let mut args = vec!["plan", "--pipeline", &pipeline, "--deadline", "6h", "--max-rcu", "200000", "--assume", &assume];
+        args.extend(extra);
+        crossdock(&args)
+    };
+
+    let out = plan(&["--from-bench", &figures.to_string_lossy(), "--output", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let t = &json["tables"][0];
+    assert_eq!(t["size_bytes"], 1_000_000_000_000u64, "{t}");
+    let half = 3.0 * 3600.0;
+    assert!(t["export_secs"].as_f64().unwrap_or(f64::MAX) <= half, "{t}");
+    assert!(t["load_secs"].as_f64().unwrap_or(f64::MAX) <= half, "{t}");
+    // 1 TB in 3 h is 92.6 MB/s: 40 × 0.9 a relay, so 3; 370,370 rows/s at 16,000 a loader, so 24.
+    assert_eq!((t["relay_instances"].as_u64(), t["loader_processes"].as_u64()), (Some(3), Some(24)), "{t}");
+
+    let text = plan(&["--from-bench", &figures.to_string_lossy()]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("fits its half of the deadline") && text.contains("with 24 process(es) fits the other half"), "{text}");
+    assert!(text.contains("figures measured (this test)"), "{text}");
+
+    // Figures of another shape are refused, naming the file.
+    std::fs::write(&figures, "{\"relay\": 1}").expect("figures");
+    let bad = plan(&["--from-bench", &figures.to_string_lossy()]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert!(err.contains("figures.json") && err.contains("bench-scale"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
