@@ -546,6 +546,63 @@ async fn three_shards_started_together_load_each_file_once_and_finish_the_table(
     assert_eq!(t.list_indexes(&model).await.expect("indexes").len(), model.indexes.len());
 }
 
+/// Static sharing with a shard that dies: shard 0 of 3 is SIGKILLed while it holds a
+/// data download (the proxy in front of its GCS holds every one after its first 3), the
+/// other two finish their files and leave the table to it (`shard-done`), and shard 0
+/// rerun — as a Job restarts its pod — loads only what it had not recorded and finishes
+/// the table: exact rows, one `_LOADED`, the index created once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_shard_rerun_loads_only_its_unfinished_files_and_finishes_the_table() {
+    const FILES: usize = 40;
+    const ROWS: usize = FILES * 50;
+    let bucket = TempGcsBucket::new("shardkill").await;
+    let table = crossdock_tests::unique_ident("shk");
+    let export = write_export(&bucket.client, &bucket.name, "b", schema(&table, false, true), wide_items(ROWS, 3, false), FILES, Codec::Zstd).await;
+    let pg = TempPgSchema::new("shardkill").await;
+    let pipeline = write_pipeline("shardkill", &pipeline_toml("postgres", &pg.name, "", "")).to_string_lossy().into_owned();
+    let dir = work_dir("shardkill");
+    let args = |i: usize| -> Vec<String> {
+        ["load", "--output", "json", "--no-progress", "--shard", &format!("{i}/3"), "--marker", &export.marker_url, "--pipeline", &pipeline]
+            .map(String::from)
+            .into()
+    };
+    let proxy = FaultProxy::gcs().await;
+    proxy.rule(3, Action::Hold, data_download);
+    let mut doomed = Proc::spawn_with_env(&dir, "shard0", &args(0), &[("STORAGE_EMULATOR_HOST", &proxy.url)]);
+    assert!(proxy.wait_held(1, Duration::from_secs(90)).await, "shard 0 is inside a download; log:\n{}", doomed.log_tail());
+    doomed.signal("KILL");
+    assert!(!doomed.wait(Duration::from_secs(10)).await.success());
+    drop(proxy);
+
+    let mut summaries = Vec::new();
+    for i in [1, 2] {
+        let mut p = Proc::spawn(&dir, &format!("shard{i}"), &args(i));
+        assert!(p.wait(Duration::from_secs(180)).await.success(), "shard {i}: {}", p.log_tail());
+        summaries.push(p.json());
+    }
+    // Shards 1 and 2 own 13 files each (positions i, i+3, …); shard 0's are not all done.
+    for s in &summaries {
+        assert_eq!((s["status"].as_str(), s["files_loaded"].as_u64()), (Some("shard-done"), Some(13)), "{s}");
+    }
+    let names = list(&bucket.client, &bucket.name, &export.export.dir()).await;
+    assert!(!names.iter().any(|k| k.ends_with("/_LOADED")), "nobody finished the table while shard 0's files were missing");
+
+    let mut rerun = Proc::spawn(&dir, "shard0-rerun", &args(0));
+    assert!(rerun.wait(Duration::from_secs(180)).await.success(), "{}", rerun.log_tail());
+    let s = rerun.json();
+    assert_eq!((s["status"].as_str(), s["rows_in_target"].as_u64()), (Some("loaded"), Some(ROWS as u64)), "{s}");
+    // Shard 0 owns 14 files; what its first run recorded before the kill is skipped.
+    let again = s["files_loaded"].as_u64().unwrap_or(99);
+    assert!((11..=14).contains(&again), "the rerun loaded {again} of shard 0's 14 files: {s}");
+    assert_eq!(loaded_record(&export).await.rows_in_target, ROWS as u64);
+    let names = list(&bucket.client, &bucket.name, &export.export.dir()).await;
+    assert_eq!(names.iter().filter(|k| k.ends_with("/_LOADED")).count(), 1);
+    let t = postgres(&pg).await;
+    let model = model_for(TargetKind::Postgres, &export);
+    assert_eq!(t.count_rows(&model).await.expect("count"), ROWS as u64);
+    assert_eq!(t.list_indexes(&model).await.expect("indexes").len(), model.indexes.len());
+}
+
 #[tokio::test]
 async fn sigkill_mid_load_then_rerun_gives_exact_rows_and_skips_finished_files() {
     let bucket = TempGcsBucket::new("kill").await;
