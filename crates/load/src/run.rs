@@ -204,7 +204,7 @@ pub struct Summary {
     pub target: &'static str,
     pub destination: String,
     /// `loaded`, `already-loaded`, or `shard-done` (this shard's files are in; another
-    /// shard finishes the table).
+    /// process finishes, or finished, the table).
     pub status: &'static str,
     /// `i/N` when the load is shared (`--shard`).
     pub shard: Option<String>,
@@ -706,9 +706,10 @@ async fn finish<T: Target>(
     // Shards that find every file done together all get here; one writes `_LOADED`.
     if shared {
         if !progress::write_loaded_once(marker, &record).await? {
-            // The table is finished; the report of it is the other process's.
+            // The table is finished; the report of it (and its webhook) is the other
+            // process's. This one's own files are in, as a shard's that did not finish.
             tracing::info!(export = %m.export, "another process recorded the load first");
-            summary.status = "already-loaded";
+            summary.status = "shard-done";
             return Ok(summary);
         }
     } else {
