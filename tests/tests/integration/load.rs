@@ -553,13 +553,24 @@ async fn three_shards_started_together_load_each_file_once_and_finish_the_table(
 /// the table: exact rows, one `_LOADED`, the index created once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_shard_rerun_loads_only_its_unfinished_files_and_finishes_the_table() {
+    killed_shard_rerun(TargetKind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_spanner_shard_rerun_loads_only_its_unfinished_files_and_finishes_the_table() {
+    killed_shard_rerun(TargetKind::Spanner).await;
+}
+
+async fn killed_shard_rerun(kind: TargetKind) {
     const FILES: usize = 40;
     const ROWS: usize = FILES * 50;
     let bucket = TempGcsBucket::new("shardkill").await;
     let table = crossdock_tests::unique_ident("shk");
     let export = write_export(&bucket.client, &bucket.name, "b", schema(&table, false, true), wide_items(ROWS, 3, false), FILES, Codec::Zstd).await;
     let pg = TempPgSchema::new("shardkill").await;
-    let pipeline = write_pipeline("shardkill", &pipeline_toml("postgres", &pg.name, "", "")).to_string_lossy().into_owned();
+    let db = TempSpannerDb::new("shardkill").await;
+    let relational = if kind == TargetKind::Spanner { "spanner" } else { "postgres" };
+    let pipeline = write_pipeline("shardkill", &pipeline_toml(relational, &pg.name, &db.path, "")).to_string_lossy().into_owned();
     let dir = work_dir("shardkill");
     let args = |i: usize| -> Vec<String> {
         ["load", "--output", "json", "--no-progress", "--shard", &format!("{i}/3"), "--marker", &export.marker_url, "--pipeline", &pipeline]
@@ -597,8 +608,11 @@ async fn a_killed_shard_rerun_loads_only_its_unfinished_files_and_finishes_the_t
     assert_eq!(loaded_record(&export).await.rows_in_target, ROWS as u64);
     let names = list(&bucket.client, &bucket.name, &export.export.dir()).await;
     assert_eq!(names.iter().filter(|k| k.ends_with("/_LOADED")).count(), 1);
-    let t = postgres(&pg).await;
-    let model = model_for(TargetKind::Postgres, &export);
+    let model = model_for(kind, &export);
+    let t = match kind {
+        TargetKind::Spanner => crossdock_load::sink::AnyTarget::Spanner(spanner(&db).await),
+        _ => crossdock_load::sink::AnyTarget::Postgres(postgres(&pg).await),
+    };
     assert_eq!(t.count_rows(&model).await.expect("count"), ROWS as u64);
     assert_eq!(t.list_indexes(&model).await.expect("indexes").len(), model.indexes.len());
 }

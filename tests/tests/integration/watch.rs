@@ -9,11 +9,14 @@
 use crossdock_core::layout::DumpFile;
 use crossdock_core::marker::LoadedRecord;
 use crossdock_core::Codec;
+use crossdock_load::schema::{TableModel, TargetKind};
+use crossdock_load::sink::{AnyTarget, Target};
 use crossdock_load::watch::{ObjectEvent, Work};
+use crossdock_tests::load::pipeline_toml;
 use crossdock_tests::load::{all_types_items, get, list, put, schema, wide_items, write_export, WrittenExport};
 use crossdock_tests::pipeline::{pg_tables, work_dir, write_pipeline, Proc};
 use crossdock_tests::relay::eventually;
-use crossdock_tests::resources::{TempGcsBucket, TempPgSchema};
+use crossdock_tests::resources::{TempGcsBucket, TempPgSchema, TempSpannerDb};
 use crossdock_tests::watch::{poll_for, pull_and_ack, subscription_topic, FakeGcs, PubsubTopic};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -276,6 +279,17 @@ async fn a_watcher_without_creation_uses_a_pre_created_subscription_and_names_a_
 /// file loaded about once, the exact row count, one `_LOADED`, the index created once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_spreads_a_table_over_workers_and_survives_a_killed_one() {
+    fan_out_survives_a_killed_worker(TargetKind::Postgres).await;
+}
+
+/// The same on the Spanner emulator: concurrent table and index creation there, and
+/// the finishing steps run once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_into_spanner_survives_a_killed_worker() {
+    fan_out_survives_a_killed_worker(TargetKind::Spanner).await;
+}
+
+async fn fan_out_survives_a_killed_worker(kind: TargetKind) {
     const FILES: usize = 40;
     let topic = PubsubTopic::new("fanout").await;
     let sub = topic.subscribe("fanout").await;
@@ -286,7 +300,18 @@ async fn fan_out_spreads_a_table_over_workers_and_survives_a_killed_one() {
     assert_eq!(export.marker.files.len(), FILES);
     let pg = TempPgSchema::new("fanout").await;
     let dir = work_dir("fanout");
-    let pipeline = write_pipeline(&dir, "unused", &bucket.name, &pg.name, &[], "").to_string_lossy().into_owned();
+    let mut pipeline = write_pipeline(&dir, "unused", &bucket.name, &pg.name, &[], "");
+    let db = match kind {
+        TargetKind::Spanner => {
+            let db = TempSpannerDb::new("fanout").await;
+            let text = pipeline_toml("spanner", "", &db.path, "").replacen("[relay]\n", &format!("[relay]\nbucket = \"{}\"\n", bucket.name), 1);
+            pipeline = dir.join("spanner.toml");
+            std::fs::write(&pipeline, text).expect("pipeline");
+            Some(db)
+        }
+        _ => None,
+    };
+    let pipeline = pipeline.to_string_lossy().into_owned();
     let args: Vec<String> = [
         "load",
         "--watch",
@@ -329,7 +354,12 @@ async fn fan_out_spreads_a_table_over_workers_and_survives_a_killed_one() {
     assert!(loaded, "the table was finished; logs:\n{}", logs(&workers));
     let rec = loaded_record(&bucket.client, &bucket.name, &export).await.expect("_LOADED");
     assert_eq!((rec.items_expected, rec.rows_in_target), ((FILES * 50) as u64, (FILES * 50) as u64));
-    assert_eq!(pg_count(&pg.name, &table).await, (FILES * 50) as i64);
+    let model = TableModel::infer(kind, &export.marker.schema, &export.marker.type_stats, None).expect("model");
+    let target: AnyTarget = match &db {
+        Some(db) => AnyTarget::Spanner(crossdock_tests::load::spanner(db).await),
+        None => AnyTarget::Postgres(crossdock_tests::load::postgres(&pg).await),
+    };
+    assert_eq!(target.count_rows(&model).await.expect("count"), (FILES * 50) as u64);
     let addr = logged(&workers[0], "serving /metrics and /healthz", "addr").pop().expect("metrics address logged");
     let scrape = reqwest::get(format!("http://{addr}/metrics")).await.expect("scrape").text().await.expect("body");
     assert_eq!(reqwest::get(format!("http://{addr}/healthz")).await.expect("healthz").status(), 200);
@@ -365,13 +395,12 @@ async fn fan_out_spreads_a_table_over_workers_and_survives_a_killed_one() {
     assert!((FILES..=FILES + 2).contains(&loads.iter().sum::<usize>()), "files loaded {loads:?} for {FILES} files");
     let finished: usize = workers.iter().map(|w| logged(w, "load finished", "export").len()).sum();
     assert_eq!(finished, 1, "one worker finished the table; logs:\n{}", logs(&workers));
-    let indexes: i64 = crossdock_tests::postgres()
-        .await
-        .query_one("SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 AND indexname NOT LIKE '%pkey'", &[&pg.name, &table])
-        .await
-        .expect("indexes")
-        .get(0);
-    assert_eq!(indexes, 1, "the GSI's index, created once");
+    assert_eq!(model.indexes.len(), 1, "the table has one GSI");
+    assert_eq!(
+        target.list_indexes(&model).await.expect("indexes"),
+        model.indexes.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
+        "the GSI's index, created once"
+    );
     let objects = list(&bucket.client, &bucket.name, &export.export.dir()).await;
     assert_eq!(objects.iter().filter(|k| k.ends_with("/_LOADED")).count(), 1);
 }
