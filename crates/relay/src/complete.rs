@@ -34,6 +34,9 @@ pub enum MarkOutcome {
     Written { files: u64, items: u64 },
     /// Another relay wrote it between our check and our write.
     LostRace,
+    /// A check of this export was already running in this process: it looks again,
+    /// for this file too, before it lets go.
+    Deferred,
 }
 
 /// The destination bucket, as completion reads and writes it.
@@ -62,10 +65,80 @@ impl Store<'_> {
 #[derive(Debug, Default)]
 pub struct Completion {
     /// By destination bucket and export directory.
-    exports: Mutex<HashMap<(String, String), SeenLock>>,
+    exports: Mutex<HashMap<(String, String), Arc<Looks>>>,
 }
 
-type SeenLock = Arc<tokio::sync::Mutex<Seen>>;
+/// One look at an export at a time in this process, and none waited for: a copy that
+/// finds a look running leaves its file to it — the running look goes round again
+/// before it lets go — instead of queueing behind it. A probe that meets a throttled
+/// or slow GCS would otherwise hold up every copy of the table in the process.
+#[derive(Debug, Default)]
+struct Looks {
+    seen: tokio::sync::Mutex<Seen>,
+    /// A file landed since the running look began.
+    pending: std::sync::atomic::AtomicBool,
+}
+
+/// One look at an export.
+trait Look {
+    fn look(&mut self, seen: &mut Seen) -> impl std::future::Future<Output = Result<MarkOutcome, RelayError>> + Send;
+}
+
+/// The look a copy makes: probe what is new, and mark the export once complete.
+struct Probe<'a> {
+    store: &'a Store<'a>,
+    export: &'a ExportId,
+    codec: Codec,
+    written_by: &'a str,
+}
+
+impl Look for Probe<'_> {
+    async fn look(&mut self, seen: &mut Seen) -> Result<MarkOutcome, RelayError> {
+        let (store, bucket, export, codec) = (self.store, self.store.bucket, self.export, self.codec);
+        if seen.marked {
+            return Ok(MarkOutcome::AlreadyMarked);
+        }
+        if let Some(missing) = probe(store, bucket, export, codec, seen).await? {
+            return Ok(MarkOutcome::Incomplete { missing });
+        }
+        let outcome = mark(store, bucket, export, codec, self.written_by, seen).await?;
+        if !matches!(outcome, MarkOutcome::Incomplete { .. }) {
+            // Done with this export: keep only the fact.
+            *seen = Seen { marked: true, ..Seen::default() };
+        }
+        Ok(outcome)
+    }
+}
+
+impl Looks {
+    async fn run(&self, look: &mut impl Look) -> Result<MarkOutcome, RelayError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.pending.store(true, SeqCst);
+        let mut outcome = MarkOutcome::Deferred;
+        loop {
+            let Ok(mut seen) = self.seen.try_lock() else { return Ok(outcome) };
+            while self.pending.swap(false, SeqCst) {
+                outcome = match look.look(&mut seen).await {
+                    Ok(o) => o,
+                    Err(e) => {
+                        // The next copy to arrive looks again; this one's message is retried.
+                        self.pending.store(true, SeqCst);
+                        return Err(e);
+                    }
+                };
+                if seen.marked {
+                    return Ok(outcome);
+                }
+            }
+            drop(seen);
+            // A file that landed between the last look and the unlock found the lock
+            // taken: look again for it unless someone else has the lock by now.
+            if !self.pending.load(SeqCst) {
+                return Ok(outcome);
+            }
+        }
+    }
+}
 
 /// What was found, in probing order: the manifests of segments `0..manifests.len()`,
 /// then the parts before `next_part` (manifest index, part index).
@@ -85,25 +158,11 @@ impl Completion {
 
     async fn check(&self, store: &Store<'_>, export: &ExportId, codec: Codec, written_by: &str) -> Result<MarkOutcome, RelayError> {
         let bucket = store.bucket;
-        let seen = {
+        let looks = {
             let mut exports = self.exports.lock().unwrap_or_else(|p| p.into_inner());
             exports.entry((bucket.to_string(), export.dir())).or_default().clone()
         };
-        // One check per export at a time in this process: concurrent copies of one
-        // table would otherwise probe the same objects.
-        let mut seen = seen.lock().await;
-        if seen.marked {
-            return Ok(MarkOutcome::AlreadyMarked);
-        }
-        if let Some(missing) = probe(store, bucket, export, codec, &mut seen).await? {
-            return Ok(MarkOutcome::Incomplete { missing });
-        }
-        let outcome = mark(store, bucket, export, codec, written_by, &seen).await?;
-        if !matches!(outcome, MarkOutcome::Incomplete { .. }) {
-            // Done with this export: keep only the fact.
-            *seen = Seen { marked: true, ..Seen::default() };
-        }
-        Ok(outcome)
+        looks.run(&mut Probe { store, export, codec, written_by }).await
     }
 }
 
@@ -393,5 +452,45 @@ mod tests {
         eprintln!("GCS calls per copied file, 20 and 2,000 segments of 4 parts: {per_file:.2?}");
         assert!(per_file.iter().all(|&c| c <= 3.0), "GCS calls per copied file: {per_file:?}");
         assert!(per_file[1] <= per_file[0] * 1.1, "no growth with the table: {per_file:?}");
+    }
+
+    #[tokio::test]
+    async fn a_running_look_is_not_waited_for_and_goes_round_again_before_it_lets_go() {
+        /// A look that waits at `gate` the first time (a slow GCS), counting calls.
+        struct Gated<'a> {
+            gate: &'a tokio::sync::Notify,
+            calls: &'a std::sync::atomic::AtomicUsize,
+        }
+        impl Look for Gated<'_> {
+            async fn look(&mut self, _: &mut Seen) -> Result<MarkOutcome, RelayError> {
+                if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    self.gate.notified().await;
+                }
+                Ok(MarkOutcome::Incomplete { missing: 1 })
+            }
+        }
+        let looks = Looks::default();
+        let gate = tokio::sync::Notify::new();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let mut gated = Gated { gate: &gate, calls: &calls };
+        let mut other = Gated { gate: &gate, calls: &calls };
+        let first = looks.run(&mut gated);
+        tokio::pin!(first);
+        // The first copy's look is under way, waiting on GCS (the gate).
+        tokio::select! {
+            biased;
+            _ = &mut first => panic!("the first look waits at the gate"),
+            _ = tokio::task::yield_now() => {}
+        }
+        // A second copy arrives: it does not wait and does not look itself.
+        let second = looks.run(&mut other).await;
+        assert_eq!(second.expect("deferred"), MarkOutcome::Deferred);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "the second copy left the look to the first");
+        gate.notify_one();
+        assert_eq!(first.await.expect("look"), MarkOutcome::Incomplete { missing: 1 });
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2, "the running look went round again for the second file");
+        // Nothing pending: the next copy looks once.
+        looks.run(&mut other).await.expect("look");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 }

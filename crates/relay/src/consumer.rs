@@ -540,6 +540,10 @@ async fn handle_record(shared: &Shared, r: &S3Record) -> Fate {
             events::marker(&export, "incomplete", 0, 0);
             Fate::Done
         }
+        Ok(complete::MarkOutcome::Deferred) => {
+            events::marker(&export, "deferred", 0, 0);
+            Fate::Done
+        }
         Err(e) => {
             events::marker_failed(&export, &e);
             shared.stats.error(&e);
