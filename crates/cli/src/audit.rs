@@ -72,7 +72,7 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
     let (pipeline, p) = args.table.prepare().await?;
     let table = p.marker.marker.export.table.clone();
     let conf = crate::aws::config(args.region.clone().or(pipeline.source.region.clone())).await;
-    let ddb = aws_sdk_dynamodb::Client::new(&conf);
+    let ddb = crate::aws::dynamodb(&conf);
     let info = crossdock_export::lease::describe(&ddb, &table).await.map_err(source_error)?;
     let provisioned = info.throughput.map(|t| t.read);
     let budget = sizing::scan_budget(provisioned, args.read_ratio, args.max_rcu).ok_or_else(|| {

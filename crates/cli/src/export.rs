@@ -311,9 +311,8 @@ pub(crate) fn code_for(e: &ExportError) -> Code {
 
 async fn clients(at: &Location) -> Clients {
     let conf = crate::aws::config(at.region.clone()).await;
-    let autoscaler: Arc<dyn Autoscaler> =
-        if at.no_autoscaling { Arc::new(NoAutoscaling) } else { Arc::new(AppAutoscaling(aws_sdk_applicationautoscaling::Client::new(&conf))) };
-    Clients { ddb: aws_sdk_dynamodb::Client::new(&conf), s3: crate::aws::s3(&conf), autoscaler }
+    let autoscaler: Arc<dyn Autoscaler> = if at.no_autoscaling { Arc::new(NoAutoscaling) } else { Arc::new(AppAutoscaling(crate::aws::autoscaling(&conf))) };
+    Clients { ddb: crate::aws::dynamodb(&conf), s3: crate::aws::s3(&conf), autoscaler }
 }
 
 pub async fn run(mut args: Args) -> anyhow::Result<Code> {

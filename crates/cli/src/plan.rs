@@ -109,7 +109,7 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
         None => None,
     };
     let conf = crate::aws::config(pipeline.source.region.clone()).await;
-    let ddb = aws_sdk_dynamodb::Client::new(&conf);
+    let ddb = crate::aws::dynamodb(&conf);
     let inputs = PlanInputs {
         deadline_secs: args.deadline,
         read_ratio: pipeline.source.read_ratio,

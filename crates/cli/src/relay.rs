@@ -162,7 +162,7 @@ pub async fn run(mut args: Args) -> anyhow::Result<Code> {
 
     let conf = crate::aws::config(args.region.clone()).await;
     let s3 = crate::aws::s3(&conf);
-    let sqs = aws_sdk_sqs::Client::new(&conf);
+    let sqs = crate::aws::sqs(&conf);
     let sqs_for_bar = sqs.clone();
     let timeouts = crossdock_relay::gcs::Timeouts {
         connect: Duration::from_secs(args.gcs_connect_timeout.max(1)),

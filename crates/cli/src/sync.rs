@@ -144,12 +144,12 @@ async fn open_source(args: &Args, p: &Prepared, conf: &aws_config::SdkConfig) ->
                 .clone()
                 .or_else(|| recorded.and_then(|s| s.kinesis.first()).map(|k| k.arn.clone()))
                 .ok_or_else(|| fail(Code::Usage, format!("the export of {table} records no Kinesis stream: pass --stream ARN")))?;
-            let client = aws_sdk_kinesis::Client::new(conf);
+            let client = crate::aws::kinesis(conf);
             Ok(Source::Kinesis(KinesisSource::open(client, table, &arn).await.map_err(coded)?))
         }
         SourceKind::Streams => {
             let recorded_arn = recorded.and_then(|s| s.dynamodb.as_ref()).map(|d| d.arn.clone());
-            let ddb = aws_sdk_dynamodb::Client::new(conf);
+            let ddb = crate::aws::dynamodb(conf);
             let current = latest_stream(&ddb, table).await;
             let arn = match (&args.stream, &recorded_arn, current) {
                 (Some(a), _, _) => a.clone(),
@@ -187,7 +187,7 @@ async fn open_source(args: &Args, p: &Prepared, conf: &aws_config::SdkConfig) ->
                 }
                 (None, None, Err(e)) => return Err(coded(e)),
             };
-            let client = aws_sdk_dynamodbstreams::Client::new(conf);
+            let client = crate::aws::streams(conf);
             Ok(Source::Streams(DynamoStreams::open(client, table, &arn).await.map_err(coded)?))
         }
     }

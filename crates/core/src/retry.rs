@@ -4,7 +4,8 @@
 //! resumable-upload chunks, the SQS heartbeat, target writes, scans, stream reads —
 //! takes one of the [`Policy`] constants here, so every number lives in this file. The
 //! AWS clients use the SDK's standard retry mode, configured from [`Policy::AWS`] once
-//! in the binary.
+//! in the binary, whose interceptor reports each retried call to
+//! [`retried_by_client`].
 
 use std::future::Future;
 use std::time::Duration;
@@ -150,6 +151,27 @@ pub fn failed(service: &'static str, op: &'static str, retryable: bool, attempts
 pub fn recovered(service: &'static str, op: &'static str, failures: u32) {
     tracing::debug!(service, op, failures, "succeeded after retrying");
     metrics::counter!("crossdock_retries_total", "service" => service, "op" => op, "outcome" => "recovered").increment(1);
+}
+
+/// A call that a client library retries itself (the AWS SDK, under [`Policy::AWS`])
+/// ended after `attempts` tries: each failed try before the last counts as `retried`,
+/// and the end as `recovered` or `gave_up`, as [`failed`] and [`recovered`] count the
+/// calls crossdock retries. A call answered at its first try is not a retry and is
+/// not counted.
+pub fn retried_by_client(service: &str, op: &str, attempts: u32, succeeded: bool) {
+    if attempts <= 1 {
+        return;
+    }
+    let (service, op) = (service.to_ascii_lowercase(), op.to_string());
+    metrics::counter!("crossdock_retries_total", "service" => service.clone(), "op" => op.clone(), "outcome" => "retried").increment(u64::from(attempts - 1));
+    let outcome = if succeeded {
+        tracing::debug!(service, op, attempts, "succeeded after retrying");
+        "recovered"
+    } else {
+        tracing::warn!(service, op, attempts, "failed after retries");
+        "gave_up"
+    };
+    metrics::counter!("crossdock_retries_total", "service" => service, "op" => op, "outcome" => outcome).increment(1);
 }
 
 /// The wait before retry number `attempt` (1 for the first retry): `base` doubled per

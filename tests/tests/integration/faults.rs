@@ -23,6 +23,41 @@ fn tmp_log(name: &str) -> std::path::PathBuf {
     dir.join(format!("{}.log", crossdock_tests::unique(name)))
 }
 
+/// The AWS SDK retries S3 and SQS calls itself: each such retry is counted in
+/// `crossdock_retries_total` as crossdock's own are (two S3 reads refused once each:
+/// two recovered, two retried).
+#[tokio::test]
+async fn retries_the_aws_sdk_makes_are_counted_by_service_operation_and_outcome() {
+    let w = Wired::new("faultawscount", 30, None).await;
+    let e = FakeExport::new("awscount", "Counted", 1, 2, 100);
+    let aws = FaultProxy::start(&crossdock_tests::stack_var("AWS_ENDPOINT_URL")).await;
+    aws.rule_n(0, 2, Action::Status(503), |m, p| m == "GET" && p.contains("/data/"));
+    let port = crossdock_tests::relay::free_port();
+    let mut args: Vec<String> = w.cli_args().into_iter().filter(|a| a != "off").collect();
+    let pos = args.iter().position(|a| a == "--metrics-addr").expect("flag");
+    args.insert(pos + 1, format!("127.0.0.1:{port}"));
+    let mut relay = RelayProcess::spawn_with_env(&args, &tmp_log("awscount"), &[("AWS_ENDPOINT_URL_S3", aws.url.as_str())]);
+    e.put_all(&w.src.client, &w.src.name, "").await;
+    let gcs = crossdock_tests::gcs().await;
+    assert!(eventually(Duration::from_secs(60), || async { get(&gcs, &w.gcs.name, &e.export.marker_key()).await.is_some() }).await, "{}", relay.log_text());
+    assert_eq!(aws.faulted(), 2, "both data reads were refused once");
+    let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.expect("metrics").text().await.expect("text");
+    let count = |outcome: &str| -> f64 {
+        body.lines()
+            .filter(|l| {
+                l.starts_with("crossdock_retries_total{")
+                    && l.contains("service=\"s3\"")
+                    && l.contains("op=\"GetObject\"")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!((count("retried"), count("recovered"), count("gave_up")), (2.0, 2.0, 0.0), "{body}");
+    relay.signal("TERM");
+    assert!(relay.wait(Duration::from_secs(30)).await.expect("exits").success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_upload_chunk_is_resumed_at_the_committed_offset_not_recopied() {
     let w = Wired::new("faultresume", 30, None).await;
