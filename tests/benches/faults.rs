@@ -3,7 +3,7 @@
 //! with 503s and resets) against the same relay through the same proxies without
 //! faults, in the same run; and the bytes it sent to GCS per byte stored. Each side is
 //! the best of `BENCH_FAULT_RUNS` (3) runs of a fresh export of `BENCH_FAULT_PARTS`
-//! (48) parts, `BENCH_FAULT_CONCURRENCY` (16) copies in flight. `BENCH_FAULT_ONLY`
+//! (96) parts, `BENCH_FAULT_CONCURRENCY` (16) copies in flight. `BENCH_FAULT_ONLY`
 //! (`aws`, `gcs`, `gcs503`, `gcsreset`, `gcslose`) keeps one kind of fault only, to see
 //! which costs what.
 
@@ -20,9 +20,9 @@ struct Run {
 
 async fn relay_once(faulty: bool, round: usize) -> Run {
     let w = Wired::new("benchfault", 30, None).await;
-    // `BENCH_FAULT_PARTS` (48) parts of ~2 MiB in 1 MiB upload requests, over 4
+    // `BENCH_FAULT_PARTS` (96) parts of ~2 MiB in 1 MiB upload requests, over 4
     // segments: long enough that the run measures the copies, not a few backoff waits.
-    let parts: u32 = std::env::var("BENCH_FAULT_PARTS").ok().and_then(|v| v.parse().ok()).unwrap_or(48);
+    let parts: u32 = std::env::var("BENCH_FAULT_PARTS").ok().and_then(|v| v.parse().ok()).unwrap_or(96);
     let e = FakeExport::new("bench", &format!("Faults{round}{}", if faulty { "f" } else { "c" }), 4, parts.div_ceil(4), 30_000);
     let raw_bytes: u64 = (0..e.segments).flat_map(|s| (0..e.parts_per_segment).map(move |p| (s, p))).map(|(s, p)| e.part_raw(s, p).len() as u64).sum();
     let aws = FaultProxy::start(&crossdock_tests::stack_var("AWS_ENDPOINT_URL")).await;

@@ -185,24 +185,45 @@ async fn probe(store: &Store<'_>, bucket: &str, export: &ExportId, codec: Codec,
         seen.manifests.push(parse(bucket, &key, "segment manifest", &bytes)?);
     }
     let dir = export.dir();
+    // Parts are looked at one at a time while they keep turning up missing (a copy's
+    // look usually finds its own part and stops at the next). Once a look has found
+    // `WALK_AFTER` in a row — a walk over parts that landed while an earlier one was
+    // missing, as at the end of a table — one listing of the data answers for the
+    // rest of the walk: a call per 1,000 parts instead of a round trip per part.
+    let mut in_a_row = 0;
+    let mut listed: Option<HashMap<String, Object>> = None;
     while let Some(m) = seen.manifests.get(seen.next_part.0) {
         let Some(p) = m.parts.get(seen.next_part.1) else {
             seen.next_part = (seen.next_part.0 + 1, 0);
             continue;
         };
         let Some(DumpFile::Part { segment, part, .. }) = DumpFile::parse(&p.name) else { return Ok(Some(1)) };
-        let name = DumpFile::Part { segment, part, codec }.s3_name();
+        let key = format!("{dir}{}", DumpFile::Part { segment, part, codec }.s3_name());
+        let object = match &mut listed {
+            Some(all) => all.remove(&key),
+            None if in_a_row >= WALK_AFTER => {
+                let mut all: HashMap<String, Object> = store.list(&export.gcs_data_prefix()).await?.into_iter().map(|o| (o.name.clone(), o)).collect();
+                let o = all.remove(&key);
+                listed = Some(all);
+                o
+            }
+            None => store.get(&key).await?,
+        };
         // Found only once finished, of the manifest's size and with the bytes the relay
         // stored; a copy in progress, an older copy of a rewritten part, or an object
         // changed behind the relay's back is not there yet.
-        let found = store.get(&format!("{dir}{name}")).await?.and_then(|o| Provenance::from_object(&o).filter(|p| gcs::intact(&o, p)));
+        let found = object.and_then(|o| Provenance::from_object(&o).filter(|p| gcs::intact(&o, p)));
         if found.map(|p| p.raw_bytes) != Some(p.bytes) {
             return Ok(Some(1));
         }
         seen.next_part.1 += 1;
+        in_a_row += 1;
     }
     Ok(None)
 }
+
+/// Parts found in a row after which a look lists the data instead of asking per part.
+const WALK_AFTER: usize = 4;
 
 /// The authoritative check on one listing of the data, then the create-only write.
 async fn mark(store: &Store<'_>, bucket: &str, export: &ExportId, codec: Codec, written_by: &str, seen: &Seen) -> Result<MarkOutcome, RelayError> {
