@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod relay;
 pub mod resources;
 pub mod sync;
+pub mod tcp;
 pub mod watch;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -210,3 +210,32 @@ async fn a_noisy_network_loses_and_duplicates_nothing_from_export_to_verify() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// PostgreSQL connections reset mid-load (every connection past its first 256 KiB, at
+/// the TCP level, before or during a batch's transaction): each failed batch is written
+/// again on a new connection, and the table ends with exactly its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_whose_postgres_connections_are_reset_ends_with_exactly_its_rows() {
+    use crossdock_tests::load::{pipeline_toml, schema, wide_items, write_export};
+    const ROWS: usize = 20_000;
+    let bucket = crossdock_tests::resources::TempGcsBucket::new("pgreset").await;
+    let table = crossdock_tests::unique_ident("pgr");
+    let export = write_export(&bucket.client, &bucket.name, "b", schema(&table, false, true), wide_items(ROWS, 4, false), 8, Codec::Zstd).await;
+    let pg = TempPgSchema::new("pgreset").await;
+    let url = crossdock_tests::stack_var("CROSSDOCK_PG_URL");
+    let server = url.split('@').nth(1).and_then(|r| r.split('/').next()).expect("host:port in the stack's PostgreSQL URL").to_string();
+    let cutter = crossdock_tests::tcp::TcpCutter::start(&server, 256 << 10, 0).await;
+    let dir = work_dir("pgreset");
+    let pipeline = dir.join("pipeline.toml");
+    std::fs::write(&pipeline, pipeline_toml("postgres", &pg.name, "", "").replace(&server, &cutter.addr)).expect("pipeline");
+    let args = s(&["load", "--output", "json", "--no-progress", "--marker", &export.marker_url, "--pipeline", &pipeline.to_string_lossy()]);
+    let mut load = Proc::spawn(&dir, "load", &args);
+    let st = load.wait(Duration::from_secs(300)).await;
+    assert!(st.success(), "{st:?}\n{}", load.log_tail());
+    let summary = load.json();
+    assert!(cutter.cuts() >= 3, "connections were reset mid-load: {}", cutter.cuts());
+    assert!(summary["retries"].as_u64().unwrap_or(0) >= 1, "failed batches were written again: {summary}");
+    assert_eq!(summary["rows_in_target"], ROWS as u64, "{summary}");
+    let rows: i64 = crossdock_tests::postgres().await.query_one(&format!("SELECT count(*) FROM \"{}\".\"{table}\"", pg.name), &[]).await.expect("count").get(0);
+    assert_eq!(rows, ROWS as i64);
+}
