@@ -98,10 +98,11 @@ impl Look for Probe<'_> {
         if seen.marked {
             return Ok(MarkOutcome::AlreadyMarked);
         }
-        if let Some(missing) = probe(store, bucket, export, codec, seen).await? {
+        let mut listing = None;
+        if let Some(missing) = probe(store, bucket, export, codec, seen, &mut listing).await? {
             return Ok(MarkOutcome::Incomplete { missing });
         }
-        let outcome = mark(store, bucket, export, codec, self.written_by, seen).await?;
+        let outcome = mark(store, bucket, export, codec, self.written_by, seen, listing).await?;
         if !matches!(outcome, MarkOutcome::Incomplete { .. }) {
             // Done with this export: keep only the fact.
             *seen = Seen { marked: true, ..Seen::default() };
@@ -168,7 +169,16 @@ impl Completion {
 
 /// Finds, in order, what this process has not seen yet; `Some(missing)` at the first
 /// object that is not there.
-async fn probe(store: &Store<'_>, bucket: &str, export: &ExportId, codec: Codec, seen: &mut Seen) -> Result<Option<usize>, RelayError> {
+/// A walk's listing of the data is left in `listing`, for [`mark`] to check instead of
+/// listing again.
+async fn probe(
+    store: &Store<'_>,
+    bucket: &str,
+    export: &ExportId,
+    codec: Codec,
+    seen: &mut Seen,
+    listing: &mut Option<HashMap<String, Object>>,
+) -> Result<Option<usize>, RelayError> {
     let schema = match &seen.schema {
         Some(s) => s,
         None => {
@@ -191,7 +201,6 @@ async fn probe(store: &Store<'_>, bucket: &str, export: &ExportId, codec: Codec,
     // missing, as at the end of a table — one listing of the data answers for the
     // rest of the walk: a call per 1,000 parts instead of a round trip per part.
     let mut in_a_row = 0;
-    let mut listed: Option<HashMap<String, Object>> = None;
     while let Some(m) = seen.manifests.get(seen.next_part.0) {
         let Some(p) = m.parts.get(seen.next_part.1) else {
             seen.next_part = (seen.next_part.0 + 1, 0);
@@ -199,20 +208,21 @@ async fn probe(store: &Store<'_>, bucket: &str, export: &ExportId, codec: Codec,
         };
         let Some(DumpFile::Part { segment, part, .. }) = DumpFile::parse(&p.name) else { return Ok(Some(1)) };
         let key = format!("{dir}{}", DumpFile::Part { segment, part, codec }.s3_name());
-        let object = match &mut listed {
-            Some(all) => all.remove(&key),
-            None if in_a_row >= WALK_AFTER => {
-                let mut all: HashMap<String, Object> = store.list(&export.gcs_data_prefix()).await?.into_iter().map(|o| (o.name.clone(), o)).collect();
-                let o = all.remove(&key);
-                listed = Some(all);
-                o
+        if listing.is_none() && in_a_row >= WALK_AFTER {
+            *listing = Some(store.list(&export.gcs_data_prefix()).await?.into_iter().map(|o| (o.name.clone(), o)).collect());
+        }
+        let fetched;
+        let object = match listing {
+            Some(all) => all.get(&key),
+            None => {
+                fetched = store.get(&key).await?;
+                fetched.as_ref()
             }
-            None => store.get(&key).await?,
         };
         // Found only once finished, of the manifest's size and with the bytes the relay
         // stored; a copy in progress, an older copy of a rewritten part, or an object
         // changed behind the relay's back is not there yet.
-        let found = object.and_then(|o| Provenance::from_object(&o).filter(|p| gcs::intact(&o, p)));
+        let found = object.and_then(|o| Provenance::from_object(o).filter(|p| gcs::intact(o, p)));
         if found.map(|p| p.raw_bytes) != Some(p.bytes) {
             return Ok(Some(1));
         }
@@ -225,8 +235,17 @@ async fn probe(store: &Store<'_>, bucket: &str, export: &ExportId, codec: Codec,
 /// Parts found in a row after which a look lists the data instead of asking per part.
 const WALK_AFTER: usize = 4;
 
-/// The authoritative check on one listing of the data, then the create-only write.
-async fn mark(store: &Store<'_>, bucket: &str, export: &ExportId, codec: Codec, written_by: &str, seen: &Seen) -> Result<MarkOutcome, RelayError> {
+/// The authoritative check on one listing of the data (`listing`, when this look's
+/// probe took one), then the create-only write.
+async fn mark(
+    store: &Store<'_>,
+    bucket: &str,
+    export: &ExportId,
+    codec: Codec,
+    written_by: &str,
+    seen: &Seen,
+    listing: Option<HashMap<String, Object>>,
+) -> Result<MarkOutcome, RelayError> {
     let marker_key = export.marker_key();
     if store.get(&marker_key).await?.is_some() {
         return Ok(MarkOutcome::AlreadyMarked);
@@ -234,7 +253,11 @@ async fn mark(store: &Store<'_>, bucket: &str, export: &ExportId, codec: Codec, 
     let dir = export.dir();
     let mut objects = BTreeMap::new();
     let mut provenance = BTreeMap::new();
-    for o in store.list(&export.gcs_data_prefix()).await? {
+    let listed = match listing {
+        Some(all) => all.into_values().collect(),
+        None => store.list(&export.gcs_data_prefix()).await?,
+    };
+    for o in listed {
         let rel = o.name.strip_prefix(&dir).unwrap_or(&o.name).to_string();
         let p = Provenance::from_object(&o);
         let stored = StoredObject {
