@@ -40,6 +40,14 @@ pub fn unique(prefix: &str) -> String {
     format!("{p}-{}-{n}-{r:04x}", std::process::id())
 }
 
+/// A log file of its own for a spawned process, under the temp directory's `group`
+/// folder (kept after the test, for reading when it fails).
+pub fn tmp_log(group: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(group);
+    std::fs::create_dir_all(&dir).expect("log dir");
+    dir.join(format!("{}.log", unique(name)))
+}
+
 /// [`unique`] with `_` instead of `-` (SQL identifiers).
 pub fn unique_ident(prefix: &str) -> String {
     unique(prefix).replace('-', "_")

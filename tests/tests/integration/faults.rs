@@ -18,9 +18,7 @@ fn s(v: &[&str]) -> Vec<String> {
 }
 
 fn tmp_log(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join("crossdock-fault-tests");
-    std::fs::create_dir_all(&dir).expect("log dir");
-    dir.join(format!("{}.log", crossdock_tests::unique(name)))
+    crossdock_tests::tmp_log("crossdock-fault-tests", name)
 }
 
 /// The AWS SDK retries S3 and SQS calls itself: each such retry is counted in

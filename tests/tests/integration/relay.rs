@@ -211,9 +211,7 @@ async fn bad_input_is_logged_counted_and_never_copied() {
 }
 
 fn tmp_log(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join("crossdock-relay-tests");
-    std::fs::create_dir_all(&dir).expect("log dir");
-    dir.join(format!("{}.log", crossdock_tests::unique(name)))
+    crossdock_tests::tmp_log("crossdock-relay-tests", name)
 }
 
 #[tokio::test]
