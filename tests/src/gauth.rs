@@ -288,3 +288,81 @@ impl GrpcRecorder {
         self.calls.lock().expect("calls").clone()
     }
 }
+
+/// The address EC2's instance metadata service answers on; gcloud-auth's AWS source
+/// refuses any other host in the credential file's URLs.
+pub const IMDS_ADDR: &str = "169.254.169.254";
+
+/// A fake EC2 instance metadata service speaking IMDSv2 on `169.254.169.254:80`: a
+/// session token from `PUT /latest/api/token`, then the region and the role's temporary
+/// credentials, each GET refused (401, as EC2 does) without that token.
+pub struct FakeImdsV2 {
+    served: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeImdsV2 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeImdsV2 {
+    /// Serves `access_key_id` as the credentials of role `role`, in `region`. `None` when
+    /// the address cannot be bound: it must be on an interface (`scripts/local-stack up`
+    /// adds it to `lo` when run as root) and port 80 free.
+    pub async fn start(role: &str, region: &str, access_key_id: &str) -> Option<FakeImdsV2> {
+        let listener = tokio::net::TcpListener::bind((IMDS_ADDR, 80)).await.ok()?;
+        let token = format!("imds-{}", crate::unique("t"));
+        let served: Arc<Mutex<Vec<String>>> = Arc::default();
+        let creds = serde_json::json!({
+            "Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": access_key_id, "SecretAccessKey": "imds-secret",
+            "Token": "imds-session", "Expiration": "2099-01-01T00:00:00Z",
+        })
+        .to_string();
+        let routes: Arc<Vec<(String, String)>> = Arc::new(vec![
+            ("/latest/meta-data/placement/availability-zone".into(), format!("{region}a")),
+            ("/latest/meta-data/iam/security-credentials".into(), role.to_string()),
+            (format!("/latest/meta-data/iam/security-credentials/{role}"), creds),
+        ]);
+        let (want, seen) = (token, served.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let (want, seen, routes) = (want.clone(), seen.clone(), routes.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (want, seen, routes) = (want.clone(), seen.clone(), routes.clone());
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+                            let (status, body) = if req.method() == hyper::Method::PUT && path == "/latest/api/token" {
+                                match header("x-aws-ec2-metadata-token-ttl-seconds") {
+                                    Some(_) => (StatusCode::OK, want.clone()),
+                                    None => (StatusCode::BAD_REQUEST, String::new()),
+                                }
+                            } else if header("x-aws-ec2-metadata-token").as_deref() != Some(want.as_str()) {
+                                (StatusCode::UNAUTHORIZED, String::new())
+                            } else {
+                                match routes.iter().find(|(p, _)| *p == path) {
+                                    Some((_, body)) => (StatusCode::OK, body.clone()),
+                                    None => (StatusCode::NOT_FOUND, String::new()),
+                                }
+                            };
+                            seen.lock().expect("served").push(format!("{} {path} {}", req.method(), status.as_u16()));
+                            Ok::<Response<Body>, hyper::Error>(
+                                Response::builder().status(status).body(Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed()).expect("response"),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(conn), service).await;
+                });
+            }
+        });
+        Some(FakeImdsV2 { served, task })
+    }
+
+    /// `METHOD PATH STATUS` of every request, in order.
+    pub fn served(&self) -> Vec<String> {
+        self.served.lock().expect("served").clone()
+    }
+}

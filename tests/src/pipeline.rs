@@ -82,10 +82,19 @@ impl Proc {
     /// [`Proc::spawn`] with extra environment variables for the child (e.g. another
     /// `STORAGE_EMULATOR_HOST`).
     pub fn spawn_with_env(dir: &Path, name: &str, args: &[String], env: &[(&str, &str)]) -> Proc {
+        Proc::spawn_without(dir, name, args, env, &[])
+    }
+
+    /// [`Proc::spawn_with_env`] with the variables `unset` taken out of the inherited
+    /// environment (an empty value is not the same as unset to every library).
+    pub fn spawn_without(dir: &Path, name: &str, args: &[String], env: &[(&str, &str)], unset: &[&str]) -> Proc {
         let open = |ext: &str| std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.{ext}"))).expect("output file");
-        let child = tokio::process::Command::new(crate::crossdock_bin())
-            .args(args)
-            .envs(env.iter().copied())
+        let mut cmd = tokio::process::Command::new(crate::crossdock_bin());
+        cmd.args(args).envs(env.iter().copied());
+        for name in unset {
+            cmd.env_remove(name);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(open("out"))
             .stderr(open("log"))

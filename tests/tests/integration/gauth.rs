@@ -5,7 +5,7 @@
 //! CROSSDOCK_GCS_ENDPOINT, which is signed in to.
 
 use crossdock_core::Codec;
-use crossdock_tests::gauth::{aws_credential_source, FakeSts, GrpcRecorder, Subject, AUDIENCE};
+use crossdock_tests::gauth::{aws_credential_source, FakeImdsV2, FakeSts, GrpcRecorder, Subject, AUDIENCE, IMDS_ADDR};
 use crossdock_tests::load::{all_types_items, pipeline_toml, schema, write_export};
 use crossdock_tests::pipeline::{work_dir, Proc};
 use crossdock_tests::proxy::FaultProxy;
@@ -31,6 +31,17 @@ fn signed_env<'a>(cred: &'a str, proxy: &'a FaultProxy) -> Vec<(&'a str, &'a str
 }
 
 async fn load_through(dir: &std::path::Path, name: &str, env: &[(&str, &str)], extra_env: &[(&str, &str)]) -> (std::process::ExitStatus, String, String) {
+    load_without(dir, name, env, extra_env, &[]).await
+}
+
+/// [`load_through`] with the variables `unset` taken out of the child's environment.
+async fn load_without(
+    dir: &std::path::Path,
+    name: &str,
+    env: &[(&str, &str)],
+    extra_env: &[(&str, &str)],
+    unset: &[&str],
+) -> (std::process::ExitStatus, String, String) {
     let bucket = TempGcsBucket::new(name).await;
     let table = crossdock_tests::unique_ident("fed");
     let export = write_export(&bucket.client, &bucket.name, "b", schema(&table, true, true), all_types_items(40, true), 2, Codec::Zstd).await;
@@ -48,7 +59,7 @@ async fn load_through(dir: &std::path::Path, name: &str, env: &[(&str, &str)], e
     ];
     let mut all: Vec<(&str, &str)> = env.to_vec();
     all.extend_from_slice(extra_env);
-    let mut p = Proc::spawn_with_env(dir, name, &args, &all);
+    let mut p = Proc::spawn_without(dir, name, &args, &all, unset);
     let status = p.wait(Duration::from_secs(120)).await;
     let out = std::fs::read_to_string(&p.stdout).unwrap_or_default();
     (status, out, p.log_text())
@@ -159,6 +170,37 @@ async fn a_load_signs_in_with_an_aws_sourced_external_account() {
     let (status, _, log) = load_through(&dir, "gauthawsbad", &env, &other).await;
     assert!(!status.success());
     assert!(log.contains("STS token exchange") && log.contains("aws1"), "{log}");
+}
+
+/// The AWS source as on a bare EC2 instance: no AWS variables, so the region and the
+/// role's credentials come from the instance metadata service, through an IMDSv2
+/// session token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_signs_in_with_aws_credentials_from_the_instance_metadata_service() {
+    let key = format!("AKIDIMDS{}", crossdock_tests::unique("x").replace(['-', '_'], "").to_uppercase());
+    let Some(imds) = FakeImdsV2::start("relay-role", "eu-west-1", &key).await else {
+        // Needs 169.254.169.254 on an interface, which only root can add.
+        eprintln!("SKIPPED: cannot listen on {IMDS_ADDR}:80; run `scripts/local-stack up` as root to add the address to lo");
+        return;
+    };
+    let sts = FakeSts::start(Subject::Aws { access_key_id: key.clone() }).await;
+    let dir = work_dir("gauth-imds");
+    let cred = sts.credential_file(&dir, "aws-imds.json", aws_credential_source(), None);
+    let cred_s = cred.display().to_string();
+    let proxy = FaultProxy::requiring(&crossdock_tests::stack_var("STORAGE_EMULATOR_HOST"), &sts.sts_token).await;
+    let env = signed_env(&cred_s, &proxy);
+    // The loader reads PostgreSQL and GCS only; no AWS variable may reach gcloud-auth.
+    let unset = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION"];
+    let (status, out, log) = load_without(&dir, "gauthimds", &env, &[], &unset).await;
+    assert!(status.success(), "load failed: {log}\n{out}; STS refused {:?}; IMDS served {:?}", sts.refused(), imds.served());
+    assert!(proxy.authorized() > 0 && proxy.rejected() == 0);
+    assert!(sts.exchanges() >= 1, "STS refused {:?}", sts.refused());
+    let served = imds.served();
+    assert_eq!(served.first().map(String::as_str), Some("PUT /latest/api/token 200"), "{served:?}");
+    for want in ["GET /latest/meta-data/iam/security-credentials/relay-role 200", "GET /latest/meta-data/placement/availability-zone 200"] {
+        assert!(served.iter().any(|s| s == want), "{want} not in {served:?}");
+    }
+    assert!(!served.iter().any(|s| s.ends_with(" 401")), "every GET carried the session token: {served:?}");
 }
 
 /// The gRPC clients: Spanner (data and admin) and Pub/Sub run on gcloud-gax channels
