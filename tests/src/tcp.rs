@@ -1,7 +1,9 @@
 //! A TCP proxy the tests put between crossdock and a server that speaks its own wire
 //! protocol (PostgreSQL), to cut connections at a point chosen by count rather than by
 //! time: every connection is reset once it has carried `cut_after` bytes from the
-//! client, so a long load meets the same cuts on a fast machine and a loaded one.
+//! client, so a long load meets the same cuts on a fast machine and a loaded one. Or,
+//! [`TcpCutter::stalling`], it goes silent there instead: no byte passes either way
+//! until the client gives up and closes, as on a path that drops packets.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,6 +26,16 @@ impl TcpCutter {
     /// Forwards to `upstream` (`host:port`); each connection is reset after `cut_after`
     /// client bytes, except the first `spared` connections, which are left whole.
     pub async fn start(upstream: &str, cut_after: usize, spared: usize) -> TcpCutter {
+        TcpCutter::run(upstream, cut_after, spared, false).await
+    }
+
+    /// Like [`TcpCutter::start`], but a cut connection stalls: from then on nothing
+    /// passes, and the server side is closed only once the client has closed its side.
+    pub async fn stalling(upstream: &str, stall_after: usize, spared: usize) -> TcpCutter {
+        TcpCutter::run(upstream, stall_after, spared, true).await
+    }
+
+    async fn run(upstream: &str, cut_after: usize, spared: usize, stall: bool) -> TcpCutter {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind tcp proxy");
         let addr = listener.local_addr().expect("addr").to_string();
         let cuts = Arc::new(AtomicUsize::new(0));
@@ -33,7 +45,7 @@ impl TcpCutter {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else { continue };
                 let cut = accepted.fetch_add(1, Ordering::SeqCst) >= spared;
-                if cut {
+                if cut && !stall {
                     // Closed abortively: the client sees a reset, not an orderly end. (A
                     // zero linger does not block on drop, which is what the deprecation
                     // warns of.)
@@ -56,6 +68,12 @@ impl TcpCutter {
                         };
                         if cut && sent + n > cut_after {
                             counted.fetch_add(1, Ordering::SeqCst);
+                            if stall {
+                                // Nothing more reaches the server, so it has nothing more
+                                // to say; the client's side stays open until it leaves.
+                                while matches!(cr.read(&mut buf).await, Ok(n) if n > 0) {}
+                                return;
+                            }
                             down.abort();
                             return;
                         }
@@ -72,7 +90,7 @@ impl TcpCutter {
         TcpCutter { addr, cuts, task }
     }
 
-    /// Connections cut so far.
+    /// Connections cut (or stalled) so far.
     pub fn cuts(&self) -> usize {
         self.cuts.load(Ordering::SeqCst)
     }

@@ -142,6 +142,9 @@ pub struct BatchConfig {
     pub writers: Option<usize>,
     /// Adapt the batch size to throughput and throttling (default true).
     pub adaptive: Option<bool>,
+    /// Seconds one batch write may go unanswered before it is abandoned and retried
+    /// (default [`crate::retry::TARGET_WRITE_TIMEOUT`]).
+    pub write_timeout_secs: Option<u64>,
 }
 
 impl BatchConfig {
@@ -152,6 +155,7 @@ impl BatchConfig {
             max_rows: self.max_rows.or(base.max_rows),
             writers: self.writers.or(base.writers),
             adaptive: self.adaptive.or(base.adaptive),
+            write_timeout_secs: self.write_timeout_secs.or(base.write_timeout_secs),
         }
     }
 }
@@ -292,8 +296,8 @@ impl PipelineFile {
         for (field, b) in
             std::iter::once(("batch".to_string(), &self.batch)).chain(self.tables.iter().enumerate().map(|(i, t)| (format!("tables[{i}].batch"), &t.batch)))
         {
-            if b.rows == Some(0) || b.max_rows == Some(0) || b.writers == Some(0) {
-                return Err(bad(&field, "rows, max_rows and writers must be at least 1".into()));
+            if b.rows == Some(0) || b.max_rows == Some(0) || b.writers == Some(0) || b.write_timeout_secs == Some(0) {
+                return Err(bad(&field, "rows, max_rows, writers and write_timeout_secs must be at least 1".into()));
             }
         }
         Ok(Pipeline {

@@ -26,6 +26,15 @@ pub struct Policy {
     pub max: Duration,
 }
 
+/// How long one batch write to a target (a COPY, a commit, a MutateRows call) may go
+/// unanswered before it is abandoned and retried: a connection that stalls without
+/// failing would otherwise hold the load forever. The largest batch the sizing allows
+/// commits in seconds. Pipelines override it with `[batch] write_timeout_secs`.
+pub const TARGET_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long opening a connection to a service (TCP, TLS, start-up) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Policy {
     /// A request to a cloud service (GCS, a target): five calls over about 10 s, as
     /// Google's and AWS's client libraries do for transient errors.

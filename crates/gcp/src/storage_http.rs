@@ -34,7 +34,7 @@ impl Default for Timeouts {
     /// rclone's GCS defaults (`--contimeout 1m`, `--timeout 5m`) in spirit, with a
     /// shorter connect: a connect that takes more than 30 s is not going to work.
     fn default() -> Self {
-        Timeouts { connect: Duration::from_secs(30), read: Duration::from_secs(300) }
+        Timeouts { connect: crossdock_core::retry::CONNECT_TIMEOUT, read: Duration::from_secs(300) }
     }
 }
 

@@ -22,7 +22,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Where a marker's table goes, per the pipeline.
 #[derive(Debug, Clone)]
@@ -71,6 +71,8 @@ pub struct BatchPlan {
     pub max_rows: usize,
     pub writers: usize,
     pub adaptive: bool,
+    /// Seconds one write may go unanswered before it is abandoned and retried.
+    pub write_timeout_secs: u64,
     pub basis: String,
 }
 
@@ -81,6 +83,7 @@ pub fn batch_plan(limits: &BatchLimits, cfg: &BatchConfig) -> BatchPlan {
         max_rows,
         writers: cfg.writers.unwrap_or(limits.writers).max(1),
         adaptive: cfg.adaptive.unwrap_or(true),
+        write_timeout_secs: cfg.write_timeout_secs.unwrap_or(crossdock_core::retry::TARGET_WRITE_TIMEOUT.as_secs()).max(1),
         basis: limits.basis.clone(),
     }
 }
@@ -297,7 +300,8 @@ impl<T: Target> Writing<'_, T> {
                     budget.take(n as u64).await;
                 }
                 let t0 = Instant::now();
-                match self.target.write_batch(self.model, &batch[done..done + n]).await {
+                let write = self.target.write_batch(self.model, &batch[done..done + n]);
+                match crate::sink::within(Duration::from_secs(plan.write_timeout_secs), self.model.target, "write batch", &self.model.name, write).await {
                     Ok(()) => {
                         let secs = t0.elapsed().as_secs_f64();
                         size.success(n, secs);

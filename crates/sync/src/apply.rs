@@ -108,16 +108,21 @@ where
     }
 }
 
+/// A write bounded by the loader's default write timeout.
+async fn within(model: &TableModel, op: &'static str, call: impl std::future::Future<Output = Result<(), LoadError>>) -> Result<(), LoadError> {
+    crossdock_load::sink::within(crossdock_core::retry::TARGET_WRITE_TIMEOUT, model.target, op, &model.name, call).await
+}
+
 /// Writes the rows: upserts, then deletes, each in calls of at most `per_call` rows.
 /// Returns only when all of it is durable in the target.
 pub async fn write<T: Target>(table: &str, target: &T, model: &TableModel, upserts: &[Row], deletes: &[Row], per_call: usize) -> Result<(), SyncError> {
     let per_call = per_call.max(1);
     let wrap = |source| SyncError::Load { table: table.into(), source };
     for chunk in upserts.chunks(per_call) {
-        with_retries(table, "write_batch", || target.write_batch(model, chunk)).await.map_err(wrap)?;
+        with_retries(table, "write_batch", || within(model, "write batch", target.write_batch(model, chunk))).await.map_err(wrap)?;
     }
     for chunk in deletes.chunks(per_call) {
-        with_retries(table, "delete_keys", || target.delete_keys(model, chunk)).await.map_err(wrap)?;
+        with_retries(table, "delete_keys", || within(model, "delete keys", target.delete_keys(model, chunk))).await.map_err(wrap)?;
     }
     Ok(())
 }

@@ -237,3 +237,83 @@ async fn a_load_whose_postgres_connections_are_reset_ends_with_exactly_its_rows(
     let rows: i64 = crossdock_tests::postgres().await.query_one(&format!("SELECT count(*) FROM \"{}\".\"{table}\"", pg.name), &[]).await.expect("count").get(0);
     assert_eq!(rows, ROWS as i64);
 }
+
+/// A PostgreSQL connection that goes silent mid-batch (no reset, no byte either way) is
+/// abandoned after the pipeline's `write_timeout_secs` and the batch is written again on
+/// a new connection; the table ends with exactly its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_whose_postgres_connection_stalls_abandons_it_and_ends_with_exactly_its_rows() {
+    use crossdock_tests::load::{pipeline_toml, schema, wide_items, write_export};
+    const ROWS: usize = 6_000;
+    let bucket = crossdock_tests::resources::TempGcsBucket::new("pgstall").await;
+    let table = crossdock_tests::unique_ident("pgs");
+    let export = write_export(&bucket.client, &bucket.name, "b", schema(&table, false, true), wide_items(ROWS, 4, false), 4, Codec::Zstd).await;
+    let pg = TempPgSchema::new("pgstall").await;
+    let url = crossdock_tests::stack_var("CROSSDOCK_PG_URL");
+    let server = url.split('@').nth(1).and_then(|r| r.split('/').next()).expect("host:port in the stack's PostgreSQL URL").to_string();
+    // The first connection (schema, table) is spared; the next stalls mid-COPY.
+    let cutter = crossdock_tests::tcp::TcpCutter::stalling(&server, 128 << 10, 1).await;
+    let dir = work_dir("pgstall");
+    let pipeline = dir.join("pipeline.toml");
+    let extra = "[batch]\nwrite_timeout_secs = 2";
+    std::fs::write(&pipeline, pipeline_toml("postgres", &pg.name, "", extra).replace(&server, &cutter.addr)).expect("pipeline");
+    let args = s(&["load", "--output", "json", "--no-progress", "--marker", &export.marker_url, "--pipeline", &pipeline.to_string_lossy()]);
+    let mut load = Proc::spawn(&dir, "load", &args);
+    let st = load.wait(Duration::from_secs(300)).await;
+    assert!(st.success(), "{st:?}\n{}", load.log_tail());
+    let summary = load.json();
+    assert!(cutter.cuts() >= 1, "a connection stalled mid-load: {}", cutter.cuts());
+    assert!(load.log_text().contains("no answer within 2s"), "the stalled write was abandoned at its timeout:\n{}", load.log_tail());
+    assert!(summary["retries"].as_u64().unwrap_or(0) >= 1, "the abandoned batch was written again: {summary}");
+    assert_eq!(summary["rows_in_target"], ROWS as u64, "{summary}");
+    let rows: i64 = crossdock_tests::postgres().await.query_one(&format!("SELECT count(*) FROM \"{}\".\"{table}\"", pg.name), &[]).await.expect("count").get(0);
+    assert_eq!(rows, ROWS as i64);
+}
+
+/// The gRPC targets' connections reset mid-load, the same way: the Spanner emulator
+/// (sessions, commits) and the Bigtable emulator (table check, MutateRows) are reached
+/// only through a [`TcpCutter`](crossdock_tests::tcp::TcpCutter) that resets each HTTP/2
+/// connection after `cut_after` client bytes. The clients open new connections and the
+/// failed writes are made again; the target's own count is exact.
+async fn grpc_load_with_resets(kind: crossdock_load::schema::TargetKind, rows: usize, cut_after: usize) {
+    use crossdock_load::schema::{TableModel, TargetKind};
+    use crossdock_load::sink::{AnyTarget, Target};
+    use crossdock_tests::load::{pipeline_toml, schema, wide_items, write_export};
+    let name = if kind == TargetKind::Spanner { "spreset" } else { "btreset" };
+    let bucket = crossdock_tests::resources::TempGcsBucket::new(name).await;
+    let table = crossdock_tests::unique_ident(name);
+    // Indexed tables go to the relational target, the others to Bigtable.
+    let indexed = kind == TargetKind::Spanner;
+    let export = write_export(&bucket.client, &bucket.name, "b", schema(&table, false, indexed), wide_items(rows, 3, false), 8, Codec::Zstd).await;
+    let db = crossdock_tests::resources::TempSpannerDb::new(name).await;
+    let var = if kind == TargetKind::Spanner { "SPANNER_EMULATOR_HOST" } else { "BIGTABLE_EMULATOR_HOST" };
+    let cutter = crossdock_tests::tcp::TcpCutter::start(&crossdock_tests::stack_var(var), cut_after, 0).await;
+    let dir = work_dir(name);
+    let pipeline = dir.join("pipeline.toml");
+    std::fs::write(&pipeline, pipeline_toml("spanner", "unused", &db.path, "")).expect("pipeline");
+    let args = s(&["load", "--output", "json", "--no-progress", "--marker", &export.marker_url, "--pipeline", &pipeline.to_string_lossy()]);
+    let mut load = Proc::spawn_with_env(&dir, "load", &args, &[(var, cutter.addr.as_str())]);
+    let st = load.wait(Duration::from_secs(300)).await;
+    assert!(st.success(), "{st:?}\n{}", load.log_tail());
+    let summary = load.json();
+    assert!(cutter.cuts() >= 2, "connections were reset mid-load: {}", cutter.cuts());
+    assert!(summary["retries"].as_u64().unwrap_or(0) >= 1, "failed batches were written again: {summary}");
+    assert_eq!(summary["rows_in_target"], rows as u64, "{summary}");
+    // Counted on a connection of the test's own, not through the cutter.
+    let model = TableModel::infer(kind, &export.marker.schema, &export.marker.type_stats, None).expect("model");
+    let target = match kind {
+        TargetKind::Spanner => AnyTarget::Spanner(crossdock_tests::load::spanner(&db).await),
+        _ => AnyTarget::Bigtable(crossdock_tests::load::bigtable().await),
+    };
+    assert_eq!(target.count_rows(&model).await.expect("count"), rows as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spanner_load_whose_grpc_connections_are_reset_ends_with_exactly_its_rows() {
+    grpc_load_with_resets(crossdock_load::schema::TargetKind::Spanner, 6_000, 32 << 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bigtable_load_whose_grpc_connections_are_reset_ends_with_exactly_its_rows() {
+    grpc_load_with_resets(crossdock_load::schema::TargetKind::Bigtable, 10_000, 256 << 10).await;
+}

@@ -48,9 +48,7 @@ fn err(op: &'static str, table: &str, message: String, retryable: bool) -> LoadE
 
 fn bt_err(op: &'static str, table: &str, e: bigtable_rs::bigtable::Error) -> LoadError {
     let retryable = match &e {
-        bigtable_rs::bigtable::Error::RpcError(s) => {
-            matches!(s.code(), tonic::Code::Unavailable | tonic::Code::ResourceExhausted | tonic::Code::Aborted | tonic::Code::DeadlineExceeded)
-        }
+        bigtable_rs::bigtable::Error::RpcError(s) => status_retryable(s),
         bigtable_rs::bigtable::Error::TimeoutError(_) | bigtable_rs::bigtable::Error::TransportError(_) => true,
         _ => false,
     };
@@ -233,7 +231,7 @@ impl BigtableTarget {
             let mut slow_down = None;
             let mut permanent = None;
             while let Some(resp) = stream.next().await {
-                let resp = resp.map_err(|s| err("mutate rows", &model.name, s.message().to_string(), code_retryable(s.code())))?;
+                let resp = resp.map_err(|s| err("mutate rows", &model.name, s.message().to_string(), status_retryable(&s)))?;
                 if let Some(rl) = resp.rate_limit_info {
                     if rl.factor > 0.0 && rl.factor < 1.0 {
                         slow_down = Some(rl.factor);
@@ -242,7 +240,7 @@ impl BigtableTarget {
                 for e in resp.entries {
                     let code = e.status.as_ref().map_or(0, |s| s.code);
                     if code != 0 {
-                        let retry = code_retryable(tonic::Code::from_i32(code));
+                        let retry = status_retryable(&tonic::Status::new(tonic::Code::from_i32(code), ""));
                         if retry {
                             failed.push(e.index as usize);
                         } else {
@@ -392,7 +390,7 @@ impl Target for BigtableTarget {
                     }
                 }
             }
-            Err(s) => Err(err("get table", &model.name, s.message().to_string(), code_retryable(s.code()))),
+            Err(s) => Err(err("get table", &model.name, s.message().to_string(), status_retryable(&s))),
         }
     }
 
@@ -434,7 +432,7 @@ impl Target for BigtableTarget {
             failures += 1;
             let retryable = match &failure {
                 CountFailure::Idle => true,
-                CountFailure::Status(s) => code_retryable(s.code()),
+                CountFailure::Status(s) => status_retryable(s),
                 CountFailure::Header(_) => false,
             };
             if !retryable || failures > COUNT_RETRIES {
@@ -564,8 +562,9 @@ async fn stream_count(client: &mut BigTable, req: ReadRowsRequest, counter: &mut
     }
 }
 
-fn code_retryable(code: tonic::Code) -> bool {
-    matches!(code, tonic::Code::Unavailable | tonic::Code::ResourceExhausted | tonic::Code::Aborted | tonic::Code::DeadlineExceeded | tonic::Code::Internal)
+/// Bigtable's clients also retry `Internal` (the service's stream resets arrive as it).
+fn status_retryable(s: &tonic::Status) -> bool {
+    super::grpc_retryable(s, &[tonic::Code::Internal])
 }
 
 #[cfg(test)]

@@ -17,6 +17,48 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 pub use any::{connect, AnyTarget};
 
+/// `call` (a write to a target) bounded by `limit`: a call that goes unanswered that
+/// long is abandoned and reported as retryable. Dropping the call drops the connection
+/// it had taken (PostgreSQL) or cancels its stream (gRPC), so the retry starts afresh.
+pub async fn within<F>(limit: std::time::Duration, target: TargetKind, op: &'static str, table: &str, call: F) -> Result<(), LoadError>
+where
+    F: Future<Output = Result<(), LoadError>>,
+{
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(LoadError::Target {
+            target: target.name(),
+            op,
+            table: table.into(),
+            message: format!("no answer within {}s; abandoned, to be retried", limit.as_secs()),
+            retryable: true,
+        })
+    })
+}
+
+/// Whether a gRPC call (Spanner, Bigtable) that failed with `s` may be made again: the
+/// codes Google's client libraries retry, `extra` (a target's own additions), and any
+/// failure of the connection itself, which tonic reports as `Unknown` with the
+/// transport error as its source (a reset, a broken pipe). Every write the loader
+/// makes is idempotent, so a call cut off after the server applied it is safe to make
+/// again.
+pub(crate) fn grpc_retryable(s: &tonic::Status, extra: &[tonic::Code]) -> bool {
+    use tonic::Code;
+    matches!(s.code(), Code::Unavailable | Code::ResourceExhausted | Code::Aborted | Code::DeadlineExceeded)
+        || extra.contains(&s.code())
+        || connection_failed(s)
+}
+
+fn connection_failed(s: &tonic::Status) -> bool {
+    let mut cause = std::error::Error::source(s);
+    while let Some(e) = cause {
+        if e.is::<tonic::transport::Error>() || e.is::<std::io::Error>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 /// What a target tells the planner about batches for a model.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BatchLimits {
@@ -90,4 +132,23 @@ pub trait Target: Send + Sync + 'static {
     /// Names of the secondary indexes present on the table.
     fn list_indexes(&self, model: &TableModel) -> impl Future<Output = Result<Vec<String>, LoadError>> + Send;
     fn stats(&self) -> &CallStats;
+}
+
+#[cfg(test)]
+mod grpc_tests {
+    use super::grpc_retryable;
+    use tonic::{Code, Status};
+
+    #[test]
+    fn a_cut_connection_is_retryable_and_a_refused_write_is_not() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer");
+        let mut cut = Status::unknown("transport error");
+        cut.set_source(std::sync::Arc::new(reset));
+        assert!(grpc_retryable(&cut, &[]));
+        assert!(grpc_retryable(&Status::unavailable("try again"), &[]));
+        assert!(!grpc_retryable(&Status::unknown("no cause given"), &[]));
+        assert!(!grpc_retryable(&Status::invalid_argument("bad column"), &[]));
+        assert!(!grpc_retryable(&Status::internal("rst"), &[]));
+        assert!(grpc_retryable(&Status::internal("rst"), &[Code::Internal]));
+    }
 }

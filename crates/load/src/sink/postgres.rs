@@ -83,7 +83,7 @@ impl ToSql for KeyParam {
 pub struct PostgresTarget {
     url: String,
     schema: String,
-    pool: tokio::sync::Mutex<Vec<Client>>,
+    pool: tokio::sync::Mutex<Vec<Conn>>,
     stats: CallStats,
     /// Batches still to send through the upsert path before trying direct COPY again.
     /// Every conflict doubles the next pause (1, 2, 4 … 64 batches), a clean direct
@@ -127,6 +127,35 @@ fn err(op: &'static str, table: &str, e: tokio_postgres::Error) -> LoadError {
         }
     };
     LoadError::Target { target: "postgres", op, table: table.into(), message, retryable }
+}
+
+/// A client and the task that runs its connection. Dropping it closes the socket at
+/// once, even mid-call: the server then rolls back the call's transaction and lets go
+/// of its locks. (A dropped `Client` alone leaves the connection open while a call is
+/// in flight, so a write abandoned on a stalled connection would hold its table's locks
+/// against the retry and the index build.)
+struct Conn {
+    client: Client,
+    driver: tokio::task::AbortHandle,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
 }
 
 /// Runs a connection's I/O until it closes.
@@ -312,26 +341,46 @@ impl PostgresTarget {
         Ok(t)
     }
 
-    async fn open(&self) -> Result<Client, LoadError> {
+    /// A new connection; one that cannot be made within
+    /// [`crossdock_core::retry::CONNECT_TIMEOUT`] fails as
+    /// retryable.
+    async fn open(&self) -> Result<Conn, LoadError> {
+        let limit = crossdock_core::retry::CONNECT_TIMEOUT;
+        tokio::time::timeout(limit, self.open_now()).await.unwrap_or_else(|_| {
+            Err(LoadError::Target {
+                target: "postgres",
+                op: "connect",
+                table: self.schema.clone(),
+                message: format!("no connection to {} within {}s", crossdock_core::redact::url(&self.url), limit.as_secs()),
+                retryable: true,
+            })
+        })
+    }
+
+    async fn open_now(&self) -> Result<Conn, LoadError> {
         let (conn_str, tls) = super::pgtls::configure(&self.url)?;
-        let client = match tls {
+        let (client, driver) = match tls {
             Tls::Off => {
                 let (client, conn) = tokio_postgres::connect(&conn_str, NoTls).await.map_err(|e| connect_err(&self.url, &self.schema, e))?;
-                tokio::spawn(drive(conn));
-                client
+                (client, tokio::spawn(drive(conn)).abort_handle())
             }
             Tls::On(tls) => {
                 let (client, conn) = tokio_postgres::connect(&conn_str, tls).await.map_err(|e| connect_err(&self.url, &self.schema, e))?;
-                tokio::spawn(drive(conn));
-                client
+                (client, tokio::spawn(drive(conn)).abort_handle())
             }
         };
-        // IF NOT EXISTS notices (schema, staging table) are expected, not news.
-        client.batch_execute("SET client_min_messages = warning").await.map_err(|e| err("connect", &self.schema, e))?;
-        Ok(client)
+        let conn = Conn { client, driver };
+        // IF NOT EXISTS notices (schema, staging table) are expected, not news. The
+        // keepalives let the server notice within minutes, not its default two hours,
+        // that a connection the loader abandoned on a dead path is gone, and roll back
+        // the batch whose row locks the retry of that batch would wait on.
+        conn.batch_execute("SET client_min_messages = warning; SET tcp_keepalives_idle = 60; SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 6")
+            .await
+            .map_err(|e| err("connect", &self.schema, e))?;
+        Ok(conn)
     }
 
-    async fn take(&self) -> Result<Client, LoadError> {
+    async fn take(&self) -> Result<Conn, LoadError> {
         if let Some(c) = self.pool.lock().await.pop() {
             if !c.is_closed() {
                 return Ok(c);
@@ -340,7 +389,7 @@ impl PostgresTarget {
         self.open().await
     }
 
-    async fn give(&self, c: Client) {
+    async fn give(&self, c: Conn) {
         if !c.is_closed() {
             self.pool.lock().await.push(c);
         }

@@ -1,6 +1,6 @@
 //! Cloud Spanner: `InsertOrUpdate` mutations, commits sized under 80,000 mutations
 //! (every column and every index entry's columns counted) and the byte limit; Aborted,
-//! ResourceExhausted, Unavailable and DeadlineExceeded are retryable.
+//! ResourceExhausted, Unavailable, DeadlineExceeded and cut connections are retryable.
 
 use super::{BatchLimits, CallStats, Target};
 use crate::error::LoadError;
@@ -26,12 +26,25 @@ fn q(ident: &str) -> String {
     format!("`{ident}`")
 }
 
-fn code_retryable(code: tonic::Code) -> bool {
-    matches!(code, tonic::Code::Aborted | tonic::Code::ResourceExhausted | tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+/// One commit call, no retry inside the client: gcloud-spanner would otherwise retry a
+/// failed commit up to 20 times over minutes, under the loader's own retries
+/// (`Policy::TARGET_WRITE`), which count each retry and shrink the batch.
+fn single_try() -> gcloud_spanner::transaction_rw::CommitOptions {
+    let retry = gcloud_gax::retry::RetrySetting { take: 0, codes: Vec::new(), ..Default::default() };
+    gcloud_spanner::transaction_rw::CommitOptions {
+        call_options: gcloud_spanner::transaction::CallOptions { retry: Some(retry), ..Default::default() },
+        ..Default::default()
+    }
 }
 
 fn status_err(op: &'static str, table: &str, s: &tonic::Status) -> LoadError {
-    LoadError::Target { target: "spanner", op, table: table.into(), message: format!("{:?}: {}", s.code(), s.message()), retryable: code_retryable(s.code()) }
+    LoadError::Target {
+        target: "spanner",
+        op,
+        table: table.into(),
+        message: format!("{:?}: {}", s.code(), s.message()),
+        retryable: super::grpc_retryable(s, &[]),
+    }
 }
 
 fn client_err(op: &'static str, table: &str, e: gcloud_spanner::client::Error) -> LoadError {
@@ -365,7 +378,7 @@ impl Target for SpannerTarget {
         let m = Mutation { operation: Some(Operation::InsertOrUpdate(Write { table: model.name.clone(), columns, values })) };
         let mutations = rows.len() * model.spanner_mutations_per_row();
         // Commit first, count after: only commits that reached Spanner are recorded.
-        self.client.apply_at_least_once(vec![m]).await.map_err(|e| client_err("commit", &model.name, e))?;
+        self.client.apply_at_least_once_with_option(vec![m], single_try()).await.map_err(|e| client_err("commit", &model.name, e))?;
         self.stats.record(rows.len(), mutations);
         Ok(())
     }
@@ -439,7 +452,7 @@ impl Target for SpannerTarget {
         let m = Mutation {
             operation: Some(Operation::Delete(gcloud_googleapis::spanner::v1::mutation::Delete { table: model.name.clone(), key_set: Some(key_set) })),
         };
-        self.client.apply_at_least_once(vec![m]).await.map_err(|e| client_err("delete", &model.name, e))?;
+        self.client.apply_at_least_once_with_option(vec![m], single_try()).await.map_err(|e| client_err("delete", &model.name, e))?;
         self.stats.record(rows.len(), rows.len());
         Ok(())
     }
