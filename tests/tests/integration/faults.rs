@@ -11,6 +11,7 @@ use crossdock_tests::pipeline::*;
 use crossdock_tests::proxy::{any, upload_chunk, Action, FaultProxy};
 use crossdock_tests::relay::{eventually, get, list_names, FakeExport, RelayProcess, Wired};
 use crossdock_tests::resources::{TempBigtable, TempPgSchema, TempTable};
+use crossdock_tests::tcp::TcpCutter;
 use std::time::Duration;
 
 fn s(v: &[&str]) -> Vec<String> {
@@ -182,18 +183,34 @@ async fn a_noisy_network_loses_and_duplicates_nothing_from_export_to_verify() {
     }
     assert!(files >= 200, "a relay of at least 200 files: {files}");
 
-    // Loads into PostgreSQL (the GSI table) and Bigtable, then verify, all reading GCS
-    // through the same faults.
+    // Loads into PostgreSQL (the GSI table) and Bigtable, then the GSI table once more
+    // into Spanner; then verify. All read GCS through the same faults, and reach their
+    // target through a TCP proxy that resets each connection after 256 KiB.
+    let pg_url = crossdock_tests::stack_var("CROSSDOCK_PG_URL");
+    let pg_server = pg_url.split('@').nth(1).and_then(|r| r.split('/').next()).expect("host:port").to_string();
+    let pg_cut = TcpCutter::start(&pg_server, 256 << 10, 0).await;
+    let bt_cut = TcpCutter::start(&crossdock_tests::stack_var("BIGTABLE_EMULATOR_HOST"), 256 << 10, 0).await;
+    let sp_cut = TcpCutter::start(&crossdock_tests::stack_var("SPANNER_EMULATOR_HOST"), 256 << 10, 0).await;
+    let pg_cut_url = pg_url.replace(&pg_server, &pg_cut.addr);
+    let mut cut_env = all_env.to_vec();
+    cut_env.extend([("CROSSDOCK_PG_URL", pg_cut_url.as_str()), ("BIGTABLE_EMULATOR_HOST", bt_cut.addr.as_str()), ("SPANNER_EMULATOR_HOST", sp_cut.addr.as_str())]);
+    let db = crossdock_tests::resources::TempSpannerDb::new("noisy").await;
+    let spanner_pipeline = dir.join("spanner.toml");
+    let relational = format!("kind = \"postgres\"\nurl = \"${{CROSSDOCK_PG_URL}}\"\nschema = \"{}\"", pg.name);
+    let text = std::fs::read_to_string(&pipeline).expect("pipeline");
+    assert!(text.contains(&relational), "{text}");
+    std::fs::write(&spanner_pipeline, text.replace(&relational, &format!("kind = \"spanner\"\ndatabase = \"{}\"", db.path))).expect("pipeline");
+    let spanner_pipeline = spanner_pipeline.to_string_lossy().into_owned();
     let marker = |id: &ExportId| format!("gs://{}/{}", w.gcs.name, id.marker_key());
-    for id in &ids {
-        let args = s(&["load", "--output", "json", "--marker", &marker(id), "--pipeline", &pipeline]);
-        let mut load = Proc::spawn_with_env(&dir, &format!("load-{}", id.table), &args, &all_env);
+    for (id, pipeline, name) in [(&ids[0], &pipeline, "postgres"), (&ids[1], &pipeline, "bigtable"), (&ids[0], &spanner_pipeline, "spanner")] {
+        let args = s(&["load", "--output", "json", "--marker", &marker(id), "--pipeline", pipeline]);
+        let mut load = Proc::spawn_with_env(&dir, &format!("load-{name}"), &args, &cut_env);
         let st = load.wait(Duration::from_secs(300)).await;
-        assert!(st.success(), "load {}: {st:?}\n{}", id.table, load.log_tail());
+        assert!(st.success(), "load {name}: {st:?}\n{}", load.log_tail());
         let summary = load.json();
-        assert_eq!(summary["rows_in_target"], ITEMS, "{summary}");
-        let args = s(&["verify", "--output", "json", "--marker", &marker(id), "--pipeline", &pipeline]);
-        let mut verify = Proc::spawn_with_env(&dir, &format!("verify-{}", id.table), &args, &all_env);
+        assert_eq!((summary["target"].as_str(), &summary["rows_in_target"]), (Some(name), &ITEMS.into()), "{summary}");
+        let args = s(&["verify", "--output", "json", "--marker", &marker(id), "--pipeline", pipeline]);
+        let mut verify = Proc::spawn_with_env(&dir, &format!("verify-{name}"), &args, &all_env);
         let st = verify.wait(Duration::from_secs(300)).await;
         let report = verify.json();
         assert!(st.success(), "verify {}: {report}\n{}", id.table, verify.log_tail());
@@ -201,6 +218,9 @@ async fn a_noisy_network_loses_and_duplicates_nothing_from_export_to_verify() {
         assert_eq!(report["matching"], ITEMS, "{report}");
     }
     assert!(gcs_proxy.faulted() >= 50, "GCS faults were dealt: {}", gcs_proxy.faulted());
+    for (name, cut) in [("postgres", &pg_cut), ("bigtable", &bt_cut), ("spanner", &sp_cut)] {
+        assert!(cut.cuts() >= 1, "{name} connections were reset mid-load: {}", cut.cuts());
+    }
     let names = list_names(&gcs, &w.gcs.name).await;
     for id in &ids {
         let loaded = names.iter().filter(|n| n.starts_with(&id.dir()) && n.ends_with("_LOADED")).count();
