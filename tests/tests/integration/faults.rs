@@ -193,7 +193,11 @@ async fn a_noisy_network_loses_and_duplicates_nothing_from_export_to_verify() {
     let sp_cut = TcpCutter::start(&crossdock_tests::stack_var("SPANNER_EMULATOR_HOST"), 256 << 10, 0).await;
     let pg_cut_url = pg_url.replace(&pg_server, &pg_cut.addr);
     let mut cut_env = all_env.to_vec();
-    cut_env.extend([("CROSSDOCK_PG_URL", pg_cut_url.as_str()), ("BIGTABLE_EMULATOR_HOST", bt_cut.addr.as_str()), ("SPANNER_EMULATOR_HOST", sp_cut.addr.as_str())]);
+    cut_env.extend([
+        ("CROSSDOCK_PG_URL", pg_cut_url.as_str()),
+        ("BIGTABLE_EMULATOR_HOST", bt_cut.addr.as_str()),
+        ("SPANNER_EMULATOR_HOST", sp_cut.addr.as_str()),
+    ]);
     let db = crossdock_tests::resources::TempSpannerDb::new("noisy").await;
     let spanner_pipeline = dir.join("spanner.toml");
     let relational = format!("kind = \"postgres\"\nurl = \"${{CROSSDOCK_PG_URL}}\"\nschema = \"{}\"", pg.name);

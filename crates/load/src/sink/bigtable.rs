@@ -20,8 +20,8 @@ use bigtable_rs::google::bigtable::v2::mutate_rows_request::Entry;
 use bigtable_rs::google::bigtable::v2::mutation::{DeleteFromRow, Mutation as M, SetCell};
 use bigtable_rs::google::bigtable::v2::read_rows_response::{self, cell_chunk::RowStatus};
 use bigtable_rs::google::bigtable::v2::row_filter::{Chain, Filter};
-use bigtable_rs::google::bigtable::v2::row_range::StartKey;
-use bigtable_rs::google::bigtable::v2::{MutateRowsRequest, Mutation, ReadRowsRequest, RowFilter, RowRange, RowSet};
+use bigtable_rs::google::bigtable::v2::row_range::{EndKey, StartKey};
+use bigtable_rs::google::bigtable::v2::{MutateRowsRequest, Mutation, ReadRowsRequest, RowFilter, RowRange, RowSet, SampleRowKeysRequest};
 use futures::StreamExt as _;
 use googleapis_tonic_google_bigtable_admin_v2::google::bigtable::admin::v2 as admin;
 use std::collections::HashMap;
@@ -40,6 +40,9 @@ pub struct BigtableTarget {
     /// Cell timestamp (microseconds, millisecond granularity).
     timestamp_micros: i64,
     stats: CallStats,
+    /// Tables this target created (a target serves one export's load): their rows can
+    /// hold no cells but this export's, so writes need not clear the row first.
+    created: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 fn err(op: &'static str, table: &str, message: String, retryable: bool) -> LoadError {
@@ -139,6 +142,7 @@ impl BigtableTarget {
             create_tables,
             timestamp_micros: timestamp_micros - timestamp_micros % 1000,
             stats: CallStats::default(),
+            created: Default::default(),
         })
     }
 
@@ -195,9 +199,14 @@ impl BigtableTarget {
         format!("projects/{}/instances/{}/tables/{table}", self.project, self.instance)
     }
 
-    fn entry(&self, model: &TableModel, row: &Row) -> Result<Entry, String> {
+    /// The mutations of one row: its cells, after a `DeleteFromRow` when `replace` (so
+    /// cells of attributes the item no longer has do not survive).
+    fn entry(&self, model: &TableModel, row: &Row, replace: bool) -> Result<Entry, String> {
         let key = row_key(model, row)?;
-        let mut mutations = vec![Mutation { mutation: Some(M::DeleteFromRow(DeleteFromRow {})) }];
+        let mut mutations = Vec::with_capacity(row.len() + 1);
+        if replace {
+            mutations.push(Mutation { mutation: Some(M::DeleteFromRow(DeleteFromRow {})) });
+        }
         for (c, cell) in model.columns.iter().zip(row) {
             if let Some(value) = cell_bytes(cell) {
                 mutations.push(Mutation {
@@ -213,20 +222,25 @@ impl BigtableTarget {
         Ok(Entry { row_key: key, mutations, idempotency: None })
     }
 
-    /// Applies `entries` with MutateRows: entries that fail retryably are sent again
-    /// (bounded, with backoff), the server's flow-control hints are followed.
-    async fn mutate(&self, model: &TableModel, mut entries: Vec<Entry>) -> Result<(), LoadError> {
+    /// Applies entries `0..n` (built by `build`) with MutateRows: entries that fail
+    /// retryably are built and sent again (bounded, with backoff), the server's
+    /// flow-control hints are followed. Entries are built for each request rather than
+    /// cloned: the request takes them, and most are never sent twice.
+    async fn mutate(&self, model: &TableModel, n: usize, build: impl Fn(usize) -> Result<Entry, LoadError>) -> Result<(), LoadError> {
         let mut client = self.client();
         let table_name = client.get_full_table_name(&model.name);
         let mut attempt = 0u32;
-        while !entries.is_empty() {
+        let mut todo: Vec<usize> = (0..n).collect();
+        while !todo.is_empty() {
+            let entries = todo.iter().map(|&i| build(i)).collect::<Result<Vec<_>, _>>()?;
             let mutations: usize = entries.iter().map(|e| e.mutations.len()).sum();
             if mutations > crossdock_core::sizing::BIGTABLE_MAX_MUTATIONS {
                 return Err(err("mutate rows", &model.name, format!("batch of {mutations} mutations exceeds the limit; lower the batch size"), false));
             }
-            let req = MutateRowsRequest { table_name: table_name.clone(), entries: entries.clone(), ..Default::default() };
+            let sent = entries.len();
+            let req = MutateRowsRequest { table_name: table_name.clone(), entries, ..Default::default() };
             let mut stream = client.mutate_rows(req).await.map_err(|e| bt_err("mutate rows", &model.name, e))?;
-            self.stats.record(entries.len(), mutations);
+            self.stats.record(sent, mutations);
             let mut failed = Vec::new();
             let mut slow_down = None;
             let mut permanent = None;
@@ -242,7 +256,7 @@ impl BigtableTarget {
                     if code != 0 {
                         let retry = status_retryable(&tonic::Status::new(tonic::Code::from_i32(code), ""));
                         if retry {
-                            failed.push(e.index as usize);
+                            failed.extend(todo.get(e.index as usize).copied());
                         } else {
                             permanent = Some(e.status.map(|s| s.message).unwrap_or_default());
                         }
@@ -265,10 +279,38 @@ impl BigtableTarget {
                 return Err(err("mutate rows", &model.name, format!("{} entries still failing after {attempt} attempts", failed.len()), true));
             }
             failed.sort_unstable();
-            entries = failed.into_iter().filter_map(|i| entries.get(i).cloned()).collect();
+            todo = failed;
             tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
         }
         Ok(())
+    }
+
+    /// The rows in `[from, to)`, counted as [`Target::count_rows`] says.
+    async fn count_range(&self, model: &TableModel, table_name: &str, from: Option<Vec<u8>>, to: Option<Vec<u8>>) -> Result<u64, LoadError> {
+        let mut client = self.client();
+        let mut counter = RowCounter::default();
+        let mut failures = 0u32;
+        loop {
+            let req = count_request(table_name, from.as_deref(), to.as_deref(), counter.last_committed.as_deref());
+            let failure = match stream_count(&mut client, req, &mut counter).await {
+                Ok(()) => return Ok(counter.rows),
+                Err(f) => f,
+            };
+            if counter.progressed {
+                failures = 0;
+            }
+            failures += 1;
+            let retryable = match &failure {
+                CountFailure::Idle => true,
+                CountFailure::Status(s) => status_retryable(s),
+                CountFailure::Header(_) => false,
+            };
+            if !retryable || failures > COUNT_RETRIES {
+                return Err(err("count rows", &model.name, format!("{failure} after {} rows counted", counter.rows), retryable));
+            }
+            tracing::warn!(table = %model.name, rows = counter.rows, attempt = failures, error = %failure, "row count stream broke; resuming after the last row counted");
+            tokio::time::sleep(Duration::from_millis(200 << failures.min(5))).await;
+        }
     }
 
     /// A row's cells of the table's family, in model column order.
@@ -383,7 +425,12 @@ impl Target for BigtableTarget {
                     r.metadata_mut().insert("authorization", b);
                 }
                 match a.create_table(r).await {
-                    Ok(_) => Ok(true),
+                    Ok(_) => {
+                        if let Ok(mut created) = self.created.lock() {
+                            created.insert(model.name.clone());
+                        }
+                        Ok(true)
+                    }
                     Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(false),
                     Err(s) => {
                         Err(err("create table", &model.name, format!("{} (or create it yourself: {})", s.message(), self.create_command(&model.name)), false))
@@ -400,11 +447,8 @@ impl Target for BigtableTarget {
     }
 
     async fn write_batch(&self, model: &TableModel, rows: &[Row]) -> Result<(), LoadError> {
-        let mut entries = Vec::with_capacity(rows.len());
-        for r in rows {
-            entries.push(self.entry(model, r).map_err(|m| err("encode", &model.name, m, false))?);
-        }
-        self.mutate(model, entries).await
+        let replace = !self.created.lock().is_ok_and(|c| c.contains(&model.name));
+        self.mutate(model, rows.len(), |i| self.entry(model, &rows[i], replace).map_err(|m| err("encode", &model.name, m, false))).await
     }
 
     async fn create_indexes(&self, _model: &TableModel) -> Result<(), LoadError> {
@@ -414,33 +458,31 @@ impl Target for BigtableTarget {
     /// A key-only scan (first cell of each row, value stripped) whose responses are
     /// counted as they stream in and dropped: memory does not grow with the table, and
     /// only a stream idle for [`READ_IDLE_TIMEOUT`] fails, however long the scan takes.
-    /// A broken stream resumes after the last row counted.
+    /// The table is cut at the keys `SampleRowKeys` returns into up to [`COUNT_RANGES`]
+    /// ranges, counted at once (a one-stream count of a large table took as long as
+    /// its load). A broken stream resumes after the last row it counted.
     async fn count_rows(&self, model: &TableModel) -> Result<u64, LoadError> {
         let mut client = self.client();
         let table_name = client.get_full_table_name(&model.name);
-        let mut counter = RowCounter::default();
-        let mut failures = 0u32;
-        loop {
-            let req = count_request(&table_name, counter.last_committed.as_deref());
-            let failure = match stream_count(&mut client, req, &mut counter).await {
-                Ok(()) => return Ok(counter.rows),
-                Err(f) => f,
-            };
-            if counter.progressed {
-                failures = 0;
+        let samples = match client.sample_row_keys(SampleRowKeysRequest { table_name: table_name.clone(), ..Default::default() }).await {
+            Ok(mut stream) => {
+                let mut keys = Vec::new();
+                while let Some(Ok(r)) = stream.next().await {
+                    keys.push(r.row_key);
+                }
+                keys
             }
-            failures += 1;
-            let retryable = match &failure {
-                CountFailure::Idle => true,
-                CountFailure::Status(s) => status_retryable(s),
-                CountFailure::Header(_) => false,
-            };
-            if !retryable || failures > COUNT_RETRIES {
-                return Err(err("count rows", &model.name, format!("{failure} after {} rows counted", counter.rows), retryable));
+            // Counting in one range is slower, not wrong.
+            Err(e) => {
+                tracing::debug!(table = %model.name, error = %e, "no row key samples; counting in one range");
+                Vec::new()
             }
-            tracing::warn!(table = %model.name, rows = counter.rows, attempt = failures, error = %failure, "row count stream broke; resuming after the last row counted");
-            tokio::time::sleep(Duration::from_millis(200 << failures.min(5))).await;
-        }
+        };
+        let bounds = split_points(samples, COUNT_RANGES);
+        // Range i runs from cut i-1 (or the start) to cut i (or the end).
+        let ends = |i: usize| (i.checked_sub(1).map(|j| bounds[j].clone()), bounds.get(i).cloned());
+        let counts = futures::future::try_join_all((0..=bounds.len()).map(ends).map(|(from, to)| self.count_range(model, &table_name, from, to))).await?;
+        Ok(counts.into_iter().sum())
     }
 
     async fn read_all(&self, model: &TableModel) -> Result<Vec<Row>, LoadError> {
@@ -458,12 +500,11 @@ impl Target for BigtableTarget {
     }
 
     async fn delete_keys(&self, model: &TableModel, rows: &[Row]) -> Result<(), LoadError> {
-        let mut entries = Vec::with_capacity(rows.len());
-        for r in rows {
-            let key = row_key(model, r).map_err(|m| err("encode", &model.name, m, false))?;
-            entries.push(Entry { row_key: key, mutations: vec![Mutation { mutation: Some(M::DeleteFromRow(DeleteFromRow {})) }], idempotency: None });
-        }
-        self.mutate(model, entries).await
+        let keys = rows.iter().map(|r| row_key(model, r).map_err(|m| err("encode", &model.name, m, false))).collect::<Result<Vec<_>, _>>()?;
+        self.mutate(model, keys.len(), |i| {
+            Ok(Entry { row_key: keys[i].clone(), mutations: vec![Mutation { mutation: Some(M::DeleteFromRow(DeleteFromRow {})) }], idempotency: None })
+        })
+        .await
     }
 
     async fn list_indexes(&self, _model: &TableModel) -> Result<Vec<String>, LoadError> {
@@ -529,12 +570,32 @@ impl RowCounter {
 }
 
 /// The key-only scan of a count: the whole table, or what follows `after`.
-fn count_request(table_name: &str, after: Option<&[u8]>) -> ReadRowsRequest {
+/// Ranges counted at once.
+const COUNT_RANGES: usize = 8;
+
+/// Up to `ranges - 1` keys, evenly spaced among the sorted, distinct non-empty
+/// `samples`, that cut the table into ranges.
+fn split_points(mut samples: Vec<Vec<u8>>, ranges: usize) -> Vec<Vec<u8>> {
+    samples.retain(|k| !k.is_empty());
+    samples.sort_unstable();
+    samples.dedup();
+    let cuts = ranges.saturating_sub(1).min(samples.len());
+    (1..=cuts).map(|i| samples[i * samples.len() / (cuts + 1)].clone()).collect()
+}
+
+/// A key-only read of the rows in `[from, to)` (unbounded where `None`), starting
+/// after `after` when resuming.
+fn count_request(table_name: &str, from: Option<&[u8]>, to: Option<&[u8]>, after: Option<&[u8]>) -> ReadRowsRequest {
     let filter = Filter::Chain(Chain {
         filters: vec![RowFilter { filter: Some(Filter::CellsPerRowLimitFilter(1)) }, RowFilter { filter: Some(Filter::StripValueTransformer(true)) }],
     });
-    let rows =
-        after.map(|key| RowSet { row_keys: vec![], row_ranges: vec![RowRange { start_key: Some(StartKey::StartKeyOpen(key.to_vec())), end_key: None }] });
+    let start_key = match (after, from) {
+        (Some(k), _) => Some(StartKey::StartKeyOpen(k.to_vec())),
+        (None, Some(k)) => Some(StartKey::StartKeyClosed(k.to_vec())),
+        (None, None) => None,
+    };
+    let end_key = to.map(|k| EndKey::EndKeyOpen(k.to_vec()));
+    let rows = (start_key.is_some() || end_key.is_some()).then(|| RowSet { row_keys: vec![], row_ranges: vec![RowRange { start_key, end_key }] });
     ReadRowsRequest { table_name: table_name.into(), rows, filter: Some(RowFilter { filter: Some(filter) }), ..Default::default() }
 }
 
@@ -599,14 +660,33 @@ mod tests {
 
     #[test]
     fn a_resumed_count_starts_after_the_last_row_counted() {
-        let whole = count_request("projects/p/instances/i/tables/t", None);
+        let whole = count_request("projects/p/instances/i/tables/t", None, None, None);
         assert_eq!(whole.rows, None);
         let Some(RowFilter { filter: Some(Filter::Chain(chain)) }) = &whole.filter else { panic!("{:?}", whole.filter) };
         assert_eq!(chain.filters.len(), 2, "first cell only, value stripped");
-        let rest = count_request("projects/p/instances/i/tables/t", Some(b"k\x00"));
+        let rest = count_request("projects/p/instances/i/tables/t", Some(b"a"), None, Some(b"k\x00"));
         let range = &rest.rows.as_ref().expect("a row set").row_ranges[0];
         assert_eq!(range.start_key, Some(StartKey::StartKeyOpen(b"k\x00".to_vec())));
         assert_eq!(range.end_key, None);
         assert_eq!(rest.get_routing_header(), "table_name=projects%2Fp%2Finstances%2Fi%2Ftables%2Ft&app_profile_id=");
+    }
+
+    #[test]
+    fn the_count_is_cut_into_ranges_at_sampled_keys_that_cover_the_table_once() {
+        let samples: Vec<Vec<u8>> = ["k9", "k1", "", "k5", "k3", "k5", "k7"].iter().map(|k| k.as_bytes().to_vec()).collect();
+        let cuts = split_points(samples.clone(), 3);
+        assert_eq!(cuts, vec![b"k3".to_vec(), b"k7".to_vec()], "evenly spaced among k1 k3 k5 k7 k9");
+        assert!(split_points(samples.clone(), 1).is_empty());
+        assert_eq!(split_points(samples, 100).len(), 5, "no more cuts than distinct keys");
+        // First range: from the start, up to (not including) the first cut.
+        let first = count_request("t", None, Some(b"k3"), None);
+        let r = &first.rows.as_ref().expect("a row set").row_ranges[0];
+        assert_eq!((r.start_key.as_ref(), r.end_key.as_ref()), (None, Some(&EndKey::EndKeyOpen(b"k3".to_vec()))));
+        // A middle range includes its first key, and keeps its end when resumed.
+        let mid = count_request("t", Some(b"k3"), Some(b"k7"), None);
+        assert_eq!(mid.rows.as_ref().expect("rows").row_ranges[0].start_key, Some(StartKey::StartKeyClosed(b"k3".to_vec())));
+        let resumed = count_request("t", Some(b"k3"), Some(b"k7"), Some(b"k4"));
+        let r = &resumed.rows.as_ref().expect("rows").row_ranges[0];
+        assert_eq!((r.start_key.as_ref(), r.end_key.as_ref()), (Some(&StartKey::StartKeyOpen(b"k4".to_vec())), Some(&EndKey::EndKeyOpen(b"k7".to_vec()))));
     }
 }
