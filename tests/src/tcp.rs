@@ -26,16 +26,17 @@ impl TcpCutter {
     /// Forwards to `upstream` (`host:port`); each connection is reset after `cut_after`
     /// client bytes, except the first `spared` connections, which are left whole.
     pub async fn start(upstream: &str, cut_after: usize, spared: usize) -> TcpCutter {
-        TcpCutter::run(upstream, cut_after, spared, false).await
+        TcpCutter::run(upstream, cut_after, spared, usize::MAX, false).await
     }
 
     /// Like [`TcpCutter::start`], but a cut connection stalls: from then on nothing
     /// passes, and the server side is closed only once the client has closed its side.
-    pub async fn stalling(upstream: &str, stall_after: usize, spared: usize) -> TcpCutter {
-        TcpCutter::run(upstream, stall_after, spared, true).await
+    /// Only the first `times` connections to reach `stall_after` stall.
+    pub async fn stalling(upstream: &str, stall_after: usize, times: usize) -> TcpCutter {
+        TcpCutter::run(upstream, stall_after, 0, times, true).await
     }
 
-    async fn run(upstream: &str, cut_after: usize, spared: usize, stall: bool) -> TcpCutter {
+    async fn run(upstream: &str, cut_after: usize, spared: usize, max_cuts: usize, stall: bool) -> TcpCutter {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind tcp proxy");
         let addr = listener.local_addr().expect("addr").to_string();
         let cuts = Arc::new(AtomicUsize::new(0));
@@ -66,8 +67,8 @@ impl TcpCutter {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
-                        if cut && sent + n > cut_after {
-                            counted.fetch_add(1, Ordering::SeqCst);
+                        if cut && sent + n > cut_after && counted.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| (c < max_cuts).then_some(c + 1)).is_ok()
+                        {
                             if stall {
                                 // Nothing more reaches the server, so it has nothing more
                                 // to say; the client's side stays open until it leaves.

@@ -87,23 +87,45 @@ pub fn bigtable_rows_per_request(max_cells_per_row: usize) -> usize {
     (BIGTABLE_MAX_MUTATIONS / (max_cells_per_row + 1).max(1)).max(1)
 }
 
-/// Additive-increase/multiplicative-decrease batch size: grows while throughput rises
-/// and latency holds, halves on aborts, timeouts and throttling. One per writer.
+/// A batch size found by measuring throughput, one per writer, so that nobody has to
+/// learn a target's best batch by hand. From `start` it doubles while each size's
+/// throughput (rows per second over [`AdaptiveBatch::SAMPLES`] batches) beats the best
+/// so far by more than [`AdaptiveBatch::GAIN`]; when a step stops paying, it tries
+/// halving from the best size, and then settles on the best size it measured. An abort,
+/// timeout or throttle halves the size and searches again from there, upwards only if
+/// that pays. Never below `min` or above `max` (the service limit).
 #[derive(Debug, Clone)]
 pub struct AdaptiveBatch {
     size: usize,
     min: usize,
     max: usize,
-    best_rows_per_sec: f64,
-    best_latency_secs: f64,
+    /// The best size measured and its rows per second.
+    best: Option<(usize, f64)>,
+    search: Search,
+    /// The current size's measurement so far.
+    rows: usize,
+    secs: f64,
+    batches: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Search {
+    Up { then_down: bool },
+    Down,
+    Settled,
 }
 
 impl AdaptiveBatch {
+    /// Batches measured at each size before it is judged.
+    pub const SAMPLES: u32 = 2;
+    /// How much faster a size must be than the best so far to count as better.
+    pub const GAIN: f64 = 1.05;
+
     /// Starts at `start` rows, never above `max` (the service limit) or below `min`.
     pub fn new(start: usize, min: usize, max: usize) -> Self {
         let max = max.max(1);
         let min = min.clamp(1, max);
-        AdaptiveBatch { size: start.clamp(min, max), min, max, best_rows_per_sec: 0.0, best_latency_secs: f64::INFINITY }
+        AdaptiveBatch { size: start.clamp(min, max), min, max, best: None, search: Search::Up { then_down: true }, rows: 0, secs: 0.0, batches: 0 }
     }
 
     pub fn size(&self) -> usize {
@@ -112,19 +134,49 @@ impl AdaptiveBatch {
 
     /// Records a successful batch of `rows` that took `secs`.
     pub fn success(&mut self, rows: usize, secs: f64) {
-        let secs = secs.max(1e-6);
-        let rate = rows as f64 / secs;
-        let latency_holds = secs <= self.best_latency_secs * 2.0 || self.best_latency_secs.is_infinite();
-        if rate >= self.best_rows_per_sec * 0.95 && latency_holds {
-            self.size = (self.size + (self.size / 4).max(1)).min(self.max);
+        if self.search == Search::Settled {
+            return;
         }
-        self.best_rows_per_sec = self.best_rows_per_sec.max(rate);
-        self.best_latency_secs = self.best_latency_secs.min(secs);
+        self.rows += rows;
+        self.secs += secs.max(1e-6);
+        self.batches += 1;
+        if self.batches < Self::SAMPLES {
+            return;
+        }
+        let rate = self.rows as f64 / self.secs;
+        (self.rows, self.secs, self.batches) = (0, 0.0, 0);
+        let better = self.best.is_none_or(|(_, best)| rate > best * Self::GAIN);
+        if better {
+            self.best = Some((self.size, rate));
+            let next = match self.search {
+                Search::Up { .. } => (self.size * 2).min(self.max),
+                _ => (self.size / 2).max(self.min),
+            };
+            if next == self.size {
+                self.search = Search::Settled;
+            }
+            self.size = next;
+            return;
+        }
+        let best = self.best.map_or(self.size, |(size, _)| size);
+        match self.search {
+            Search::Up { then_down: true } if best / 2 >= self.min && best / 2 < best => {
+                self.search = Search::Down;
+                self.size = best / 2;
+            }
+            _ => {
+                self.search = Search::Settled;
+                self.size = best;
+            }
+        }
     }
 
-    /// Records an abort, timeout or throttle: halve.
+    /// Records an abort, timeout or throttle: halve, and search again from there.
     pub fn backoff(&mut self) {
         self.size = (self.size / 2).max(self.min);
+        self.best = None;
+        self.search = Search::Up { then_down: false };
+        (self.rows, self.secs, self.batches) = (0, 0.0, 0);
     }
 }
 
@@ -446,24 +498,49 @@ mod tests {
         assert!(rows * 100 <= BIGTABLE_MAX_MUTATIONS);
     }
 
+    /// Feeds `b` batches whose throughput is `rate(size)` until it settles; returns the
+    /// sizes it tried, in order.
+    fn search(b: &mut AdaptiveBatch, rate: impl Fn(usize) -> f64) -> Vec<usize> {
+        let mut tried = vec![b.size()];
+        for _ in 0..100 {
+            let n = b.size();
+            b.success(n, n as f64 / rate(n));
+            if b.size() != *tried.last().expect("one") {
+                tried.push(b.size());
+            }
+        }
+        tried
+    }
+
     #[test]
-    fn adaptive_batch_grows_while_faster_and_halves_on_throttle() {
+    fn adaptive_batch_finds_the_fastest_size_above_or_below_its_start() {
+        // Fastest at 400 rows (as Spanner's emulator is at a few hundred).
+        let peak = |n: usize| 10_000.0 - (n as f64 - 400.0).abs() * 2.0;
+        let mut b = AdaptiveBatch::new(2_500, 1, 10_000);
+        let tried = search(&mut b, peak);
+        assert_eq!(tried, vec![2_500, 5_000, 1_250, 625, 312, 625], "up, back down from the best, settle on it");
+        assert_eq!(b.size(), 625, "within a factor of two of the peak");
+        // Rising all the way: it stops at the service limit.
+        let mut b = AdaptiveBatch::new(100, 1, 1_000);
+        search(&mut b, |n| n as f64 * 10.0);
+        assert_eq!(b.size(), 1_000, "never above the service limit");
+        // Flat: no size is worth changing for.
+        let mut b = AdaptiveBatch::new(100, 1, 1_000);
+        assert_eq!(search(&mut b, |_| 5_000.0), vec![100, 200, 50, 100]);
+    }
+
+    #[test]
+    fn adaptive_batch_halves_on_throttle_and_searches_only_upwards_again() {
         let mut b = AdaptiveBatch::new(100, 10, 1000);
-        b.success(100, 1.0);
-        assert_eq!(b.size(), 125);
-        b.success(125, 1.0); // 125 rows/s, faster: grow
-        assert_eq!(b.size(), 156);
-        b.success(156, 10.0); // much slower: hold
-        assert_eq!(b.size(), 156);
         b.backoff();
-        assert_eq!(b.size(), 78);
+        assert_eq!(b.size(), 50);
         for _ in 0..10 {
             b.backoff();
         }
-        assert_eq!(b.size(), 10);
-        let mut top = AdaptiveBatch::new(900, 1, 1000);
-        top.success(900, 0.1);
-        assert_eq!(top.size(), 1000, "never above the service limit");
+        assert_eq!(b.size(), 10, "never below the minimum");
+        // After a throttle, a size that does not pay is left at once.
+        let tried = search(&mut b, |_| 1_000.0);
+        assert_eq!(tried, vec![10, 20, 10]);
     }
 
     #[test]
