@@ -18,6 +18,11 @@ fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
 
+/// The `host:port` of a PostgreSQL URL, for a TCP proxy to stand in for.
+fn pg_server(url: &str) -> String {
+    url.split('@').nth(1).and_then(|r| r.split('/').next()).expect("host:port in the stack's PostgreSQL URL").to_string()
+}
+
 fn tmp_log(name: &str) -> std::path::PathBuf {
     crossdock_tests::tmp_log("crossdock-fault-tests", name)
 }
@@ -187,7 +192,7 @@ async fn a_noisy_network_loses_and_duplicates_nothing_from_export_to_verify() {
     // into Spanner; then verify. All read GCS through the same faults, and reach their
     // target through a TCP proxy that resets each connection after 256 KiB.
     let pg_url = crossdock_tests::stack_var("CROSSDOCK_PG_URL");
-    let pg_server = pg_url.split('@').nth(1).and_then(|r| r.split('/').next()).expect("host:port").to_string();
+    let pg_server = pg_server(&pg_url);
     let pg_cut = TcpCutter::start(&pg_server, 256 << 10, 0).await;
     let bt_cut = TcpCutter::start(&crossdock_tests::stack_var("BIGTABLE_EMULATOR_HOST"), 256 << 10, 0).await;
     let sp_cut = TcpCutter::start(&crossdock_tests::stack_var("SPANNER_EMULATOR_HOST"), 256 << 10, 0).await;
@@ -244,8 +249,7 @@ async fn a_load_whose_postgres_connections_are_reset_ends_with_exactly_its_rows(
     let table = crossdock_tests::unique_ident("pgr");
     let export = write_export(&bucket.client, &bucket.name, "b", schema(&table, false, true), wide_items(ROWS, 4, false), 8, Codec::Zstd).await;
     let pg = TempPgSchema::new("pgreset").await;
-    let url = crossdock_tests::stack_var("CROSSDOCK_PG_URL");
-    let server = url.split('@').nth(1).and_then(|r| r.split('/').next()).expect("host:port in the stack's PostgreSQL URL").to_string();
+    let server = pg_server(&crossdock_tests::stack_var("CROSSDOCK_PG_URL"));
     let cutter = crossdock_tests::tcp::TcpCutter::start(&server, 256 << 10, 0).await;
     let dir = work_dir("pgreset");
     let pipeline = dir.join("pipeline.toml");
@@ -273,8 +277,7 @@ async fn a_load_whose_postgres_connection_stalls_abandons_it_and_ends_with_exact
     let table = crossdock_tests::unique_ident("pgs");
     let export = write_export(&bucket.client, &bucket.name, "b", schema(&table, false, true), wide_items(ROWS, 4, false), 4, Codec::Zstd).await;
     let pg = TempPgSchema::new("pgstall").await;
-    let url = crossdock_tests::stack_var("CROSSDOCK_PG_URL");
-    let server = url.split('@').nth(1).and_then(|r| r.split('/').next()).expect("host:port in the stack's PostgreSQL URL").to_string();
+    let server = pg_server(&crossdock_tests::stack_var("CROSSDOCK_PG_URL"));
     // One writer, so one connection carries the table's set-up and then its batches:
     // it stalls mid-COPY once it has carried 128 KiB, and only it.
     let cutter = crossdock_tests::tcp::TcpCutter::stalling(&server, 128 << 10, 1).await;
