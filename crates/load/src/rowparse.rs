@@ -7,8 +7,12 @@
 //! anything else (a reject, a repeated name, a value of another type) returns `None`
 //! and the caller takes the checked path, which also gives the reason.
 
-use crate::schema::{stored_json, stored_text, to_decimal_text, to_float, to_int, to_numeric, Cell, Column, ColumnType, Row, TableModel, TargetKind};
+use crate::schema::{
+    pg_escape, pg_needs_escape, stored_json, stored_text, to_decimal_text, to_float, to_int, to_numeric, Cell, Column, ColumnType, Row, TableModel, TargetKind,
+};
+use crate::sink::pgcopy;
 use base64::Engine as _;
+use bytes::{BufMut as _, BytesMut};
 use crossdock_core::item::{parse_attrs_with, validate_number, AttributeValue, Text};
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use std::collections::HashMap;
@@ -16,6 +20,12 @@ use std::fmt;
 
 /// Parses lines into rows of one model.
 pub struct RowParser<'m> {
+    lookup: Lookup<'m>,
+    copy: CopyFields,
+}
+
+/// Finds each attribute's column.
+struct Lookup<'m> {
     model: &'m TableModel,
     columns: HashMap<&'m str, usize>,
     /// The column of each position in the last line: lines of one export mostly list
@@ -23,19 +33,61 @@ pub struct RowParser<'m> {
     order: Vec<usize>,
 }
 
+impl Lookup<'_> {
+    fn column(&mut self, at: usize, name: &str) -> Option<usize> {
+        match self.order.get(at) {
+            Some(&i) if self.model.columns[i].attribute == name => Some(i),
+            _ => {
+                let &i = self.columns.get(name)?;
+                self.order.truncate(at);
+                self.order.push(i);
+                Some(i)
+            }
+        }
+    }
+}
+
 impl<'m> RowParser<'m> {
     pub fn new(model: &'m TableModel) -> Self {
-        RowParser { model, columns: model.columns.iter().enumerate().map(|(i, c)| (c.attribute.as_str(), i)).collect(), order: Vec::new() }
+        let columns = model.columns.iter().enumerate().map(|(i, c)| (c.attribute.as_str(), i)).collect();
+        RowParser { lookup: Lookup { model, columns, order: Vec::new() }, copy: CopyFields::default() }
     }
 
     /// The row of `line`, or `None` when the checked path must decide.
     pub fn parse(&mut self, line: &str) -> Option<Row> {
-        let cells = parse_attrs_with(line, AttrsSeed(self))?;
-        if self.model.columns.iter().zip(&cells).any(|(c, cell)| c.key && cell.is_none()) {
+        let model = self.lookup.model;
+        let cells = parse_attrs_with(line, AttrsSeed { lookup: &mut self.lookup, values: Cells(vec![None; model.columns.len()]) })?.0;
+        if model.columns.iter().zip(&cells).any(|(c, cell)| c.key && cell.is_none()) {
             return None;
         }
         // Collected in place: the cells' allocation becomes the row's.
         Some(cells.into_iter().map(|c| c.unwrap_or(Cell::Null)).collect())
+    }
+
+    /// Appends the binary COPY tuple of `line` to `out` (exactly the bytes
+    /// [`pgcopy::put_row`] writes for the row [`RowParser::parse`] returns); `false`,
+    /// with `out` unchanged, when the checked path must decide. For a PostgreSQL model.
+    pub fn parse_copy(&mut self, line: &str, out: &mut BytesMut) -> bool {
+        let model = self.lookup.model;
+        self.copy.bytes.clear();
+        self.copy.spans.clear();
+        self.copy.spans.resize(model.columns.len(), None);
+        if parse_attrs_with(line, AttrsSeed { lookup: &mut self.lookup, values: &mut self.copy }).is_none() {
+            return false;
+        }
+        let CopyFields { bytes, spans } = &self.copy;
+        if model.columns.iter().zip(spans).any(|(c, span)| c.key && span.is_none()) {
+            return false;
+        }
+        out.put_i16(model.columns.len() as i16);
+        for span in spans {
+            match span {
+                // The field's length is part of its span.
+                Some(r) => out.put_slice(&bytes[r.clone()]),
+                None => out.put_i32(-1),
+            }
+        }
+        true
     }
 }
 
@@ -43,42 +95,71 @@ fn fail<E: serde::de::Error>() -> E {
     E::custom("")
 }
 
-struct AttrsSeed<'p, 'm>(&'p mut RowParser<'m>);
+/// What a parse does with each attribute's value.
+trait Values {
+    /// Reads the value of column `i` from `map`; an error if the column had one.
+    fn take<'de, A: MapAccess<'de>>(&mut self, map: &mut A, i: usize, column: &Column, target: TargetKind) -> Result<(), A::Error>;
+}
 
-impl<'de> DeserializeSeed<'de> for AttrsSeed<'_, '_> {
-    type Value = Vec<Option<Cell>>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+/// Keeps each value as a cell.
+struct Cells(Vec<Option<Cell>>);
+
+impl Values for Cells {
+    fn take<'de, A: MapAccess<'de>>(&mut self, map: &mut A, i: usize, column: &Column, target: TargetKind) -> Result<(), A::Error> {
+        let cell = map.next_value_seed(CellSeed { column, target })?;
+        match self.0[i].replace(cell) {
+            None => Ok(()),
+            Some(_) => Err(fail()),
+        }
+    }
+}
+
+/// Encodes each value as a binary COPY field (length and value) into one buffer, in the
+/// line's order; `spans` says where each column's field is.
+#[derive(Default)]
+struct CopyFields {
+    bytes: BytesMut,
+    spans: Vec<Option<std::ops::Range<usize>>>,
+}
+
+impl Values for &mut CopyFields {
+    fn take<'de, A: MapAccess<'de>>(&mut self, map: &mut A, i: usize, column: &Column, target: TargetKind) -> Result<(), A::Error> {
+        if self.spans[i].is_some() {
+            return Err(fail());
+        }
+        let at = self.bytes.len();
+        map.next_value_seed(CopySeed { column, target, out: &mut self.bytes })?;
+        self.spans[i] = Some(at..self.bytes.len());
+        Ok(())
+    }
+}
+
+struct AttrsSeed<'p, 'm, V> {
+    lookup: &'p mut Lookup<'m>,
+    values: V,
+}
+
+impl<'de, V: Values> DeserializeSeed<'de> for AttrsSeed<'_, '_, V> {
+    type Value = V;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<V, D::Error> {
         de.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for AttrsSeed<'_, '_> {
-    type Value = Vec<Option<Cell>>;
+impl<'de, V: Values> Visitor<'de> for AttrsSeed<'_, '_, V> {
+    type Value = V;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an attribute map")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let p = self.0;
-        let mut cells: Vec<Option<Cell>> = std::iter::repeat_with(|| None).take(p.model.columns.len()).collect();
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<V, A::Error> {
         let mut at = 0;
         while let Some(name) = map.next_key::<Text<'de>>()? {
-            let name = name.0.as_ref();
-            let i = match p.order.get(at) {
-                Some(&i) if p.model.columns[i].attribute == name => i,
-                _ => {
-                    let &i = p.columns.get(name).ok_or_else(fail)?;
-                    p.order.truncate(at);
-                    p.order.push(i);
-                    i
-                }
-            };
+            let i = self.lookup.column(at, name.0.as_ref()).ok_or_else(fail)?;
             at += 1;
-            let cell = map.next_value_seed(CellSeed { column: &p.model.columns[i], target: p.model.target })?;
-            if cells[i].replace(cell).is_some() {
-                return Err(fail());
-            }
+            let model = self.lookup.model;
+            self.values.take(&mut map, i, &model.columns[i], model.target)?;
         }
-        Ok(cells)
+        Ok(self.values)
     }
 }
 
@@ -107,53 +188,120 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Cell, A::Error> {
         let tag: Text<'de> = map.next_key()?.ok_or_else(fail)?;
-        let number = |n: &str| validate_number(n).map_err(|_| fail::<A::Error>());
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).map_err(|_| fail::<A::Error>());
-        let ok = |r: Result<Cell, String>| r.map_err(|_| fail::<A::Error>());
-        let cell = match (self.column.ty, tag.0.as_ref()) {
-            (ColumnType::String, "S") => Cell::Str(stored_text(self.target, map.next_value()?)),
-            (ColumnType::Bool, "BOOL") => Cell::Bool(map.next_value()?),
-            (ColumnType::Bytes, "B") => Cell::Bytes(b64(&map.next_value::<Text<'de>>()?.0)?),
-            (ColumnType::Int64, "N") => {
-                let n = map.next_value::<Text<'de>>()?;
-                number(&n.0)?;
-                ok(to_int(&n.0).map(Cell::Int))?
+        typed_cell(self.column, self.target, &tag.0, &mut map)
+    }
+}
+
+/// The rest of a typed value whose type tag has been read, as a cell of `column`'s
+/// type; an error for a tag the column does not take.
+fn typed_cell<'de, A: MapAccess<'de>>(column: &Column, target: TargetKind, tag: &str, map: &mut A) -> Result<Cell, A::Error> {
+    let number = |n: &str| validate_number(n).map_err(|_| fail::<A::Error>());
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).map_err(|_| fail::<A::Error>());
+    let ok = |r: Result<Cell, String>| r.map_err(|_| fail::<A::Error>());
+    let cell = match (column.ty, tag) {
+        (ColumnType::String, "S") => Cell::Str(stored_text(target, map.next_value()?)),
+        (ColumnType::Bool, "BOOL") => Cell::Bool(map.next_value()?),
+        (ColumnType::Bytes, "B") => Cell::Bytes(b64(&map.next_value::<Text<'de>>()?.0)?),
+        (ColumnType::Int64, "N") => {
+            let n = map.next_value::<Text<'de>>()?;
+            number(&n.0)?;
+            ok(to_int(&n.0).map(Cell::Int))?
+        }
+        (ColumnType::Float64, "N") => {
+            let n = map.next_value::<Text<'de>>()?;
+            number(&n.0)?;
+            ok(to_float(&n.0).map(Cell::Float))?
+        }
+        (ColumnType::Numeric, "N") => {
+            let n: String = map.next_value()?;
+            number(&n)?;
+            ok(to_numeric(target, n).map(Cell::Num))?
+        }
+        (ColumnType::DecimalText, "N") => {
+            let n = map.next_value::<Text<'de>>()?;
+            number(&n.0)?;
+            ok(to_decimal_text(&n.0).map(Cell::Num))?
+        }
+        (ColumnType::StringArray, "SS") => Cell::StrArr(map.next_value::<Vec<String>>()?.into_iter().map(|s| stored_text(target, s)).collect()),
+        (ColumnType::BytesArray, "BS") => Cell::BytesArr(map.next_value::<Vec<Text<'de>>>()?.iter().map(|s| b64(&s.0)).collect::<Result<_, _>>()?),
+        (ColumnType::Int64Array | ColumnType::Float64Array | ColumnType::NumericArray | ColumnType::DecimalTextArray, "NS") => {
+            let ns: Vec<String> = map.next_value()?;
+            for n in &ns {
+                number(n)?;
             }
-            (ColumnType::Float64, "N") => {
-                let n = map.next_value::<Text<'de>>()?;
-                number(&n.0)?;
-                ok(to_float(&n.0).map(Cell::Float))?
+            match column.ty {
+                ColumnType::Int64Array => Cell::IntArr(ns.iter().map(|n| to_int(n)).collect::<Result<_, _>>().map_err(|_| fail::<A::Error>())?),
+                ColumnType::Float64Array => Cell::FloatArr(ns.iter().map(|n| to_float(n)).collect::<Result<_, _>>().map_err(|_| fail::<A::Error>())?),
+                ColumnType::DecimalTextArray => Cell::NumArr(ns.iter().map(|n| to_decimal_text(n)).collect::<Result<_, _>>().map_err(|_| fail::<A::Error>())?),
+                _ => Cell::NumArr(ns.into_iter().map(|n| to_numeric(target, n)).collect::<Result<_, _>>().map_err(|_| fail::<A::Error>())?),
             }
-            (ColumnType::Numeric, "N") => {
-                let n: String = map.next_value()?;
-                number(&n)?;
-                ok(to_numeric(self.target, n).map(Cell::Num))?
-            }
-            (ColumnType::DecimalText, "N") => {
-                let n = map.next_value::<Text<'de>>()?;
-                number(&n.0)?;
-                ok(to_decimal_text(&n.0).map(Cell::Num))?
-            }
-            (ColumnType::StringArray, "SS") => Cell::StrArr(map.next_value::<Vec<String>>()?.into_iter().map(|s| stored_text(self.target, s)).collect()),
-            (ColumnType::BytesArray, "BS") => Cell::BytesArr(map.next_value::<Vec<Text<'de>>>()?.iter().map(|s| b64(&s.0)).collect::<Result<_, _>>()?),
-            (ColumnType::Int64Array | ColumnType::Float64Array | ColumnType::NumericArray | ColumnType::DecimalTextArray, "NS") => {
-                let ns: Vec<String> = map.next_value()?;
-                for n in &ns {
-                    number(n)?;
-                }
-                match self.column.ty {
-                    ColumnType::Int64Array => Cell::IntArr(ns.iter().map(|n| to_int(n)).collect::<Result<_, _>>().map_err(|_| fail::<A::Error>())?),
-                    ColumnType::Float64Array => Cell::FloatArr(ns.iter().map(|n| to_float(n)).collect::<Result<_, _>>().map_err(|_| fail::<A::Error>())?),
-                    ColumnType::DecimalTextArray => {
-                        Cell::NumArr(ns.iter().map(|n| to_decimal_text(n)).collect::<Result<_, _>>().map_err(|_| fail::<A::Error>())?)
-                    }
-                    _ => Cell::NumArr(ns.into_iter().map(|n| to_numeric(self.target, n)).collect::<Result<_, _>>().map_err(|_| fail::<A::Error>())?),
-                }
-            }
-            _ => return Err(fail()),
+        }
+        _ => return Err(fail()),
+    };
+    match map.next_key::<IgnoredAny>()? {
+        None => Ok(cell),
+        Some(_) => Err(fail()),
+    }
+}
+
+/// One typed value encoded as a binary COPY field (length, then value) of `column`'s
+/// type: strings and numbers of the common column types straight from the line's
+/// text, everything else through its cell.
+struct CopySeed<'c, 'o> {
+    column: &'c Column,
+    target: TargetKind,
+    out: &'o mut BytesMut,
+}
+
+impl<'de> DeserializeSeed<'de> for CopySeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        if self.column.ty == ColumnType::Json {
+            let cell = CellSeed { column: self.column, target: self.target }.deserialize(de)?;
+            return pgcopy::put_field(&cell, self.column.ty, self.out).map_err(|_| fail());
+        }
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CopySeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a typed value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let tag: Text<'de> = map.next_key()?.ok_or_else(fail)?;
+        let number = |map: &mut A| -> Result<Text<'de>, A::Error> {
+            let n: Text<'de> = map.next_value()?;
+            validate_number(&n.0).map_err(|_| fail::<A::Error>())?;
+            Ok(n)
         };
+        let out = self.out;
+        let at = out.len();
+        out.put_i32(0);
+        match (self.column.ty, tag.0.as_ref()) {
+            (ColumnType::String, "S") => {
+                let s: Text<'de> = map.next_value()?;
+                if pg_needs_escape(&s.0) {
+                    out.put_slice(pg_escape(s.0.into_owned()).as_bytes());
+                } else {
+                    out.put_slice(s.0.as_bytes());
+                }
+            }
+            (ColumnType::Int64, "N") => out.put_i64(to_int(&number(&mut map)?.0).map_err(|_| fail())?),
+            (ColumnType::Float64, "N") => out.put_f64(to_float(&number(&mut map)?.0).map_err(|_| fail())?),
+            (ColumnType::Numeric, "N") => pgcopy::put_numeric(&number(&mut map)?.0, out).map_err(|_| fail())?,
+            (ColumnType::Bool, "BOOL") => out.put_u8(map.next_value::<bool>()?.into()),
+            (ty, tag) => {
+                let cell = typed_cell(self.column, self.target, tag, &mut map)?;
+                out.truncate(at);
+                return pgcopy::put_field(&cell, ty, out).map_err(|_| fail());
+            }
+        }
+        let len = (out.len() - at - 4) as i32;
+        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
         match map.next_key::<IgnoredAny>()? {
-            None => Ok(cell),
+            None => Ok(()),
             Some(_) => Err(fail()),
         }
     }
@@ -178,6 +326,24 @@ mod tests {
         }
     }
 
+    /// The COPY tuple of a line is the tuple of the row the checked path builds, and the
+    /// fast paths take the same lines.
+    #[test]
+    fn copy_tuples_equal_the_checked_rows_encoded() {
+        let m = TableModel::infer(TargetKind::Postgres, &schema(), &stats(), None).expect("model");
+        let mut p = RowParser::new(&m);
+        for l in LINES.iter().chain(LINES.iter().rev()) {
+            let checked = m.into_row(parse_line(l, 1).expect("valid")).expect("converts");
+            let mut expected = BytesMut::new();
+            pgcopy::put_row(&m, &checked, &mut expected).expect("encodes");
+            let mut out = BytesMut::from(&b"before"[..]);
+            assert_eq!(p.parse_copy(l, &mut out), p.parse(l).is_some(), "{l}");
+            if out.len() > 6 {
+                assert_eq!(&out[6..], &expected[..], "{l}");
+            }
+        }
+    }
+
     #[test]
     fn anything_doubtful_takes_the_checked_path() {
         let m = TableModel::infer(TargetKind::Postgres, &schema(), &stats(), None).expect("model");
@@ -196,6 +362,9 @@ mod tests {
             r#"{"Item":{"pk":{"S":"a"#,
         ] {
             assert_eq!(p.parse(line), None, "{line}");
+            let mut out = BytesMut::from(&b"kept"[..]);
+            assert!(!p.parse_copy(line, &mut out), "{line}");
+            assert_eq!(&out[..], b"kept");
         }
     }
 }

@@ -6,10 +6,10 @@ use crate::compare::Comparison;
 pub use crate::compare::VerifyReport;
 use crate::error::LoadError;
 use crate::events;
-use crate::feed::{self, Msg};
+use crate::feed::{self, Msg, Rows};
 use crate::marker::{read_part, Marker};
 use crate::progress::{self, FileProgress, FileStatus, Reject};
-use crate::schema::{Row, TableModel, TargetKind};
+use crate::schema::{TableModel, TargetKind};
 use crate::sink::{BatchLimits, Target};
 use crossdock_core::item::parse_line;
 use crossdock_core::marker::{LoadedRecord, MarkerFile};
@@ -17,6 +17,7 @@ use crossdock_core::pipeline::{BatchConfig, Pipeline, TargetConfig};
 use crossdock_core::retry::{self, Policy};
 use crossdock_core::routing::Route;
 use crossdock_core::sizing::AdaptiveBatch;
+use futures::future::Either;
 use futures::{StreamExt as _, TryStreamExt as _};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -251,7 +252,7 @@ struct Writing<'a, T: Target> {
 
 struct Source {
     rx: tokio::sync::mpsc::Receiver<Msg>,
-    current: Option<(usize, std::vec::IntoIter<Row>)>,
+    current: Option<(usize, Rows)>,
     /// Why the feed ended early (a file missing or corrupt, too many rejects). The
     /// writers finish the batches they hold first, so earlier files still complete.
     failure: Option<LoadError>,
@@ -300,7 +301,10 @@ impl<T: Target> Writing<'_, T> {
                     budget.take(n as u64).await;
                 }
                 let t0 = Instant::now();
-                let write = self.target.write_batch(self.model, &batch[done..done + n]);
+                let write = match &batch {
+                    Rows::Cells(rows) => Either::Left(self.target.write_batch(self.model, &rows.as_slice()[done..done + n])),
+                    Rows::Copy(rows) => Either::Right(self.target.write_copy(self.model, rows.slice(done..done + n))),
+                };
                 match crate::sink::within(Duration::from_secs(plan.write_timeout_secs), self.model.target, "write batch", &self.model.name, write).await {
                     Ok(()) => {
                         let secs = t0.elapsed().as_secs_f64();
@@ -337,11 +341,11 @@ impl<T: Target> Writing<'_, T> {
     }
 
     /// Up to `n` rows of one file; `None` when every file has been handed out.
-    async fn next_batch(&self, n: usize) -> Result<Option<(usize, Vec<Row>)>, LoadError> {
+    async fn next_batch(&self, n: usize) -> Result<Option<(usize, Rows)>, LoadError> {
         let mut src = self.source.lock().await;
         loop {
             if let Some((file, rows)) = &mut src.current {
-                let batch: Vec<Row> = rows.by_ref().take(n).collect();
+                let batch = rows.take_front(n);
                 if !batch.is_empty() {
                     return Ok(Some((*file, batch)));
                 }
@@ -382,7 +386,7 @@ impl<T: Target> Writing<'_, T> {
                     if complete {
                         self.complete(file).await?;
                     }
-                    src.current = Some((file, rows.into_iter()));
+                    src.current = Some((file, rows));
                 }
             }
         }
@@ -641,7 +645,7 @@ async fn write_files<T: Target>(
         w.source.lock().await.rx.close();
         r
     };
-    let ((), written) = futures::join!(feed::produce(marker, todo, std::sync::Arc::new(model.clone()), tx, stop), writers);
+    let ((), written) = futures::join!(feed::produce(marker, todo, std::sync::Arc::new(model.clone()), target.takes_copy(), tx, stop), writers);
     // Files that did finish keep their records even when the load failed, so a rerun
     // skips them.
     let recording = std::mem::take(&mut *w.recording.lock().map_err(poisoned)?);

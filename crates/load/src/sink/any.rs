@@ -4,6 +4,7 @@
 use super::bigtable::BigtableTarget;
 #[cfg(any(test, feature = "testing"))]
 use super::memory::MemoryTarget;
+use super::pgcopy::CopyRows;
 use super::postgres::PostgresTarget;
 use super::spanner::SpannerTarget;
 use super::{BatchLimits, CallStats, Target};
@@ -69,6 +70,12 @@ impl Target for AnyTarget {
     }
     async fn write_batch(&self, model: &TableModel, rows: &[Row]) -> Result<(), LoadError> {
         each!(self, |t| t.write_batch(model, rows).await)
+    }
+    fn takes_copy(&self) -> bool {
+        each!(self, |t| t.takes_copy())
+    }
+    async fn write_copy(&self, model: &TableModel, rows: CopyRows) -> Result<(), LoadError> {
+        each!(self, |t| t.write_copy(model, rows).await)
     }
     async fn create_indexes(&self, model: &TableModel) -> Result<(), LoadError> {
         each!(self, |t| t.create_indexes(model).await)

@@ -6,6 +6,7 @@ pub mod any;
 pub mod bigtable;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
+pub mod pgcopy;
 pub mod pgtls;
 pub mod postgres;
 pub mod spanner;
@@ -116,6 +117,18 @@ pub trait Target: Send + Sync + 'static {
     fn add_columns(&self, model: &TableModel, columns: &[Column]) -> impl Future<Output = Result<(), LoadError>> + Send;
     /// Upserts rows (all or nothing per call). Retryable failures are marked so.
     fn write_batch(&self, model: &TableModel, rows: &[Row]) -> impl Future<Output = Result<(), LoadError>> + Send;
+    /// Whether the loader hands this target its rows as binary COPY tuples
+    /// ([`Target::write_copy`]) rather than as cells.
+    fn takes_copy(&self) -> bool {
+        false
+    }
+    /// [`Target::write_batch`] of rows already encoded as binary COPY tuples; only
+    /// called when [`Target::takes_copy`].
+    fn write_copy(&self, model: &TableModel, rows: pgcopy::CopyRows) -> impl Future<Output = Result<(), LoadError>> + Send {
+        let _ = rows;
+        let message = format!("{} does not take binary COPY rows", self.kind().name());
+        std::future::ready(Err(LoadError::Target { target: self.kind().name(), op: "write batch", table: model.name.clone(), message, retryable: false }))
+    }
     /// Creates the secondary indexes of the model (after the data is in); idempotent.
     fn create_indexes(&self, model: &TableModel) -> impl Future<Output = Result<(), LoadError>> + Send;
     fn count_rows(&self, model: &TableModel) -> impl Future<Output = Result<u64, LoadError>> + Send;

@@ -7,9 +7,9 @@
 //! conversion escapes U+0000, [`crate::schema::pg_escape`]) and are read back as stored;
 //! `TableModel::to_item` reverses the escape.
 
+use super::pgcopy::{CopyRows, HEADER, TRAILER};
 use super::pgtls::Tls;
 use super::{BatchLimits, CallStats, Target};
-use crate::decimal::Decimal;
 use crate::error::LoadError;
 use crate::schema::{compat_diff, Cell, Column, ColumnType, Row, TableModel, TargetKind};
 use bytes::BytesMut;
@@ -224,107 +224,6 @@ fn sql_type(t: ColumnType) -> &'static str {
     }
 }
 
-/// The binary COPY type of a column.
-fn copy_type(t: ColumnType) -> Type {
-    match t {
-        ColumnType::Int64 => Type::INT8,
-        ColumnType::Numeric => Type::NUMERIC,
-        ColumnType::Json => Type::JSONB,
-        ColumnType::String => Type::TEXT,
-        ColumnType::Float64 => Type::FLOAT8,
-        ColumnType::Bytes => Type::BYTEA,
-        ColumnType::Bool => Type::BOOL,
-        ColumnType::StringArray => Type::TEXT_ARRAY,
-        ColumnType::NumericArray => Type::NUMERIC_ARRAY,
-        ColumnType::Int64Array => Type::INT8_ARRAY,
-        ColumnType::Float64Array => Type::FLOAT8_ARRAY,
-        ColumnType::BytesArray => Type::BYTEA_ARRAY,
-        ColumnType::DecimalText => Type::TEXT,
-        ColumnType::DecimalTextArray => Type::TEXT_ARRAY,
-    }
-}
-
-/// Number text in PostgreSQL's binary NUMERIC form: base-10000 digit groups aligned
-/// on the decimal point, the weight of the first group, sign, and display scale.
-fn put_numeric(text: &str, out: &mut BytesMut) -> Result<(), String> {
-    use bytes::BufMut as _;
-    let d = Decimal::parse(text).ok_or_else(|| format!("{text:?} is not a number"))?;
-    if d.is_zero() {
-        out.put_slice(&[0; 8]);
-        return Ok(());
-    }
-    // Digit i stands for 10^(exp-1-i); group g holds the powers 4g … 4g+3.
-    let n = d.digits.len() as i64;
-    let first = (d.exp - 1).div_euclid(4);
-    let last = (d.exp - n).div_euclid(4);
-    let mut groups = vec![0i16; (first - last + 1) as usize];
-    for (i, &digit) in d.digits.iter().enumerate() {
-        let p = d.exp - 1 - i as i64;
-        groups[(first - p.div_euclid(4)) as usize] += i16::from(digit) * 10i16.pow(p.rem_euclid(4) as u32);
-    }
-    let weight = i16::try_from(first).map_err(|_| format!("number {text} is out of NUMERIC range"))?;
-    let scale =
-        u16::try_from(d.fraction_digits()).ok().filter(|s| *s <= 0x3FFF).ok_or_else(|| format!("number {text} has too many fraction digits for NUMERIC"))?;
-    out.put_i16(groups.len() as i16);
-    out.put_i16(weight);
-    out.put_u16(if d.negative { 0x4000 } else { 0 });
-    out.put_u16(scale);
-    for g in groups {
-        out.put_i16(g);
-    }
-    Ok(())
-}
-
-/// A number cell: NUMERIC (also an element of NUMERIC[]), or its text in a text
-/// column ([`ColumnType::DecimalText`], which the model never chooses on PostgreSQL
-/// since NUMERIC holds every DynamoDB number, but a column of it must still work).
-#[derive(Debug)]
-struct PgNumeric<'a>(&'a str);
-
-impl ToSql for PgNumeric<'_> {
-    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        if *ty == Type::TEXT {
-            return self.0.to_sql(ty, out);
-        }
-        put_numeric(self.0, out)?;
-        Ok(IsNull::No)
-    }
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::NUMERIC || *ty == Type::TEXT
-    }
-    to_sql_checked!();
-}
-
-/// A cell as a binary COPY value of its column's [`copy_type`].
-impl ToSql for Cell {
-    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        match self {
-            Cell::Null => Ok(IsNull::Yes),
-            Cell::Int(v) => v.to_sql(ty, out),
-            Cell::Num(v) => PgNumeric(v).to_sql(ty, out),
-            Cell::Json(v) => {
-                // jsonb's binary form: format version 1, then the text.
-                out.extend_from_slice(&[1]);
-                out.extend_from_slice(v.as_bytes());
-                Ok(IsNull::No)
-            }
-            Cell::Str(v) => v.as_str().to_sql(ty, out),
-            Cell::Float(v) => v.to_sql(ty, out),
-            Cell::Bytes(v) => v.as_slice().to_sql(ty, out),
-            Cell::Bool(v) => v.to_sql(ty, out),
-            Cell::StrArr(v) => v.to_sql(ty, out),
-            Cell::NumArr(v) => v.iter().map(|n| PgNumeric(n)).collect::<Vec<_>>().to_sql(ty, out),
-            Cell::IntArr(v) => v.to_sql(ty, out),
-            Cell::FloatArr(v) => v.to_sql(ty, out),
-            Cell::BytesArr(v) => v.to_sql(ty, out),
-        }
-    }
-    fn accepts(_: &Type) -> bool {
-        true
-    }
-    to_sql_checked!();
-}
-
 impl PostgresTarget {
     /// Connects (one connection now; writers open more as needed).
     pub async fn connect(url: &str, schema: &str) -> Result<PostgresTarget, LoadError> {
@@ -505,47 +404,18 @@ impl PostgresTarget {
         q(&format!("crossdock_stage_{}_{}", model.columns.len(), model.name))
     }
 
-    /// `rows` as one binary COPY payload (header, tuples, trailer), built without an
-    /// await per row; sent in 1 MiB messages.
-    fn encode(model: &TableModel, rows: &[Row]) -> Result<bytes::Bytes, LoadError> {
-        use bytes::BufMut as _;
-        let types: Vec<Type> = model.columns.iter().map(|c| copy_type(c.ty)).collect();
-        let per_row = (model.max_row_bytes as usize).clamp(16, 4096);
-        let mut buf = BytesMut::with_capacity(19 + rows.len() * per_row + 2);
-        buf.put_slice(b"PGCOPY\n\xff\r\n\0");
-        buf.put_i32(0); // flags
-        buf.put_i32(0); // header extension
-        for row in rows {
-            buf.put_i16(types.len() as i16);
-            for (cell, ty) in row.iter().zip(&types) {
-                let at = buf.len();
-                buf.put_i32(-1);
-                let encoded = cell.to_sql(ty, &mut buf).map_err(|e| LoadError::Target {
-                    target: "postgres",
-                    op: "encode",
-                    table: model.name.clone(),
-                    message: e.to_string(),
-                    retryable: false,
-                })?;
-                if let IsNull::No = encoded {
-                    let len = (buf.len() - at - 4) as i32;
-                    buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
-                }
-            }
-        }
-        buf.put_i16(-1);
-        Ok(buf.freeze())
-    }
-
-    async fn send_copy(sink: tokio_postgres::CopyInSink<bytes::Bytes>, payload: &bytes::Bytes) -> Result<(), tokio_postgres::Error> {
+    /// Header, `tuples` in 1 MiB messages, trailer.
+    async fn send_copy(sink: tokio_postgres::CopyInSink<bytes::Bytes>, tuples: &bytes::Bytes) -> Result<(), tokio_postgres::Error> {
         use futures::SinkExt as _;
         pin_mut!(sink);
+        sink.feed(bytes::Bytes::from_static(HEADER)).await?;
         let mut at = 0;
-        while at < payload.len() {
-            let end = (at + (1 << 20)).min(payload.len());
-            sink.feed(payload.slice(at..end)).await?;
+        while at < tuples.len() {
+            let end = (at + (1 << 20)).min(tuples.len());
+            sink.feed(tuples.slice(at..end)).await?;
             at = end;
         }
+        sink.feed(bytes::Bytes::from_static(TRAILER)).await?;
         sink.as_mut().finish().await?;
         Ok(())
     }
@@ -556,9 +426,9 @@ impl PostgresTarget {
 
     /// The fast path: COPY straight into the table. `Ok(false)` when a key already
     /// exists (nothing was written; the caller upserts instead).
-    async fn copy_direct(&self, client: &mut Client, model: &TableModel, payload: &bytes::Bytes) -> Result<bool, LoadError> {
+    async fn copy_direct(&self, client: &mut Client, model: &TableModel, tuples: &bytes::Bytes) -> Result<bool, LoadError> {
         let sql = format!("COPY {} ({}) FROM STDIN (FORMAT binary)", self.table(model), Self::column_list(model));
-        let r = async { Self::send_copy(client.copy_in(&sql).await?, payload).await }.await;
+        let r = async { Self::send_copy(client.copy_in(&sql).await?, tuples).await }.await;
         match r {
             Ok(()) => Ok(true),
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => Ok(false),
@@ -566,7 +436,7 @@ impl PostgresTarget {
         }
     }
 
-    async fn upsert(&self, client: &mut Client, model: &TableModel, payload: &bytes::Bytes) -> Result<(), LoadError> {
+    async fn upsert(&self, client: &mut Client, model: &TableModel, tuples: &bytes::Bytes) -> Result<(), LoadError> {
         let table = &model.name;
         let stage = Self::stage_name(model);
         let names = Self::column_list(model);
@@ -576,7 +446,7 @@ impl PostgresTarget {
             .await
             .map_err(|e| err("create staging table", table, e))?;
         let sink = tx.copy_in(&format!("COPY {stage} ({names}) FROM STDIN (FORMAT binary)")).await.map_err(|e| err("copy", table, e))?;
-        Self::send_copy(sink, payload).await.map_err(|e| err("copy", table, e))?;
+        Self::send_copy(sink, tuples).await.map_err(|e| err("copy", table, e))?;
         let pk: Vec<String> = model.primary_key.iter().map(|&i| q(&model.columns[i].name)).collect();
         let updates: Vec<String> = model.columns.iter().filter(|c| !c.key).map(|c| format!("{0} = EXCLUDED.{0}", q(&c.name))).collect();
         let conflict = if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
@@ -587,11 +457,10 @@ impl PostgresTarget {
         Ok(())
     }
 
-    async fn write_once(&self, client: &mut Client, model: &TableModel, rows: &[Row]) -> Result<(), LoadError> {
-        let payload = &Self::encode(model, rows)?;
+    async fn write_once(&self, client: &mut Client, model: &TableModel, tuples: &bytes::Bytes) -> Result<(), LoadError> {
         let try_direct = self.upsert_only.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_err();
         if try_direct {
-            if self.copy_direct(client, model, payload).await? {
+            if self.copy_direct(client, model, tuples).await? {
                 self.next_pause.store(1, Ordering::Relaxed);
                 return Ok(());
             }
@@ -599,7 +468,7 @@ impl PostgresTarget {
             self.upsert_only.store(pause, Ordering::Relaxed);
             tracing::debug!(table = %model.name, upsert_batches = pause, "keys already present: upserting");
         }
-        self.upsert(client, model, payload).await
+        self.upsert(client, model, tuples).await
     }
 }
 
@@ -677,8 +546,23 @@ impl Target for PostgresTarget {
     }
 
     async fn write_batch(&self, model: &TableModel, rows: &[Row]) -> Result<(), LoadError> {
+        let tuples = CopyRows::encode(model, rows).map_err(|message| LoadError::Target {
+            target: "postgres",
+            op: "encode",
+            table: model.name.clone(),
+            message,
+            retryable: false,
+        })?;
+        self.write_copy(model, tuples).await
+    }
+
+    fn takes_copy(&self) -> bool {
+        true
+    }
+
+    async fn write_copy(&self, model: &TableModel, rows: CopyRows) -> Result<(), LoadError> {
         let mut c = self.take().await?;
-        let r = self.write_once(&mut c, model, rows).await;
+        let r = self.write_once(&mut c, model, &rows.bytes()).await;
         self.stats.record(rows.len(), rows.len());
         self.give(c).await;
         r
@@ -735,28 +619,5 @@ impl Target for PostgresTarget {
 
     fn stats(&self) -> &CallStats {
         &self.stats
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn numeric(text: &str) -> (i16, i16, u16, u16, Vec<i16>) {
-        let mut b = BytesMut::new();
-        put_numeric(text, &mut b).expect("encodes");
-        let w: Vec<i16> = b.chunks(2).map(|c| i16::from_be_bytes([c[0], c[1]])).collect();
-        (w[0], w[1], w[2] as u16, w[3] as u16, w[4..].to_vec())
-    }
-
-    #[test]
-    fn numeric_groups_align_on_the_decimal_point() {
-        assert_eq!(numeric("12345.678"), (3, 1, 0, 3, vec![1, 2345, 6780]));
-        assert_eq!(numeric("-0.00012"), (2, -1, 0x4000, 5, vec![1, 2000]));
-        assert_eq!(numeric("100"), (1, 0, 0, 0, vec![100]));
-        assert_eq!(numeric("1E+8"), (1, 2, 0, 0, vec![1]));
-        assert_eq!(numeric("-0"), (0, 0, 0, 0, vec![]));
-        assert_eq!(numeric("1e-130").1, -33);
-        assert!(put_numeric("abc", &mut BytesMut::new()).is_err());
     }
 }
