@@ -17,9 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Lines per chunk: big enough to amortise a channel hop, small enough to keep every
-/// writer busy.
-pub const CHUNK_LINES: usize = 8192;
+/// A chunk ends after this many lines or [`CHUNK_BYTES`] of them, whichever comes
+/// first: big enough to amortise a channel hop and to let a batch (at most one chunk)
+/// grow where a target likes large ones (a COPY transaction), small enough to keep
+/// every writer busy and memory bounded whatever the row size.
+pub const CHUNK_LINES: usize = 32_768;
+pub const CHUNK_BYTES: usize = 4 << 20;
 /// Chunks buffered between the converter and the writers.
 pub const CHUNKS_AHEAD: usize = 4;
 
@@ -69,9 +72,9 @@ enum Building {
 impl Building {
     fn new(copy: bool) -> Building {
         if copy {
-            Building::Copy { tuples: BytesMut::new(), ends: Vec::with_capacity(CHUNK_LINES) }
+            Building::Copy { tuples: BytesMut::with_capacity(CHUNK_BYTES), ends: Vec::new() }
         } else {
-            Building::Cells(Vec::with_capacity(CHUNK_LINES))
+            Building::Cells(Vec::new())
         }
     }
 
@@ -121,7 +124,7 @@ pub fn convert_file(model: &TableModel, copy: bool, name: &str, file: usize, raw
     };
     let mut parser = RowParser::new(model);
     let (mut rows, mut rejects) = (Building::new(copy), Vec::new());
-    let mut lines_in_chunk = 0;
+    let (mut lines_in_chunk, mut bytes_in_chunk) = (0, 0);
     for (i, line) in raw.split(|&b| b == b'\n').enumerate() {
         if line.is_empty() {
             continue;
@@ -129,6 +132,7 @@ pub fn convert_file(model: &TableModel, copy: bool, name: &str, file: usize, raw
         let n = i as u64 + 1;
         let reject = |reason: String| Reject { file: name.into(), line: n, reason, item: String::from_utf8_lossy(line).into_owned() };
         lines_in_chunk += 1;
+        bytes_in_chunk += line.len();
         match std::str::from_utf8(line) {
             Err(_) => rejects.push(reject("not UTF-8".into())),
             Ok(text) if rows.push_fast(&mut parser, text) => {}
@@ -142,13 +146,13 @@ pub fn convert_file(model: &TableModel, copy: bool, name: &str, file: usize, raw
                 }
             }
         }
-        if lines_in_chunk == CHUNK_LINES {
+        if lines_in_chunk == CHUNK_LINES || bytes_in_chunk >= CHUNK_BYTES {
             let chunk =
                 Msg::Chunk { file, rows: std::mem::replace(&mut rows, Building::new(copy)).finish(), rejects: std::mem::take(&mut rejects), last: false };
             if tx.blocking_send(chunk).is_err() {
                 return;
             }
-            lines_in_chunk = 0;
+            (lines_in_chunk, bytes_in_chunk) = (0, 0);
         }
     }
     let _ = tx.blocking_send(Msg::Chunk { file, rows: rows.finish(), rejects, last: true });

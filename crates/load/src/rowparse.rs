@@ -1,11 +1,13 @@
 //! The loader's fast path from a DynamoDB JSON line straight to a row of the model:
 //! one serde pass, attribute names looked up borrowed, values decoded into cells of
-//! their column's type, no [`Item`](crossdock_core::item::Item) in between.
+//! their column's type, no [`Item`](crossdock_core::item::Item) in between. For
+//! PostgreSQL the values go one step further, straight into a binary COPY tuple
+//! ([`RowParser::parse_copy`]).
 //!
 //! It succeeds only on lines whose every attribute is present in the model with the
 //! column's own type tag and builds exactly the row `parse_line` + `into_row` would;
 //! anything else (a reject, a repeated name, a value of another type) returns `None`
-//! and the caller takes the checked path, which also gives the reason.
+//! (or `false`) and the caller takes the checked path, which also gives the reason.
 
 use crate::schema::{
     pg_escape, pg_needs_escape, stored_json, stored_text, to_decimal_text, to_float, to_int, to_numeric, Cell, Column, ColumnType, Row, TableModel, TargetKind,
