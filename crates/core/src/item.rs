@@ -361,6 +361,14 @@ pub fn to_line(item: &Item) -> String {
 }
 
 fn write_str(s: &str, out: &mut String) {
+    // Most strings need no escape: copied as they are, which is what serde_json writes.
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.reserve(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     // serde_json's escaping is the canonical JSON one; writing into a String cannot fail.
     let mut buf = Vec::with_capacity(s.len() + 2);
     if serde_json::to_writer(&mut buf, s).is_ok() {
@@ -435,6 +443,15 @@ mod tests {
         assert_eq!(item["tiny"], AttributeValue::N("1E-130".into()));
         assert_eq!(item["b"], AttributeValue::B(vec![0, 1, 2, 255]));
         assert_eq!(to_line(&item), ALL_TYPES);
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        for s in ["", "plain", "é 日本 \u{7f}/", "quote\"", "back\\slash", "\u{0}\u{1f}\n\t", "mixed \"é\" \u{1}"] {
+            let mut out = String::new();
+            write_str(s, &mut out);
+            assert_eq!(out, serde_json::to_string(s).expect("serialises"), "{s:?}");
+        }
     }
 
     fn error_of(line: &str) -> CodecError {

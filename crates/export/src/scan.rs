@@ -100,8 +100,9 @@ pub(crate) async fn run_segment(ctx: &SegmentCtx<'_>, segment: u32) -> Result<Se
     let mut pages = Pages::new(seg, cp.last_evaluated_key.as_ref());
     let mut part = new_part(ctx, segment, cp.parts.len() as u32);
     let mut rcu_since_checkpoint = 0.0;
+    let mut next = pages.next().await;
     loop {
-        let page = match pages.next().await {
+        let page = match next {
             Ok(Some(page)) => page,
             // Only a cancelled segment runs out of pages before its last one.
             Ok(None) => {
@@ -113,37 +114,53 @@ pub(crate) async fn run_segment(ctx: &SegmentCtx<'_>, segment: u32) -> Result<Se
                 return Err(e);
             }
         };
-        let consumed = page.consumed_rcu;
-        rcu_since_checkpoint += consumed;
-        let bytes_before = part.bytes();
-        for item in &page.items {
-            part.push(item).await?;
-        }
-        let page_items = page.items.len() as u64;
-        metrics::counter!("crossdock_export_items_total").increment(page_items);
-        metrics::counter!("crossdock_export_consumed_rcu_total").increment(consumed.round() as u64);
-        ctx.observer.event(&ExportEvent::Page { segment, items: page_items, bytes: part.bytes() - bytes_before, consumed_rcu: consumed });
         let finished = page.last_evaluated_key.is_none();
-        if part.bytes() >= ctx.part_bytes || finished {
-            let next_number = cp.parts.len() as u32 + u32::from(part.items() > 0);
-            let full = std::mem::replace(&mut part, new_part(ctx, segment, next_number));
-            if full.items() > 0 {
-                let done = full.finish().await?;
-                metrics::counter!("crossdock_export_parts_total").increment(1);
-                tracing::info!(table, segment, part = %done.entry.name, items = done.entry.items, bytes = done.entry.bytes, "part written");
-                ctx.observer.event(&ExportEvent::PartWritten { segment, items: done.entry.items, bytes: done.entry.bytes });
-                cp.parts.push(done.entry);
-                cp.type_stats.merge(&done.stats);
+        // The next page is read while this one is encoded and uploaded: the table is
+        // never left waiting on this process or on S3 (a page is ≤ 1 MB, so memory
+        // holds at most two per segment). The checkpoint still names the pages written.
+        let write = async {
+            let consumed = page.consumed_rcu;
+            rcu_since_checkpoint += consumed;
+            let bytes_before = part.bytes();
+            for item in &page.items {
+                part.push(item).await?;
             }
-            cp.last_evaluated_key = page.last_evaluated_key;
-            cp.done = finished;
-            cp.consumed_rcu += rcu_since_checkpoint;
-            rcu_since_checkpoint = 0.0;
-            put_json(ctx.s3, ctx.bucket, &cp_key, &cp).await?;
-        }
+            let page_items = page.items.len() as u64;
+            metrics::counter!("crossdock_export_items_total").increment(page_items);
+            metrics::counter!("crossdock_export_consumed_rcu_total").increment(consumed.round() as u64);
+            ctx.observer.event(&ExportEvent::Page { segment, items: page_items, bytes: part.bytes() - bytes_before, consumed_rcu: consumed });
+            if part.bytes() >= ctx.part_bytes || finished {
+                let next_number = cp.parts.len() as u32 + u32::from(part.items() > 0);
+                let full = std::mem::replace(&mut part, new_part(ctx, segment, next_number));
+                if full.items() > 0 {
+                    let done = full.finish().await?;
+                    metrics::counter!("crossdock_export_parts_total").increment(1);
+                    tracing::info!(table, segment, part = %done.entry.name, items = done.entry.items, bytes = done.entry.bytes, "part written");
+                    ctx.observer.event(&ExportEvent::PartWritten { segment, items: done.entry.items, bytes: done.entry.bytes });
+                    cp.parts.push(done.entry);
+                    cp.type_stats.merge(&done.stats);
+                }
+                cp.last_evaluated_key = page.last_evaluated_key.clone();
+                cp.done = finished;
+                cp.consumed_rcu += rcu_since_checkpoint;
+                rcu_since_checkpoint = 0.0;
+                put_json(ctx.s3, ctx.bucket, &cp_key, &cp).await?;
+            }
+            Ok::<_, ExportError>(())
+        };
+        let read = async {
+            if finished {
+                Ok(None)
+            } else {
+                pages.next().await
+            }
+        };
+        let (written, read) = tokio::join!(write, read);
+        written?;
         if finished {
             break;
         }
+        next = read;
     }
     if ctx.resume {
         // A part uploaded after the last checkpoint by a killed run, beyond what this run

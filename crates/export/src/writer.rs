@@ -5,6 +5,11 @@
 //! bigger one with a multipart upload whose chunks are sent as they fill — memory is
 //! bounded by one chunk per segment worker whatever the table size. Each part records
 //! its items, bytes, SHA-256 and per-attribute type statistics.
+//!
+//! Uploads are sent with an unsigned payload: S3 checks each body against the CRC32
+//! the SDK sends with it (its default request checksum), and the service is reached
+//! over TLS, so signing the payload would only hash every byte once more (a tenth of
+//! the exporter's CPU, taken from the table's read throughput on a shared machine).
 
 use crate::error::{s3_error, ExportError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -124,6 +129,8 @@ impl PartWriter {
             .upload_id(id.as_str())
             .part_number(number)
             .body(ByteStream::from(body))
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| s3_error(&self.bucket, &self.key, "UploadPart", &e))?;
@@ -153,6 +160,8 @@ impl PartWriter {
                     .key(&self.key)
                     .content_type("application/x-ndjson")
                     .body(ByteStream::from(body))
+                    .customize()
+                    .disable_payload_signing()
                     .send()
                     .await
                     .map_err(|e| s3_error(&self.bucket, &self.key, "PutObject", &e))?;
