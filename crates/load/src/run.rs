@@ -228,6 +228,9 @@ pub struct Summary {
     pub max_rows_per_batch: usize,
     pub max_mutations_per_call: usize,
     pub duration_ms: u64,
+    /// Of which the row count that checks the table against the marker (a scan of the
+    /// table on Bigtable).
+    pub count_ms: u64,
 }
 
 /// The write side of one load: writers take batches from the feed (never across a
@@ -567,6 +570,7 @@ impl Summary {
             max_rows_per_batch: 0,
             max_mutations_per_call: 0,
             duration_ms: 0,
+            count_ms: 0,
         }
     }
 }
@@ -687,7 +691,9 @@ async fn finish<T: Target>(
     let m = &marker.marker;
     target.create_indexes(model).await?;
     summary.indexes = target.list_indexes(model).await?;
+    let counting = Instant::now();
     summary.rows_in_target = target.count_rows(model).await?;
+    summary.count_ms = counting.elapsed().as_millis() as u64;
     let expected = m.totals.items.saturating_sub(summary.rejected);
     if summary.rows_in_target != expected {
         return Err(LoadError::CountMismatch {
