@@ -23,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod feed;
 pub mod gcs;
+pub mod linescan;
 pub mod marker;
 pub mod progress;
 pub mod rowparse;
