@@ -1,6 +1,7 @@
 //! The loader's fast path from a DynamoDB JSON line straight to a row of the model:
-//! one serde pass, attribute names looked up borrowed, values decoded into cells of
-//! their column's type, no [`Item`](crossdock_core::item::Item) in between. For
+//! plain lines scanned without serde ([`crate::linescan`]), others in one serde pass;
+//! attribute names looked up borrowed, values decoded into cells of their column's
+//! type, no [`Item`](crossdock_core::item::Item) in between. For
 //! PostgreSQL the values go one step further, straight into a binary COPY tuple
 //! ([`RowParser::parse_copy`]).
 //!
