@@ -569,7 +569,6 @@ impl RowCounter {
     }
 }
 
-/// The key-only scan of a count: the whole table, or what follows `after`.
 /// Ranges counted at once.
 const COUNT_RANGES: usize = 8;
 
