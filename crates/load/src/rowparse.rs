@@ -71,7 +71,8 @@ impl<'m> RowParser<'m> {
             cells[i].is_none() && scalar_cell(c.ty, model.target, value).map(|cell| cells[i] = Some(cell)).is_some()
         });
         if !scanned {
-            cells = parse_attrs_with(line, AttrsSeed { lookup: &mut self.lookup, values: Cells(vec![None; model.columns.len()]) })?.0;
+            cells.fill(None);
+            cells = parse_attrs_with(line, AttrsSeed { lookup: &mut self.lookup, values: Cells(cells) })?.0;
         }
         if model.columns.iter().zip(&cells).any(|(c, cell)| c.key && cell.is_none()) {
             return None;
@@ -218,13 +219,17 @@ impl CopyFields {
 
 impl Values for &mut CopyFields {
     fn take<'de, A: MapAccess<'de>>(&mut self, map: &mut A, i: usize, column: &Column, target: TargetKind) -> Result<(), A::Error> {
-        if self.spans[i].is_some() {
-            return Err(fail());
+        let mut read = Ok(());
+        let put = self.put(i, |out| {
+            read = map.next_value_seed(CopySeed { column, target, out });
+            read.is_ok()
+        });
+        match (put, read) {
+            (true, _) => Ok(()),
+            (false, Err(e)) => Err(e),
+            // The column already had a value.
+            (false, Ok(())) => Err(fail()),
         }
-        let at = self.bytes.len();
-        map.next_value_seed(CopySeed { column, target, out: &mut self.bytes })?;
-        self.spans[i] = Some(at..self.bytes.len());
-        Ok(())
     }
 }
 
@@ -319,9 +324,9 @@ fn typed_cell<'de, A: MapAccess<'de>>(column: &Column, target: TargetKind, tag: 
     }
 }
 
-/// One typed value encoded as a binary COPY field (length, then value) of `column`'s
-/// type: strings and numbers of the common column types straight from the line's
-/// text, everything else through its cell.
+/// One typed value encoded as a binary COPY value of `column`'s type (its length is
+/// [`CopyFields::put`]'s): strings and numbers of the common column types straight from
+/// the line's text, everything else through its cell.
 struct CopySeed<'c, 'o> {
     column: &'c Column,
     target: TargetKind,
@@ -333,7 +338,7 @@ impl<'de> DeserializeSeed<'de> for CopySeed<'_, '_> {
     fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
         if self.column.ty == ColumnType::Json {
             let cell = CellSeed { column: self.column, target: self.target }.deserialize(de)?;
-            return pgcopy::put_field(&cell, self.column.ty, self.out).map_err(|_| fail());
+            return put_cell(&cell, self.column.ty, self.out);
         }
         de.deserialize_map(self)
     }
@@ -347,8 +352,6 @@ impl<'de> Visitor<'de> for CopySeed<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let tag: Text<'de> = map.next_key()?.ok_or_else(fail)?;
         let out = self.out;
-        let at = out.len();
-        out.put_i32(0);
         let put = match (self.column.ty, tag.0.as_ref()) {
             (ColumnType::String, "S") => put_scalar(self.column.ty, Scalar::S(&map.next_value::<Text<'de>>()?.0), out),
             (ColumnType::Int64 | ColumnType::Float64 | ColumnType::Numeric, "N") => {
@@ -356,20 +359,27 @@ impl<'de> Visitor<'de> for CopySeed<'_, '_> {
             }
             (ColumnType::Bool, "BOOL") => put_scalar(self.column.ty, Scalar::Bool(map.next_value()?), out),
             (ty, tag) => {
+                // It reads the value's closing brace too.
                 let cell = typed_cell(self.column, self.target, tag, &mut map)?;
-                out.truncate(at);
-                return pgcopy::put_field(&cell, ty, out).map_err(|_| fail());
+                return put_cell(&cell, ty, out);
             }
         };
         if !put {
             return Err(fail());
         }
-        let len = (out.len() - at - 4) as i32;
-        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
         match map.next_key::<IgnoredAny>()? {
             None => Ok(()),
             Some(_) => Err(fail()),
         }
+    }
+}
+
+/// A decoded cell's COPY value; an error for one it cannot encode, or a NULL (which is
+/// no value: the checked path builds that row).
+fn put_cell<E: serde::de::Error>(cell: &Cell, ty: ColumnType, out: &mut BytesMut) -> Result<(), E> {
+    match pgcopy::put_value(cell, ty, out) {
+        Ok(true) => Ok(()),
+        _ => Err(fail()),
     }
 }
 

@@ -126,11 +126,16 @@ impl ToSql for Cell {
     to_sql_checked!();
 }
 
+/// Appends `cell`'s value, without its length; `false` for NULL, which has none.
+pub(crate) fn put_value(cell: &Cell, ty: ColumnType, out: &mut BytesMut) -> Result<bool, String> {
+    Ok(matches!(cell.to_sql(&copy_type(ty), out).map_err(|e| e.to_string())?, IsNull::No))
+}
+
 /// Appends `cell` as one field (length, then value; -1 for NULL).
-pub(crate) fn put_field(cell: &Cell, ty: ColumnType, out: &mut BytesMut) -> Result<(), String> {
+fn put_field(cell: &Cell, ty: ColumnType, out: &mut BytesMut) -> Result<(), String> {
     let at = out.len();
     out.put_i32(-1);
-    if let IsNull::No = cell.to_sql(&copy_type(ty), out).map_err(|e| e.to_string())? {
+    if put_value(cell, ty, out)? {
         let len = (out.len() - at - 4) as i32;
         out[at..at + 4].copy_from_slice(&len.to_be_bytes());
     }
