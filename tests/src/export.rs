@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::types::{
 use crossdock_core::item::{parse_line, to_line};
 use crossdock_core::layout::{DumpFile, DumpKey};
 use crossdock_core::manifest::SegmentManifest;
+use crossdock_core::Codec;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -195,7 +196,8 @@ pub async fn read_dump(s3: &aws_sdk_s3::Client, bucket: &str, dir: &str) -> Dump
         assert_eq!(m.items, m.parts.iter().map(|p| p.items).sum::<u64>(), "segment {} item total", m.segment);
         assert_eq!(m.bytes, m.parts.iter().map(|p| p.bytes).sum::<u64>(), "segment {} byte total", m.segment);
         for p in &m.parts {
-            let body = get(s3, bucket, &format!("{dir}{}", p.name)).await.unwrap_or_else(|| panic!("part {} missing", p.name));
+            let stored = get(s3, bucket, &format!("{dir}{}", p.name)).await.unwrap_or_else(|| panic!("part {} missing", p.name));
+            let body = decode(&p.name, stored);
             assert_eq!(body.len() as u64, p.bytes, "bytes of {}", p.name);
             assert_eq!(crossdock_core::stamp::sha256_hex(&body), p.sha256, "sha256 of {}", p.name);
             let text = String::from_utf8(body).expect("utf-8");
@@ -209,6 +211,21 @@ pub async fn read_dump(s3: &aws_sdk_s3::Client, bucket: &str, dir: &str) -> Dump
     }
     lines.sort();
     Dump { lines, manifests, keys }
+}
+
+/// A data part's lines, decoded with the codec its name carries.
+pub fn decode(name: &str, stored: Vec<u8>) -> Vec<u8> {
+    use std::io::Read;
+    let Some(DumpFile::Part { codec, .. }) = DumpFile::parse(name) else { panic!("{name} is not a data part") };
+    let mut out = Vec::new();
+    match codec {
+        Codec::None => return stored,
+        Codec::Zstd => zstd::stream::read::Decoder::new(&stored[..]).and_then(|mut d| d.read_to_end(&mut out)),
+        Codec::Gzip => flate2::read::MultiGzDecoder::new(&stored[..]).read_to_end(&mut out),
+        Codec::Bzip2 => panic!("{name}: the exporter does not write bzip2"),
+    }
+    .unwrap_or_else(|e| panic!("{name} does not decode: {e}"));
+    out
 }
 
 /// The single export directory of `table` in `batch` (panics unless exactly one).

@@ -10,6 +10,7 @@
 
 use crate::exit::{fail, Code};
 use crossdock_export::lease::{AppAutoscaling, Autoscaler, Holder, LeaseCtx, NoAutoscaling, RestoreAction, RestoreReport};
+use crossdock_export::writer::PartCodec;
 use crossdock_export::{Clients, ExportConfig, ExportError, ExportEvent, Observer, Raise};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -225,6 +226,12 @@ struct ExportArgs {
     /// Data parts roll over past this size (bytes; K, M, G suffixes = KiB, MiB, GiB).
     #[arg(long, default_value = "128M", value_parser = parse_size)]
     part_size: u64,
+    /// How data parts are stored in S3: zstd, gzip or none (the relay reads each).
+    #[arg(long, default_value = "zstd")]
+    codec: crossdock_core::Codec,
+    /// Compression level of --codec (default: zstd 1, gzip 6).
+    #[arg(long)]
+    level: Option<i32>,
     /// Multipart upload chunk size (≥ 5M).
     #[arg(long, default_value = "8M", value_parser = parse_size)]
     chunk_size: u64,
@@ -596,6 +603,7 @@ async fn export(a: ExportArgs) -> anyhow::Result<Code> {
     cfg.concurrency = a.concurrency;
     cfg.consistent = a.consistent;
     cfg.part_bytes = a.part_size;
+    cfg.codec = PartCodec::new(a.codec, a.level);
     cfg.chunk_bytes = usize::try_from(a.chunk_size).unwrap_or(usize::MAX);
     cfg.resume = a.resume;
     cfg.force = a.force;

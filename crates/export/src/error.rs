@@ -24,6 +24,14 @@ pub enum ExportError {
     /// An S3 call failed.
     #[error("S3 {op} of s3://{bucket}/{key} failed: {message}")]
     S3 { bucket: String, key: String, op: &'static str, message: String },
+    /// The part's compressor failed (it writes to memory: only its own resources can).
+    #[error("compressing data part s3://{bucket}/{key} failed")]
+    Encode {
+        bucket: String,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// Application Auto Scaling call failed.
     #[error("Application Auto Scaling {op} for table {table:?} failed: {message}")]
     Autoscaling { table: String, op: &'static str, message: String },

@@ -8,6 +8,7 @@ use crate::observe::{ExportEvent, Observer};
 use crate::ratelimit::RateLimiter;
 use crate::s3::{get_json, put_json};
 use crate::scan::{run_segment, SegmentCtx, SegmentEnd};
+use crate::writer::PartCodec;
 use crossdock_core::layout::{self, validate_prefix, DumpFile, ExportId, Timestamp};
 use crossdock_core::schema::{AttributeDefinition, BillingMode, KeyElement, KeyRole, Projection, SecondaryIndex, TableSchema, Throughput};
 use crossdock_core::{sizing, TypeTag, FORMAT_VERSION};
@@ -63,8 +64,11 @@ pub struct ExportConfig {
     /// Segments scanned at the same time.
     pub concurrency: u32,
     pub consistent: bool,
-    /// Data parts roll over at the first page boundary past this size.
+    /// Data parts roll over at the first page boundary past this size (of their lines,
+    /// before compression).
     pub part_bytes: u64,
+    /// How data parts are stored in S3.
+    pub codec: PartCodec,
     /// Multipart upload chunk size (≥ 5 MiB).
     pub chunk_bytes: usize,
     pub resume: bool,
@@ -97,6 +101,7 @@ impl ExportConfig {
             concurrency: 8,
             consistent: false,
             part_bytes: 128 * 1024 * 1024,
+            codec: PartCodec::default(),
             chunk_bytes: crate::writer::DEFAULT_CHUNK_BYTES,
             resume: false,
             force: false,
@@ -162,6 +167,11 @@ impl ExportConfig {
         if self.part_bytes == 0 {
             return Err(invalid("--part-size", "must be positive"));
         }
+        let PartCodec { codec, level } = self.codec;
+        if !PartCodec::WRITABLE.contains(&codec) {
+            return Err(invalid("--codec", format!("the exporter writes zstd, gzip or none, not {codec} (the relay can still store parts as {codec} in GCS)")));
+        }
+        codec.level(Some(level)).map_err(|e| invalid("--level", e.to_string()))?;
         Ok(())
     }
 }
@@ -596,6 +606,7 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, observer: &dyn Observer,
                 workers: p.workers,
                 consistent: cfg.consistent,
                 part_bytes: cfg.part_bytes,
+                codec: cfg.codec,
                 chunk_bytes: cfg.chunk_bytes,
                 resume: cfg.resume,
                 limiter: &limiter,
@@ -689,6 +700,7 @@ mod exports;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crossdock_core::Codec;
 
     #[test]
     fn a_shard_refuses_to_raise_and_a_capacity_run_needs_no_raise() {
@@ -705,6 +717,20 @@ mod tests {
         cfg.raise = Raise::None;
         cfg.lease_stale_after = Duration::from_millis(500);
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn the_exporter_writes_zstd_gzip_or_plain_parts_at_a_level_the_codec_takes() {
+        let with = |codec, level| {
+            let mut cfg = ExportConfig::new("Orders", "b", "x");
+            cfg.codec = PartCodec::new(codec, level);
+            cfg.validate()
+        };
+        assert!(with(Codec::Zstd, None).is_ok() && with(Codec::Gzip, Some(9)).is_ok() && with(Codec::None, None).is_ok());
+        let bzip2 = with(Codec::Bzip2, None).expect_err("bzip2");
+        assert!(bzip2.is_usage() && bzip2.to_string().contains("--codec") && bzip2.to_string().contains("zstd, gzip or none"), "{bzip2}");
+        let level = with(Codec::Gzip, Some(12)).expect_err("gzip 12");
+        assert!(level.is_usage() && level.to_string().contains("--level") && level.to_string().contains("1..=9"), "{level}");
     }
 
     #[test]

@@ -9,10 +9,10 @@ use crate::observe::{ExportEvent, Observer};
 use crate::pages::{Pages, Segment};
 use crate::ratelimit::RateLimiter;
 use crate::s3::{delete, get_json, put_json};
-use crate::writer::PartWriter;
+use crate::writer::{PartCodec, PartWriter};
 use crossdock_core::layout::{DumpFile, ExportId};
 use crossdock_core::manifest::{SegmentCheckpoint, SegmentManifest, TypeStats};
-use crossdock_core::{Codec, FORMAT_VERSION};
+use crossdock_core::FORMAT_VERSION;
 use std::sync::atomic::AtomicU64;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +27,7 @@ pub(crate) struct SegmentCtx<'a> {
     pub workers: u32,
     pub consistent: bool,
     pub part_bytes: u64,
+    pub codec: PartCodec,
     pub chunk_bytes: usize,
     pub resume: bool,
     pub limiter: &'a RateLimiter,
@@ -98,7 +99,7 @@ pub(crate) async fn run_segment(ctx: &SegmentCtx<'_>, segment: u32) -> Result<Se
         throttle_metric: "crossdock_export_throttled_total",
     };
     let mut pages = Pages::new(seg, cp.last_evaluated_key.as_ref());
-    let mut part = new_part(ctx, segment, cp.parts.len() as u32);
+    let mut part = new_part(ctx, segment, cp.parts.len() as u32)?;
     let mut rcu_since_checkpoint = 0.0;
     let mut next = pages.next().await;
     loop {
@@ -131,7 +132,7 @@ pub(crate) async fn run_segment(ctx: &SegmentCtx<'_>, segment: u32) -> Result<Se
             ctx.observer.event(&ExportEvent::Page { segment, items: page_items, bytes: part.bytes() - bytes_before, consumed_rcu: consumed });
             if part.bytes() >= ctx.part_bytes || finished {
                 let next_number = cp.parts.len() as u32 + u32::from(part.items() > 0);
-                let full = std::mem::replace(&mut part, new_part(ctx, segment, next_number));
+                let full = std::mem::replace(&mut part, new_part(ctx, segment, next_number)?);
                 if full.items() > 0 {
                     let done = full.finish().await?;
                     metrics::counter!("crossdock_export_parts_total").increment(1);
@@ -164,9 +165,11 @@ pub(crate) async fn run_segment(ctx: &SegmentCtx<'_>, segment: u32) -> Result<Se
     }
     if ctx.resume {
         // A part uploaded after the last checkpoint by a killed run, beyond what this run
-        // wrote, would be an orphan: remove it.
-        let orphan = ctx.export.s3_key(ctx.prefix, &DumpFile::Part { segment, part: cp.parts.len() as u32, codec: Codec::None });
-        delete(ctx.s3, ctx.bucket, &orphan).await?;
+        // wrote, would be an orphan: remove it, whatever codec that run wrote with.
+        for codec in PartCodec::WRITABLE {
+            let orphan = ctx.export.s3_key(ctx.prefix, &DumpFile::Part { segment, part: cp.parts.len() as u32, codec });
+            delete(ctx.s3, ctx.bucket, &orphan).await?;
+        }
     }
     write_manifest(ctx, &cp).await?;
     metrics::counter!("crossdock_export_segments_total").increment(1);
@@ -175,9 +178,9 @@ pub(crate) async fn run_segment(ctx: &SegmentCtx<'_>, segment: u32) -> Result<Se
     Ok(SegmentEnd { checkpoint: cp, done: true })
 }
 
-fn new_part(ctx: &SegmentCtx<'_>, segment: u32, part: u32) -> PartWriter {
-    let file = DumpFile::Part { segment, part, codec: Codec::None };
-    PartWriter::new(ctx.s3.clone(), ctx.bucket, ctx.export.s3_key(ctx.prefix, &file), file.s3_name(), ctx.chunk_bytes)
+fn new_part(ctx: &SegmentCtx<'_>, segment: u32, part: u32) -> Result<PartWriter, ExportError> {
+    let file = DumpFile::Part { segment, part, codec: ctx.codec.codec };
+    PartWriter::new(ctx.s3.clone(), ctx.bucket, ctx.export.s3_key(ctx.prefix, &file), file.s3_name(), ctx.codec, ctx.chunk_bytes)
 }
 
 /// The manifest of a finished segment of `table`, from its last checkpoint.

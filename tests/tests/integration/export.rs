@@ -34,6 +34,8 @@ async fn full_export_of_50k_items_of_every_type_is_exactly_once_and_matches_mani
     cfg.read_ratio = 1.5;
     cfg.part_bytes = 6 << 20;
     cfg.chunk_bytes = 5 << 20;
+    // Stored as they are, so a part of more than 5 MiB of lines takes a multipart upload.
+    cfg.codec = crossdock_export::writer::PartCodec::new(crossdock_core::Codec::None, None);
     let summary = crossdock_export::run(&c, &cfg, &crossdock_export::NoObserver, std::future::pending()).await.expect("export");
     assert!(summary.complete && !summary.interrupted, "{summary:?}");
     assert_eq!(summary.items, 50_000);
@@ -343,7 +345,8 @@ async fn s3_failing_for_good_mid_upload_exits_resumable_aborts_the_upload_and_th
     // The first chunk of the multipart upload goes through; every later part write fails.
     let s3 = FaultProxy::s3().await;
     s3.rule(1, Action::Status(503), |m, p| part_put(m, p) && p.contains("partNumber="));
-    let args = ["--segments", "1", "--part-size", "64M", "--chunk-size", "5M", "--raise-to", "400", "--read-ratio", "1", "--output", "json"];
+    // Stored uncompressed, so the part's bytes are more than one chunk.
+    let args = ["--segments", "1", "--part-size", "64M", "--chunk-size", "5M", "--codec", "none", "--raise-to", "400", "--read-ratio", "1", "--output", "json"];
     let mut child = spawn_export(&dir, "export-1", &s3, &table.name, &bucket.name, &args);
     let status = child.wait(Duration::from_secs(300)).await;
     let log = child.log_text();
@@ -360,7 +363,23 @@ async fn s3_failing_for_good_mid_upload_exits_resumable_aborts_the_upload_and_th
         &export_args(
             &table.name,
             &bucket.name,
-            &["--resume", "--segments", "1", "--part-size", "64M", "--chunk-size", "5M", "--raise-to", "400", "--read-ratio", "1", "--output", "json"],
+            &[
+                "--resume",
+                "--segments",
+                "1",
+                "--part-size",
+                "64M",
+                "--chunk-size",
+                "5M",
+                "--codec",
+                "none",
+                "--raise-to",
+                "400",
+                "--read-ratio",
+                "1",
+                "--output",
+                "json",
+            ],
         ),
         Duration::from_secs(300),
     )
@@ -370,6 +389,30 @@ async fn s3_failing_for_good_mid_upload_exits_resumable_aborts_the_upload_and_th
     let dump_dir = export_dir(&c.s3, &bucket.name, "b", &table.name).await;
     let dump = read_dump(&c.s3, &bucket.name, &dump_dir).await;
     same_items(&dump.lines, &scan_lines(&c.ddb, &table.name).await).expect("exactly once after the resume");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Parts are stored with zstd unless `--codec` says otherwise; each codec's parts hold
+/// every item once.
+#[tokio::test]
+async fn parts_are_stored_with_the_codec_asked_for() {
+    let c = clients(Arc::new(NoAutoscaling)).await;
+    let table = TempTable::name("expcodec");
+    create_table(&c.ddb, &table.name, 200, 200).await;
+    fill(&c.ddb, &table.name, 300, 500, 4).await;
+    let scan = scan_lines(&c.ddb, &table.name).await;
+    let dir = work_dir("expcodec");
+    for (codec, ext) in [(None, ".json.zst"), (Some("gzip"), ".json.gz"), (Some("none"), "-00000.json")] {
+        let bucket = TempBucket::new("expcodec").await;
+        let mut extra = vec!["--output", "json"];
+        extra.extend(codec.map(|c| ["--codec", c]).into_iter().flatten());
+        let (code, _, log) = run(&dir, "export", &export_args(&table.name, &bucket.name, &extra), Duration::from_secs(120)).await;
+        assert_eq!(code, Some(0), "{codec:?}: {log}");
+        let dump = read_dump(&c.s3, &bucket.name, &export_dir(&c.s3, &bucket.name, "b", &table.name).await).await;
+        let names: Vec<&str> = dump.manifests.iter().flat_map(|m| &m.parts).map(|p| p.name.as_str()).collect();
+        assert!(!names.is_empty() && names.iter().all(|n| n.ends_with(ext)), "{codec:?}: {names:?}");
+        same_items(&dump.lines, &scan).unwrap_or_else(|e| panic!("{codec:?}: {e}"));
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -49,7 +49,7 @@ fn no_autoscaling() -> Arc<dyn Autoscaler> {
     Arc::new(crate::lease::NoAutoscaling)
 }
 
-/// What the export directory holds, by segment: parts, checkpoint, manifest.
+/// What the export directory holds, by segment: parts (decoded), checkpoint, manifest.
 #[derive(Debug, Default)]
 struct Segment {
     parts: BTreeMap<String, Vec<u8>>,
@@ -62,8 +62,8 @@ fn segments(aws: &FakeAws) -> BTreeMap<u32, Segment> {
     for key in aws.keys(BUCKET, &export_id().s3_dir("")) {
         let body = aws.object(BUCKET, &key).expect("listed");
         match DumpKey::from_s3_key("", &key).expect("dump key").file {
-            DumpFile::Part { segment, .. } => {
-                out.entry(segment).or_default().parts.insert(key.rsplit('/').next().unwrap_or_default().to_string(), body);
+            DumpFile::Part { segment, codec, .. } => {
+                out.entry(segment).or_default().parts.insert(key.rsplit('/').next().unwrap_or_default().to_string(), crate::writer::decode(codec, &body));
             }
             DumpFile::Checkpoint { segment } => out.entry(segment).or_default().checkpoint = Some(serde_json::from_slice(&body).expect("checkpoint")),
             DumpFile::Manifest { segment, .. } => out.entry(segment).or_default().manifest = Some(serde_json::from_slice(&body).expect("manifest")),
