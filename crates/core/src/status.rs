@@ -5,6 +5,7 @@
 //! of its own, so `crossdock status` can run anywhere, any time, as often as wanted.
 
 use crate::layout::{DumpFile, ExportId};
+use crate::manifest::PartEntry;
 use crate::marker::{LoadedRecord, SuccessMarker};
 use crate::schema::TableSchema;
 use serde::Serialize;
@@ -38,6 +39,10 @@ pub struct Observed<'a> {
     pub marker: Option<&'a SuccessMarker>,
     pub loaded: Option<&'a LoadedRecord>,
     pub sync: &'a [SyncShard],
+    /// Parts with their plain sizes (a segment checkpoint's), to tell how much the
+    /// stored parts are compressed: the export's ETA compares plain bytes with the
+    /// table's size estimate.
+    pub plain_sizes: &'a [PartEntry],
 }
 
 /// `pending`, `running` or `done`.
@@ -129,6 +134,21 @@ fn eta(done: u64, total: u64, first_ms: Option<i64>, last_ms: Option<i64>, now_m
     Some(((left_ms - (now_ms - last).max(0) as f64).max(0.0) / 1000.0).ceil() as u64)
 }
 
+/// Plain bytes per stored byte of the listed parts: 1 for uncompressed parts, else
+/// measured on the `sample` parts that are listed (1 without any).
+fn plain_per_stored(listed: &[(DumpFile, Listed)], sample: &[PartEntry]) -> f64 {
+    let compressed = listed.iter().any(|(f, _)| matches!(f, DumpFile::Part { codec, .. } if *codec != crate::Codec::None));
+    let (plain, stored) = sample
+        .iter()
+        .filter_map(|p| Some((p.bytes, listed.iter().find(|(_, l)| l.name == p.name)?.1.size)))
+        .fold((0u64, 0u64), |(a, b), (p, s)| (a + p, b + s));
+    if compressed && plain > 0 && stored > 0 {
+        plain as f64 / stored as f64
+    } else {
+        1.0
+    }
+}
+
 fn state(started: bool, done: bool) -> State {
     match (started, done) {
         (_, true) => State::Done,
@@ -161,6 +181,7 @@ pub fn table_status(id: &ExportId, seen: &Observed<'_>, now_ms: i64) -> TableSta
     let export_done = success || (segments_total > 0 && manifests.len() as u32 >= segments_total);
     let bytes: u64 = s3_parts.values().map(|l| l.size).sum();
     let bytes_estimate = seen.schema.map_or(0, |s| s.size_bytes_estimate);
+    let plain_bytes = (bytes as f64 * plain_per_stored(&s3, seen.plain_sizes)) as u64;
     let s3_first = s3.iter().filter(|(f, _)| *f == DumpFile::Schema).find_map(|(_, l)| l.modified_ms);
     let s3_last = s3_parts.values().filter_map(|l| l.modified_ms).max();
     let export = ExportPhase {
@@ -171,7 +192,7 @@ pub fn table_status(id: &ExportId, seen: &Observed<'_>, now_ms: i64) -> TableSta
         bytes,
         bytes_estimate,
         items_estimate: seen.schema.map_or(0, |s| s.item_count_estimate),
-        eta_s: if export_done { None } else { eta(bytes, bytes_estimate, s3_first, s3_last, now_ms) },
+        eta_s: if export_done { None } else { eta(plain_bytes, bytes_estimate, s3_first, s3_last, now_ms) },
     };
 
     // Relay: data parts present in GCS, of those the exporter wrote (or the marker lists).
@@ -276,6 +297,24 @@ mod tests {
         assert_eq!(st.export.eta_s, None, "no estimate without _schema.json");
         assert_eq!((st.relay.state, st.relay.files_copied, st.relay.files_total), (State::Pending, 0, 2));
         assert!(!st.success && !st.loaded && st.sync.is_none());
+    }
+
+    #[test]
+    fn the_eta_of_compressed_parts_counts_the_plain_bytes_a_checkpoint_records() {
+        let s3 = [l("_schema.json", 1, 0), l("data/seg-00000-part-00000.json.zst", 100, 10_000), l("data/seg-00001-part-00000.json.zst", 100, 20_000)];
+        let schema: TableSchema = serde_json::from_value(serde_json::json!({
+            "format_version": 1, "table": "Orders", "key_schema": [{"name": "pk", "role": "HASH"}],
+            "attribute_definitions": [{"name": "pk", "type": "S"}], "global_secondary_indexes": [], "local_secondary_indexes": [],
+            "billing_mode": "PAY_PER_REQUEST", "capacity_before": null, "item_count_estimate": 0, "size_bytes_estimate": 1600,
+            "total_segments": 2, "crossdock_version": "0"
+        }))
+        .expect("schema");
+        let sample = [PartEntry { name: "data/seg-00000-part-00000.json.zst".into(), items: 1, bytes: 400, sha256: String::new() }];
+        let eta = |plain_sizes: &[PartEntry]| {
+            table_status(&id(), &Observed { s3: &s3, schema: Some(&schema), plain_sizes, ..Default::default() }, 20_000).export.eta_s
+        };
+        // 200 stored bytes in 20 s are 800 plain bytes of 1,600: 20 s left, not 140 s.
+        assert_eq!((eta(&sample), eta(&[])), (Some(20), Some(140)));
     }
 
     #[test]
