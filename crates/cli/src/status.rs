@@ -10,7 +10,7 @@ use crossdock_core::layout::{self, DumpFile, ExportId, Timestamp};
 use crossdock_core::manifest::SegmentCheckpoint;
 use crossdock_core::marker::{LoadedRecord, SuccessMarker};
 use crossdock_core::schema::TableSchema;
-use crossdock_core::status::{table_status, Listed, Observed, State, SyncShard, TableStatus};
+use crossdock_core::status::{table_status, wants_plain_sizes, Listed, Observed, State, SyncShard, TableStatus};
 use crossdock_load::gcs::Gcs;
 use futures::StreamExt as _;
 use std::collections::BTreeSet;
@@ -190,19 +190,19 @@ impl Stores {
                 sync.push(SyncShard { finished: cp.finished, last_change_ms: last_change_ms.map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64) });
             }
         }
-        // A running export's parts may be compressed: one checkpoint's plain part sizes
-        // turn the stored bytes into the plain bytes its ETA needs.
-        let mut plain_sizes = Vec::new();
+        let seen = Observed { s3: &s3, gcs: &gcs, schema: schema.as_ref(), marker: marker.as_ref(), loaded: loaded.as_ref(), sync: &sync, plain_sizes: &[] };
+        let status = table_status(id, &seen, now_ms);
+        // A running export's compressed parts: one checkpoint's plain part sizes turn
+        // the stored bytes into the plain bytes its ETA needs.
         let checkpoint = s3.iter().find(|o| matches!(DumpFile::parse(&o.name), Some(DumpFile::Checkpoint { .. })));
-        if let (Some(o), false) = (checkpoint, present(&gcs, DumpFile::Success)) {
-            match self.s3_get::<SegmentCheckpoint>(&format!("{s3_dir}{}", o.name)).await {
-                Ok(cp) => plain_sizes = cp.parts,
-                Err(e) => tracing::debug!(key = %o.name, error = %e, "no plain part sizes for the export's ETA"),
+        let Some(o) = checkpoint.filter(|_| wants_plain_sizes(&status, &s3)) else { return Ok(status) };
+        match self.s3_get::<SegmentCheckpoint>(&format!("{s3_dir}{}", o.name)).await {
+            Ok(cp) => Ok(table_status(id, &Observed { plain_sizes: &cp.parts, ..seen }, now_ms)),
+            Err(e) => {
+                tracing::debug!(key = %o.name, error = %e, "no plain part sizes for the export's ETA");
+                Ok(status)
             }
         }
-        let seen =
-            Observed { s3: &s3, gcs: &gcs, schema: schema.as_ref(), marker: marker.as_ref(), loaded: loaded.as_ref(), sync: &sync, plain_sizes: &plain_sizes };
-        Ok(table_status(id, &seen, now_ms))
     }
 }
 

@@ -134,10 +134,20 @@ fn eta(done: u64, total: u64, first_ms: Option<i64>, last_ms: Option<i64>, now_m
     Some(((left_ms - (now_ms - last).max(0) as f64).max(0.0) / 1000.0).ceil() as u64)
 }
 
+fn is_compressed_part(f: &DumpFile) -> bool {
+    matches!(f, DumpFile::Part { codec, .. } if *codec != crate::Codec::None)
+}
+
+/// Whether `status` (computed without [`Observed::plain_sizes`]) would be better with
+/// them: its export is running with an ETA, and `s3` lists compressed parts.
+pub fn wants_plain_sizes(status: &TableStatus, s3: &[Listed]) -> bool {
+    status.export.eta_s.is_some() && s3.iter().any(|o| DumpFile::parse(&o.name).is_some_and(|f| is_compressed_part(&f)))
+}
+
 /// Plain bytes per stored byte of the listed parts: 1 for uncompressed parts, else
 /// measured on the `sample` parts that are listed (1 without any).
 fn plain_per_stored(listed: &[(DumpFile, Listed)], sample: &[PartEntry]) -> f64 {
-    let compressed = listed.iter().any(|(f, _)| matches!(f, DumpFile::Part { codec, .. } if *codec != crate::Codec::None));
+    let compressed = listed.iter().any(|(f, _)| is_compressed_part(f));
     let (plain, stored) = sample
         .iter()
         .filter_map(|p| Some((p.bytes, listed.iter().find(|(_, l)| l.name == p.name)?.1.size)))
@@ -315,6 +325,10 @@ mod tests {
         };
         // 200 stored bytes in 20 s are 800 plain bytes of 1,600: 20 s left, not 140 s.
         assert_eq!((eta(&sample), eta(&[])), (Some(20), Some(140)));
+        let without = table_status(&id(), &Observed { s3: &s3, schema: Some(&schema), ..Default::default() }, 20_000);
+        assert!(wants_plain_sizes(&without, &s3));
+        let plain = [l("_schema.json", 1, 0), l("data/seg-00000-part-00000.json", 100, 10_000)];
+        assert!(!wants_plain_sizes(&without, &plain), "uncompressed parts need no plain sizes");
     }
 
     #[test]

@@ -357,33 +357,8 @@ async fn s3_failing_for_good_mid_upload_exits_resumable_aborts_the_upload_and_th
     assert!(uploads.uploads().is_empty(), "the multipart upload was aborted: {:?}", uploads.uploads());
     drop(s3);
 
-    let (code, summary, log) = run(
-        &dir,
-        "export-2",
-        &export_args(
-            &table.name,
-            &bucket.name,
-            &[
-                "--resume",
-                "--segments",
-                "1",
-                "--part-size",
-                "64M",
-                "--chunk-size",
-                "5M",
-                "--codec",
-                "none",
-                "--raise-to",
-                "400",
-                "--read-ratio",
-                "1",
-                "--output",
-                "json",
-            ],
-        ),
-        Duration::from_secs(300),
-    )
-    .await;
+    let (code, summary, log) =
+        run(&dir, "export-2", &export_args(&table.name, &bucket.name, &[&["--resume"][..], &args].concat()), Duration::from_secs(300)).await;
     assert_eq!(code, Some(0), "{log}");
     assert_eq!((summary["complete"].as_bool(), summary["items"].as_u64()), (Some(true), Some(2000)), "{summary}");
     let dump_dir = export_dir(&c.s3, &bucket.name, "b", &table.name).await;
