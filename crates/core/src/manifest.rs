@@ -79,10 +79,19 @@ pub fn number_digits(n: &str) -> (u32, u32) {
 }
 
 impl TypeStats {
+    /// The statistics of `name`, new ones if it has none. The name is copied only the
+    /// first time: this runs for every attribute of every item exported.
+    fn entry(&mut self, name: &str) -> &mut AttributeStats {
+        if !self.0.contains_key(name) {
+            self.0.insert(name.to_string(), AttributeStats::default());
+        }
+        self.0.get_mut(name).expect("inserted above")
+    }
+
     /// Records one item.
     pub fn observe(&mut self, item: &Item, encoded_len: impl Fn(&AttributeValue) -> usize) {
         for (name, v) in item {
-            let s = self.0.entry(name.clone()).or_default();
+            let s = self.entry(name);
             // Recorded from here on; stays unknown if merged statistics lacked it.
             s.max_fraction_digits = s.fraction_digits();
             *s.types.entry(v.type_tag()).or_default() += 1;
@@ -103,7 +112,7 @@ impl TypeStats {
 
     pub fn merge(&mut self, other: &TypeStats) {
         for (name, o) in &other.0 {
-            let s = self.0.entry(name.clone()).or_default();
+            let s = self.entry(name);
             for (t, c) in &o.types {
                 *s.types.entry(*t).or_default() += c;
             }

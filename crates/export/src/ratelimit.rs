@@ -3,13 +3,27 @@
 //!
 //! A worker reserves its page's *estimated* cost before each Scan (waiting until the
 //! bucket holds it), then settles the difference with the *actual* consumed capacity.
-//! The bucket starts empty and holds at most `burst` RCU, so consumption over any window
-//! of T seconds stays within `rate × T + burst` plus estimation error, which the page
-//! controller keeps small by sizing pages to a fraction of the per-worker budget.
+//! The bucket starts empty and holds at most `burst` RCU. DynamoDB consumes a page when
+//! it serves it, which can be later than the reservation: a server that holds requests
+//! and answers them together moves every page in flight into the same second. So what
+//! DynamoDB consumes over any window of T seconds stays within
+//! `rate × T + burst + workers × page` plus estimation error (one page in flight per
+//! worker, reserved before the window). With the rate at [`RATE_SHARE`] of the budget,
+//! a [`BURST_SECS`] burst and [`PAGES_PER_WORKER_SECOND`] pages, that is under the
+//! budget for any window of 5 s or more.
 
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Share of the budget the bucket refills at: 5 s at this rate, plus the burst, plus
+/// the pages in flight, is 4.97 s of budget (see the module doc).
+pub const RATE_SHARE: f64 = 0.95;
+/// Seconds of budget the bucket holds.
+pub const BURST_SECS: f64 = 0.1;
+/// Pages per second each worker's share of the rate is cut into: the pages in flight,
+/// one per worker, add up to `1 / PAGES_PER_WORKER_SECOND` s of the rate.
+pub const PAGES_PER_WORKER_SECOND: f64 = 8.0;
 
 /// A token bucket of read capacity units.
 #[derive(Debug)]
@@ -41,12 +55,11 @@ impl RateLimiter {
         }
     }
 
-    /// The bucket for a budget: refilled at 98 % of it (headroom for the burst and for
-    /// estimates settled late, so no 5-s window exceeds the budget), holding a fifth of a
-    /// second's worth (at least one eventual 4 KB read).
+    /// The bucket for a budget: refilled at [`RATE_SHARE`] of it, holding
+    /// [`BURST_SECS`] of it (at least one eventual 4 KB read).
     pub fn for_budget(budget: Option<f64>) -> Self {
-        let rate = budget.map(|b| b * 0.98);
-        Self::new(rate, rate.map_or(1.0, |r| (r * 0.2).max(0.5)))
+        let rate = budget.map(|b| b * RATE_SHARE);
+        Self::new(rate, budget.map_or(1.0, |b| (b * BURST_SECS).max(0.5)))
     }
 
     pub fn rate(&self) -> Option<f64> {
@@ -139,10 +152,11 @@ impl PageSizer {
         PageSizer { target_rcu: target_rcu.map(|t| t.clamp(0.5, MAX_PAGE_RCU)), rcu_per_item: None }
     }
 
-    /// Per-worker page target for a budget: a quarter of a worker's share of one second,
-    /// so reservations stay small against the bucket.
-    pub fn for_budget(budget: Option<f64>, workers: u32) -> Self {
-        Self::new(budget.map(|b| b / f64::from(workers.max(1)) / 4.0))
+    /// Per-worker page target for a rate: a worker's share of one second, cut into
+    /// [`PAGES_PER_WORKER_SECOND`] pages, so reservations stay small against the bucket
+    /// and the pages in flight stay small against the budget.
+    pub fn for_budget(rate: Option<f64>, workers: u32) -> Self {
+        Self::new(rate.map(|r| r / f64::from(workers.max(1)) / PAGES_PER_WORKER_SECOND))
     }
 
     /// `(Limit, estimated RCU)` for the next page.
@@ -204,12 +218,92 @@ mod tests {
 
     #[test]
     fn page_sizer_targets_cost_per_page() {
-        let mut p = PageSizer::for_budget(Some(400.0), 4); // 25 RCU per page
+        let mut p = PageSizer::for_budget(Some(800.0), 4); // 25 RCU per page
         assert_eq!(p.next().0, Some(FIRST_PAGE_ITEMS));
         p.observe(16, 2.0); // 0.125 RCU per item
         let (limit, est) = p.next();
         assert_eq!(limit, Some(200));
         assert!((est - 25.0).abs() < 1e-9);
         assert_eq!(PageSizer::for_budget(None, 4).next().0, None);
+    }
+
+    /// Eight workers against a server that answers at once for `fast`, then holds every
+    /// request for `hold` and answers them all together, and again. Returns the average
+    /// consumption it records (when it answers) and that of the busiest 5-s window, as
+    /// shares of the budget.
+    async fn stalling_server(fast: Duration, hold: Duration) -> (f64, f64) {
+        const BUDGET: f64 = 750.0;
+        const WORKERS: u32 = 8;
+        let rl = std::sync::Arc::new(RateLimiter::for_budget(Some(BUDGET)));
+        let (to_server, mut requests) = tokio::sync::mpsc::unbounded_channel::<tokio::sync::oneshot::Sender<()>>();
+        let server = tokio::spawn(async move {
+            loop {
+                let phase = |d| Box::pin(tokio::time::sleep(d));
+                let mut fast_phase = phase(fast);
+                loop {
+                    tokio::select! {
+                        _ = &mut fast_phase => break,
+                        r = requests.recv() => match r { Some(r) => { let _ = r.send(()); } None => return },
+                    }
+                }
+                let mut held = Vec::new();
+                let mut hold_phase = phase(hold);
+                loop {
+                    tokio::select! {
+                        _ = &mut hold_phase => break,
+                        r = requests.recv() => match r { Some(r) => held.push(r), None => return },
+                    }
+                }
+                for r in held {
+                    let _ = r.send(());
+                }
+            }
+        });
+        let end = Instant::now() + Duration::from_secs(60);
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|_| {
+                let (rl, to_server) = (rl.clone(), to_server.clone());
+                tokio::spawn(async move {
+                    let mut sizer = PageSizer::for_budget(rl.rate(), WORKERS);
+                    while Instant::now() < end {
+                        let (limit, estimate) = sizer.next();
+                        rl.acquire(estimate).await;
+                        let (answer, answered) = tokio::sync::oneshot::channel();
+                        to_server.send(answer).expect("server runs");
+                        answered.await.expect("answered");
+                        // 2 KB items, eventually consistent: 0.25 RCU each.
+                        let items = limit.unwrap_or(1000) as usize;
+                        let actual = items as f64 * 0.25;
+                        rl.settle(estimate, actual);
+                        sizer.observe(items, actual);
+                    }
+                })
+            })
+            .collect();
+        drop(to_server);
+        for w in workers {
+            w.await.expect("worker");
+        }
+        server.abort();
+        let ps = rl.per_second();
+        let full = &ps[1..ps.len() - 1];
+        let average = full.iter().sum::<f64>() / full.len() as f64 / BUDGET;
+        let busiest = ps.windows(5).map(|w| w.iter().sum::<f64>()).fold(0.0, f64::max) / (5.0 * BUDGET);
+        (average, busiest)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_a_server_bunches_keep_every_5_s_window_within_the_budget() {
+        // (answering, holding) in ms; the first server never holds.
+        for (fast, hold) in [(60_000, 1), (2_500, 500), (700, 300), (4_000, 1_000), (1_300, 150)] {
+            let (average, busiest) = stalling_server(Duration::from_millis(fast), Duration::from_millis(hold)).await;
+            let at = format!("answering for {fast} ms, holding for {hold} ms: average {:.1} %, busiest 5-s window {:.1} %", average * 100.0, busiest * 100.0);
+            assert!(busiest <= 1.0, "{at}");
+            // What a server that stalls cannot serve is its own doing; one that never
+            // stalls gets the bucket's rate.
+            if hold == 1 {
+                assert!(average >= RATE_SHARE - 0.01, "{at}");
+            }
+        }
     }
 }
