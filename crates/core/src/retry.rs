@@ -49,6 +49,13 @@ impl Policy {
     /// halves the batch on each failure, so later tries are smaller.
     pub const TARGET_WRITE: Policy = Policy { attempts: 13, base: Duration::from_millis(100), max: Duration::from_millis(6_400) };
 
+    /// A Spanner commit the server aborted: a lock conflict with another transaction
+    /// (the emulator aborts any commit that meets another), which clears as soon as
+    /// that transaction ends. Retried at once, as Google's client libraries retry
+    /// aborted transactions, before it counts as a failed write under
+    /// [`Policy::TARGET_WRITE`] (which also shrinks the batch).
+    pub const COMMIT_ABORTED: Policy = Policy { attempts: 10, base: Duration::from_millis(10), max: Duration::from_secs(1) };
+
     /// A change applied by sync: patient, since a run lasts days and restarts cost a
     /// replay.
     pub const SYNC_APPLY: Policy = Policy { attempts: 11, base: Duration::from_millis(200), max: Duration::from_secs(10) };

@@ -81,6 +81,19 @@ pub fn spanner_rows_per_commit(mutations_per_row: usize, max_row_bytes: usize) -
     by_mutations.min(by_bytes).max(1)
 }
 
+/// Where the search for a Spanner batch size starts: the commit Google's own bulk
+/// writer (Beam's SpannerIO) makes by default, at most 500 rows, 5,000 mutations and
+/// 1 MiB, within [`spanner_rows_per_commit`]. From there the search doubles while
+/// larger commits pay (on a 20k-row load commits of 10–2,000 rows measured within 5%
+/// of each other on the emulator, and the largest allowed 25% slower).
+pub fn spanner_start_rows(mutations_per_row: usize, max_row_bytes: usize) -> usize {
+    const ROWS: usize = 500;
+    const MUTATIONS: usize = 5_000;
+    const BYTES: usize = 1024 * 1024;
+    let start = ROWS.min(MUTATIONS / mutations_per_row.max(1)).min(BYTES / max_row_bytes.max(1));
+    start.clamp(1, spanner_rows_per_commit(mutations_per_row, max_row_bytes))
+}
+
 /// Rows per Bigtable MutateRows request: under 100,000 mutations (one SetCell per
 /// attribute, plus one row-delete so a re-load replaces the row).
 pub fn bigtable_rows_per_request(max_cells_per_row: usize) -> usize {
@@ -489,6 +502,15 @@ mod tests {
         let fat = spanner_rows_per_commit(2, 1024 * 1024);
         assert!(fat * 1024 * 1024 < SPANNER_MAX_COMMIT_BYTES, "{fat}");
         assert_eq!(spanner_rows_per_commit(200_000, 10), 1);
+    }
+
+    #[test]
+    fn spanner_batches_start_at_the_bulk_writer_default() {
+        assert_eq!(spanner_start_rows(5, 100), 500, "rows");
+        assert_eq!(spanner_start_rows(48, 100), 104, "mutations");
+        assert_eq!(spanner_start_rows(5, 100_000), 10, "bytes");
+        assert_eq!(spanner_start_rows(200_000, 10), 1, "never below one row");
+        assert!(spanner_start_rows(2, 1) <= spanner_rows_per_commit(2, 1));
     }
 
     #[test]

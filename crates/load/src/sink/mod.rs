@@ -14,7 +14,7 @@ pub mod spanner;
 use crate::error::LoadError;
 use crate::schema::{Column, Row, TableModel, TargetKind};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 pub use any::{connect, AnyTarget};
 
@@ -94,6 +94,38 @@ impl CallStats {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.max_mutations.fetch_max(mutations, Ordering::Relaxed);
         self.max_rows.fetch_max(rows, Ordering::Relaxed);
+    }
+}
+
+/// A fast path set aside for a while after it fails: the next 1, 2, 4 … 64 calls take
+/// the slow path (each failure doubles the pause), and a clean fast call resets it.
+/// Shared by a target's writers.
+#[derive(Debug)]
+pub(crate) struct Pause {
+    left: AtomicU32,
+    next: AtomicU32,
+}
+
+impl Pause {
+    pub(crate) fn new() -> Pause {
+        Pause { left: AtomicU32::new(0), next: AtomicU32::new(1) }
+    }
+
+    /// Whether this call may take the fast path; if not, it uses up one paused call.
+    pub(crate) fn fast(&self) -> bool {
+        self.left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_err()
+    }
+
+    /// A fast call succeeded.
+    pub(crate) fn fast_succeeded(&self) {
+        self.next.store(1, Ordering::Relaxed);
+    }
+
+    /// A fast call failed: returns how many calls now take the slow path.
+    pub(crate) fn fast_failed(&self) -> u32 {
+        let pause = self.next.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some((p * 2).min(64))).unwrap_or(1);
+        self.left.store(pause, Ordering::Relaxed);
+        pause
     }
 }
 

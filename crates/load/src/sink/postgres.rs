@@ -14,7 +14,6 @@ use crate::error::LoadError;
 use crate::schema::{compat_diff, Cell, Column, ColumnType, Row, TableModel, TargetKind};
 use bytes::BytesMut;
 use futures::{pin_mut, TryStreamExt as _};
-use std::sync::atomic::{AtomicU32, Ordering};
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
@@ -88,12 +87,10 @@ pub struct PostgresTarget {
     schema: String,
     pool: tokio::sync::Mutex<Vec<Conn>>,
     stats: CallStats,
-    /// Batches still to send through the upsert path before trying direct COPY again.
-    /// Every conflict doubles the next pause (1, 2, 4 … 64 batches), a clean direct
-    /// COPY resets it: a rerun pays one failed COPY for the rows it already wrote, a
+    /// Direct COPY set aside after a conflict, the batches meanwhile sent through the
+    /// upsert path: a rerun pays one failed COPY for the rows it already wrote, a
     /// `--force` reload a handful in all.
-    upsert_only: AtomicU32,
-    next_pause: AtomicU32,
+    direct: super::Pause,
 }
 
 fn q(ident: &str) -> String {
@@ -235,8 +232,7 @@ impl PostgresTarget {
             schema: schema.into(),
             pool: tokio::sync::Mutex::new(Vec::new()),
             stats: CallStats::default(),
-            upsert_only: AtomicU32::new(0),
-            next_pause: AtomicU32::new(1),
+            direct: super::Pause::new(),
         };
         let c = t.open().await?;
         t.pool.lock().await.push(c);
@@ -461,14 +457,12 @@ impl PostgresTarget {
     }
 
     async fn write_once(&self, client: &mut Client, model: &TableModel, tuples: &bytes::Bytes) -> Result<(), LoadError> {
-        let try_direct = self.upsert_only.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_err();
-        if try_direct {
+        if self.direct.fast() {
             if self.copy_direct(client, model, tuples).await? {
-                self.next_pause.store(1, Ordering::Relaxed);
+                self.direct.fast_succeeded();
                 return Ok(());
             }
-            let pause = self.next_pause.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some((p * 2).min(64))).unwrap_or(1);
-            self.upsert_only.store(pause, Ordering::Relaxed);
+            let pause = self.direct.fast_failed();
             tracing::debug!(table = %model.name, upsert_batches = pause, "keys already present: upserting");
         }
         self.upsert(client, model, tuples).await

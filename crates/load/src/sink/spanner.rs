@@ -6,6 +6,7 @@ use super::{BatchLimits, CallStats, Target};
 use crate::error::LoadError;
 use crate::schema::{compat_diff, Cell, Column, ColumnType, Row, TableModel, TargetKind};
 use base64::Engine as _;
+use crossdock_core::retry::{self, Policy};
 use gcloud_googleapis::spanner::admin::database::v1::UpdateDatabaseDdlRequest;
 use gcloud_googleapis::spanner::v1::mutation::{Operation, Write};
 use gcloud_googleapis::spanner::v1::Mutation;
@@ -18,6 +19,10 @@ use prost_types::{ListValue, Value};
 pub struct SpannerTarget {
     database: String,
     client: Client,
+    /// Concurrent commits, set aside after an abort: the next 1, 2, 4 … 64 commits run
+    /// one at a time. Concurrent commits hold `gate` shared, the others alone.
+    concurrent: super::Pause,
+    gate: tokio::sync::RwLock<()>,
     admin: gcloud_spanner::admin::client::Client,
     stats: CallStats,
 }
@@ -26,15 +31,24 @@ fn q(ident: &str) -> String {
     format!("`{ident}`")
 }
 
-/// One commit call, no retry inside the client: gcloud-spanner would otherwise retry a
-/// failed commit up to 20 times over minutes, under the loader's own retries
-/// (`Policy::TARGET_WRITE`), which count each retry and shrink the batch.
-fn single_try() -> gcloud_spanner::transaction_rw::CommitOptions {
-    let retry = gcloud_gax::retry::RetrySetting { take: 0, codes: Vec::new(), ..Default::default() };
-    gcloud_spanner::transaction_rw::CommitOptions {
-        call_options: gcloud_spanner::transaction::CallOptions { retry: Some(retry), ..Default::default() },
+/// One commit of `mutations` in a read-write transaction ended by hand: unlike
+/// gcloud-spanner's `apply_at_least_once`, which retries an aborted commit inside
+/// itself (after 10 ms, 100 ms, then 1 s, whatever its options say), it lets the
+/// abort through, so [`SpannerTarget::commit`] can see contention and act on it. The
+/// price is a `BeginTransaction` call per commit.
+async fn commit_once(client: &Client, mutations: &[Mutation]) -> Result<(), gcloud_spanner::client::Error> {
+    let mut tx = client.begin_read_write_transaction().await?;
+    tx.buffer_write(mutations.to_vec());
+    let no_retry = gcloud_gax::retry::RetrySetting { take: 0, codes: Vec::new(), ..Default::default() };
+    let options = gcloud_spanner::transaction_rw::CommitOptions {
+        call_options: gcloud_spanner::transaction::CallOptions { retry: Some(no_retry), ..Default::default() },
         ..Default::default()
-    }
+    };
+    tx.end(Ok::<(), gcloud_spanner::client::Error>(()), Some(options)).await.map(drop)
+}
+
+fn aborted(e: &gcloud_spanner::client::Error) -> bool {
+    matches!(e, gcloud_spanner::client::Error::GRPC(s) if s.code() == tonic::Code::Aborted)
 }
 
 fn status_err(op: &'static str, table: &str, s: &tonic::Status) -> LoadError {
@@ -216,7 +230,54 @@ impl SpannerTarget {
         let client = Client::new(database, config).await.map_err(|e| cfg(e.to_string()))?;
         let admin_config = gcp.spanner_admin_config().await.map_err(LoadError::auth("Spanner"))?;
         let admin = gcloud_spanner::admin::client::Client::new(admin_config).await.map_err(|e| cfg(e.to_string()))?;
-        Ok(SpannerTarget { database: database.into(), client, admin, stats: CallStats::default() })
+        Ok(SpannerTarget {
+            database: database.into(),
+            client,
+            concurrent: super::Pause::new(),
+            gate: tokio::sync::RwLock::new(()),
+            admin,
+            stats: CallStats::default(),
+        })
+    }
+
+    /// Commits `mutations`. An abort means the commit met another transaction (on the
+    /// emulator, any other: it runs one at a time), which clears in milliseconds: it is
+    /// retried at once under [`Policy::COMMIT_ABORTED`], alone, and the next 1, 2, 4 …
+    /// 64 commits run one at a time too ([`super::Pause`]; no clean commit resets it,
+    /// since the contention lasts as long as the load). Writers that keep meeting stop
+    /// aborting each other; those that do not keep their concurrency. Any other failure
+    /// goes to the loader's `Policy::TARGET_WRITE`.
+    async fn commit(&self, op: &'static str, table: &str, mutations: &[Mutation]) -> Result<(), LoadError> {
+        let mut failures = 0u32;
+        loop {
+            // A retry runs alone too: concurrent commits would keep aborting it.
+            let alone = failures > 0 || !self.concurrent.fast();
+            let result = if alone {
+                let _sole = self.gate.write().await;
+                commit_once(&self.client, mutations).await
+            } else {
+                let _shared = self.gate.read().await;
+                commit_once(&self.client, mutations).await
+            };
+            let e = match result {
+                Ok(()) => {
+                    if failures > 0 {
+                        retry::recovered("spanner", "commit_aborted", failures);
+                    }
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            failures += 1;
+            if retry::failed("spanner", "commit_aborted", aborted(&e), Policy::COMMIT_ABORTED.allows(failures), &e) != retry::Outcome::Retried {
+                return Err(client_err(op, table, e));
+            }
+            if !alone {
+                let pause = self.concurrent.fast_failed();
+                tracing::debug!(table, serial_commits = pause, "commit aborted by another transaction: committing one at a time");
+            }
+            tokio::time::sleep(Policy::COMMIT_ABORTED.delay(failures)).await;
+        }
     }
 
     /// (name, type, nullable) of the table's columns; none when it does not exist.
@@ -303,15 +364,13 @@ impl Target for SpannerTarget {
     fn batch_limits(&self, model: &TableModel) -> BatchLimits {
         let per_row = model.spanner_mutations_per_row();
         let max = crossdock_core::sizing::spanner_rows_per_commit(per_row, model.max_row_bytes as usize);
+        let start = crossdock_core::sizing::spanner_start_rows(per_row, model.max_row_bytes as usize);
         BatchLimits {
-            // Each commit costs a round of consensus whatever its size, and a sweep of
-            // fixed sizes found the largest the fastest: the search starts there and
-            // comes down only where smaller commits measure faster (or abort).
-            start: max,
+            start,
             max,
             writers: 2,
             basis: format!(
-                "{per_row} mutations per row ({} columns + {} index entries) → ≤ {max} rows per commit (under {} mutations and {} bytes, 10% headroom; max row {} B)",
+                "{per_row} mutations per row ({} columns + {} index entries) → from {start} rows (SpannerIO's default commit) up to ≤ {max} rows per commit (under {} mutations and {} bytes, 10% headroom; max row {} B)",
                 model.columns.len(),
                 model.indexes.len(),
                 crossdock_core::sizing::SPANNER_MAX_MUTATIONS,
@@ -381,7 +440,7 @@ impl Target for SpannerTarget {
         let m = Mutation { operation: Some(Operation::InsertOrUpdate(Write { table: model.name.clone(), columns, values })) };
         let mutations = rows.len() * model.spanner_mutations_per_row();
         // Commit first, count after: only commits that reached Spanner are recorded.
-        self.client.apply_at_least_once_with_option(vec![m], single_try()).await.map_err(|e| client_err("commit", &model.name, e))?;
+        self.commit("commit", &model.name, &[m]).await?;
         self.stats.record(rows.len(), mutations);
         Ok(())
     }
@@ -455,7 +514,7 @@ impl Target for SpannerTarget {
         let m = Mutation {
             operation: Some(Operation::Delete(gcloud_googleapis::spanner::v1::mutation::Delete { table: model.name.clone(), key_set: Some(key_set) })),
         };
-        self.client.apply_at_least_once_with_option(vec![m], single_try()).await.map_err(|e| client_err("delete", &model.name, e))?;
+        self.commit("delete", &model.name, &[m]).await?;
         self.stats.record(rows.len(), rows.len());
         Ok(())
     }
