@@ -84,8 +84,8 @@ pub fn spanner_rows_per_commit(mutations_per_row: usize, max_row_bytes: usize) -
 /// Where the search for a Spanner batch size starts: the commit Google's own bulk
 /// writer (Beam's SpannerIO) makes by default, at most 500 rows, 5,000 mutations and
 /// 1 MiB, within [`spanner_rows_per_commit`]. From there the search doubles while
-/// larger commits pay (on a 20k-row load commits of 10–2,000 rows measured within 5%
-/// of each other on the emulator, and the largest allowed 25% slower).
+/// larger commits pay; a start at the largest commit leaves a load of a few commits
+/// no room to search at all.
 pub fn spanner_start_rows(mutations_per_row: usize, max_row_bytes: usize) -> usize {
     const ROWS: usize = 500;
     const MUTATIONS: usize = 5_000;

@@ -98,8 +98,8 @@ impl CallStats {
 }
 
 /// A fast path set aside for a while after it fails: the next 1, 2, 4 … 64 calls take
-/// the slow path (each failure doubles the pause), and a clean fast call resets it.
-/// Shared by a target's writers.
+/// the slow path (each failure doubles the pause) until the caller resets it
+/// ([`Pause::fast_succeeded`]). Shared by a target's writers.
 #[derive(Debug)]
 pub(crate) struct Pause {
     left: AtomicU32,

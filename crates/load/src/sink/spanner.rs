@@ -6,7 +6,7 @@ use super::{BatchLimits, CallStats, Target};
 use crate::error::LoadError;
 use crate::schema::{compat_diff, Cell, Column, ColumnType, Row, TableModel, TargetKind};
 use base64::Engine as _;
-use crossdock_core::retry::{self, Policy};
+use crossdock_core::retry::Policy;
 use gcloud_googleapis::spanner::admin::database::v1::UpdateDatabaseDdlRequest;
 use gcloud_googleapis::spanner::v1::mutation::{Operation, Write};
 use gcloud_googleapis::spanner::v1::Mutation;
@@ -248,36 +248,26 @@ impl SpannerTarget {
     /// aborting each other; those that do not keep their concurrency. Any other failure
     /// goes to the loader's `Policy::TARGET_WRITE`.
     async fn commit(&self, op: &'static str, table: &str, mutations: &[Mutation]) -> Result<(), LoadError> {
-        let mut failures = 0u32;
-        loop {
-            // A retry runs alone too: concurrent commits would keep aborting it.
-            let alone = failures > 0 || !self.concurrent.fast();
-            let result = if alone {
-                let _sole = self.gate.write().await;
-                commit_once(&self.client, mutations).await
-            } else {
-                let _shared = self.gate.read().await;
-                commit_once(&self.client, mutations).await
-            };
-            let e = match result {
-                Ok(()) => {
-                    if failures > 0 {
-                        retry::recovered("spanner", "commit_aborted", failures);
-                    }
-                    return Ok(());
+        let tries = std::sync::atomic::AtomicU32::new(0);
+        Policy::COMMIT_ABORTED
+            .run("spanner", "commit_aborted", aborted, || async {
+                // A retry runs alone too: concurrent commits would keep aborting it.
+                let alone = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 || !self.concurrent.fast();
+                let result = if alone {
+                    let _sole = self.gate.write().await;
+                    commit_once(&self.client, mutations).await
+                } else {
+                    let _shared = self.gate.read().await;
+                    commit_once(&self.client, mutations).await
+                };
+                if !alone && result.as_ref().is_err_and(aborted) {
+                    let pause = self.concurrent.fast_failed();
+                    tracing::debug!(table, serial_commits = pause, "commit aborted by another transaction: committing one at a time");
                 }
-                Err(e) => e,
-            };
-            failures += 1;
-            if retry::failed("spanner", "commit_aborted", aborted(&e), Policy::COMMIT_ABORTED.allows(failures), &e) != retry::Outcome::Retried {
-                return Err(client_err(op, table, e));
-            }
-            if !alone {
-                let pause = self.concurrent.fast_failed();
-                tracing::debug!(table, serial_commits = pause, "commit aborted by another transaction: committing one at a time");
-            }
-            tokio::time::sleep(Policy::COMMIT_ABORTED.delay(failures)).await;
-        }
+                result
+            })
+            .await
+            .map_err(|e| client_err(op, table, e))
     }
 
     /// (name, type, nullable) of the table's columns; none when it does not exist.
