@@ -83,6 +83,9 @@ impl Target for AnyTarget {
     async fn count_rows(&self, model: &TableModel) -> Result<u64, LoadError> {
         each!(self, |t| t.count_rows(model).await)
     }
+    fn count_reads_every_row(&self) -> bool {
+        each!(self, |t| t.count_reads_every_row())
+    }
     async fn read_all(&self, model: &TableModel) -> Result<Vec<Row>, LoadError> {
         each!(self, |t| t.read_all(model).await)
     }

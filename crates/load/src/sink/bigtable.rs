@@ -485,6 +485,11 @@ impl Target for BigtableTarget {
         Ok(counts.into_iter().sum())
     }
 
+    /// Bigtable has no count of its own: every key streams back.
+    fn count_reads_every_row(&self) -> bool {
+        true
+    }
+
     async fn read_all(&self, model: &TableModel) -> Result<Vec<Row>, LoadError> {
         let rows = self.read(model, None).await?;
         rows.into_iter().map(|(_, cells)| self.decode_row(model, cells)).collect()

@@ -154,6 +154,11 @@ impl Target for MemoryTarget {
         Ok(self.tables().get(&model.name).ok_or_else(|| Self::missing(model, "count"))?.rows.len() as u64)
     }
 
+    /// As the target of its kind.
+    fn count_reads_every_row(&self) -> bool {
+        self.kind == TargetKind::Bigtable
+    }
+
     async fn read_all(&self, model: &TableModel) -> Result<Vec<Row>, LoadError> {
         Ok(self.tables().get(&model.name).ok_or_else(|| Self::missing(model, "read"))?.rows.values().cloned().collect())
     }

@@ -164,6 +164,12 @@ pub trait Target: Send + Sync + 'static {
     /// Creates the secondary indexes of the model (after the data is in); idempotent.
     fn create_indexes(&self, model: &TableModel) -> impl Future<Output = Result<(), LoadError>> + Send;
     fn count_rows(&self, model: &TableModel) -> impl Future<Output = Result<u64, LoadError>> + Send;
+    /// Whether [`Target::count_rows`] reads every row back to the loader (Bigtable has
+    /// no server-side count) rather than the service counting in place. Such a target's
+    /// load into a table it created itself takes the rows it acknowledged as the count.
+    fn count_reads_every_row(&self) -> bool {
+        false
+    }
     /// Every row of the table, in model column order. Holds the table in memory: for
     /// tests and small tables; `verify` uses [`Target::read_keys`].
     fn read_all(&self, model: &TableModel) -> impl Future<Output = Result<Vec<Row>, LoadError>> + Send;
