@@ -4,6 +4,7 @@
 
 pub mod any;
 pub mod bigtable;
+mod contention;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 pub mod pgcopy;

@@ -2,11 +2,11 @@
 //! (every column and every index entry's columns counted) and the byte limit; Aborted,
 //! ResourceExhausted, Unavailable, DeadlineExceeded and cut connections are retryable.
 
+use super::contention::Contention;
 use super::{BatchLimits, CallStats, Target};
 use crate::error::LoadError;
 use crate::schema::{compat_diff, Cell, Column, ColumnType, Row, TableModel, TargetKind};
 use base64::Engine as _;
-use crossdock_core::retry::Policy;
 use gcloud_googleapis::spanner::admin::database::v1::UpdateDatabaseDdlRequest;
 use gcloud_googleapis::spanner::v1::mutation::{Operation, Write};
 use gcloud_googleapis::spanner::v1::Mutation;
@@ -19,10 +19,8 @@ use prost_types::{ListValue, Value};
 pub struct SpannerTarget {
     database: String,
     client: Client,
-    /// Concurrent commits, set aside after an abort: the next 1, 2, 4 … 64 commits run
-    /// one at a time. Concurrent commits hold `gate` shared, the others alone.
-    concurrent: super::Pause,
-    gate: tokio::sync::RwLock<()>,
+    /// Commits set aside from each other after an abort.
+    contention: Contention,
     admin: gcloud_spanner::admin::client::Client,
     stats: CallStats,
 }
@@ -230,44 +228,14 @@ impl SpannerTarget {
         let client = Client::new(database, config).await.map_err(|e| cfg(e.to_string()))?;
         let admin_config = gcp.spanner_admin_config().await.map_err(LoadError::auth("Spanner"))?;
         let admin = gcloud_spanner::admin::client::Client::new(admin_config).await.map_err(|e| cfg(e.to_string()))?;
-        Ok(SpannerTarget {
-            database: database.into(),
-            client,
-            concurrent: super::Pause::new(),
-            gate: tokio::sync::RwLock::new(()),
-            admin,
-            stats: CallStats::default(),
-        })
+        Ok(SpannerTarget { database: database.into(), client, contention: Contention::new(), admin, stats: CallStats::default() })
     }
 
-    /// Commits `mutations`. An abort means the commit met another transaction (on the
-    /// emulator, any other: it runs one at a time), which clears in milliseconds: it is
-    /// retried at once under [`Policy::COMMIT_ABORTED`], alone, and the next 1, 2, 4 …
-    /// 64 commits run one at a time too ([`super::Pause`]; no clean commit resets it,
-    /// since the contention lasts as long as the load). Writers that keep meeting stop
-    /// aborting each other; those that do not keep their concurrency. Any other failure
-    /// goes to the loader's `Policy::TARGET_WRITE`.
+    /// Commits `mutations`; an abort (the commit met another transaction: on the
+    /// emulator, any other) goes through [`Contention`], any other failure to the
+    /// loader's `Policy::TARGET_WRITE`.
     async fn commit(&self, op: &'static str, table: &str, mutations: &[Mutation]) -> Result<(), LoadError> {
-        let tries = std::sync::atomic::AtomicU32::new(0);
-        Policy::COMMIT_ABORTED
-            .run("spanner", "commit_aborted", aborted, || async {
-                // A retry runs alone too: concurrent commits would keep aborting it.
-                let alone = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 || !self.concurrent.fast();
-                let result = if alone {
-                    let _sole = self.gate.write().await;
-                    commit_once(&self.client, mutations).await
-                } else {
-                    let _shared = self.gate.read().await;
-                    commit_once(&self.client, mutations).await
-                };
-                if !alone && result.as_ref().is_err_and(aborted) {
-                    let pause = self.concurrent.fast_failed();
-                    tracing::debug!(table, serial_commits = pause, "commit aborted by another transaction: committing one at a time");
-                }
-                result
-            })
-            .await
-            .map_err(|e| client_err(op, table, e))
+        self.contention.commit("spanner", aborted, || commit_once(&self.client, mutations)).await.map_err(|e| client_err(op, table, e))
     }
 
     /// (name, type, nullable) of the table's columns; none when it does not exist.
