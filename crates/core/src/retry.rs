@@ -56,6 +56,11 @@ impl Policy {
     /// [`Policy::TARGET_WRITE`] (which also shrinks the batch).
     pub const COMMIT_ABORTED: Policy = Policy { attempts: 10, base: Duration::from_millis(10), max: Duration::from_secs(1) };
 
+    /// The entries of a Bigtable MutateRows call that the server failed retryably while
+    /// it applied the others: sent again, alone, soon (the call itself succeeded). Out
+    /// of attempts, the batch fails and [`Policy::TARGET_WRITE`] takes over.
+    pub const PARTIAL_WRITE: Policy = Policy { attempts: 9, base: Duration::from_millis(100), max: Duration::from_millis(3_200) };
+
     /// A change applied by sync: patient, since a run lasts days and restarts cost a
     /// replay.
     pub const SYNC_APPLY: Policy = Policy { attempts: 11, base: Duration::from_millis(200), max: Duration::from_secs(10) };

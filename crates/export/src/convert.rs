@@ -17,48 +17,48 @@ pub struct UnknownType {
     pub attribute: String,
 }
 
-/// One SDK attribute value, seen through its variant. DynamoDB's SDK and DynamoDB
-/// Streams' SDK each generate their own (identical) `AttributeValue` enum; both convert
-/// through [`from_sdk`], so an item reads the same from a scan and from a stream record.
+/// One SDK attribute value, taken apart. DynamoDB's SDK and DynamoDB Streams' SDK each
+/// generate their own (identical) `AttributeValue` enum; both convert through
+/// [`from_sdk_item`], so an item reads the same from a scan and from a stream record.
 #[derive(Debug)]
-pub enum SdkView<'a, V> {
-    S(&'a str),
-    N(&'a str),
-    B(&'a Blob),
+pub enum SdkParts<V> {
+    S(String),
+    N(String),
+    B(Blob),
     Bool(bool),
     Null,
-    Ss(&'a [String]),
-    Ns(&'a [String]),
-    Bs(&'a [Blob]),
-    L(&'a [V]),
-    M(&'a HashMap<String, V>),
+    Ss(Vec<String>),
+    Ns(Vec<String>),
+    Bs(Vec<Blob>),
+    L(Vec<V>),
+    M(HashMap<String, V>),
     /// A type newer than this build of the SDK.
     Unknown,
 }
 
 /// An SDK's DynamoDB attribute value.
 pub trait SdkValue: Sized {
-    fn view(&self) -> SdkView<'_, Self>;
+    fn into_parts(self) -> SdkParts<Self>;
 }
 
 /// The `SdkValue` of an SDK's `AttributeValue` enum (the variants are the same in each).
 macro_rules! sdk_value {
     ($sdk:ty) => {
         impl SdkValue for $sdk {
-            fn view(&self) -> SdkView<'_, Self> {
+            fn into_parts(self) -> SdkParts<Self> {
                 type V = $sdk;
                 match self {
-                    V::S(s) => SdkView::S(s),
-                    V::N(n) => SdkView::N(n),
-                    V::B(b) => SdkView::B(b),
-                    V::Bool(b) => SdkView::Bool(*b),
-                    V::Null(_) => SdkView::Null,
-                    V::Ss(v) => SdkView::Ss(v),
-                    V::Ns(v) => SdkView::Ns(v),
-                    V::Bs(v) => SdkView::Bs(v),
-                    V::L(l) => SdkView::L(l),
-                    V::M(m) => SdkView::M(m),
-                    _ => SdkView::Unknown,
+                    V::S(s) => SdkParts::S(s),
+                    V::N(n) => SdkParts::N(n),
+                    V::B(b) => SdkParts::B(b),
+                    V::Bool(b) => SdkParts::Bool(b),
+                    V::Null(_) => SdkParts::Null,
+                    V::Ss(v) => SdkParts::Ss(v),
+                    V::Ns(v) => SdkParts::Ns(v),
+                    V::Bs(v) => SdkParts::Bs(v),
+                    V::L(l) => SdkParts::L(l),
+                    V::M(m) => SdkParts::M(m),
+                    _ => SdkParts::Unknown,
                 }
             }
         }
@@ -68,36 +68,60 @@ macro_rules! sdk_value {
 sdk_value!(aws_sdk_dynamodb::types::AttributeValue);
 sdk_value!(aws_sdk_dynamodbstreams::types::AttributeValue);
 
-/// SDK item → core item, attributes sorted by name.
-pub fn from_sdk_item<V: SdkValue>(item: &HashMap<String, V>) -> Result<Item, UnknownType> {
-    from_sdk_map(item, "")
+/// SDK item → core item, attributes sorted by name. The item is taken apart, not
+/// copied: its strings and bytes become the core item's (this is on the exporter's
+/// per-item path).
+pub fn from_sdk_item<V: SdkValue>(item: HashMap<String, V>) -> Result<Item, UnknownType> {
+    from_sdk_map(item).map_err(|rel| UnknownType { attribute: rel })
 }
 
-fn from_sdk_map<V: SdkValue>(m: &HashMap<String, V>, path: &str) -> Result<indexmap::IndexMap<String, AttributeValue>, UnknownType> {
-    let mut names: Vec<&String> = m.keys().collect();
-    names.sort_unstable();
-    let mut out = indexmap::IndexMap::with_capacity(m.len());
-    for name in names {
-        let p = if path.is_empty() { name.clone() } else { format!("{path}.{name}") };
-        out.insert(name.clone(), from_sdk(&m[name], &p)?);
+/// The error paths below are built on the way out of a failed conversion, relative to
+/// the value that failed (`""` for itself), so a good item allocates none.
+fn from_sdk_map<V: SdkValue>(m: HashMap<String, V>) -> Result<indexmap::IndexMap<String, AttributeValue>, String> {
+    let mut entries: Vec<(String, V)> = m.into_iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut out = indexmap::IndexMap::with_capacity(entries.len());
+    for (name, v) in entries {
+        match from_sdk_value(v) {
+            Ok(v) => {
+                out.insert(name, v);
+            }
+            Err(rel) => return Err(within(&name, rel)),
+        }
     }
     Ok(out)
 }
 
-/// SDK value → core value; `path` names the attribute in the error.
-pub fn from_sdk<V: SdkValue>(v: &V, path: &str) -> Result<AttributeValue, UnknownType> {
-    Ok(match v.view() {
-        SdkView::S(s) => AttributeValue::S(s.to_string()),
-        SdkView::N(n) => AttributeValue::N(n.to_string()),
-        SdkView::B(b) => AttributeValue::B(b.as_ref().to_vec()),
-        SdkView::Bool(b) => AttributeValue::Bool(b),
-        SdkView::Null => AttributeValue::Null,
-        SdkView::Ss(v) => AttributeValue::Ss(v.to_vec()),
-        SdkView::Ns(v) => AttributeValue::Ns(v.to_vec()),
-        SdkView::Bs(v) => AttributeValue::Bs(v.iter().map(|b| b.as_ref().to_vec()).collect()),
-        SdkView::L(l) => AttributeValue::L(l.iter().enumerate().map(|(i, x)| from_sdk(x, &format!("{path}[{i}]"))).collect::<Result<_, _>>()?),
-        SdkView::M(m) => AttributeValue::M(from_sdk_map(m, path)?),
-        SdkView::Unknown => return Err(UnknownType { attribute: path.to_string() }),
+/// `outer` followed by the path `rel` inside it (`a` + `b` = `a.b`, `a` + `[0]` = `a[0]`).
+fn within(outer: &str, rel: String) -> String {
+    if rel.is_empty() {
+        outer.to_string()
+    } else if rel.starts_with('[') {
+        format!("{outer}{rel}")
+    } else {
+        format!("{outer}.{rel}")
+    }
+}
+
+fn from_sdk_value<V: SdkValue>(v: V) -> Result<AttributeValue, String> {
+    Ok(match v.into_parts() {
+        SdkParts::S(s) => AttributeValue::S(s),
+        SdkParts::N(n) => AttributeValue::N(n),
+        SdkParts::B(b) => AttributeValue::B(b.into_inner()),
+        SdkParts::Bool(b) => AttributeValue::Bool(b),
+        SdkParts::Null => AttributeValue::Null,
+        SdkParts::Ss(v) => AttributeValue::Ss(v),
+        SdkParts::Ns(v) => AttributeValue::Ns(v),
+        SdkParts::Bs(v) => AttributeValue::Bs(v.into_iter().map(Blob::into_inner).collect()),
+        SdkParts::L(l) => {
+            let mut out = Vec::with_capacity(l.len());
+            for (i, x) in l.into_iter().enumerate() {
+                out.push(from_sdk_value(x).map_err(|rel| within(&format!("[{i}]"), rel))?);
+            }
+            AttributeValue::L(out)
+        }
+        SdkParts::M(m) => AttributeValue::M(from_sdk_map(m)?),
+        SdkParts::Unknown => return Err(String::new()),
     })
 }
 
@@ -132,7 +156,7 @@ mod tests {
         let line = r#"{"Item":{"a":{"S":"x"},"b":{"N":"-1.5E3"},"c":{"B":"AAEC"},"d":{"BOOL":true},"e":{"NULL":true},"f":{"SS":["p","q"]},"g":{"NS":["1","2.5"]},"h":{"BS":["AA==","AQ=="]},"i":{"L":[{"S":"y"},{"M":{"k":{"N":"0"}}}]},"j":{"M":{"y":{"S":"2"},"x":{"S":"1"}}}}}"#;
         let item = parse_line(line, 1).expect("valid");
         let sdk = to_sdk_item(&item);
-        let back = from_sdk_item(&sdk).expect("known types");
+        let back = from_sdk_item(sdk).expect("known types");
         // Maps come back sorted: j.x before j.y.
         assert_eq!(to_line(&back), line.replace(r#"{"y":{"S":"2"},"x":{"S":"1"}}"#, r#"{"x":{"S":"1"},"y":{"S":"2"}}"#));
     }
@@ -150,7 +174,37 @@ mod tests {
         ]);
         let line = r#"{"Item":{"l":{"L":[{"NULL":true},{"BOOL":false},{"B":"AP8="}]},"m":{"M":{"x":{"BS":["AQ=="]},"y":{"NS":["2"]}}},"pk":{"S":"a"}}}"#;
         let scanned = to_sdk_item(&parse_line(line, 1).expect("valid"));
-        assert_eq!(from_sdk_item(&record), from_sdk_item(&scanned));
-        assert_eq!(to_line(&from_sdk_item(&record).expect("known types")), line);
+        assert_eq!(from_sdk_item(record.clone()), from_sdk_item(scanned));
+        assert_eq!(to_line(&from_sdk_item(record).expect("known types")), line);
+    }
+
+    /// A value of a type the SDK does not know (the SDKs' own `Unknown` cannot be built).
+    enum Fake {
+        S,
+        Unknown,
+        L(Vec<Fake>),
+        M(HashMap<String, Fake>),
+    }
+
+    impl SdkValue for Fake {
+        fn into_parts(self) -> SdkParts<Self> {
+            match self {
+                Fake::S => SdkParts::S("x".into()),
+                Fake::Unknown => SdkParts::Unknown,
+                Fake::L(l) => SdkParts::L(l),
+                Fake::M(m) => SdkParts::M(m),
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_type_is_named_by_its_path() {
+        let nested = HashMap::from([
+            ("ok".to_string(), Fake::S),
+            ("m".to_string(), Fake::M(HashMap::from([("l".to_string(), Fake::L(vec![Fake::S, Fake::M(HashMap::from([("x".to_string(), Fake::Unknown)]))]))]))),
+        ]);
+        assert_eq!(from_sdk_item(nested).expect_err("unknown").attribute, "m.l[1].x");
+        assert_eq!(from_sdk_item(HashMap::from([("top".to_string(), Fake::Unknown)])).expect_err("unknown").attribute, "top");
+        assert_eq!(from_sdk_item(HashMap::from([("a".to_string(), Fake::L(vec![Fake::S, Fake::Unknown]))])).expect_err("unknown").attribute, "a[1]");
     }
 }

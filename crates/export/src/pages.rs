@@ -94,8 +94,8 @@ impl<'a> Pages<'a> {
             s.limiter.settle(estimate, consumed);
             self.sizer.observe(out.items().len(), consumed);
             let decode = |i| from_sdk_item(i).map_err(|u| ExportError::UnknownAttributeType { table: s.table.into(), attribute: u.attribute });
-            let items = out.items().iter().map(decode).collect::<Result<Vec<_>, _>>()?;
-            let last_evaluated_key = out.last_evaluated_key.as_ref().map(decode).transpose()?;
+            let items = out.items.unwrap_or_default().into_iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+            let last_evaluated_key = out.last_evaluated_key.clone().map(decode).transpose()?;
             self.start = out.last_evaluated_key;
             self.finished = self.start.is_none();
             return Ok(Some(Page { items, consumed_rcu: consumed, last_evaluated_key }));

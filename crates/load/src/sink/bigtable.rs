@@ -22,6 +22,7 @@ use bigtable_rs::google::bigtable::v2::read_rows_response::{self, cell_chunk::Ro
 use bigtable_rs::google::bigtable::v2::row_filter::{Chain, Filter};
 use bigtable_rs::google::bigtable::v2::row_range::{EndKey, StartKey};
 use bigtable_rs::google::bigtable::v2::{MutateRowsRequest, Mutation, ReadRowsRequest, RowFilter, RowRange, RowSet, SampleRowKeysRequest};
+use crossdock_core::retry;
 use futures::StreamExt as _;
 use googleapis_tonic_google_bigtable_admin_v2::google::bigtable::admin::v2 as admin;
 use std::collections::HashMap;
@@ -223,13 +224,14 @@ impl BigtableTarget {
     }
 
     /// Applies entries `0..n` (built by `build`) with MutateRows: entries that fail
-    /// retryably are built and sent again (bounded, with backoff), the server's
+    /// retryably are built and sent again (under [`retry::Policy::PARTIAL_WRITE`]), the server's
     /// flow-control hints are followed. Entries are built for each request rather than
     /// cloned: the request takes them, and most are never sent twice.
     async fn mutate(&self, model: &TableModel, n: usize, build: impl Fn(usize) -> Result<Entry, LoadError>) -> Result<(), LoadError> {
         let mut client = self.client();
         let table_name = client.get_full_table_name(&model.name);
-        let mut attempt = 0u32;
+        let policy = retry::Policy::PARTIAL_WRITE;
+        let mut attempts = 0u32;
         let mut todo: Vec<usize> = (0..n).collect();
         while !todo.is_empty() {
             let entries = todo.iter().map(|&i| build(i)).collect::<Result<Vec<_>, _>>()?;
@@ -271,16 +273,20 @@ impl BigtableTarget {
                 tokio::time::sleep(Duration::from_millis(((1.0 - f) * 1000.0) as u64)).await;
             }
             if failed.is_empty() {
+                if attempts > 0 {
+                    retry::recovered("bigtable", "mutate_rows_entries", attempts);
+                }
                 return Ok(());
             }
-            attempt += 1;
+            attempts += 1;
             self.stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if attempt > 8 {
-                return Err(err("mutate rows", &model.name, format!("{} entries still failing after {attempt} attempts", failed.len()), true));
+            let why = format!("{} of {sent} entries failed retryably", failed.len());
+            if retry::failed("bigtable", "mutate_rows_entries", true, policy.allows(attempts), &why) != retry::Outcome::Retried {
+                return Err(err("mutate rows", &model.name, format!("{why}, still after {attempts} attempts"), true));
             }
             failed.sort_unstable();
             todo = failed;
-            tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+            tokio::time::sleep(policy.delay(attempts)).await;
         }
         Ok(())
     }

@@ -137,10 +137,12 @@ impl ChangeSource for DynamoStreams {
             .send()
             .await
             .map_err(|e| self.err("GetRecords", shard, &e))?;
-        let mut changes = Vec::with_capacity(out.records().len());
-        for r in out.records() {
-            let Some(d) = r.dynamodb() else { continue };
-            let sequence = d.sequence_number().unwrap_or_default().to_string();
+        let next = out.next_shard_iterator;
+        let records = out.records.unwrap_or_default();
+        let mut changes = Vec::with_capacity(records.len());
+        for r in records {
+            let Some(d) = r.dynamodb else { continue };
+            let sequence = d.sequence_number.unwrap_or_default();
             let bad = |reason: &str| SyncError::Change {
                 table: self.table.clone(),
                 shard: shard.into(),
@@ -148,18 +150,18 @@ impl ChangeSource for DynamoStreams {
                 reason: reason.into(),
                 hint: crate::error::NO_IMAGE_HINT,
             };
-            let (kind, image) = match r.event_name() {
-                Some(OperationType::Remove) => (ChangeKind::Delete, d.keys()),
-                Some(OperationType::Insert | OperationType::Modify) => (ChangeKind::Upsert, d.new_image()),
+            let (kind, image) = match r.event_name {
+                Some(OperationType::Remove) => (ChangeKind::Delete, d.keys),
+                Some(OperationType::Insert | OperationType::Modify) => (ChangeKind::Upsert, d.new_image),
                 other => return Err(bad(&format!("unknown event {other:?}"))),
             };
             let image = image.ok_or_else(|| bad("the record has no new image"))?;
             // Converted as the exporter converts scanned items (attributes sorted by name).
             let item = crossdock_export::convert::from_sdk_item(image).map_err(|_| bad("the record has a value of a type this build does not know"))?;
-            let created_ms = d.approximate_creation_date_time().and_then(|t| t.to_millis().ok());
+            let created_ms = d.approximate_creation_date_time.and_then(|t| t.to_millis().ok());
             changes.push(Change { kind, item, sequence, created_ms });
         }
         let at_tip = changes.is_empty();
-        Ok(Read { changes, next: out.next_shard_iterator().map(str::to_string), at_tip })
+        Ok(Read { changes, next, at_tip })
     }
 }
