@@ -143,7 +143,7 @@ pub async fn scan_items(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Vec<Hash
 /// (attributes sorted), sorted.
 pub async fn scan_lines(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Vec<String> {
     let mut lines: Vec<String> =
-        scan_items(ddb, table).await.iter().map(|it| to_line(&crossdock_export::convert::from_sdk_item(it).expect("known types"))).collect();
+        scan_items(ddb, table).await.into_iter().map(|it| to_line(&crossdock_export::convert::from_sdk_item(it).expect("known types"))).collect();
     lines.sort();
     lines
 }

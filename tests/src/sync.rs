@@ -157,7 +157,7 @@ pub async fn delete(ddb: &aws_sdk_dynamodb::Client, table: &str, pk: &str) {
 
 /// Every item of the table (fresh Scan).
 pub async fn scan(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Vec<Item> {
-    scan_items(ddb, table).await.iter().map(|it| crossdock_export::convert::from_sdk_item(it).expect("known types")).collect()
+    scan_items(ddb, table).await.into_iter().map(|it| crossdock_export::convert::from_sdk_item(it).expect("known types")).collect()
 }
 
 /// Every row of the target as items.

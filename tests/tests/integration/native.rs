@@ -22,7 +22,7 @@ fn s(v: &[&str]) -> Vec<String> {
 
 /// `n` items of every DynamoDB type, as native export lines.
 fn lines(n: u64) -> Vec<String> {
-    (0..n).map(|i| to_line(&crossdock_export::convert::from_sdk_item(&crossdock_tests::export::item(i, 40)).expect("known types"))).collect()
+    (0..n).map(|i| to_line(&crossdock_export::convert::from_sdk_item(crossdock_tests::export::item(i, 40)).expect("known types"))).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
