@@ -12,12 +12,13 @@ use crate::writer::PartCodec;
 use crossdock_core::layout::{self, validate_prefix, DumpFile, ExportId, Timestamp};
 use crossdock_core::schema::{AttributeDefinition, BillingMode, KeyElement, KeyRole, Projection, SecondaryIndex, TableSchema, Throughput};
 use crossdock_core::{sizing, TypeTag, FORMAT_VERSION};
-use futures::StreamExt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How to change read capacity for the export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -532,13 +533,41 @@ async fn export_dir(clients: &Clients, cfg: &ExportConfig) -> Result<(ExportId, 
     Ok((export, schema_key, existing))
 }
 
-/// Scans the segments of `range`, `workers` at a time; the first failure cancels the others.
-async fn scan_segments(ctx: &SegmentCtx<'_>, table: &str, range: (u32, u32), workers: u32) -> Result<Vec<SegmentEnd>, ExportError> {
-    let mut results = futures::stream::iter(range.0..range.1).map(|s| async move { run_segment(ctx, s).await }).buffer_unordered(workers as usize);
+/// Scans the segments of `range`, `workers` at a time, each as a task of its own; their
+/// events reach `observer` from this task. The first failure cancels the others.
+async fn scan_segments(
+    ctx: SegmentCtx,
+    mut events: mpsc::UnboundedReceiver<ExportEvent>,
+    observer: &dyn Observer,
+    range: (u32, u32),
+    workers: u32,
+) -> Result<Vec<SegmentEnd>, ExportError> {
+    let ctx = Arc::new(ctx);
+    let table = ctx.export.table.clone();
+    let mut pending = range.0..range.1;
+    // Dropped on an early return (the run's future dropped), a JoinSet aborts its tasks.
+    let mut running = tokio::task::JoinSet::new();
+    let mut spawn_next = |running: &mut tokio::task::JoinSet<_>| {
+        if let Some(s) = pending.next() {
+            let ctx = ctx.clone();
+            running.spawn(async move { run_segment(&ctx, s).await }.instrument(tracing::Span::current()));
+        }
+    };
+    for _ in 0..workers.max(1) {
+        spawn_next(&mut running);
+    }
     let mut ends = Vec::new();
     let mut first_error = None;
-    while let Some(r) = results.next().await {
-        match r {
+    loop {
+        let joined = tokio::select! {
+            Some(e) = events.recv() => {
+                observer.event(&e);
+                continue;
+            }
+            joined = running.join_next() => joined,
+        };
+        let Some(joined) = joined else { break };
+        match joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())) {
             Ok(end) => ends.push(end),
             Err(e) => {
                 tracing::error!(table, error = %e, "segment failed; stopping the others");
@@ -546,6 +575,11 @@ async fn scan_segments(ctx: &SegmentCtx<'_>, table: &str, range: (u32, u32), wor
                 first_error.get_or_insert(e);
             }
         }
+        spawn_next(&mut running);
+    }
+    // Every task has ended: what they sent is all queued.
+    while let Ok(e) = events.try_recv() {
+        observer.event(&e);
     }
     match first_error {
         Some(e) => Err(e),
@@ -580,8 +614,8 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, observer: &dyn Observer,
 
     observer.event(&ExportEvent::Started { export: export.clone(), total_segments: p.total, size_bytes_estimate: p.info.size_bytes, rcu_budget: p.budget });
     let cancel = CancellationToken::new();
-    let limiter = RateLimiter::for_budget(p.budget);
-    let throttled = AtomicU64::new(0);
+    let limiter = Arc::new(RateLimiter::for_budget(p.budget));
+    let throttled = Arc::new(AtomicU64::new(0));
     // The lease this run took (its heartbeat), and one of a capacity step it renews.
     let mut held: Option<Heartbeat> = None;
     let joined = joined.map(|j| Heartbeat::start(clients.s3.clone(), cfg.bucket.clone(), j));
@@ -596,12 +630,13 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, observer: &dyn Observer,
                 lease::raise(&ctx, &h).await?;
                 observer.event(&ExportEvent::CapacityRaised { read: raise_to.read });
             }
+            let (events, events_rx) = mpsc::unbounded_channel();
             let seg_ctx = SegmentCtx {
-                ddb: &clients.ddb,
-                s3: &clients.s3,
-                bucket: &cfg.bucket,
-                prefix: &cfg.prefix,
-                export: &export,
+                ddb: clients.ddb.clone(),
+                s3: clients.s3.clone(),
+                bucket: cfg.bucket.clone(),
+                prefix: cfg.prefix.clone(),
+                export: export.clone(),
                 total: p.total,
                 workers: p.workers,
                 consistent: cfg.consistent,
@@ -609,12 +644,12 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, observer: &dyn Observer,
                 codec: cfg.codec,
                 chunk_bytes: cfg.chunk_bytes,
                 resume: cfg.resume,
-                limiter: &limiter,
-                cancel: &cancel,
-                observer,
-                throttled: &throttled,
+                limiter: limiter.clone(),
+                cancel: cancel.clone(),
+                events,
+                throttled: throttled.clone(),
             };
-            scan_segments(&seg_ctx, &cfg.table, p.range, p.workers).await
+            scan_segments(seg_ctx, events_rx, observer, p.range, p.workers).await
         };
         tokio::pin!(work);
         tokio::pin!(shutdown);
