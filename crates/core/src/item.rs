@@ -7,12 +7,13 @@
 //! compact form, so `write(parse(line)) == line` for every line crossdock writes.
 
 mod fast;
+mod view;
 
 pub use fast::{parse_attrs_with, Text};
+pub use view::{within, write_item, CoreValues, Entries, ValueView, View};
 
 use base64::Engine as _;
 use indexmap::IndexMap;
-use std::fmt::Write as _;
 
 /// Maximum nesting of L/M values DynamoDB accepts: a top-level attribute may hold 32
 /// nested `L`/`M` values, the 33rd is refused. The exporter writes what DynamoDB
@@ -348,9 +349,8 @@ pub fn validate_number(s: &str) -> Result<(), &'static str> {
 
 /// Writes one item as a canonical DynamoDB JSON line (`{"Item":{…}}`, no newline).
 pub fn write_line(item: &Item, out: &mut String) {
-    out.push_str("{\"Item\":");
-    write_map(item, out);
-    out.push('}');
+    // Every core value has a known type: writing one cannot fail.
+    let _ = view::write_item::<CoreValues>(&Entries::Ordered(item), out);
 }
 
 /// Convenience wrapper around [`write_line`].
@@ -358,75 +358,6 @@ pub fn to_line(item: &Item) -> String {
     let mut s = String::with_capacity(256);
     write_line(item, &mut s);
     s
-}
-
-fn write_str(s: &str, out: &mut String) {
-    // Most strings need no escape: copied as they are, which is what serde_json writes.
-    // A fold without early exit: the compiler vectorises it (long strings are common).
-    if !s.bytes().fold(false, |hit, b| hit | (b == b'"') | (b == b'\\') | (b < 0x20)) {
-        out.reserve(s.len() + 2);
-        out.push('"');
-        out.push_str(s);
-        out.push('"');
-        return;
-    }
-    // serde_json's escaping is the canonical JSON one; writing into a String cannot fail.
-    let mut buf = Vec::with_capacity(s.len() + 2);
-    if serde_json::to_writer(&mut buf, s).is_ok() {
-        out.push_str(&String::from_utf8_lossy(&buf));
-    }
-}
-
-fn write_map(m: &IndexMap<String, AttributeValue>, out: &mut String) {
-    out.push('{');
-    for (i, (k, v)) in m.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_str(k, out);
-        out.push(':');
-        write_value(v, out);
-    }
-    out.push('}');
-}
-
-fn write_value(v: &AttributeValue, out: &mut String) {
-    let _ = write!(out, "{{\"{}\":", v.type_tag().as_str());
-    match v {
-        AttributeValue::S(s) => write_str(s, out),
-        AttributeValue::N(n) => write_str(n, out),
-        AttributeValue::B(b) => write_str(&b64().encode(b), out),
-        AttributeValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        AttributeValue::Null => out.push_str("true"),
-        AttributeValue::Ss(ss) | AttributeValue::Ns(ss) => write_list(ss.iter().map(String::as_str), out),
-        AttributeValue::Bs(bs) => {
-            let enc: Vec<String> = bs.iter().map(|b| b64().encode(b)).collect();
-            write_list(enc.iter().map(String::as_str), out)
-        }
-        AttributeValue::L(l) => {
-            out.push('[');
-            for (i, x) in l.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_value(x, out);
-            }
-            out.push(']');
-        }
-        AttributeValue::M(m) => write_map(m, out),
-    }
-    out.push('}');
-}
-
-fn write_list<'a>(it: impl Iterator<Item = &'a str>, out: &mut String) {
-    out.push('[');
-    for (i, s) in it.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_str(s, out);
-    }
-    out.push(']');
 }
 
 #[cfg(test)]
@@ -450,7 +381,7 @@ mod tests {
     fn strings_are_written_as_serde_json_writes_them() {
         for s in ["", "plain", "é 日本 \u{7f}/", "quote\"", "back\\slash", "\u{0}\u{1f}\n\t", "mixed \"é\" \u{1}"] {
             let mut out = String::new();
-            write_str(s, &mut out);
+            view::write_str(s, &mut out);
             assert_eq!(out, serde_json::to_string(s).expect("serialises"), "{s:?}");
         }
     }

@@ -2,7 +2,7 @@
 //! segment manifests (`manifests/seg-SSSSS-of-NNNNN.json`), exporter checkpoints and
 //! the capacity lease (`_checkpoint/…`, `_capacity.json`).
 
-use crate::item::{AttributeValue, Item, TypeTag};
+use crate::item::{AttributeValue, CoreValues, Entries, Item, TypeTag, ValueView, View};
 use crate::schema::Throughput;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -90,24 +90,31 @@ impl TypeStats {
 
     /// Records one item.
     pub fn observe(&mut self, item: &Item, encoded_len: impl Fn(&AttributeValue) -> usize) {
-        for (name, v) in item {
+        self.observe_view::<CoreValues>(&Entries::Ordered(item), encoded_len)
+    }
+
+    /// Records one item held in any representation `R` reads (the exporter's SDK
+    /// items). A value of an unknown type is not counted: writing its line has failed.
+    pub fn observe_view<R: ValueView>(&mut self, item: &Entries<'_, R::Value>, encoded_len: impl Fn(&R::Value) -> usize) {
+        item.for_each(|name, v| {
+            let Some(view) = R::view(v) else { return };
             let s = self.entry(name);
             // Recorded from here on; stays unknown if merged statistics lacked it.
             s.max_fraction_digits = s.fraction_digits();
-            *s.types.entry(v.type_tag()).or_default() += 1;
+            *s.types.entry(view.type_tag()).or_default() += 1;
             s.max_value_bytes = s.max_value_bytes.max(encoded_len(v) as u64);
-            let numbers: &[String] = match v {
-                AttributeValue::N(n) => std::slice::from_ref(n),
-                AttributeValue::Ns(ns) => ns,
-                _ => &[],
+            let (one, set): (Option<&str>, &[String]) = match &view {
+                View::N(n) => (Some(n), &[]),
+                View::Ns(ns) => (None, ns),
+                _ => (None, &[]),
             };
-            for n in numbers {
+            for n in one.into_iter().chain(set.iter().map(String::as_str)) {
                 let (digits, fraction) = number_digits(n);
                 s.max_integer_digits = s.max_integer_digits.max(digits);
                 s.fractional_numbers += u64::from(fraction > 0);
                 s.max_fraction_digits = s.max_fraction_digits.map(|m| m.max(fraction));
             }
-        }
+        });
     }
 
     pub fn merge(&mut self, other: &TypeStats) {

@@ -7,7 +7,7 @@
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue as Sdk;
-use crossdock_core::item::{AttributeValue, Item};
+use crossdock_core::item::{within, AttributeValue, Entries, Item, ValueView, View};
 use std::collections::HashMap;
 
 /// An attribute whose type this build of the SDK does not know (`Unknown`).
@@ -68,6 +68,30 @@ macro_rules! sdk_value {
 sdk_value!(aws_sdk_dynamodb::types::AttributeValue);
 sdk_value!(aws_sdk_dynamodbstreams::types::AttributeValue);
 
+/// Reads the values of scanned items in place: the exporter writes a page's items
+/// straight into lines, with the same writer (and order) as core items.
+#[derive(Debug, Clone, Copy)]
+pub enum Scanned {}
+
+impl ValueView for Scanned {
+    type Value = Sdk;
+    fn view(v: &Sdk) -> Option<View<'_, Sdk>> {
+        Some(match v {
+            Sdk::S(s) => View::S(s),
+            Sdk::N(n) => View::N(n),
+            Sdk::B(b) => View::B(b.as_ref()),
+            Sdk::Bool(b) => View::Bool(*b),
+            Sdk::Null(_) => View::Null,
+            Sdk::Ss(v) => View::Ss(v),
+            Sdk::Ns(v) => View::Ns(v),
+            Sdk::Bs(v) => View::Bs(v.iter().map(Blob::as_ref).collect()),
+            Sdk::L(l) => View::L(l),
+            Sdk::M(m) => View::M(Entries::Unordered(m)),
+            _ => return None,
+        })
+    }
+}
+
 /// SDK item → core item, attributes sorted by name. The item is taken apart, not
 /// copied: its strings and bytes become the core item's (this is on the exporter's
 /// per-item path).
@@ -90,17 +114,6 @@ fn from_sdk_map<V: SdkValue>(m: HashMap<String, V>) -> Result<indexmap::IndexMap
         }
     }
     Ok(out)
-}
-
-/// `outer` followed by the path `rel` inside it (`a` + `b` = `a.b`, `a` + `[0]` = `a[0]`).
-fn within(outer: &str, rel: String) -> String {
-    if rel.is_empty() {
-        outer.to_string()
-    } else if rel.starts_with('[') {
-        format!("{outer}{rel}")
-    } else {
-        format!("{outer}.{rel}")
-    }
 }
 
 fn from_sdk_value<V: SdkValue>(v: V) -> Result<AttributeValue, String> {
@@ -149,7 +162,9 @@ pub fn to_sdk(v: &AttributeValue) -> Sdk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossdock_core::item::{parse_line, to_line};
+    use crate::writer::json_len;
+    use crossdock_core::item::{parse_line, to_line, write_item, CoreValues};
+    use crossdock_core::manifest::TypeStats;
 
     #[test]
     fn every_type_round_trips_and_attributes_are_sorted() {
@@ -159,6 +174,20 @@ mod tests {
         let back = from_sdk_item(sdk).expect("known types");
         // Maps come back sorted: j.x before j.y.
         assert_eq!(to_line(&back), line.replace(r#"{"y":{"S":"2"},"x":{"S":"1"}}"#, r#"{"x":{"S":"1"},"y":{"S":"2"}}"#));
+    }
+
+    #[test]
+    fn a_scanned_item_written_in_place_gives_the_line_of_its_conversion() {
+        let line = r#"{"Item":{"z":{"S":"x"},"b":{"N":"-1.5E3"},"c":{"B":"AAEC"},"d":{"BOOL":false},"e":{"NULL":true},"f":{"SS":["p","q"]},"g":{"NS":["1","2.5"]},"h":{"BS":["AA==","AQ=="]},"i":{"L":[{"S":"y\"\u0001"},{"M":{"k":{"N":"0"},"a":{"L":[]}}}]},"j":{"M":{"y":{"S":"2"},"x":{"S":"1"}}}}}"#;
+        let sdk = to_sdk_item(&parse_line(line, 1).expect("valid"));
+        let mut in_place = String::new();
+        write_item::<Scanned>(&Entries::Unordered(&sdk), &mut in_place).expect("known types");
+        assert_eq!(in_place, to_line(&from_sdk_item(sdk.clone()).expect("known types")));
+        assert!(in_place.starts_with(r#"{"Item":{"b":"#), "attributes sorted: {in_place}");
+        let (mut from_sdk, mut from_core) = (TypeStats::default(), TypeStats::default());
+        from_sdk.observe_view::<Scanned>(&Entries::Unordered(&sdk), json_len::<Scanned>);
+        from_core.observe(&from_sdk_item(sdk).expect("known types"), json_len::<CoreValues>);
+        assert_eq!(from_sdk, from_core);
     }
 
     #[test]

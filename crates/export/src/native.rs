@@ -18,7 +18,7 @@ use crate::s3::{get_json, list, put_json};
 use crate::writer::json_len;
 use base64::Engine as _;
 use crossdock_core::codec::Codec;
-use crossdock_core::item::parse_line;
+use crossdock_core::item::{parse_line, CoreValues};
 use crossdock_core::layout::{self, DumpFile, ExportId, Timestamp};
 use crossdock_core::manifest::{PartEntry, SegmentManifest, TypeStats};
 use crossdock_core::schema::TableSchema;
@@ -186,7 +186,7 @@ impl Lines {
             records.push(parse_incremental_line(text, self.line_no).map_err(|why| ScanError { line: self.line_no, why })?);
         } else {
             let item = parse_line(text, self.line_no).map_err(|e| ScanError { line: self.line_no, why: e.to_string() })?;
-            self.stats.observe(&item, json_len);
+            self.stats.observe(&item, json_len::<CoreValues>);
         }
         self.items += 1;
         Ok(())

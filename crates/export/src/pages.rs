@@ -30,10 +30,14 @@ pub struct Segment<'a> {
     pub throttle_metric: &'static str,
 }
 
-/// One Scan page.
+/// A scanned item as the SDK returns it.
+pub type ScannedItem = HashMap<String, Sdk>;
+
+/// One Scan page: its items converted to core items, or as scanned (`Page<ScannedItem>`,
+/// which the exporter writes in place).
 #[derive(Debug)]
-pub struct Page {
-    pub items: Vec<Item>,
+pub struct Page<I = Item> {
+    pub items: Vec<I>,
     pub consumed_rcu: f64,
     /// Where the next page starts; `None` on the segment's last page.
     pub last_evaluated_key: Option<Item>,
@@ -53,9 +57,19 @@ impl<'a> Pages<'a> {
         Pages { start: start_after.map(to_sdk_item), sizer, seg, finished: false }
     }
 
-    /// The next page; `Ok(None)` after the last one, or once the cancel token fires
-    /// (nothing is read after that; the caller tells the two apart by the token).
+    /// The next page of core items; `Ok(None)` after the last one, or once the cancel
+    /// token fires (nothing is read after that; the caller tells the two apart by the
+    /// token).
     pub async fn next(&mut self) -> Result<Option<Page>, ExportError> {
+        let Some(page) = self.next_scanned().await? else { return Ok(None) };
+        let table = self.seg.table;
+        let decode = |i| from_sdk_item(i).map_err(|u| ExportError::UnknownAttributeType { table: table.into(), attribute: u.attribute });
+        let items = page.items.into_iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Page { items, consumed_rcu: page.consumed_rcu, last_evaluated_key: page.last_evaluated_key }))
+    }
+
+    /// The next page with its items as scanned, like [`Pages::next`].
+    pub async fn next_scanned(&mut self) -> Result<Option<Page<ScannedItem>>, ExportError> {
         let s = &self.seg;
         let mut attempt = 0u32;
         while !self.finished && !s.cancel.is_cancelled() {
@@ -94,11 +108,10 @@ impl<'a> Pages<'a> {
             s.limiter.settle(estimate, consumed);
             self.sizer.observe(out.items().len(), consumed);
             let decode = |i| from_sdk_item(i).map_err(|u| ExportError::UnknownAttributeType { table: s.table.into(), attribute: u.attribute });
-            let items = out.items.unwrap_or_default().into_iter().map(decode).collect::<Result<Vec<_>, _>>()?;
             let last_evaluated_key = out.last_evaluated_key.clone().map(decode).transpose()?;
             self.start = out.last_evaluated_key;
             self.finished = self.start.is_none();
-            return Ok(Some(Page { items, consumed_rcu: consumed, last_evaluated_key }));
+            return Ok(Some(Page { items: out.items.unwrap_or_default(), consumed_rcu: consumed, last_evaluated_key }));
         }
         Ok(None)
     }

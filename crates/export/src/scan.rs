@@ -4,12 +4,14 @@
 //! `LastEvaluatedKey`, so `--resume` continues after the last durable part and every item
 //! lands exactly once. The segment's manifest is written when it ends.
 
+use crate::convert::Scanned;
 use crate::error::ExportError;
 use crate::observe::ExportEvent;
 use crate::pages::{Pages, Segment};
 use crate::ratelimit::RateLimiter;
 use crate::s3::{delete, get_json, put_json};
 use crate::writer::{PartCodec, PartWriter};
+use crossdock_core::item::Entries;
 use crossdock_core::layout::{DumpFile, ExportId};
 use crossdock_core::manifest::{SegmentCheckpoint, SegmentManifest, TypeStats};
 use crossdock_core::FORMAT_VERSION;
@@ -114,7 +116,7 @@ pub(crate) async fn run_segment(ctx: &SegmentCtx, segment: u32) -> Result<Segmen
     let mut pages = Pages::new(seg, cp.last_evaluated_key.as_ref());
     let mut part = new_part(ctx, segment, cp.parts.len() as u32)?;
     let mut rcu_since_checkpoint = 0.0;
-    let mut next = pages.next().await;
+    let mut next = pages.next_scanned().await;
     loop {
         let page = match next {
             Ok(Some(page)) => page,
@@ -141,7 +143,7 @@ pub(crate) async fn run_segment(ctx: &SegmentCtx, segment: u32) -> Result<Segmen
             rcu_since_checkpoint += consumed;
             let bytes_before = part.bytes();
             for item in &page.items {
-                part.push(item).await?;
+                part.push::<Scanned>(&Entries::Unordered(item)).await?;
             }
             let page_items = page.items.len() as u64;
             metrics::counter!("crossdock_export_items_total").increment(page_items);
@@ -170,7 +172,7 @@ pub(crate) async fn run_segment(ctx: &SegmentCtx, segment: u32) -> Result<Segmen
             if finished {
                 Ok(None)
             } else {
-                pages.next().await
+                pages.next_scanned().await
             }
         };
         let (read, written) = tokio::join!(biased; read, write);
@@ -197,7 +199,7 @@ pub(crate) async fn run_segment(ctx: &SegmentCtx, segment: u32) -> Result<Segmen
 
 fn new_part(ctx: &SegmentCtx, segment: u32, part: u32) -> Result<PartWriter, ExportError> {
     let file = DumpFile::Part { segment, part, codec: ctx.codec.codec };
-    PartWriter::new(ctx.s3.clone(), &ctx.bucket, ctx.export.s3_key(&ctx.prefix, &file), file.s3_name(), ctx.codec, ctx.chunk_bytes)
+    PartWriter::new(ctx.s3.clone(), &ctx.export.table, &ctx.bucket, ctx.export.s3_key(&ctx.prefix, &file), file.s3_name(), ctx.codec, ctx.chunk_bytes)
 }
 
 /// The manifest of a finished segment of `table`, from its last checkpoint.

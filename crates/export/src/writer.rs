@@ -19,7 +19,7 @@
 use crate::error::{s3_error, ExportError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use crossdock_core::item::{write_line, AttributeValue, Item};
+use crossdock_core::item::{write_item, Entries, ValueView, View};
 use crossdock_core::manifest::{PartEntry, TypeStats};
 use crossdock_core::Codec;
 use sha2::{Digest, Sha256};
@@ -124,6 +124,7 @@ impl Stored {
 /// One data part being written.
 pub struct PartWriter {
     s3: aws_sdk_s3::Client,
+    table: String,
     bucket: String,
     key: String,
     /// Name relative to the export directory (for the manifest).
@@ -153,12 +154,21 @@ pub struct FinishedPart {
 }
 
 impl PartWriter {
-    /// A writer of `key` (named `name` in the manifest) stored with `codec`.
-    pub fn new(s3: aws_sdk_s3::Client, bucket: &str, key: String, name: String, codec: PartCodec, chunk_bytes: usize) -> Result<Self, ExportError> {
+    /// A writer of `table`'s part `key` (named `name` in the manifest) stored with `codec`.
+    pub fn new(
+        s3: aws_sdk_s3::Client,
+        table: &str,
+        bucket: &str,
+        key: String,
+        name: String,
+        codec: PartCodec,
+        chunk_bytes: usize,
+    ) -> Result<Self, ExportError> {
         let chunk_bytes = chunk_bytes.max(MIN_CHUNK_BYTES);
         let stored = Stored::new(codec).map_err(|e| encode_error(bucket, &key, e))?;
         Ok(PartWriter {
             s3,
+            table: table.into(),
             bucket: bucket.into(),
             content_type: codec.codec.content_type(),
             key,
@@ -181,13 +191,17 @@ impl PartWriter {
         self.bytes
     }
 
-    /// Appends one item as a line; sends a chunk when one is full.
-    pub async fn push(&mut self, item: &Item) -> Result<(), ExportError> {
+    /// Appends one item, held in any representation `R` reads (the SDK's scanned
+    /// items, core items), as a line; sends a chunk when one is full. An attribute of a
+    /// type this build does not know fails the part, naming it.
+    pub async fn push<R: ValueView>(&mut self, item: &Entries<'_, R::Value>) -> Result<(), ExportError> {
         self.line.clear();
-        write_line(item, &mut self.line);
+        if let Err(attribute) = write_item::<R>(item, &mut self.line) {
+            return Err(ExportError::UnknownAttributeType { table: self.table.clone(), attribute });
+        }
         self.line.push('\n');
         let len = self.line.len();
-        self.stats.observe(item, json_len);
+        self.stats.observe_view::<R>(item, json_len::<R>);
         self.hasher.update(self.line.as_bytes());
         self.stored.write(self.line.as_bytes()).map_err(|e| encode_error(&self.bucket, &self.key, e))?;
         self.items += 1;
@@ -325,29 +339,38 @@ fn encode_error(bucket: &str, key: &str, source: std::io::Error) -> ExportError 
 }
 
 /// Size of a value's DynamoDB JSON text (without escapes), for the type statistics'
-/// `max_value_bytes`; computed without encoding.
-pub fn json_len(v: &AttributeValue) -> usize {
+/// `max_value_bytes`; computed without encoding. `R` reads the value (a scanned SDK
+/// value, a core one: [`CoreValues`]); one of a type it does not know counts 0.
+pub fn json_len<R: ValueView>(v: &R::Value) -> usize {
     fn list(it: impl Iterator<Item = usize>) -> usize {
         let (n, sum) = it.fold((0usize, 0usize), |(n, s), l| (n + 1, s + l));
         2 + sum + n.saturating_sub(1)
     }
-    let tag = v.type_tag().as_str().len() + 5; // {"T":…}
-    tag + match v {
-        AttributeValue::S(s) | AttributeValue::N(s) => s.len() + 2,
-        AttributeValue::B(b) => b.len().div_ceil(3) * 4 + 2,
-        AttributeValue::Bool(true) | AttributeValue::Null => 4,
-        AttributeValue::Bool(false) => 5,
-        AttributeValue::Ss(v) | AttributeValue::Ns(v) => list(v.iter().map(|s| s.len() + 2)),
-        AttributeValue::Bs(v) => list(v.iter().map(|b| b.len().div_ceil(3) * 4 + 2)),
-        AttributeValue::L(l) => list(l.iter().map(json_len)),
-        AttributeValue::M(m) => list(m.iter().map(|(k, v)| k.len() + 3 + json_len(v))),
+    let Some(view) = R::view(v) else { return 0 };
+    let tag = view.type_tag().as_str().len() + 5; // {"T":…}
+    tag + match view {
+        View::S(s) | View::N(s) => s.len() + 2,
+        View::B(b) => b.len().div_ceil(3) * 4 + 2,
+        View::Bool(true) | View::Null => 4,
+        View::Bool(false) => 5,
+        View::Ss(v) | View::Ns(v) => list(v.iter().map(|s| s.len() + 2)),
+        View::Bs(v) => list(v.iter().map(|b| b.len().div_ceil(3) * 4 + 2)),
+        View::L(l) => list(l.iter().map(json_len::<R>)),
+        View::M(m) => {
+            let (mut n, mut sum) = (0usize, 0usize);
+            m.for_each(|k, v| {
+                n += 1;
+                sum += k.len() + 3 + json_len::<R>(v);
+            });
+            2 + sum + n.saturating_sub(1)
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossdock_core::item::{parse_line, to_line};
+    use crossdock_core::item::{parse_line, to_line, CoreValues};
 
     /// Lines through `Stored`, with the output taken in pieces as the writer does
     /// between chunks; returns the stored bytes.
@@ -395,6 +418,6 @@ mod tests {
         let value = &item["a"];
         let whole = to_line(&item);
         // `{"Item":{"a":` + value + `}}`
-        assert_eq!(json_len(value), whole.len() - 15);
+        assert_eq!(json_len::<CoreValues>(value), whole.len() - 15);
     }
 }

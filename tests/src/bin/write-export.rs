@@ -79,7 +79,7 @@ async fn put_part(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, name: String
         for line in std::str::from_utf8(&tail[..cut]).with_context(|| format!("{path} is not UTF-8"))?.lines().filter(|l| !l.is_empty()) {
             items += 1;
             let item = parse_line(line, items).with_context(|| format!("{path}: line {items}"))?;
-            stats.observe(&item, crossdock_export::writer::json_len);
+            stats.observe(&item, crossdock_export::writer::json_len::<crossdock_core::item::CoreValues>);
         }
         tail.drain(..cut);
         if last && upload.is_none() {
