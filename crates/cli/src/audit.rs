@@ -25,7 +25,7 @@ pub struct Args {
     /// parallel scan, spread over the key space. Extra target rows are then not counted.
     #[arg(long, value_name = "F")]
     pub sample: Option<f64>,
-    /// Parallel-scan segments read (default: one per GiB of table, at least --concurrency).
+    /// Parallel-scan segments read (default: one per GiB of table, at least --concurrency, in whole rounds of it).
     #[arg(long, value_name = "N")]
     pub segments: Option<u32>,
     /// Share of the table's provisioned read capacity the audit may use.

@@ -211,7 +211,7 @@ struct ExportArgs {
     /// Cap on consumed RCU per second (the only limit for on-demand tables).
     #[arg(long)]
     max_rcu: Option<f64>,
-    /// Parallel-scan TotalSegments (default: ~1 per GiB, at least --concurrency).
+    /// Parallel-scan TotalSegments (default: ~1 per GiB, at least --concurrency, in whole rounds of it).
     #[arg(long)]
     segments: Option<u32>,
     /// Only segments a..b (end exclusive) of TotalSegments, e.g. one slice per pod.

@@ -17,10 +17,14 @@ pub const DYNAMODB_MAX_PAGE_BYTES: u64 = 1024 * 1024;
 /// Headroom kept below hard limits (estimates of row size are averages).
 const SAFETY: f64 = 0.9;
 
-/// Default TotalSegments for a table: about one per GiB, at least one per worker.
+/// Default TotalSegments for a table: about one per GiB, at least one per worker, and a
+/// whole number of rounds of the workers: 10 segments on 8 workers would end with 2
+/// workers scanning the last fifth of the table while 6 wait.
 pub fn default_segments(table_bytes: u64, workers: u32) -> u32 {
-    let per_gib = table_bytes.div_ceil(1 << 30);
-    (per_gib.min(u64::from(DYNAMODB_MAX_SEGMENTS)) as u32).max(workers).max(1)
+    let workers = u64::from(workers.max(1));
+    let per_gib = table_bytes.div_ceil(1 << 30).max(workers);
+    let rounds = per_gib.div_ceil(workers) * workers;
+    rounds.min(u64::from(DYNAMODB_MAX_SEGMENTS)) as u32
 }
 
 /// Read capacity units a full scan of `bytes` consumes (4 KB per unit; eventually
@@ -479,9 +483,13 @@ mod tests {
     #[test]
     fn segments_track_size_and_workers() {
         assert_eq!(default_segments(0, 4), 4);
-        assert_eq!(default_segments(10 << 30, 4), 10);
-        assert_eq!(default_segments((10 << 30) + 1, 4), 11);
+        assert_eq!(default_segments(0, 0), 1);
+        assert_eq!(default_segments(12 << 30, 4), 12);
+        // 10 GiB on 4 workers: 3 whole rounds, not 2 and a half.
+        assert_eq!(default_segments(10 << 30, 4), 12);
+        assert_eq!(default_segments((12 << 30) + 1, 4), 16);
         assert_eq!(default_segments(u64::MAX, 1), DYNAMODB_MAX_SEGMENTS);
+        assert_eq!(default_segments(u64::MAX, 7), DYNAMODB_MAX_SEGMENTS);
     }
 
     #[test]
@@ -578,7 +586,7 @@ mod tests {
             measured: None,
         };
         let p = plan_table(&facts, &inputs);
-        assert_eq!(p.segments, 100);
+        assert_eq!(p.segments, 104, "100 GiB in whole rounds of 8 workers");
         assert!(p.export_secs <= 3.0 * 3600.0 + 1.0, "export within its half of the deadline: {}", p.export_secs);
         assert!(p.raise_to_rcu > 500);
         assert_eq!(p.export_rcu_per_sec, p.raise_to_rcu as f64 * 0.5);

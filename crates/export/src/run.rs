@@ -58,7 +58,7 @@ pub struct ExportConfig {
     pub raise: Raise,
     /// Cap on consumed RCU/s (required to limit on-demand tables).
     pub max_rcu: Option<f64>,
-    /// TotalSegments; `None`: about one per GiB, at least `concurrency`.
+    /// TotalSegments; `None`: about one per GiB, at least `concurrency`, in whole rounds of it.
     pub segments: Option<u32>,
     /// Segments `start..end` of TotalSegments handled by this process.
     pub segment_range: Option<(u32, u32)>,
