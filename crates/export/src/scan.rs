@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Everything a segment task shares with the others. Each segment runs as a task of
 /// its own ([`crate::run`] spawns them), so the segments' CPU work (response parsing,
-/// item conversion, encoding, compression) spreads over the runtime's threads instead
+/// line encoding, compression) spreads over the runtime's threads instead
 /// of taking turns on one; the context is owned for that.
 pub(crate) struct SegmentCtx {
     pub ddb: aws_sdk_dynamodb::Client,
