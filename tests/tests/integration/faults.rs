@@ -72,11 +72,18 @@ async fn a_failed_upload_chunk_is_resumed_at_the_committed_offset_not_recopied()
     let e = FakeExport::new("resume", "Resumed", 1, 3, 30_000); // ~2 MiB parts: 8 chunks each
     let mut args = w.cli_args();
     args.extend(s(&["--codec", "none", "--chunk-mib", "0.25", "--until-idle", "5"]));
-    // Every 3rd chunk's reply is lost after GCS took the bytes; every 4th chunk is
-    // refused with a 503 before it reaches GCS.
+    // Of each part's upload requests, every 3rd reply is lost after GCS took the bytes
+    // and every 4th is refused with a 503 before it reaches GCS. Counted per part: the
+    // parts upload concurrently, and with one count for all, how the requests
+    // interleaved decided which chunk met the faults (once, one chunk met five in a row
+    // and its copy started over).
     let proxy = FaultProxy::gcs().await;
-    proxy.every(3, Action::Lose, upload_chunk);
-    proxy.every(4, Action::Status(503), upload_chunk);
+    for part in 0..e.parts_per_segment {
+        let name = format!("part-{part:05}.");
+        let (lose, refuse) = (name.clone(), name);
+        proxy.every(3, Action::Lose, move |m, p| upload_chunk(m, p) && p.contains(&lose));
+        proxy.every(4, Action::Status(503), move |m, p| upload_chunk(m, p) && p.contains(&refuse));
+    }
     let log = tmp_log("resume");
     let mut relay = RelayProcess::spawn_with_env(&args, &log, &[("STORAGE_EMULATOR_HOST", &proxy.url)]);
     e.put_all(&w.src.client, &w.src.name, "").await;
