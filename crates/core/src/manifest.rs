@@ -96,8 +96,8 @@ impl TypeStats {
     /// Records one item held in any representation `R` reads (the exporter's SDK
     /// items). A value of an unknown type is not counted: writing its line has failed.
     pub fn observe_view<R: ValueView>(&mut self, item: &Entries<'_, R::Value>, encoded_len: impl Fn(&R::Value) -> usize) {
-        item.for_each(|name, v| {
-            let Some(view) = R::view(v) else { return };
+        for (name, v) in item.iter() {
+            let Some(view) = R::view(v) else { continue };
             let s = self.entry(name);
             // Recorded from here on; stays unknown if merged statistics lacked it.
             s.max_fraction_digits = s.fraction_digits();
@@ -114,7 +114,7 @@ impl TypeStats {
                 s.fractional_numbers += u64::from(fraction > 0);
                 s.max_fraction_digits = s.max_fraction_digits.map(|m| m.max(fraction));
             }
-        });
+        }
     }
 
     pub fn merge(&mut self, other: &TypeStats) {

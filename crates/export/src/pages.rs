@@ -43,6 +43,11 @@ pub struct Page<I = Item> {
     pub last_evaluated_key: Option<Item>,
 }
 
+/// A scanned item of `table` as a core item.
+fn core_item(table: &str, item: ScannedItem) -> Result<Item, ExportError> {
+    from_sdk_item(item).map_err(|u| ExportError::UnknownAttributeType { table: table.into(), attribute: u.attribute })
+}
+
 /// The pages of one segment, from its start or from a checkpoint's key.
 pub struct Pages<'a> {
     seg: Segment<'a>,
@@ -63,8 +68,7 @@ impl<'a> Pages<'a> {
     pub async fn next(&mut self) -> Result<Option<Page>, ExportError> {
         let Some(page) = self.next_scanned().await? else { return Ok(None) };
         let table = self.seg.table;
-        let decode = |i| from_sdk_item(i).map_err(|u| ExportError::UnknownAttributeType { table: table.into(), attribute: u.attribute });
-        let items = page.items.into_iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        let items = page.items.into_iter().map(|i| core_item(table, i)).collect::<Result<Vec<_>, _>>()?;
         Ok(Some(Page { items, consumed_rcu: page.consumed_rcu, last_evaluated_key: page.last_evaluated_key }))
     }
 
@@ -107,8 +111,7 @@ impl<'a> Pages<'a> {
             let consumed = out.consumed_capacity().and_then(|c| c.capacity_units()).unwrap_or(estimate);
             s.limiter.settle(estimate, consumed);
             self.sizer.observe(out.items().len(), consumed);
-            let decode = |i| from_sdk_item(i).map_err(|u| ExportError::UnknownAttributeType { table: s.table.into(), attribute: u.attribute });
-            let last_evaluated_key = out.last_evaluated_key.clone().map(decode).transpose()?;
+            let last_evaluated_key = out.last_evaluated_key.clone().map(|k| core_item(s.table, k)).transpose()?;
             self.start = out.last_evaluated_key;
             self.finished = self.start.is_none();
             return Ok(Some(Page { items: out.items.unwrap_or_default(), consumed_rcu: consumed, last_evaluated_key }));

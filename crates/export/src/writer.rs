@@ -356,14 +356,7 @@ pub fn json_len<R: ValueView>(v: &R::Value) -> usize {
         View::Ss(v) | View::Ns(v) => list(v.iter().map(|s| s.len() + 2)),
         View::Bs(v) => list(v.iter().map(|b| b.len().div_ceil(3) * 4 + 2)),
         View::L(l) => list(l.iter().map(json_len::<R>)),
-        View::M(m) => {
-            let (mut n, mut sum) = (0usize, 0usize);
-            m.for_each(|k, v| {
-                n += 1;
-                sum += k.len() + 3 + json_len::<R>(v);
-            });
-            2 + sum + n.saturating_sub(1)
-        }
+        View::M(m) => list(m.iter().map(|(k, v)| k.len() + 3 + json_len::<R>(v))),
     }
 }
 

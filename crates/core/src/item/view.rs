@@ -61,11 +61,13 @@ pub enum Entries<'a, V> {
 
 impl<'a, V> Entries<'a, V> {
     /// Every entry, in no particular order (for sums and statistics).
-    pub fn for_each(&self, mut f: impl FnMut(&'a str, &'a V)) {
-        match self {
-            Entries::Ordered(m) => m.iter().for_each(|(k, v)| f(k, v)),
-            Entries::Unordered(m) => m.iter().for_each(|(k, v)| f(k, v)),
-        }
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a V)> {
+        let (ordered, unordered) = match *self {
+            Entries::Ordered(m) => (Some(m), None),
+            Entries::Unordered(m) => (None, Some(m)),
+        };
+        let ordered = ordered.into_iter().flatten().map(|(k, v)| (k.as_str(), v));
+        ordered.chain(unordered.into_iter().flatten().map(|(k, v)| (k.as_str(), v)))
     }
 }
 
